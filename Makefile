@@ -1,0 +1,95 @@
+# tgtun — build, test and package. `make help` lists the targets.
+SHELL       := /bin/bash
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+BIN         := bin/tgtun
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Debian packages the tests and the demo use: the kernel tools, real proxy servers and
+# clients, qemu for the big-endian test run, shellcheck and gettext for the packaging checks.
+DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
+               tinyproxy qemu-user-static shellcheck gettext
+# Packages whose tests need no root and no network namespaces: they also run under qemu
+# on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
+PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/...
+
+.PHONY: help deps build test lint unit test-bigendian cross demo bench ipk clean fuzz
+
+help:
+	@echo "make demo   - set up, build and run the end-to-end demo (root)"
+	@echo "make test   - set up and run every test: lint, unit+e2e (root), big-endian, cross"
+	@echo "make build  - build bin/tgtun"
+	@echo "make lint   - gofmt, go vet, staticcheck"
+	@echo "make cross  - static binaries for the OpenWrt targets, with sizes"
+	@echo "make ipk    - OpenWrt packages in dist/"
+	@echo "make bench  - benchmarks"
+
+# deps installs what the tests need on a fresh Debian machine (root). It is quick when
+# everything is already there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-bigendian:
+	GOARCH=mips GOMIPS=softfloat CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-mips-static $(PURE_PKGS)
+	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-arm-static $(PURE_PKGS)
+
+test: deps lint unit test-bigendian cross
+
+# The OpenWrt architectures and their Go settings live in one place: openwrt/mkipk.
+MKIPK := bin/mkipk
+$(MKIPK): $(wildcard openwrt/mkipk/*.go)
+	@mkdir -p bin
+	$(GO) build -o $@ ./openwrt/mkipk
+
+cross: $(MKIPK)
+	@mkdir -p dist/bin
+	@set -e; for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
+		env $$($(MKIPK) -print-env $$arch) $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o dist/bin/tgtun-$$arch ./daemon; \
+		printf '%-28s %6d KiB\n' $$arch $$(( $$(stat -c %s dist/bin/tgtun-$$arch) / 1024 )); \
+	done
+
+IPK_VERSION ?= $(patsubst v%,%,$(VERSION))
+ipk: $(MKIPK)
+	@mkdir -p dist
+	@set -e; export SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
+	for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
+		env $$($(MKIPK) -print-env $$arch) $(GO) build -trimpath \
+			-ldflags '-s -w -X main.version=$(IPK_VERSION)' -o bin/$$arch/tgtun ./daemon; \
+		$(MKIPK) -name tgtun -version $(IPK_VERSION) -arch $$arch -bin bin/$$arch/tgtun \
+			-files openwrt/files -scripts openwrt/scripts -out dist; \
+	done
+	@ls -l dist/*.ipk
+
+demo: deps build
+	$(GO) run ./e2e/demo -tgtun $(BIN)
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...
+
+fuzz:
+	@for p in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$p | grep ^Fuzz); do \
+			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
+		done; \
+	done
+
+clean:
+	rm -rf bin dist

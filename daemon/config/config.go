@@ -1,0 +1,678 @@
+// Package config reads tgtun's UCI configuration (/etc/config/tgtun) into a validated
+// Config with defaults. Every problem is reported at once, each naming file, line,
+// section and option; secrets never appear in messages or in formatted values.
+package config
+
+import (
+	"cmp"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// DefaultPath is where OpenWrt keeps the configuration.
+const DefaultPath = "/etc/config/tgtun"
+
+// Config is a validated configuration.
+type Config struct {
+	Main     Main
+	Proxies  []Proxy   // proxies with a server, by Priority, then file order
+	Services []Service // catalogue entries, in file order
+	Customs  []Custom  // user lists, in file order
+}
+
+// Main is the `config main` section.
+type Main struct {
+	Enabled        bool
+	TunName        string
+	TunMTU         int
+	IPv6           bool
+	LANIfaces      []string
+	RouterTraffic  bool
+	FwMark         uint32
+	FwMask         uint32
+	BypassMark     uint32
+	RouteTable     int
+	RulePriority   int
+	FailMode       string // FailBlock or FailDirect
+	UpdateInterval time.Duration
+	HealthTarget   netip.AddrPort
+	HealthInterval time.Duration
+	MemoryLimit    int64 // bytes; 0 = no limit
+	LogLevel       slog.Level
+}
+
+// Values of Main.FailMode.
+const (
+	FailBlock  = "block"
+	FailDirect = "direct"
+)
+
+// Values of Proxy.Type.
+const (
+	TypeSOCKS5      = "socks5"
+	TypeHTTP        = "http"
+	TypeShadowsocks = "shadowsocks"
+)
+
+// Proxy is a `config proxy` section that has a server. Username and Password are
+// secrets: fmt, slog and encoding/json output of a Proxy (and of a Config) shows
+// only whether they are set.
+type Proxy struct {
+	Name     string
+	Type     string // TypeSOCKS5, TypeHTTP or TypeShadowsocks
+	Server   string // IP address (IPv6 without brackets) or host name
+	Port     uint16
+	Username string
+	Password string // also the Shadowsocks password or key
+	Cipher   string // Shadowsocks only
+	UDP      bool   // relay UDP; always false for http
+	Priority int    // lower wins
+	Line     int    // line of the `config proxy` statement
+}
+
+// Service is a `config service` section: an entry of the built-in catalogue.
+type Service struct {
+	Name    string // the section name: telegram, whatsapp, ...
+	Enabled bool
+	URL     string // overrides the catalogue's update source; "" = the catalogue's
+}
+
+// Custom is a `config custom` section: the user's own subnets and list URLs.
+type Custom struct {
+	Name    string
+	Subnets []netip.Prefix // masked to their prefix length
+	URLs    []string
+}
+
+// Shadowsocks ciphers, with the key length the 2022 ones need.
+var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm"}
+
+// Bounds of options.
+const (
+	minMTU, minMTUv4, maxMTU = 1280, 576, 9000
+	minUpdateInterval        = 10 * time.Minute
+	maxUpdateInterval        = 365 * 24 * time.Hour
+	minHealthInterval        = time.Second
+	maxHealthInterval        = time.Hour
+	maxRulePriority          = 32765
+	maxPriority              = 1000
+	maxSOCKSCredential       = 255  // RFC 1929
+	maxCredential            = 1024 // http and shadowsocks
+)
+
+// Default returns the defaults, with no proxies. Enabled is false: the daemon does
+// nothing until the user has set a proxy and enabled it.
+func Default() *Config {
+	return &Config{Main: Main{
+		TunName:        "tgtun0",
+		TunMTU:         1500,
+		IPv6:           true,
+		LANIfaces:      []string{"br-lan"},
+		FwMark:         0x100000,
+		FwMask:         0x100000,
+		BypassMark:     0x200000,
+		RouteTable:     7470,
+		RulePriority:   7470,
+		FailMode:       FailBlock,
+		UpdateInterval: 24 * time.Hour,
+		HealthTarget:   netip.MustParseAddrPort("149.154.167.51:443"),
+		HealthInterval: 10 * time.Second,
+		MemoryLimit:    32 << 20,
+		LogLevel:       slog.LevelInfo,
+	}}
+}
+
+// Load reads and validates the file at path. The error, if any, is an Errors holding
+// every problem (errors.As works with Errors and *Errors; errors.Is reaches I/O causes).
+func Load(path string) (*Config, []Warning, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, Errors{{File: path, Msg: "cannot read the file: " + errText(err), err: err}}
+	}
+	defer f.Close()
+	return Parse(path, f)
+}
+
+// Parse reads and validates a configuration; name is used in messages.
+func Parse(name string, r io.Reader) (*Config, []Warning, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return nil, nil, Errors{{File: name, Msg: "cannot read the file: " + errText(err), err: err}}
+	}
+	file, warnings, errs := parseUCI(name, data)
+	if file == nil {
+		return nil, nil, errs
+	}
+	c := &checker{file: name, errs: errs, warnings: warnings}
+	cfg := c.build(file)
+	slices.SortStableFunc(c.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+	slices.SortStableFunc(c.warnings, func(a, b Warning) int { return cmp.Compare(a.Line, b.Line) })
+	if len(c.errs) > 0 {
+		return nil, c.warnings, c.errs
+	}
+	return cfg, c.warnings, nil
+}
+
+func errText(err error) string {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// checker turns a parsed file into a Config, collecting problems.
+type checker struct {
+	file     string
+	errs     Errors
+	warnings []Warning
+}
+
+func (c *checker) build(f *uciFile) *Config {
+	cfg := Default()
+	var mainSec *uciSection
+	var enabledLine int
+	var proxies []Proxy
+	configured := 0 // proxies with a server, valid or not
+	for _, s := range f.sections {
+		switch s.Type {
+		case "main":
+			if mainSec != nil {
+				c.fail(s, s.Line, "", fmt.Sprintf("only one main section is allowed (the first is at line %d)", mainSec.Line))
+				continue
+			}
+			mainSec = s
+			enabledLine = c.main(s, &cfg.Main)
+		case "proxy":
+			p, hasServer, ok := c.proxy(s)
+			if hasServer {
+				configured++
+			}
+			if ok {
+				proxies = append(proxies, p)
+			}
+		case "service":
+			if sv, ok := c.service(s); ok {
+				cfg.Services = append(cfg.Services, sv)
+			}
+		case "custom":
+			cfg.Customs = append(cfg.Customs, c.custom(s, cfg.Main.IPv6))
+		default:
+			c.warn(s.Line, "", fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type)))
+		}
+	}
+	slices.SortStableFunc(proxies, func(a, b Proxy) int { return cmp.Compare(a.Priority, b.Priority) })
+	cfg.Proxies = proxies
+	if cfg.Main.Enabled && configured == 0 {
+		c.errs = append(c.errs, &Error{File: c.file, Line: enabledLine, Section: mainSec.label(), Option: "enabled",
+			Msg: "enabled but no proxy has a server (set option server in a proxy section, or enabled '0')"})
+	}
+	return cfg
+}
+
+func (c *checker) fail(s *uciSection, line int, option, msg string) {
+	c.errs = append(c.errs, &Error{File: c.file, Line: line, Section: s.label(), Option: option, Msg: msg})
+}
+
+func (c *checker) warn(line int, section, msg string) {
+	if section != "" {
+		msg = section + ": " + msg
+	}
+	c.warnings = append(c.warnings, Warning{File: c.file, Line: line, Msg: msg})
+}
+
+// section reads the options of one section, remembering which were used so that the
+// rest can be reported as unknown.
+type section struct {
+	c    *checker
+	s    *uciSection
+	used map[string]bool
+}
+
+func (c *checker) section(s *uciSection) *section {
+	return &section{c: c, s: s, used: map[string]bool{}}
+}
+
+// single returns the value of a single-value option.
+func (r *section) single(name string) (uciValue, bool) {
+	r.used[name] = true
+	o := r.s.option(name)
+	if o == nil {
+		return uciValue{}, false
+	}
+	if o.IsList {
+		r.c.fail(r.s, o.Line, name, fmt.Sprintf("%s takes one value: write `option %s '...'`, not `list`", name, name))
+		return uciValue{}, false
+	}
+	return o.Values[0], true
+}
+
+// list returns the values of a list option. `option NAME 'a b'` counts as a list
+// of its whitespace-separated words, as OpenWrt's shell functions read it.
+func (r *section) list(name string) ([]uciValue, bool) {
+	r.used[name] = true
+	o := r.s.option(name)
+	if o == nil {
+		return nil, false
+	}
+	if o.IsList {
+		return o.Values, true
+	}
+	var out []uciValue
+	for w := range strings.FieldsSeq(o.Values[0].Text) {
+		out = append(out, uciValue{Text: w, Line: o.Values[0].Line})
+	}
+	return out, true
+}
+
+// bad reports a value that is not allowed; msg completes "NAME 'VALUE' is ...".
+func (r *section) bad(name string, v uciValue, msg string) {
+	r.c.fail(r.s, v.Line, name, fmt.Sprintf("%s %s is %s", name, quoteValue(v.Text), msg))
+}
+
+// badSecret reports a secret value without showing it.
+func (r *section) badSecret(name string, v uciValue, msg string) {
+	r.c.fail(r.s, v.Line, name, name+" "+msg)
+}
+
+func (r *section) boolean(name string, dst *bool) (uciValue, bool) {
+	v, ok := r.single(name)
+	if !ok {
+		return v, false
+	}
+	b, err := parseBool(v.Text)
+	if err != nil {
+		r.bad(name, v, err.Error())
+		return v, false
+	}
+	*dst = b
+	return v, true
+}
+
+func (r *section) integer(name string, min, max int64, dst *int) {
+	if v, ok := r.single(name); ok {
+		if n, err := parseInt(v.Text, min, max); err != nil {
+			r.bad(name, v, err.Error())
+		} else {
+			*dst = int(n)
+		}
+	}
+}
+
+func (r *section) duration(name string, min, max time.Duration, zeroOK bool, dst *time.Duration) {
+	v, ok := r.single(name)
+	if !ok {
+		return
+	}
+	d, err := parseDuration(v.Text)
+	switch {
+	case err != nil:
+		r.bad(name, v, err.Error())
+	case d == 0 && zeroOK:
+		*dst = 0
+	case d < min || d > max:
+		allowed := fmt.Sprintf("out of range %s-%s", fmtDuration(min), fmtDuration(max))
+		if zeroOK {
+			allowed += ", or 0 to disable"
+		}
+		r.bad(name, v, allowed)
+	default:
+		*dst = d
+	}
+}
+
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+func (r *section) oneOf(name string, allowed []string, dst *string) {
+	if v, ok := r.single(name); ok {
+		if !slices.Contains(allowed, v.Text) {
+			r.bad(name, v, "not allowed (allowed: "+strings.Join(allowed, ", ")+")")
+		} else {
+			*dst = v.Text
+		}
+	}
+}
+
+// finish warns about options nobody asked for: old or misspelt ones.
+// Their values are not shown: a misspelt password option is still a password.
+func (r *section) finish() {
+	for _, o := range r.s.Options {
+		if !r.used[o.Name] {
+			r.c.warn(o.Line, r.s.label(), fmt.Sprintf("unknown option '%s' is ignored", o.Name))
+		}
+	}
+}
+
+// main reads the main section into m and returns the line that enabled it.
+func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
+	r := c.section(s)
+	enabledLine = s.Line
+	if v, ok := r.boolean("enabled", &m.Enabled); ok {
+		enabledLine = v.Line
+	}
+	if v, ok := r.single("tun_name"); ok {
+		if name, err := parseIfname(v.Text); err != nil {
+			r.bad("tun_name", v, err.Error())
+		} else {
+			m.TunName = name
+		}
+	}
+	r.boolean("ipv6", &m.IPv6)
+	if v, ok := r.single("tun_mtu"); ok {
+		lo := int64(minMTU)
+		hint := " (IPv6 needs at least 1280; with ipv6 '0' the minimum is 576)"
+		if !m.IPv6 {
+			lo, hint = minMTUv4, ""
+		}
+		if n, err := parseInt(v.Text, lo, maxMTU); err != nil {
+			r.bad("tun_mtu", v, err.Error()+hint)
+		} else {
+			m.TunMTU = int(n)
+		}
+	}
+	if vals, ok := r.list("lan_iface"); ok {
+		var ifaces []string
+		for _, v := range vals {
+			name, err := parseIfname(v.Text)
+			switch {
+			case err != nil:
+				r.bad("lan_iface", v, err.Error())
+			case slices.Contains(ifaces, name):
+				c.warn(v.Line, s.label(), fmt.Sprintf("lan_iface '%s' is listed twice", name))
+			default:
+				ifaces = append(ifaces, name)
+			}
+		}
+		if len(vals) == 0 {
+			c.fail(s, s.option("lan_iface").Line, "lan_iface", "lan_iface is empty (at least one interface, e.g. 'br-lan')")
+		}
+		m.LANIfaces = ifaces
+	}
+	r.boolean("router_traffic", &m.RouterTraffic)
+	fwmarkOK := true
+	fwmark, fwmarkSet := r.single("fwmark")
+	if v, ok := fwmark, fwmarkSet; ok {
+		if mark, mask, err := parseFwmark(v.Text); err != nil {
+			r.bad("fwmark", v, err.Error())
+			fwmarkOK = false
+		} else {
+			m.FwMark, m.FwMask = mark, mask
+		}
+	}
+	if v, ok := r.single("bypass_mark"); ok {
+		b, err := parseUint32(v.Text)
+		switch {
+		case err != nil:
+			r.bad("bypass_mark", v, err.Error())
+		case b == 0:
+			r.bad("bypass_mark", v, "zero (the mark must have at least one bit set)")
+		case fwmarkOK && b&m.FwMask != 0:
+			r.bad("bypass_mark", v, fmt.Sprintf("overlapping the fwmark mask 0x%x (they must share no bit)", m.FwMask))
+		default:
+			m.BypassMark = b
+		}
+	} else if fwmarkOK && m.BypassMark&m.FwMask != 0 {
+		c.fail(s, fwmark.Line, "fwmark", fmt.Sprintf("fwmark mask 0x%x overlaps the default bypass_mark 0x%x (set option bypass_mark to a bit outside the mask)", m.FwMask, m.BypassMark))
+	}
+	if v, ok := r.single("route_table"); ok {
+		n, err := parseInt(v.Text, 1, min(math.MaxUint32, math.MaxInt))
+		switch {
+		case err != nil:
+			r.bad("route_table", v, err.Error()+" (except 253-255)")
+		case n >= 253 && n <= 255:
+			r.bad("route_table", v, "reserved (253 default, 254 main, 255 local); pick another table number")
+		default:
+			m.RouteTable = int(n)
+		}
+	}
+	r.integer("rule_priority", 2, maxRulePriority, &m.RulePriority)
+	r.oneOf("fail_mode", []string{FailBlock, FailDirect}, &m.FailMode)
+	r.duration("update_interval", minUpdateInterval, maxUpdateInterval, true, &m.UpdateInterval)
+	if v, ok := r.single("health_target"); ok {
+		ap, err := netip.ParseAddrPort(v.Text)
+		switch {
+		case err != nil:
+			r.bad("health_target", v, "not an address with a port (e.g. '149.154.167.51:443' or '[2001:db8::1]:443')")
+		case ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "":
+			r.bad("health_target", v, "not a usable address and port (no port 0, unspecified address or zone)")
+		default:
+			m.HealthTarget = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	r.duration("health_interval", minHealthInterval, maxHealthInterval, false, &m.HealthInterval)
+	if v, ok := r.single("memory_limit"); ok {
+		if n, err := parseSize(v.Text); err != nil {
+			r.bad("memory_limit", v, err.Error())
+		} else {
+			m.MemoryLimit = n
+		}
+	}
+	if v, ok := r.single("log_level"); ok {
+		switch strings.ToLower(v.Text) {
+		case "debug":
+			m.LogLevel = slog.LevelDebug
+		case "info":
+			m.LogLevel = slog.LevelInfo
+		case "warn", "warning":
+			m.LogLevel = slog.LevelWarn
+		case "error":
+			m.LogLevel = slog.LevelError
+		default:
+			r.bad("log_level", v, "not allowed (allowed: debug, info, warn, error)")
+		}
+	}
+	r.finish()
+	return enabledLine
+}
+
+// proxy reads a proxy section. hasServer tells whether it is configured at all; ok is
+// false when it has errors or no server.
+func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
+	r := c.section(s)
+	nerrs := len(c.errs)
+	p = Proxy{Name: s.Name, Type: TypeSOCKS5, UDP: true, Priority: 10, Line: s.Line}
+	r.oneOf("type", []string{TypeSOCKS5, TypeHTTP, TypeShadowsocks}, &p.Type)
+	if v, set := r.single("server"); set && v.Text != "" {
+		hasServer = true
+		if srv, err := parseServer(v.Text); err != nil {
+			r.bad("server", v, err.Error())
+		} else {
+			p.Server = srv
+		}
+	}
+	if v, set := r.single("port"); set {
+		if n, err := parseInt(v.Text, 1, math.MaxUint16); err != nil {
+			r.bad("port", v, err.Error())
+		} else {
+			p.Port = uint16(n)
+		}
+	} else if hasServer {
+		c.fail(s, s.Line, "port", "port is missing (1-65535)")
+	}
+	user, _ := r.single("username")
+	pass, _ := r.single("password")
+	p.Username, p.Password = user.Text, pass.Text
+	cipher, cipherSet := r.single("cipher")
+	if cipherSet && cipher.Text != "" {
+		if !slices.Contains(ssCiphers, cipher.Text) {
+			r.bad("cipher", cipher, "not allowed (allowed: "+strings.Join(ssCiphers, ", ")+")")
+		} else {
+			p.Cipher = cipher.Text
+		}
+	}
+	udpVal, udpSet := r.boolean("udp", &p.UDP)
+	r.integer("priority", 0, maxPriority, &p.Priority)
+	r.finish()
+
+	switch p.Type {
+	case TypeSOCKS5:
+		c.credentials(r, user, pass, maxSOCKSCredential)
+	case TypeHTTP:
+		c.credentials(r, user, pass, maxCredential)
+		if strings.Contains(user.Text, ":") {
+			r.badSecret("username", user, "contains ':', which HTTP basic authentication cannot carry")
+		}
+		if udpSet && p.UDP {
+			c.warn(udpVal.Line, s.label(), "udp '1' has no effect on an http proxy (HTTP CONNECT carries only TCP); UDP to targets is dropped")
+		}
+		p.UDP = false
+	case TypeShadowsocks:
+		if pass.Text == "" {
+			if hasServer {
+				c.fail(s, s.Line, "password", "password is missing (shadowsocks needs the server's password or key)")
+			}
+		} else {
+			c.credential(r, "password", pass, maxCredential)
+			if keyLen := ss2022KeyLen(p.Cipher); keyLen > 0 && !validSS2022Key(pass.Text, keyLen) {
+				r.badSecret("password", pass, fmt.Sprintf("is not a base64 key of %d bytes, as %s needs", keyLen, p.Cipher))
+			}
+		}
+		if hasServer && (!cipherSet || cipher.Text == "") {
+			c.fail(s, s.Line, "cipher", "cipher is missing (shadowsocks needs one of: "+strings.Join(ssCiphers, ", ")+")")
+		}
+		if user.Text != "" {
+			c.warn(user.Line, s.label(), "username is not used by shadowsocks")
+		}
+	}
+	if p.Type != TypeShadowsocks && cipher.Text != "" {
+		c.warn(cipher.Line, s.label(), "cipher is only used by shadowsocks proxies")
+	}
+	if !hasServer {
+		c.warn(s.Line, s.label(), "proxy has no server; it is not used until option server is set")
+		return Proxy{}, false, false
+	}
+	return p, true, len(c.errs) == nerrs
+}
+
+// credentials checks a username/password pair without ever showing them.
+func (c *checker) credentials(r *section, user, pass uciValue, maxLen int) {
+	c.credential(r, "username", user, maxLen)
+	c.credential(r, "password", pass, maxLen)
+	switch {
+	case user.Text != "" && pass.Text == "":
+		c.fail(r.s, user.Line, "password", "username is set but password is empty (both are needed for authentication)")
+	case user.Text == "" && pass.Text != "":
+		c.fail(r.s, pass.Line, "username", "password is set but username is empty (both are needed for authentication)")
+	}
+}
+
+func (c *checker) credential(r *section, name string, v uciValue, maxLen int) {
+	switch {
+	case len(v.Text) > maxLen:
+		r.badSecret(name, v, fmt.Sprintf("is too long (%d bytes, at most %d)", len(v.Text), maxLen))
+	case strings.ContainsFunc(v.Text, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		r.badSecret(name, v, "contains a control character")
+	}
+}
+
+func ss2022KeyLen(cipher string) int {
+	switch cipher {
+	case "2022-blake3-aes-128-gcm":
+		return 16
+	case "2022-blake3-aes-256-gcm":
+		return 32
+	}
+	return 0
+}
+
+// validSS2022Key accepts a base64 key of n bytes, or several joined by ':' (an
+// identity key and a user key, as multi-user 2022 servers take them).
+func validSS2022Key(s string, n int) bool {
+	for part := range strings.SplitSeq(s, ":") {
+		if decodedLen(part) != n {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *checker) service(s *uciSection) (Service, bool) {
+	r := c.section(s)
+	nerrs := len(c.errs)
+	sv := Service{Name: s.Name, Enabled: true}
+	if s.Anonymous {
+		c.fail(s, s.Line, "", "a service section needs a name, the service's: config service 'telegram'")
+	}
+	r.boolean("enabled", &sv.Enabled)
+	if v, ok := r.single("url"); ok && v.Text != "" {
+		if u, err := parseURL(v.Text); err != nil {
+			c.fail(s, v.Line, "url", "url is "+err.Error())
+		} else {
+			sv.URL = u
+		}
+	}
+	r.finish()
+	return sv, len(c.errs) == nerrs
+}
+
+func (c *checker) custom(s *uciSection, ipv6 bool) Custom {
+	r := c.section(s)
+	cu := Custom{Name: s.Name}
+	subnets, _ := r.list("subnet")
+	for _, v := range subnets {
+		p, err := netip.ParsePrefix(v.Text)
+		if err != nil {
+			r.bad("subnet", v, "not a CIDR prefix (e.g. '203.0.113.0/24' or '2001:db8:3::/64')")
+			continue
+		}
+		if m := p.Masked(); m != p {
+			c.warn(v.Line, s.label(), fmt.Sprintf("subnet '%s' has host bits set; using %s", p, m))
+			p = m
+		}
+		if p.Addr().Is4In6() {
+			r.bad("subnet", v, "an IPv4-mapped IPv6 prefix; write the IPv4 prefix")
+			continue
+		}
+		if (p.Addr().Is4() && p.Bits() < 8) || (p.Addr().Is6() && p.Bits() < 16) {
+			c.warn(v.Line, s.label(), fmt.Sprintf("subnet '%s' is very broad: all of it goes through the proxy", p))
+		}
+		if p.Addr().Is6() && !ipv6 {
+			c.warn(v.Line, s.label(), fmt.Sprintf("subnet '%s' is IPv6 and is ignored while main ipv6 is '0'", p))
+		}
+		if !slices.Contains(cu.Subnets, p) {
+			cu.Subnets = append(cu.Subnets, p)
+		}
+	}
+	urls, _ := r.list("url")
+	for _, v := range urls {
+		// URLs are not echoed: they may carry credentials.
+		if u, err := parseURL(v.Text); err != nil {
+			c.fail(s, v.Line, "url", "url is "+err.Error())
+		} else if !slices.Contains(cu.URLs, u) {
+			cu.URLs = append(cu.URLs, u)
+		}
+	}
+	if len(cu.Subnets) == 0 && len(cu.URLs) == 0 && len(subnets) == 0 && len(urls) == 0 {
+		c.warn(s.Line, s.label(), "has no subnet and no url; it adds nothing")
+	}
+	r.finish()
+	return cu
+}
+
+// decodedLen is the length of standard base64 (padded or not), or -1.
+func decodedLen(s string) int {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return len(b)
+		}
+	}
+	return -1
+}

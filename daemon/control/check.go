@@ -1,0 +1,133 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tgtun/tgtun/daemon/config"
+)
+
+// CheckStep is one diagnostic of `check`: what was looked at, whether it is fine, and what
+// to do when it is not.
+type CheckStep struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Hint   string `json:"hint,omitempty"`
+}
+
+// CheckResult is the answer to "why doesn't Telegram work?".
+type CheckResult struct {
+	OK    bool        `json:"ok"`
+	Steps []CheckStep `json:"steps"`
+}
+
+func (r *CheckResult) add(name string, ok bool, detail, hint string) {
+	s := CheckStep{Name: name, OK: ok, Detail: detail}
+	if !ok {
+		s.Hint = hint
+	}
+	r.Steps = append(r.Steps, s)
+}
+
+// Check walks the path a messenger connection takes, from the configuration to a test
+// connection through each proxy, and says for each step what is wrong and what to do.
+func (d *Daemon) Check(ctx context.Context) CheckResult {
+	var r CheckResult
+
+	_, _, err := config.Load(d.opts.ConfigPath)
+	if err != nil {
+		r.add("config", false, oneLine(err.Error()),
+			"fix the file (tgtun config check -c "+d.opts.ConfigPath+" lists every error), then reload; the last good configuration keeps running meanwhile")
+	} else {
+		r.add("config", true, d.opts.ConfigPath+" is valid", "")
+	}
+
+	d.mu.Lock()
+	n, cfg, pool := d.net, d.cfg, d.pool
+	d.mu.Unlock()
+
+	if n == nil {
+		r.add("tun", false, "the network side is not installed", "see the daemon log (logread -e tgtun) for why the setup failed")
+	} else {
+		st, err := n.Status()
+		switch {
+		case err != nil:
+			r.add("tun", false, err.Error(), "see the daemon log (logread -e tgtun)")
+		case !st.TUNPresent || !st.TUNUp:
+			r.add("tun", false, fmt.Sprintf("%s present=%v up=%v", cfg.Main.TunName, st.TUNPresent, st.TUNUp),
+				"is kmod-tun installed (opkg install kmod-tun)? restart tgtun")
+		default:
+			r.add("tun", true, cfg.Main.TunName+" is up", "")
+		}
+		if err == nil {
+			r.add("nftables", st.Table && st.Targets4+st.Targets6 > 0,
+				fmt.Sprintf("table inet tgtun present=%v, target ranges v4=%d v6=%d, marking=%v", st.Table, st.Targets4, st.Targets6, st.Marking),
+				"no targets: enable a service (config service 'telegram') or add a custom subnet; a missing table means another program flushed nftables: reload tgtun")
+			rulesOK := st.Rules4 && st.Route4 && (!cfg.Main.IPv6 || (st.Rules6 && st.Route6))
+			r.add("routing", rulesOK,
+				fmt.Sprintf("ip rules v4=%v v6=%v, routes in table %d v4=%v v6=%v", st.Rules4, st.Rules6, cfg.Main.RouteTable, st.Route4, st.Route6),
+				"a rule or route is missing: another tool may have removed it (ip rule; ip route show table "+fmt.Sprint(cfg.Main.RouteTable)+"); reload tgtun")
+			if cfg.Main.FailMode == "direct" && !st.Marking {
+				r.add("fail mode", false, "no proxy is healthy: messenger traffic takes the normal path (fail_mode direct)",
+					"fix a proxy; traffic moves back to it within one health interval")
+			}
+		}
+	}
+
+	if pool == nil || len(cfg.Proxies) == 0 {
+		r.add("proxy", false, "no proxy is configured", "set a proxy: server, port and type in a config proxy section")
+	} else {
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		pool.ProbeAll(pctx)
+		cancel()
+		for _, m := range pool.Status() {
+			detail := fmt.Sprintf("%s %s: healthy, test connection to %s in %s", m.Type, m.Server, cfg.Main.HealthTarget, m.Latency.Round(time.Millisecond))
+			if m.Active {
+				detail += " (active)"
+			}
+			if !m.Healthy {
+				detail = fmt.Sprintf("%s %s: %s", m.Type, m.Server, m.LastError)
+			}
+			r.add("proxy '"+m.Name+"'", m.Healthy, detail, proxyHint(m.LastError))
+		}
+	}
+
+	for _, l := range d.lists.Status() {
+		ok := l.Entries4+l.Entries6 > 0
+		detail := fmt.Sprintf("%d IPv4 and %d IPv6 ranges (%s)", l.Entries4, l.Entries6, l.Origin)
+		if l.LastError != "" {
+			detail += "; last update failed: " + l.LastError
+		}
+		r.add("list '"+l.Name+"'", ok, detail, "the list is empty: check its URL, or run tgtun update-lists once a proxy works")
+	}
+
+	r.OK = true
+	for _, s := range r.Steps {
+		r.OK = r.OK && s.OK
+	}
+	return r
+}
+
+// proxyHint turns a proxy error into what to do about it.
+func proxyHint(msg string) string {
+	m := strings.ToLower(msg)
+	switch {
+	case strings.Contains(m, "auth"):
+		return "the proxy refused the username or password: check them (for Shadowsocks, the password and cipher)"
+	case strings.Contains(m, "refused"):
+		return "nothing accepts connections at that server and port: check them, and that the proxy runs"
+	case strings.Contains(m, "timeout"), strings.Contains(m, "deadline"):
+		return "no answer in time: the proxy may be down or blocked itself; try another proxy"
+	case strings.Contains(m, "no route"), strings.Contains(m, "unreachable"):
+		return "the router has no route to the proxy: check the WAN connection"
+	case strings.Contains(m, "no such host"):
+		return "the proxy's host name does not resolve: use its IP address or check DNS"
+	default:
+		return "check the proxy's type, server and port, and that it allows CONNECT to the messenger"
+	}
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }

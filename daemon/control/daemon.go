@@ -1,0 +1,366 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/engine"
+	"github.com/tgtun/tgtun/daemon/lists"
+	"github.com/tgtun/tgtun/daemon/proxy"
+	"github.com/tgtun/tgtun/netcfg"
+)
+
+// Options are what `tgtun run` was started with.
+type Options struct {
+	ConfigPath string
+	Socket     string
+	UbusSocket string
+	Version    string
+	LogOutput  io.Writer
+	// ListCacheDir is where downloaded lists are kept between restarts (tmpfs on OpenWrt).
+	ListCacheDir string
+}
+
+// Daemon is a running tgtun: the kernel state, the netstack engine, the proxy pool and the
+// lists, and the configuration they were built from.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	level   *slog.LevelVar
+	started time.Time
+	eng     *engine.Engine
+	lists   *lists.Manager
+
+	// mu serialises reload, list updates and the parts of status they change.
+	mu            sync.Mutex
+	cfg           *config.Config
+	warnings      []config.Warning
+	net           *netcfg.Net
+	engineStop    context.CancelFunc
+	engineDone    chan error
+	pool          *proxy.Pool
+	poolStop      context.CancelFunc
+	marking       bool
+	lastReloadErr string
+	lastReload    time.Time
+}
+
+// Run starts the daemon and blocks until ctx is done (SIGTERM), then removes everything it
+// installed. SIGHUP re-reads the configuration.
+func Run(ctx context.Context, opts Options) error {
+	level := new(slog.LevelVar)
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stderr
+	}
+	if opts.ListCacheDir == "" {
+		opts.ListCacheDir = "/var/run/tgtun/lists"
+	}
+	log := slog.New(slog.NewTextHandler(opts.LogOutput, &slog.HandlerOptions{Level: level}))
+
+	cfg, warnings, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return fmt.Errorf("configuration %s: %w", opts.ConfigPath, err)
+	}
+	for _, w := range warnings {
+		log.Warn("configuration", "warning", w.String())
+	}
+	if !cfg.Main.Enabled {
+		return fmt.Errorf("configuration %s: main.enabled is '0': nothing to do", opts.ConfigPath)
+	}
+	level.Set(cfg.Main.LogLevel)
+	applyMemoryLimit(cfg.Main.MemoryLimit)
+
+	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true}
+	d.lists = lists.NewManager(lists.Options{
+		CacheDir:           opts.ListCacheDir,
+		HTTPClient:         d.listClient(),
+		AllowDocumentation: allowDocumentation(),
+		Log:                log,
+	})
+	d.lists.SetSources(listSources(cfg))
+	d.lists.Load()
+
+	pool, err := newPool(cfg, log)
+	if err != nil {
+		return err
+	}
+	d.eng, err = engine.New(engine.Config{MTU: cfg.Main.TunMTU}, pool, log)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	d.startPool(ctx, pool)
+	if err := d.startNet(ctx, cfg); err != nil {
+		d.poolStop()
+		return err
+	}
+	log.Info("tgtun running", "version", opts.Version, "tun", cfg.Main.TunName, "proxies", len(cfg.Proxies))
+
+	table := d.Table()
+	var wg sync.WaitGroup
+	socketErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		socketErr <- ServeSocket(ctx, opts.Socket, table, log)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.serveUbus(ctx, table)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.updateListsLoop(ctx)
+	}()
+
+	hup := make(chan os.Signal, 1)
+	notifyHUP(hup)
+	defer stopNotify(hup)
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if err := d.Reload(ctx); err != nil {
+				log.Error("reload on SIGHUP", "err", err)
+			}
+		case err := <-socketErr:
+			if err != nil {
+				runErr = err
+				break loop
+			}
+		case err := <-d.engineDoneChan():
+			runErr = fmt.Errorf("engine stopped: %w", err)
+			break loop
+		}
+	}
+	d.shutdown()
+	wg.Wait()
+	log.Info("tgtun stopped")
+	return runErr
+}
+
+func (d *Daemon) engineDoneChan() chan error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.engineDone
+}
+
+// startNet installs the kernel state for cfg and attaches the engine to its TUN.
+// Called with d.mu held or before anything else runs.
+func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
+	v4, v6 := d.lists.Targets()
+	spec := netSpec(cfg, v4, v6, d.resolveBypass(ctx, cfg))
+	n, err := netcfg.Apply(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("network setup: %w", err)
+	}
+	engCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	fd := int(n.TUN().Fd())
+	go func() {
+		err := d.eng.Run(engCtx, fd)
+		if err == nil && engCtx.Err() == nil {
+			err = errors.New("engine returned without being stopped")
+		}
+		if engCtx.Err() != nil {
+			err = nil
+		}
+		if err != nil {
+			done <- err
+		}
+	}()
+	d.net, d.engineStop, d.engineDone = n, stop, done
+	d.marking = true
+	return nil
+}
+
+// stopNet detaches the engine and removes the kernel state. Called with d.mu held.
+func (d *Daemon) stopNet() {
+	if d.engineStop != nil {
+		d.engineStop()
+		d.engineStop = nil
+	}
+	if d.net != nil {
+		if err := d.net.Close(); err != nil {
+			d.log.Error("network teardown", "err", err)
+		}
+		d.net = nil
+	}
+	d.engineDone = nil
+}
+
+func (d *Daemon) startPool(ctx context.Context, pool *proxy.Pool) {
+	pctx, stop := context.WithCancel(ctx)
+	d.pool, d.poolStop = pool, stop
+	go pool.Run(pctx)
+}
+
+func (d *Daemon) shutdown() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.poolStop != nil {
+		d.poolStop()
+	}
+	d.stopNet()
+}
+
+// newPool builds the proxies of cfg, ordered by priority, behind health checks.
+func newPool(cfg *config.Config, log *slog.Logger) (*proxy.Pool, error) {
+	members := make([]proxy.Member, 0, len(cfg.Proxies))
+	for _, p := range cfg.Proxies {
+		m, err := proxy.NewMember(proxySpec(p), proxy.Options{BypassMark: cfg.Main.BypassMark})
+		if err != nil {
+			return nil, fmt.Errorf("proxy '%s': %w", p.Name, err)
+		}
+		members = append(members, m)
+	}
+	return proxy.NewPool(members, cfg.Main.HealthTarget, cfg.Main.HealthInterval, log), nil
+}
+
+func proxySpec(p config.Proxy) proxy.Spec {
+	return proxy.Spec{
+		Name: p.Name, Type: p.Type, Server: p.Server, Port: p.Port,
+		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
+	}
+}
+
+// netSpec is the kernel state cfg asks for.
+func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
+	m := cfg.Main
+	return netcfg.Spec{
+		TunName: m.TunName, MTU: m.TunMTU,
+		LANIfaces: m.LANIfaces, RouterTraffic: m.RouterTraffic, IPv6: m.IPv6,
+		Mark: m.FwMark, Mask: m.FwMask, BypassMark: m.BypassMark,
+		Table: m.RouteTable, RulePriority: m.RulePriority,
+		Targets4: v4, Targets6: v6, Bypass: bypass,
+	}
+}
+
+// kernelSpecChanged tells whether a reload must rebuild the TUN and rules (which resets
+// the flows through it) or can keep them and only swap sets and proxies.
+func kernelSpecChanged(a, b netcfg.Spec) bool {
+	return a.TunName != b.TunName || a.MTU != b.MTU || !slices.Equal(a.LANIfaces, b.LANIfaces) ||
+		a.RouterTraffic != b.RouterTraffic || a.IPv6 != b.IPv6 || a.Mark != b.Mark || a.Mask != b.Mask ||
+		a.BypassMark != b.BypassMark || a.Table != b.Table || a.RulePriority != b.RulePriority
+}
+
+// resolveBypass returns the proxy servers' addresses, which must never be marked even if
+// a list covers them (the proxy would then be dialled through itself).
+func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range cfg.Proxies {
+		if a, err := netip.ParseAddr(p.Server); err == nil {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", p.Server)
+		cancel()
+		if err != nil {
+			d.log.Warn("cannot resolve proxy server; it is not excluded from marking", "proxy", p.Name, "server", p.Server, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
+}
+
+// listSources turns the enabled services and custom sections into list sources.
+func listSources(cfg *config.Config) []lists.Source {
+	var out []lists.Source
+	for _, s := range cfg.Services {
+		if !s.Enabled {
+			continue
+		}
+		entry, ok := lists.Lookup(s.Name)
+		if !ok {
+			continue // config check already warned about an unknown service
+		}
+		url := entry.UpdateURL
+		if s.URL != "" {
+			url = s.URL
+		}
+		out = append(out, lists.Source{Name: s.Name, Kind: "service", URL: url, Embedded: entry.Prefixes})
+	}
+	for _, c := range cfg.Customs {
+		if len(c.Subnets) > 0 {
+			out = append(out, lists.Source{Name: c.Name, Kind: "custom", Static: c.Subnets, Trusted: true})
+		}
+		for i, u := range c.URLs {
+			out = append(out, lists.Source{Name: c.Name + "#" + strconv.Itoa(i+1), Kind: "custom", URL: u})
+		}
+	}
+	return out
+}
+
+// listClient downloads lists through the active proxy: the list source itself may be
+// blocked, and the daemon's traffic must not depend on the direct path.
+func (d *Daemon) listClient() *http.Client {
+	tr := &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			pn, err := strconv.ParseUint(port, 10, 16)
+			if err != nil {
+				return nil, fmt.Errorf("port of %s: %w", addr, err)
+			}
+			ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			if err != nil {
+				return nil, err
+			}
+			d.mu.Lock()
+			pool := d.pool
+			d.mu.Unlock()
+			var lastErr error
+			for _, ip := range ips {
+				c, err := pool.DialTCP(ctx, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+				if err == nil {
+					return c, nil
+				}
+				lastErr = err
+			}
+			return nil, lastErr
+		},
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConns:          1,
+		IdleConnTimeout:       10 * time.Second,
+	}
+	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+}
+
+// allowDocumentation lets lists hold the documentation ranges. Only the e2e test network
+// sets it: real lists never carry them.
+func allowDocumentation() bool {
+	return os.Getenv("TGTUN_ALLOW_DOCUMENTATION_RANGES") == "1"
+}
+
+func applyMemoryLimit(limit int64) {
+	if os.Getenv("GOMEMLIMIT") != "" || limit <= 0 {
+		return // the environment (procd) wins
+	}
+	debug.SetMemoryLimit(limit)
+}

@@ -1,0 +1,198 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/engine"
+	"github.com/tgtun/tgtun/daemon/lists"
+	"github.com/tgtun/tgtun/daemon/proxy"
+	"github.com/tgtun/tgtun/netcfg"
+)
+
+func notifyHUP(c chan os.Signal) { signal.Notify(c, syscall.SIGHUP) }
+func stopNotify(c chan os.Signal) { signal.Stop(c) }
+
+// Table is the daemon's method table: the same on ubus and on the CLI socket.
+func (d *Daemon) Table() *Table {
+	return NewTable(
+		Method{Name: "status", Handle: func(ctx context.Context, _ map[string]any) (any, error) {
+			return d.Status(), nil
+		}},
+		Method{Name: "reload", Handle: func(ctx context.Context, _ map[string]any) (any, error) {
+			if err := d.Reload(ctx); err != nil {
+				return nil, err
+			}
+			return map[string]any{"reloaded": true}, nil
+		}},
+		Method{Name: "update_lists", Handle: func(ctx context.Context, _ map[string]any) (any, error) {
+			return d.UpdateLists(ctx)
+		}},
+		Method{Name: "check", Handle: func(ctx context.Context, _ map[string]any) (any, error) {
+			return d.Check(ctx), nil
+		}},
+	)
+}
+
+// Status is what `tgtun status` and `ubus call tgtun status` show.
+type Status struct {
+	Running         bool                  `json:"running"`
+	Version         string                `json:"version"`
+	Uptime          string                `json:"uptime"`
+	Config          string                `json:"config"`
+	LastReload      string                `json:"last_reload,omitempty"`
+	LastReloadError string                `json:"last_reload_error,omitempty"`
+	Warnings        []string              `json:"warnings,omitempty"`
+	FailMode        string                `json:"fail_mode"`
+	Marking         bool                  `json:"marking"`
+	Net             netcfg.Status         `json:"net"`
+	NetError        string                `json:"net_error,omitempty"`
+	Proxies         []proxy.MemberStatus  `json:"proxies"`
+	Lists           []lists.ListStatus    `json:"lists"`
+	Flows           engine.Stats          `json:"flows"`
+}
+
+// Status reports the daemon's state.
+func (d *Daemon) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := Status{
+		Running:         true,
+		Version:         d.opts.Version,
+		Uptime:          time.Since(d.started).Round(time.Second).String(),
+		Config:          d.opts.ConfigPath,
+		LastReloadError: d.lastReloadErr,
+		FailMode:        d.cfg.Main.FailMode,
+		Marking:         d.marking,
+		Proxies:         d.pool.Status(),
+		Lists:           d.lists.Status(),
+		Flows:           d.eng.Stats(),
+	}
+	if !d.lastReload.IsZero() {
+		st.LastReload = d.lastReload.Format(time.RFC3339)
+	}
+	for _, w := range d.warnings {
+		st.Warnings = append(st.Warnings, w.String())
+	}
+	if d.net != nil {
+		ns, err := d.net.Status()
+		st.Net = ns
+		if err != nil {
+			st.NetError = err.Error()
+		}
+	}
+	return st
+}
+
+// Reload re-reads the configuration. A file with errors changes nothing: the running
+// configuration stays and the error says why. Established flows are kept unless the
+// kernel side itself (TUN, marks, table, LAN interfaces) changed.
+func (d *Daemon) Reload(ctx context.Context) error {
+	cfg, warnings, err := config.Load(d.opts.ConfigPath)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lastReload = time.Now()
+	if err != nil {
+		d.lastReloadErr = err.Error()
+		d.log.Error("reload: configuration rejected, the running one stays", "err", err)
+		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded, the running one stays: " + err.Error()}
+	}
+	if !cfg.Main.Enabled {
+		d.lastReloadErr = "main.enabled is '0'; stop the service to disable tgtun"
+		return &Error{Code: CodeInvalidArgument, Msg: d.lastReloadErr}
+	}
+	pool, err := newPool(cfg, d.log)
+	if err != nil {
+		d.lastReloadErr = err.Error()
+		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded: " + err.Error()}
+	}
+	oldSpec := netSpec(d.cfg, nil, nil, nil)
+	newSpec := netSpec(cfg, nil, nil, nil)
+	d.lists.SetSources(listSources(cfg))
+	d.lists.Load()
+
+	oldStop := d.poolStop
+	d.startPool(context.Background(), pool)
+	d.eng.SetDialer(pool)
+	if oldStop != nil {
+		oldStop()
+	}
+	if kernelSpecChanged(oldSpec, newSpec) {
+		d.log.Warn("reload: TUN, marks, table or interfaces changed; rebuilding them resets the flows through tgtun")
+		d.stopNet()
+		if err := d.startNet(ctx, cfg); err != nil {
+			d.lastReloadErr = err.Error()
+			return &Error{Code: CodeUnknown, Msg: err.Error()}
+		}
+	} else if err := d.applyTargets(ctx, cfg); err != nil {
+		d.lastReloadErr = err.Error()
+		return &Error{Code: CodeUnknown, Msg: err.Error()}
+	}
+	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
+	d.level.Set(cfg.Main.LogLevel)
+	applyMemoryLimit(cfg.Main.MemoryLimit)
+	d.log.Info("configuration reloaded", "proxies", len(cfg.Proxies))
+	return nil
+}
+
+// applyTargets swaps the target and bypass sets for the current lists. Called with d.mu held.
+func (d *Daemon) applyTargets(ctx context.Context, cfg *config.Config) error {
+	if d.net == nil {
+		return nil
+	}
+	v4, v6 := d.lists.Targets()
+	if err := d.net.SetBypass(d.resolveBypass(ctx, cfg)); err != nil {
+		return fmt.Errorf("bypass set: %w", err)
+	}
+	if err := d.net.SetTargets(v4, v6); err != nil {
+		return fmt.Errorf("target sets: %w", err)
+	}
+	return nil
+}
+
+// UpdateLists downloads every list with a source now and swaps the sets if they changed.
+func (d *Daemon) UpdateLists(ctx context.Context) (any, error) {
+	updateErr := d.lists.Update(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.applyTargets(ctx, d.cfg); err != nil {
+		return nil, &Error{Code: CodeUnknown, Msg: err.Error()}
+	}
+	res := map[string]any{"lists": d.lists.Status()}
+	if updateErr != nil {
+		res["error"] = updateErr.Error()
+	}
+	return res, nil
+}
+
+func (d *Daemon) updateListsLoop(ctx context.Context) {
+	for {
+		d.mu.Lock()
+		every := d.cfg.Main.UpdateInterval
+		d.mu.Unlock()
+		if every <= 0 {
+			every = time.Hour // updates are off; look again later in case a reload turned them on
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		on := d.cfg.Main.UpdateInterval > 0
+		d.mu.Unlock()
+		if !on {
+			continue
+		}
+		if _, err := d.UpdateLists(ctx); err != nil {
+			d.log.Warn("scheduled list update", "err", err)
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// ErrCheckFailed is returned by Print for a `check` result with a failed step, so the CLI
+// exits non-zero.
+var ErrCheckFailed = errors.New("some checks failed")
+
+// Print writes a method's JSON result for people.
+func Print(w io.Writer, method string, raw json.RawMessage) error {
+	switch method {
+	case "status":
+		var st Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("decode status: %w", err)
+		}
+		printStatus(w, st)
+		return nil
+	case "check":
+		var r CheckResult
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("decode check: %w", err)
+		}
+		for _, s := range r.Steps {
+			mark := "ok  "
+			if !s.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "[%s] %-18s %s\n", mark, s.Name, s.Detail)
+			if s.Hint != "" {
+				fmt.Fprintf(w, "       hint: %s\n", s.Hint)
+			}
+		}
+		if !r.OK {
+			return ErrCheckFailed
+		}
+		return nil
+	case "reload":
+		fmt.Fprintln(w, "configuration reloaded")
+		return nil
+	default:
+		var v any
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decode %s: %w", method, err)
+		}
+		out, _ := json.MarshalIndent(v, "", "  ")
+		fmt.Fprintln(w, string(out))
+		return nil
+	}
+}
+
+func printStatus(w io.Writer, st Status) {
+	fmt.Fprintf(w, "tgtun %s, up %s, config %s\n", st.Version, st.Uptime, st.Config)
+	if st.LastReloadError != "" {
+		fmt.Fprintf(w, "last reload FAILED (running config kept): %s\n", st.LastReloadError)
+	}
+	for _, warn := range st.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	n := st.Net
+	fmt.Fprintf(w, "tun: present=%v up=%v  nft table=%v marking=%v router_traffic=%v\n", n.TUNPresent, n.TUNUp, n.Table, n.Marking, n.RouterTraffic)
+	fmt.Fprintf(w, "rules: v4=%v v6=%v  routes: v4=%v v6=%v  targets: %d v4, %d v6 ranges  bypass: %d v4, %d v6\n",
+		n.Rules4, n.Rules6, n.Route4, n.Route6, n.Targets4, n.Targets6, n.Bypass4, n.Bypass6)
+	if st.NetError != "" {
+		fmt.Fprintf(w, "net error: %s\n", st.NetError)
+	}
+	fmt.Fprintf(w, "fail mode: %s\n\n", st.FailMode)
+
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY\tTYPE\tSERVER\tHEALTHY\tLATENCY\tFLOWS\tLAST ERROR")
+	for _, p := range st.Proxies {
+		name := p.Name
+		if p.Active {
+			name = "*" + name
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%s\n", name, p.Type, p.Server, p.Healthy, p.Latency.Round(time.Millisecond), p.Flows, p.LastError)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LIST\tKIND\tV4\tV6\tORIGIN\tUPDATED\tLAST ERROR")
+	for _, l := range st.Lists {
+		updated := "-"
+		if !l.UpdatedAt.IsZero() {
+			updated = l.UpdatedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", l.Name, l.Kind, l.Entries4, l.Entries6, l.Origin, updated, l.LastError)
+	}
+	tw.Flush()
+	f := st.Flows
+	fmt.Fprintf(w, "\nflows: tcp %d active / %d total, udp %d active / %d total, rejected %d, udp dropped %d\n",
+		f.ActiveTCP, f.TotalTCP, f.ActiveUDP, f.TotalUDP, f.Rejected, f.DroppedUDP)
+	fmt.Fprintf(w, "bytes: up %d, down %d\n", f.BytesUp, f.BytesDown)
+}

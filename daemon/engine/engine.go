@@ -1,0 +1,345 @@
+// Package engine is tgtun's userspace TCP/IP stack: a gVisor netstack attached
+// to the TUN device. Every TCP connection and UDP flow that the kernel routes
+// into the TUN is for some messenger address; the engine terminates it in the
+// netstack and relays its bytes through a proxy Dialer.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// Dialer is what the engine needs from an outbound proxy.
+type Dialer interface {
+	// DialTCP opens a stream to dst through the proxy.
+	DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// DialUDP opens a datagram conn to dst through the proxy: every Write
+	// sends one datagram to dst, every Read returns one datagram from it.
+	// It returns an error wrapping errors.ErrUnsupported when the proxy
+	// cannot carry UDP.
+	DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+}
+
+// Config tunes the engine. Zero values take the defaults below.
+type Config struct {
+	// MTU of the TUN device (default 1500, at least 1280 because of IPv6).
+	MTU int
+	// MaxFlows caps concurrent TCP plus UDP flows, TCP flows still dialling
+	// included (default 4096). Beyond it TCP SYNs get a RST and UDP
+	// datagrams are dropped; both count as Rejected.
+	MaxFlows int
+	// MaxHandshakes caps TCP connections whose proxy dial is in progress
+	// (default 256); SYNs beyond it are dropped and the client retransmits.
+	MaxHandshakes int
+	// DialTimeout bounds one proxy dial (default 10s).
+	DialTimeout time.Duration
+	// TCPIdleTimeout closes a TCP flow without traffic in either direction
+	// (default 2h: the Linux keepalive interval, so a client that keeps its
+	// connection alive with OS keepalives is never cut; messenger clients
+	// ping far more often).
+	TCPIdleTimeout time.Duration
+	// UDPIdleTimeout closes a UDP flow without traffic (default 60s).
+	UDPIdleTimeout time.Duration
+	// BufferSize is the relay buffer per direction, pooled (default 16 KiB).
+	// A UDP datagram larger than it is dropped.
+	BufferSize int
+}
+
+const (
+	defaultMTU            = 1500
+	defaultMaxFlows       = 4096
+	defaultMaxHandshakes  = 256
+	defaultDialTimeout    = 10 * time.Second
+	defaultTCPIdleTimeout = 2 * time.Hour
+	defaultUDPIdleTimeout = 60 * time.Second
+	defaultBufferSize     = 16 << 10
+)
+
+// TCP buffer sizes of the netstack, chosen for a 128 MB router. The client
+// side is a LAN hop (RTT of a few ms), so a 128 KiB window already fills
+// ~100 Mbit/s at 10 ms and 1 Gbit/s at 1 ms; the WAN path to the proxy is a
+// kernel socket with its own buffers. Receive buffers are auto-tuned
+// ("moderated"): a window only grows when the relay actually drains it fast,
+// so a flow behind a slow proxy stays small; 512 KiB caps the growth. The
+// gVisor defaults (1 MiB, growing to 4 MiB) would let a few dozen stalled
+// flows eat the router's memory. Memory is only taken while data is queued.
+const (
+	tcpBufMin        = 4 << 10
+	tcpRcvBufDefault = 128 << 10
+	tcpRcvBufMax     = 512 << 10
+	tcpSndBufDefault = 256 << 10
+	tcpSndBufMax     = 1 << 20
+)
+
+const nicID tcpip.NICID = 1
+
+// Stats is a snapshot of the engine's counters.
+type Stats struct {
+	ActiveTCP  int64  `json:"active_tcp"`
+	ActiveUDP  int64  `json:"active_udp"`
+	TotalTCP   uint64 `json:"total_tcp"`   // TCP flows relayed since start
+	TotalUDP   uint64 `json:"total_udp"`   // UDP flows relayed since start
+	Rejected   uint64 `json:"rejected"`    // flows refused: dial failed or timed out, over MaxFlows
+	DroppedUDP uint64 `json:"dropped_udp"` // datagrams dropped: no UDP through the proxy, dial failed, over cap, too large
+	BytesUp    uint64 `json:"bytes_up"`    // client → proxy
+	BytesDown  uint64 `json:"bytes_down"`  // proxy → client
+}
+
+// Engine relays the flows of a TUN device through a Dialer.
+type Engine struct {
+	cfg  Config
+	log  *slog.Logger
+	bufs sync.Pool // *[]byte of cfg.BufferSize
+
+	dialer  atomic.Pointer[dialerRef]
+	started atomic.Bool
+
+	slots                                    atomic.Int64 // flows holding a MaxFlows slot
+	activeTCP, activeUDP                     atomic.Int64
+	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
+	bytesUp, bytesDown                       atomic.Uint64
+
+	mu      sync.Mutex
+	closing bool              // guarded by mu; no flow is admitted once set
+	flows   map[flow]struct{} // guarded by mu
+	flowsWG sync.WaitGroup    // one per admitted flow
+}
+
+// flow is a relayed connection the engine can tear down at shutdown.
+type flow interface {
+	abort()
+}
+
+// dialerRef boxes the interface so it can be swapped atomically.
+type dialerRef struct{ Dialer }
+
+// New validates cfg, fills its defaults and returns an engine ready to Run.
+func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
+	if d == nil {
+		return nil, errors.New("engine: nil dialer")
+	}
+	if err := cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{})}
+	size := cfg.BufferSize
+	e.bufs.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	e.dialer.Store(&dialerRef{d})
+	return e, nil
+}
+
+func (c *Config) withDefaults() error {
+	setDefault(&c.MTU, defaultMTU)
+	setDefault(&c.MaxFlows, defaultMaxFlows)
+	setDefault(&c.MaxHandshakes, defaultMaxHandshakes)
+	setDefault(&c.DialTimeout, defaultDialTimeout)
+	setDefault(&c.TCPIdleTimeout, defaultTCPIdleTimeout)
+	setDefault(&c.UDPIdleTimeout, defaultUDPIdleTimeout)
+	setDefault(&c.BufferSize, defaultBufferSize)
+	switch {
+	case c.MTU < header.IPv6MinimumMTU || c.MTU > 65535:
+		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, header.IPv6MinimumMTU)
+	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0:
+		return errors.New("engine: negative limit in config")
+	case c.BufferSize < 2048:
+		return fmt.Errorf("engine: buffer size %d below 2048", c.BufferSize)
+	}
+	return nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// SetDialer swaps the dialer: new flows use d, existing flows keep theirs.
+func (e *Engine) SetDialer(d Dialer) {
+	if d == nil {
+		return
+	}
+	e.dialer.Store(&dialerRef{d})
+}
+
+func (e *Engine) currentDialer() Dialer { return e.dialer.Load().Dialer }
+
+// Stats returns the counters. Each is read atomically; together they are
+// not one consistent snapshot.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		ActiveTCP:  e.activeTCP.Load(),
+		ActiveUDP:  e.activeUDP.Load(),
+		TotalTCP:   e.totalTCP.Load(),
+		TotalUDP:   e.totalUDP.Load(),
+		Rejected:   e.rejected.Load(),
+		DroppedUDP: e.droppedUDP.Load(),
+		BytesUp:    e.bytesUp.Load(),
+		BytesDown:  e.bytesDown.Load(),
+	}
+}
+
+// Run attaches the netstack to tunFD (an IFF_TUN|IFF_NO_PI device: raw IP
+// packets) and serves flows until ctx is done. Then it resets every flow,
+// waits for all of its goroutines and returns nil. Run sets tunFD
+// non-blocking but does not close it: the caller owns it and may close it
+// once Run has returned. An engine runs once.
+func (e *Engine) Run(ctx context.Context, tunFD int) error {
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("engine: Run called twice")
+	}
+	s, err := e.newStack(ctx, tunFD)
+	if err != nil {
+		return err
+	}
+	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows)
+	<-ctx.Done()
+	e.shutdown(s)
+	e.log.Info("netstack stopped")
+	return nil
+}
+
+func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	fail := func(what string, err any) (*stack.Stack, error) {
+		s.Destroy()
+		return nil, fmt.Errorf("engine: %s: %v", what, err)
+	}
+	sack := tcpip.TCPSACKEnabled(true)
+	moderate := tcpip.TCPModerateReceiveBufferOption(true)
+	// Cubic recovers the window faster than gVisor's default Reno.
+	cubic := tcpip.CongestionControlOption("cubic")
+	// The relay writes whatever the proxy delivered; Nagle would only add
+	// latency to small interactive messages.
+	noDelay := tcpip.TCPDelayEnabled(false)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpRcvBufDefault, Max: tcpRcvBufMax}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpSndBufDefault, Max: tcpSndBufMax}
+	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cubic, &noDelay, &rcv, &snd} {
+		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
+			return fail(fmt.Sprintf("set TCP option %T", opt), terr)
+		}
+	}
+
+	tcpFwd := tcp.NewForwarder(s, tcpRcvBufDefault, e.cfg.MaxHandshakes, func(r *tcp.ForwarderRequest) {
+		e.handleTCP(ctx, r)
+	})
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(s, func(r *udp.ForwarderRequest) bool {
+		return e.handleUDP(ctx, r)
+	})
+	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+
+	link, err := fdbased.New(&fdbased.Options{FDs: []int{tunFD}, MTU: uint32(e.cfg.MTU)})
+	if err != nil {
+		return fail("attach TUN fd", err)
+	}
+	// The NIC starts disabled so that no packet is dispatched before it
+	// accepts every destination.
+	if terr := s.CreateNICWithOptions(nicID, link, stack.NICOptions{Name: "tun", Disabled: true}); terr != nil {
+		return fail("create NIC", terr)
+	}
+	// Promiscuous: accept packets for any destination address, not only
+	// the NIC's own. Spoofing: reply from that destination address.
+	if terr := s.SetPromiscuousMode(nicID, true); terr != nil {
+		return fail("set promiscuous mode", terr)
+	}
+	if terr := s.SetSpoofing(nicID, true); terr != nil {
+		return fail("set spoofing", terr)
+	}
+	s.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	if terr := s.EnableNIC(nicID); terr != nil {
+		return fail("enable NIC", terr)
+	}
+	return s, nil
+}
+
+// shutdown resets every flow (clients see a RST at once rather than a
+// silent hang), waits for the relay goroutines, then stops reading the TUN
+// and tears the stack down.
+func (e *Engine) shutdown(s *stack.Stack) {
+	e.mu.Lock()
+	e.closing = true
+	flows := make([]flow, 0, len(e.flows))
+	for f := range e.flows {
+		flows = append(flows, f)
+	}
+	e.mu.Unlock()
+	for _, f := range flows {
+		f.abort()
+	}
+	e.flowsWG.Wait()
+	// Removing the NIC stops and waits for the fdbased dispatch goroutines.
+	// A TCP forwarder goroutine spawned by the very last SYN may still be
+	// between its start and its first lock; it finds closing set and only
+	// completes its request with a RST.
+	if terr := s.RemoveNIC(nicID); terr != nil {
+		e.log.Warn("remove netstack NIC", "err", terr)
+	}
+	s.Destroy()
+}
+
+// admit registers f, unless the engine is shutting down.
+func (e *Engine) admit(f flow) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closing {
+		return false
+	}
+	e.flows[f] = struct{}{}
+	e.flowsWG.Add(1)
+	return true
+}
+
+func (e *Engine) release(f flow) {
+	e.mu.Lock()
+	delete(e.flows, f)
+	e.mu.Unlock()
+	e.flowsWG.Done()
+}
+
+// reserveSlot takes one of the MaxFlows slots.
+func (e *Engine) reserveSlot() bool {
+	if e.slots.Add(1) > int64(e.cfg.MaxFlows) {
+		e.slots.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (e *Engine) freeSlot() { e.slots.Add(-1) }
+
+func (e *Engine) getBuf() *[]byte  { return e.bufs.Get().(*[]byte) }
+func (e *Engine) putBuf(b *[]byte) { e.bufs.Put(b) }
+
+// addrPort converts a netstack address; IPv4 stays a 4-byte address.
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip, port)
+}

@@ -1,0 +1,485 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      Config
+		want    Config
+		wantErr bool
+	}{
+		{
+			name: "zero takes defaults",
+			want: Config{MTU: 1500, MaxFlows: 4096, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
+				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, BufferSize: 16 << 10},
+		},
+		{
+			name: "explicit values kept",
+			in:   Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096},
+			want: Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096},
+		},
+		{name: "MTU too small for IPv6", in: Config{MTU: 1000}, wantErr: true},
+		{name: "MTU too large", in: Config{MTU: 70000}, wantErr: true},
+		{name: "negative flows", in: Config{MaxFlows: -1}, wantErr: true},
+		{name: "tiny buffer", in: Config{BufferSize: 512}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, err := New(tt.in, &testDialer{}, nil)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("New(%+v) succeeded, want error", tt.in)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			if e.cfg != tt.want {
+				t.Errorf("config = %+v, want %+v", e.cfg, tt.want)
+			}
+		})
+	}
+	if _, err := New(Config{}, nil, nil); err == nil {
+		t.Error("New with nil dialer succeeded")
+	}
+}
+
+func TestTCPEchoAndHalfClose(t *testing.T) {
+	tests := []struct {
+		name string
+		dst  string
+	}{
+		{"IPv4", "203.0.113.10:7"},
+		{"IPv6", "[2001:db8:3::10]:7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := echoDialer(t)
+			env := startEngine(t, Config{}, d)
+			c := env.mustDial(t, "tcp", tt.dst)
+			c.SetDeadline(time.Now().Add(2 * time.Minute))
+
+			payload := make([]byte, 4<<20)
+			rand.Read(payload)
+			writeErr := make(chan error, 1)
+			go func() {
+				_, err := c.Write(payload)
+				if err == nil {
+					// Half-close: the echo server only sends its trailer
+					// after it has seen our FIN through the proxy.
+					err = c.(*net.TCPConn).CloseWrite()
+				}
+				writeErr <- err
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read echo: %v (got %d bytes)", err, len(got))
+			}
+			if err := <-writeErr; err != nil {
+				t.Fatalf("write payload: %v", err)
+			}
+			want := append(payload, halfCloseTrailer...)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("echo: got %d bytes, want %d (payload + trailer); equal prefix: %v",
+					len(got), len(want), bytes.HasPrefix(got, payload[:min(len(got), len(payload))]))
+			}
+
+			tcpDialed, _ := d.dialed()
+			if wantDst := netip.MustParseAddrPort(tt.dst); len(tcpDialed) != 1 || tcpDialed[0] != wantDst {
+				t.Errorf("dialer saw %v, want [%v]", tcpDialed, wantDst)
+			}
+			waitFor(t, 10*time.Second, "flow counted and closed", func() bool {
+				s := env.eng.Stats()
+				return s.TotalTCP == 1 && s.ActiveTCP == 0 &&
+					s.BytesUp == uint64(len(payload)) && s.BytesDown == uint64(len(want))
+			})
+			if s := env.eng.Stats(); s.Rejected != 0 {
+				t.Errorf("Rejected = %d, want 0", s.Rejected)
+			}
+		})
+	}
+}
+
+// The proxy side closes first (its FIN reaches the client as EOF) while the
+// client keeps sending, and the server still receives everything.
+func TestTCPHalfCloseFromProxy(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	received := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- -1
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "hello")
+		c.(*net.TCPConn).CloseWrite()
+		n, _ := io.Copy(io.Discard, c)
+		received <- n
+	}()
+	var nd net.Dialer
+	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		return nd.DialContext(ctx, "tcp", ln.Addr().String())
+	}}
+	env := startEngine(t, Config{}, d)
+	c := env.mustDial(t, "tcp", "[2001:db8:3::11]:25")
+	c.SetDeadline(time.Now().Add(time.Minute))
+	greeting, err := io.ReadAll(c)
+	if err != nil || string(greeting) != "hello" {
+		t.Fatalf("read until proxy EOF: %q, %v; want \"hello\", EOF", greeting, err)
+	}
+	const size = 1 << 20
+	if _, err := c.Write(make([]byte, size)); err != nil {
+		t.Fatalf("write after receiving EOF: %v", err)
+	}
+	c.Close()
+	select {
+	case n := <-received:
+		if n != size {
+			t.Fatalf("server received %d bytes after its half-close, want %d", n, size)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("server did not see the client's data and FIN")
+	}
+}
+
+func TestTCPIdleTimeout(t *testing.T) {
+	d := echoDialer(t)
+	env := startEngine(t, Config{TCPIdleTimeout: 500 * time.Millisecond}, d)
+	c := env.mustDial(t, "tcp", "203.0.113.12:443")
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	// Silence: the engine resets the flow.
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read on an idle flow: %v, want ECONNRESET from the idle timeout", err)
+	}
+	waitFor(t, 10*time.Second, "idle flow gone from stats", func() bool {
+		return env.eng.Stats().ActiveTCP == 0
+	})
+}
+
+func TestUDPEcho(t *testing.T) {
+	tests := []struct {
+		name string
+		dst  string
+	}{
+		{"IPv4", "203.0.113.20:53"},
+		{"IPv6", "[2001:db8:3::20]:53"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := echoDialer(t)
+			env := startEngine(t, Config{UDPIdleTimeout: 500 * time.Millisecond}, d)
+			c := env.mustDial(t, "udp", tt.dst)
+
+			var sent int
+			buf := make([]byte, 2048)
+			for i, size := range []int{1, 100, 512, 1200} {
+				msg := bytes.Repeat([]byte{byte('a' + i)}, size)
+				if _, err := c.Write(msg); err != nil {
+					t.Fatalf("send datagram %d: %v", i, err)
+				}
+				sent += size
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("receive echo of datagram %d: %v", i, err)
+				}
+				if !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("datagram %d: echo of %d bytes differs from the %d sent", i, n, size)
+				}
+			}
+			_, udpDialed := d.dialed()
+			if wantDst := netip.MustParseAddrPort(tt.dst); len(udpDialed) != 1 || udpDialed[0] != wantDst {
+				t.Errorf("dialer saw %v, want one flow to %v", udpDialed, wantDst)
+			}
+			if s := env.eng.Stats(); s.ActiveUDP != 1 || s.TotalUDP != 1 {
+				t.Errorf("while in use: ActiveUDP=%d TotalUDP=%d, want 1 and 1", s.ActiveUDP, s.TotalUDP)
+			}
+			waitFor(t, 15*time.Second, "UDP flow closed by idle timeout", func() bool {
+				s := env.eng.Stats()
+				return s.ActiveUDP == 0 && s.BytesUp == uint64(sent) && s.BytesDown == uint64(sent)
+			})
+		})
+	}
+}
+
+// A failed or timed-out proxy dial must reach the client as a RST.
+func TestTCPDialFailureResets(t *testing.T) {
+	tests := []struct {
+		name string
+		dial func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	}{
+		{"proxy refuses", func(context.Context, netip.AddrPort) (net.Conn, error) {
+			return nil, errTestRefused
+		}},
+		{"proxy hangs past DialTimeout", func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &testDialer{tcp: tt.dial}
+			env := startEngine(t, Config{DialTimeout: 300 * time.Millisecond}, d)
+			for _, dst := range []string{"203.0.113.30:443", "[2001:db8:3::30]:443"} {
+				start := time.Now()
+				c, err := env.dial("tcp", dst)
+				if err == nil {
+					c.Close()
+					t.Fatalf("dial %s succeeded, want ECONNREFUSED", dst)
+				}
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("dial %s: %v after %v, want ECONNREFUSED (a RST, not a timeout)", dst, err, time.Since(start))
+				}
+			}
+			if s := env.eng.Stats(); s.Rejected != 2 || s.TotalTCP != 0 || s.ActiveTCP != 0 {
+				t.Errorf("stats %+v, want Rejected=2 and no TCP flows", s)
+			}
+		})
+	}
+}
+
+func TestMaxFlows(t *testing.T) {
+	d := echoDialer(t)
+	env := startEngine(t, Config{MaxFlows: 2}, d)
+	roundTrip := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		buf := make([]byte, 4)
+		_, err := io.ReadFull(c, buf)
+		return err
+	}
+	var open []net.Conn
+	for i := range 2 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.40:%d", 1000+i))
+		if err := roundTrip(c); err != nil {
+			t.Fatalf("flow %d within the cap: %v", i, err)
+		}
+		open = append(open, c)
+	}
+
+	c, err := env.dial("tcp", "203.0.113.40:1002")
+	if err == nil {
+		c.Close()
+		t.Fatal("third flow over MaxFlows=2 was accepted")
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("third flow: %v, want ECONNREFUSED", err)
+	}
+	u := env.mustDial(t, "udp", "203.0.113.40:53")
+	if _, err := u.Write([]byte("over cap")); err != nil {
+		t.Fatalf("send datagram: %v", err)
+	}
+	waitFor(t, 10*time.Second, "over-cap datagram dropped", func() bool {
+		s := env.eng.Stats()
+		return s.DroppedUDP == 1 && s.Rejected == 2
+	})
+	if s := env.eng.Stats(); s.ActiveTCP != 2 || s.TotalUDP != 0 {
+		t.Errorf("stats %+v, want ActiveTCP=2 and no UDP flow", s)
+	}
+
+	open[0].Close()
+	waitFor(t, 15*time.Second, "closed flow to free its slot", func() bool {
+		return env.eng.Stats().ActiveTCP == 1
+	})
+	c = env.mustDial(t, "tcp", "203.0.113.40:1003")
+	if err := roundTrip(c); err != nil {
+		t.Fatalf("flow after a slot was freed: %v", err)
+	}
+}
+
+func TestUDPUnsupportedDropped(t *testing.T) {
+	d := echoDialer(t)
+	d.udp = func(context.Context, netip.AddrPort) (net.Conn, error) {
+		return nil, fmt.Errorf("test proxy: UDP relay: %w", errors.ErrUnsupported)
+	}
+	env := startEngine(t, Config{}, d)
+	for _, dst := range []string{"203.0.113.50:3478", "[2001:db8:3::50]:3478"} {
+		c := env.mustDial(t, "udp", dst)
+		for i := range 3 {
+			if _, err := c.Write([]byte{byte(i)}); err != nil {
+				t.Fatalf("send datagram to %s: %v", dst, err)
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(make([]byte, 16)); err == nil {
+			t.Fatalf("got a %d-byte reply from %s through a proxy without UDP", n, dst)
+		}
+	}
+	waitFor(t, 10*time.Second, "all 6 datagrams dropped and counted", func() bool {
+		return env.eng.Stats().DroppedUDP == 6
+	})
+	_, udpDialed := d.dialed()
+	if s := env.eng.Stats(); s.Rejected != 2 || len(udpDialed) != 2 || s.TotalUDP != 0 || s.BytesUp != 0 {
+		t.Errorf("stats %+v after %d dials, want one rejected dial per flow and nothing relayed", s, len(udpDialed))
+	}
+}
+
+func TestSetDialerAffectsNewFlowsOnly(t *testing.T) {
+	first := echoDialer(t)
+	env := startEngine(t, Config{}, first)
+	old := env.mustDial(t, "tcp", "203.0.113.60:80")
+
+	second := echoDialer(t)
+	env.eng.SetDialer(second)
+	fresh := env.mustDial(t, "tcp", "203.0.113.61:80")
+	for _, c := range []net.Conn{old, fresh} {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("flow %v after SetDialer: %v", c.RemoteAddr(), err)
+		}
+	}
+	a, _ := first.dialed()
+	b, _ := second.dialed()
+	if len(a) != 1 || a[0].Port() != 80 || a[0].Addr() != netip.MustParseAddr("203.0.113.60") ||
+		len(b) != 1 || b[0].Addr() != netip.MustParseAddr("203.0.113.61") {
+		t.Errorf("first dialer saw %v, second %v; want one flow each", a, b)
+	}
+}
+
+// After ctx is cancelled Run returns, open flows are reset and no goroutine
+// of the engine or of gVisor is left.
+func TestShutdownStopsEverything(t *testing.T) {
+	requireRoot(t)
+	d := echoDialer(t)
+	baseline := runtime.NumGoroutine()
+	env := startEngine(t, Config{}, d)
+	c := env.mustDial(t, "tcp", "203.0.113.70:443")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	u := env.mustDial(t, "udp", "203.0.113.70:53")
+	u.Write([]byte("hi"))
+	u.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := u.Read(make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if s := env.eng.Stats(); s.ActiveTCP != 1 || s.ActiveUDP != 1 {
+		t.Fatalf("before shutdown: %+v, want one TCP and one UDP flow", s)
+	}
+
+	env.cancel()
+	if err := env.wait(30 * time.Second); err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client read after shutdown: %v, want ECONNRESET", err)
+	}
+	if s := env.eng.Stats(); s.ActiveTCP != 0 || s.ActiveUDP != 0 {
+		t.Errorf("after shutdown: %+v, want no active flows", s)
+	}
+	waitFor(t, 10*time.Second, "engine and gVisor goroutines to end", func() bool {
+		return len(leftoverGoroutines()) == 0 && runtime.NumGoroutine() <= baseline
+	})
+}
+
+// leftoverGoroutines lists goroutines running engine or gVisor code.
+func leftoverGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var left []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "gvisor.dev/gvisor/") || strings.Contains(g, "daemon/engine.(*") {
+			left = append(left, g)
+		}
+	}
+	return left
+}
+
+func TestRunTwice(t *testing.T) {
+	e, err := New(Config{}, &testDialer{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.started.Store(true)
+	if err := e.Run(context.Background(), -1); err == nil {
+		t.Fatal("second Run succeeded")
+	}
+}
+
+func TestRunBadFD(t *testing.T) {
+	e, err := New(Config{}, &testDialer{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background(), -1); err == nil {
+		t.Fatal("Run on fd -1 succeeded")
+	}
+}
+
+func BenchmarkTCPThroughput(b *testing.B) {
+	requireRoot(b)
+	sinkAddr := startTCPSink(b)
+	var nd net.Dialer
+	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		return nd.DialContext(ctx, "tcp", sinkAddr)
+	}}
+	env := startEngine(b, Config{}, d)
+	c := env.mustDial(b, "tcp", "203.0.113.80:5201")
+	chunk := make([]byte, 64<<10)
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Write(chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(env.eng.Stats().BytesUp)/float64(b.N*len(chunk)), "relayed/written")
+}
+
+func startTCPSink(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen sink: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Member is one proxy of a Pool.
+type Member struct {
+	Name     string
+	Type     string
+	Server   string // host:port, never credentials
+	Priority int    // lower wins
+	Dialer   Dialer
+}
+
+// NewMember builds the dialer for spec and describes it for a Pool.
+func NewMember(spec Spec, opts Options) (Member, error) {
+	d, err := New(spec, opts)
+	if err != nil {
+		return Member{}, err
+	}
+	m := Member{Name: spec.Name, Type: spec.Type, Server: spec.Address(), Priority: spec.Priority, Dialer: d}
+	if spec.Type == TypeDirect {
+		m.Server = ""
+	}
+	return m, nil
+}
+
+// MemberStatus is a snapshot of one member's health, for status and check.
+type MemberStatus struct {
+	Name      string        `json:"name"`
+	Type      string        `json:"type"`
+	Server    string        `json:"server"`
+	Healthy   bool          `json:"healthy"`
+	Latency   time.Duration `json:"latency"`
+	LastError string        `json:"last_error,omitempty"`
+	LastCheck time.Time     `json:"last_check"`
+	Flows     uint64        `json:"flows"`  // dials carried
+	Active    bool          `json:"active"` // the member new flows use now
+}
+
+// Pool dials through the healthy member with the lowest priority, falling
+// back to the next ones in order. Run probes every member periodically.
+// Connections already dialled are never touched by a change of member.
+type Pool struct {
+	// OnChange, when set before Run, is called from the prober whenever
+	// "some member is healthy" flips, e.g. to switch to fail_mode direct.
+	OnChange func(anyHealthy bool)
+	// ProbeTimeout bounds one probe; 0 means 5s or the interval if shorter.
+	ProbeTimeout time.Duration
+	// ProbeSettle is how long a probe waits after connecting for the
+	// server to drop the connection (how Shadowsocks reports a wrong key
+	// or unreachable target); 0 means 300ms, negative disables the wait.
+	ProbeSettle time.Duration
+
+	probe    netip.AddrPort
+	interval time.Duration
+	log      *slog.Logger
+
+	mu         sync.Mutex
+	members    []*poolMember // ordered by priority
+	anyHealthy bool
+}
+
+type poolMember struct {
+	Member
+	healthy   bool
+	latency   time.Duration
+	lastErr   string
+	lastCheck time.Time
+	flows     uint64
+}
+
+// NewPool orders members by priority (ties keep their order). Until the
+// first probe every member counts as healthy, so start-up is instant.
+func NewPool(members []Member, probe netip.AddrPort, interval time.Duration, log *slog.Logger) *Pool {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{probe: probe, interval: interval, log: log, anyHealthy: len(members) > 0}
+	for _, m := range members {
+		p.members = append(p.members, &poolMember{Member: m, healthy: true})
+	}
+	slices.SortStableFunc(p.members, func(a, b *poolMember) int { return cmp.Compare(a.Priority, b.Priority) })
+	return p
+}
+
+// Run probes all members now and then every interval until ctx ends.
+func (p *Pool) Run(ctx context.Context) {
+	if p.interval <= 0 {
+		p.log.Warn("proxy health checks disabled: interval is not positive")
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		p.ProbeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ProbeAll probes every member once, in parallel, and waits for them.
+func (p *Pool) ProbeAll(ctx context.Context) {
+	if !p.probe.IsValid() {
+		return
+	}
+	p.mu.Lock()
+	members := slices.Clone(p.members)
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Go(func() {
+			latency, err := p.probeOne(ctx, m.Dialer)
+			if ctx.Err() != nil {
+				return // shutting down: not the proxy's fault
+			}
+			p.record(m, latency, err)
+		})
+	}
+	wg.Wait()
+	p.notify()
+}
+
+func (p *Pool) probeTimeout() time.Duration {
+	if p.ProbeTimeout > 0 {
+		return p.ProbeTimeout
+	}
+	return min(5*time.Second, max(p.interval, time.Second))
+}
+
+// probeOne connects to the probe target through d. A server that drops
+// the connection right after accepting it failed the probe.
+func (p *Pool) probeOne(ctx context.Context, d Dialer) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.probeTimeout())
+	defer cancel()
+	start := time.Now()
+	c, err := d.DialTCP(ctx, p.probe)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	latency := time.Since(start)
+	settle := p.ProbeSettle
+	if settle == 0 {
+		settle = 300 * time.Millisecond
+	}
+	if settle > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(settle))
+		var one [1]byte
+		_, err := c.Read(one[:])
+		switch {
+		case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, io.EOF):
+			return 0, fmt.Errorf("connection to %s closed right after it opened", p.probe)
+		default:
+			return 0, err
+		}
+	}
+	return latency, nil
+}
+
+func (p *Pool) record(m *poolMember, latency time.Duration, err error) {
+	p.mu.Lock()
+	was := m.healthy
+	m.lastCheck = time.Now()
+	m.healthy = err == nil
+	m.latency = latency
+	m.lastErr = ""
+	if err != nil {
+		m.lastErr = err.Error()
+	}
+	p.mu.Unlock()
+	switch {
+	case was && err != nil:
+		p.log.Warn("proxy unhealthy", "proxy", m.Name, "server", m.Server, "err", err)
+	case !was && err == nil:
+		p.log.Info("proxy healthy again", "proxy", m.Name, "server", m.Server, "latency", latency)
+	}
+}
+
+// notify calls OnChange when the pool's overall health flipped.
+func (p *Pool) notify() {
+	p.mu.Lock()
+	healthy := slices.ContainsFunc(p.members, func(m *poolMember) bool { return m.healthy })
+	changed := healthy != p.anyHealthy
+	p.anyHealthy = healthy
+	p.mu.Unlock()
+	if changed {
+		if !healthy {
+			p.log.Warn("no proxy is healthy")
+		}
+		if p.OnChange != nil {
+			p.OnChange(healthy)
+		}
+	}
+}
+
+// AnyHealthy reports whether some member is healthy now.
+func (p *Pool) AnyHealthy() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.anyHealthy
+}
+
+// Status returns every member in priority order.
+func (p *Pool) Status() []MemberStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]MemberStatus, 0, len(p.members))
+	active := false
+	for _, m := range p.members {
+		st := MemberStatus{
+			Name: m.Name, Type: m.Type, Server: m.Server,
+			Healthy: m.healthy, Latency: m.latency, LastError: m.lastErr,
+			LastCheck: m.lastCheck, Flows: m.flows,
+		}
+		if m.healthy && !active {
+			st.Active, active = true, true
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// healthyMembers lists the members to try, in order.
+func (p *Pool) healthyMembers() []*poolMember {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*poolMember
+	for _, m := range p.members {
+		if m.healthy {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// DialTCP dials dst through the first healthy member that succeeds.
+func (p *Pool) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return p.dial(ctx, dst, Dialer.DialTCP)
+}
+
+// DialUDP dials dst through the first healthy member that carries UDP and
+// succeeds; members that cannot carry UDP are skipped.
+func (p *Pool) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return p.dial(ctx, dst, Dialer.DialUDP)
+}
+
+func (p *Pool) dial(ctx context.Context, dst netip.AddrPort, dial func(Dialer, context.Context, netip.AddrPort) (net.Conn, error)) (net.Conn, error) {
+	members := p.healthyMembers()
+	if len(members) == 0 {
+		return nil, fmt.Errorf("dial %s: %w", dst, ErrNoHealthyProxy)
+	}
+	var errs []error
+	for _, m := range members {
+		c, err := dial(m.Dialer, ctx, dst)
+		if err == nil {
+			p.mu.Lock()
+			m.flows++
+			p.mu.Unlock()
+			return c, nil
+		}
+		errs = append(errs, err)
+		var reply *ReplyError
+		if ctx.Err() != nil || errors.As(err, &reply) {
+			// The proxy reached its server but the target refused, or
+			// the caller gave up: another proxy would not help.
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, errors.Join(errs...)
+}

@@ -1,0 +1,312 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeDialer answers dials from a switchable state.
+type fakeDialer struct {
+	mu     sync.Mutex
+	fail   error // returned by every dial while set
+	noUDP  bool
+	dialed []netip.AddrPort
+}
+
+func (f *fakeDialer) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = err
+}
+
+func (f *fakeDialer) dial(dst netip.AddrPort) (net.Conn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dialed = append(f.dialed, dst)
+	if f.fail != nil {
+		return nil, f.fail
+	}
+	a, b := net.Pipe()
+	go func() { _, _ = b.Read(make([]byte, 1)); b.Close() }()
+	return a, nil
+}
+
+func (f *fakeDialer) DialTCP(_ context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return f.dial(dst)
+}
+
+func (f *fakeDialer) DialUDP(_ context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if f.noUDP {
+		return nil, fmt.Errorf("fake: %w", errors.ErrUnsupported)
+	}
+	return f.dial(dst)
+}
+
+var probeDst = netip.MustParseAddrPort("149.154.167.51:443")
+
+func newTestPool(prios ...int) (*Pool, []*fakeDialer) {
+	var members []Member
+	var fakes []*fakeDialer
+	for i, prio := range prios {
+		f := &fakeDialer{}
+		fakes = append(fakes, f)
+		members = append(members, Member{Name: "p" + strconv.Itoa(i), Type: TypeSOCKS5, Server: "198.51.100.6:" + strconv.Itoa(1000+i), Priority: prio, Dialer: f})
+	}
+	p := NewPool(members, probeDst, time.Hour, nil)
+	p.ProbeSettle = -1
+	return p, fakes
+}
+
+func activeName(p *Pool) string {
+	for _, st := range p.Status() {
+		if st.Active {
+			return st.Name
+		}
+	}
+	return ""
+}
+
+func TestPoolChoosesByPriorityAndFailsOver(t *testing.T) {
+	p, f := newTestPool(20, 10, 30) // p1 first, then p0, then p2
+	var changes []bool
+	p.OnChange = func(healthy bool) { changes = append(changes, healthy) }
+	ctx := testCtx(t)
+
+	// Before any probe every member counts as healthy.
+	if got := activeName(p); got != "p1" {
+		t.Fatalf("active before probes = %q, want p1", got)
+	}
+	if _, err := p.DialTCP(ctx, testDst); err != nil || len(f[1].dialed) != 1 {
+		t.Fatalf("dial: %v, p1 dials %d", err, len(f[1].dialed))
+	}
+
+	f[1].set(errors.New("connection refused"))
+	p.ProbeAll(ctx)
+	st := p.Status()
+	if st[0].Name != "p1" || st[0].Healthy || st[0].LastError != "connection refused" || st[0].LastCheck.IsZero() {
+		t.Fatalf("p1 status %+v", st[0])
+	}
+	if got := activeName(p); got != "p0" {
+		t.Fatalf("active = %q, want p0", got)
+	}
+	if _, err := p.DialTCP(ctx, testDst); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Status(); st[1].Flows != 1 || st[0].Flows != 1 {
+		t.Fatalf("flows p1=%d p0=%d, want 1 1", st[0].Flows, st[1].Flows)
+	}
+
+	for _, d := range f {
+		d.set(errors.New("down"))
+	}
+	p.ProbeAll(ctx)
+	if _, err := p.DialTCP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) {
+		t.Fatalf("dial with none healthy = %v", err)
+	}
+	if _, err := p.DialUDP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) {
+		t.Fatalf("udp dial with none healthy = %v", err)
+	}
+	if p.AnyHealthy() || activeName(p) != "" {
+		t.Fatal("pool still claims health")
+	}
+
+	f[2].set(nil)
+	p.ProbeAll(ctx)
+	if got := activeName(p); got != "p2" {
+		t.Fatalf("active = %q, want p2", got)
+	}
+	f[1].set(nil)
+	p.ProbeAll(ctx)
+	if got := activeName(p); got != "p1" {
+		t.Fatalf("after fail-back active = %q, want p1", got)
+	}
+	if fmt.Sprint(changes) != "[false true]" {
+		t.Fatalf("OnChange calls %v, want [false true]", changes)
+	}
+}
+
+func TestPoolDialFallback(t *testing.T) {
+	p, f := newTestPool(1, 2)
+	ctx := testCtx(t)
+
+	// A member that fails a dial between probes: the next one carries it.
+	f[0].set(errors.New("i/o timeout"))
+	if _, err := p.DialTCP(ctx, testDst); err != nil || len(f[1].dialed) != 1 {
+		t.Fatalf("fallback dial: %v", err)
+	}
+	// The target refused at the proxy: another proxy would not help.
+	f[0].set(&ReplyError{Dst: testDst, Reason: "connection refused by proxy (reply 5)"})
+	_, err := p.DialTCP(ctx, testDst)
+	var re *ReplyError
+	if !errors.As(err, &re) || len(f[1].dialed) != 1 {
+		t.Fatalf("reply error: %v, second member dials %d", err, len(f[1].dialed))
+	}
+	// Both fail: both errors are reported.
+	f[0].set(errors.New("first down"))
+	f[1].set(errors.New("second down"))
+	_, err = p.DialTCP(ctx, testDst)
+	if err == nil || !strings.Contains(err.Error(), "first down") || !strings.Contains(err.Error(), "second down") {
+		t.Fatalf("error = %v", err)
+	}
+}
+
+func TestPoolUDPSkipsMembersWithoutUDP(t *testing.T) {
+	p, f := newTestPool(1, 2)
+	f[0].noUDP = true
+	c, err := p.DialUDP(testCtx(t), testDst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if len(f[1].dialed) != 1 {
+		t.Fatal("udp did not go through the second member")
+	}
+	f[1].noUDP = true
+	if _, err := p.DialUDP(testCtx(t), testDst); !errors.Is(err, errors.ErrUnsupported) {
+		t.Fatalf("error = %v, want ErrUnsupported", err)
+	}
+}
+
+func TestPoolStatusHasNoPassword(t *testing.T) {
+	spec := Spec{Name: "m", Type: TypeSOCKS5, Server: "127.0.0.1", Port: 1, Username: "u", Password: "very-secret-pw"}
+	m, err := NewMember(spec, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool([]Member{m}, probeDst, time.Hour, nil)
+	p.ProbeTimeout = 2 * time.Second
+	p.ProbeAll(testCtx(t)) // refused: nobody listens on port 1
+	st := p.Status()
+	if len(st) != 1 || st[0].Healthy || st[0].Server != "127.0.0.1:1" || st[0].LastError == "" {
+		t.Fatalf("status %+v", st)
+	}
+	if s := fmt.Sprintf("%+v", st); strings.Contains(s, spec.Password) {
+		t.Fatalf("status shows the password: %s", s)
+	}
+}
+
+// The probe fails when a proxy accepts and then drops the connection, as
+// a Shadowsocks server does when it cannot reach the target.
+func TestPoolProbeSettle(t *testing.T) {
+	spec := fakeServer(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 512)) })
+	spec.Type, spec.Password, spec.Cipher = TypeShadowsocks, "pw", "aes-128-gcm"
+	m, err := NewMember(spec, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPool([]Member{m}, probeDst, time.Hour, nil)
+	p.ProbeSettle = 5 * time.Second
+	p.ProbeAll(testCtx(t))
+	if st := p.Status()[0]; st.Healthy || !strings.Contains(st.LastError, "without replying") {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// waitFor polls cond until it holds or the test's time runs out.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Failover and fail-back between two real microsocks servers.
+func TestPoolInteropFailover(t *testing.T) {
+	echo := tcpEcho(t, "127.0.0.1")
+	primary, primarySrv := startMicrosocks(t, "127.0.0.1")
+	secondary, secondarySrv := startMicrosocks(t, "127.0.0.1")
+	primary.Name, primary.Priority = "primary", 10
+	secondary.Name, secondary.Priority = "secondary", 20
+
+	var members []Member
+	for _, s := range []Spec{secondary, primary} {
+		m, err := NewMember(s, Options{DialTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		members = append(members, m)
+	}
+	pool := NewPool(members, echo, 200*time.Millisecond, nil)
+	pool.ProbeTimeout = 2 * time.Second
+	changes := make(chan bool, 10)
+	pool.OnChange = func(healthy bool) { changes <- healthy }
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { pool.Run(ctx); close(runDone) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+
+	status := func(name string) MemberStatus {
+		for _, st := range pool.Status() {
+			if st.Name == name {
+				return st
+			}
+		}
+		t.Fatalf("no member %s", name)
+		return MemberStatus{}
+	}
+	waitFor(t, "first probes", func() bool {
+		return !status("primary").LastCheck.IsZero() && !status("secondary").LastCheck.IsZero()
+	})
+	if activeName(pool) != "primary" {
+		t.Fatalf("active %q, want primary; status %+v", activeName(pool), pool.Status())
+	}
+
+	primarySrv.stopProcess()
+	waitFor(t, "failover to secondary", func() bool { return activeName(pool) == "secondary" })
+	viaSecondary, err := pool.DialTCP(testCtx(t), echo)
+	if err != nil {
+		t.Fatalf("dial during outage: %v", err)
+	}
+	defer viaSecondary.Close()
+	roundTripTCP(t, viaSecondary, 1000)
+	if status("secondary").Flows != 1 {
+		t.Fatalf("secondary flows %d", status("secondary").Flows)
+	}
+
+	primarySrv.start(primary.Address())
+	waitFor(t, "fail-back to primary", func() bool { return activeName(pool) == "primary" })
+	roundTripTCP(t, viaSecondary, 1000) // not cut by the switch
+	c, err := pool.DialTCP(testCtx(t), echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if status("primary").Flows != 1 {
+		t.Fatalf("primary flows %d", status("primary").Flows)
+	}
+
+	primarySrv.stopProcess()
+	secondarySrv.stopProcess()
+	waitChange := func(want bool) {
+		t.Helper()
+		select {
+		case got := <-changes:
+			if got != want {
+				t.Fatalf("OnChange(%v), want %v", got, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("no OnChange(%v)", want)
+		}
+	}
+	waitChange(false)
+	if _, err := pool.DialTCP(testCtx(t), echo); !errors.Is(err, ErrNoHealthyProxy) {
+		t.Fatalf("dial with both down = %v", err)
+	}
+	primarySrv.start(primary.Address())
+	waitChange(true)
+	if activeName(pool) != "primary" {
+		t.Fatalf("active %q after recovery", activeName(pool))
+	}
+}

@@ -1,0 +1,292 @@
+package netcfg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Net is the installed kernel state of one run. Its methods are safe for
+// concurrent use.
+type Net struct {
+	spec Spec
+
+	mu     sync.Mutex
+	tun    *os.File
+	nft    *nftables.Conn
+	objs   *nftObjects
+	closed bool
+}
+
+// Status is what is installed, as read back from the kernel.
+type Status struct {
+	TUNPresent, TUNUp bool
+	Table             bool // nft table inet tgtun
+	RouterTraffic     bool // its output chain
+	Marking           bool // new connections to targets are being marked
+	Rules4, Rules6    bool // both policy rules of the family
+	Route4, Route6    bool // default dev <tun> in the route table
+	// Ranges in the sets after merging overlapping and adjacent prefixes.
+	Targets4, Targets6 int
+	Bypass4, Bypass6   int
+}
+
+// Cleanup removes what an earlier run left in this network namespace: table
+// inet tgtun, our rules at our priorities, every route of our table and the
+// TUN device. Nothing there is not an error.
+func Cleanup(ctx context.Context, spec Spec) error {
+	s, err := spec.withDefaults()
+	if err != nil {
+		return fmt.Errorf("netcfg spec: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return cleanup(s)
+}
+
+func cleanup(s Spec) error {
+	var errs []error
+	c, err := newNFTConn()
+	if err != nil {
+		errs = append(errs, err)
+	} else if err := deleteTable(c); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeRouting(s); err != nil {
+		errs = append(errs, err)
+	}
+	if err := deleteTUN(s.TunName); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("netcfg cleanup: %w", err)
+	}
+	return nil
+}
+
+// Apply removes what an earlier run left (Cleanup), then creates the TUN,
+// the routes, the rules and the nft table. On failure it removes what it made.
+func Apply(ctx context.Context, spec Spec) (n *Net, err error) {
+	s, err := spec.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("netcfg spec: %w", err)
+	}
+	if err := Cleanup(ctx, s); err != nil {
+		return nil, err
+	}
+	n = &Net{spec: s}
+	defer func() {
+		if err != nil {
+			if cerr := n.Close(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("undo: %w", cerr))
+			}
+			n = nil
+		}
+	}()
+	if n.tun, err = openTUN(s.TunName); err != nil {
+		return n, err
+	}
+	link, err := configureTUN(s)
+	if err != nil {
+		return n, err
+	}
+	if err := ctx.Err(); err != nil {
+		return n, err
+	}
+	if err := installRouting(s, link); err != nil {
+		return n, err
+	}
+	if n.nft, err = newNFTConn(); err != nil {
+		return n, err
+	}
+	if n.objs, err = installTable(n.nft, s); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// TUN is the TUN device's file: reads and writes carry bare IP packets.
+// Net owns it; Close closes it.
+func (n *Net) TUN() *os.File { return n.tun }
+
+// Spec is the specification in force, with defaults filled in.
+func (n *Net) Spec() Spec { return n.spec }
+
+var errClosed = errors.New("netcfg: closed")
+
+// SetTargets replaces the contents of sets dst4 and dst6 in one nftables
+// transaction. Overlapping and adjacent prefixes are merged.
+func (n *Net) SetTargets(v4, v6 []netip.Prefix) error {
+	p4, err := splitFamily(v4, true)
+	if err != nil {
+		return fmt.Errorf("set targets (ipv4): %w", err)
+	}
+	p6, err := splitFamily(v6, false)
+	if err != nil {
+		return fmt.Errorf("set targets (ipv6): %w", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	contents := map[*nftables.Set][]addrRange{n.objs.dst4: mergeRanges(p4)}
+	if n.spec.IPv6 {
+		contents[n.objs.dst6] = mergeRanges(p6)
+	} else if len(p6) > 0 {
+		return fmt.Errorf("set targets: %d IPv6 prefixes with IPv6 off", len(p6))
+	}
+	if err := replaceSets(n.nft, contents); err != nil {
+		return fmt.Errorf("set targets: %w", err)
+	}
+	return nil
+}
+
+// SetBypass replaces the addresses that are never marked (the proxy
+// servers'), in one transaction. IPv6 prefixes are ignored with IPv6 off:
+// nothing IPv6 is marked then.
+func (n *Net) SetBypass(ps []netip.Prefix) error {
+	for _, p := range ps {
+		if !p.IsValid() {
+			return fmt.Errorf("set bypass: invalid prefix %v", p)
+		}
+	}
+	b4, b6 := byFamily(ps)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	contents := map[*nftables.Set][]addrRange{n.objs.bypass4: mergeRanges(b4)}
+	if n.spec.IPv6 {
+		contents[n.objs.bypass6] = mergeRanges(b6)
+	}
+	if err := replaceSets(n.nft, contents); err != nil {
+		return fmt.Errorf("set bypass: %w", err)
+	}
+	return nil
+}
+
+// SetMarking stops (false) or resumes (true) the marking of new connections
+// to targets: fail_mode direct. Established tunnelled connections keep their
+// conntrack mark and stay on the tunnel.
+func (n *Net) SetMarking(on bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	n.nft.FlushChain(n.objs.markNew)
+	if on {
+		queueMarkNewRules(n.nft, n.objs, n.spec)
+	}
+	if err := n.nft.Flush(); err != nil {
+		return fmt.Errorf("set marking %t: %w", on, err)
+	}
+	return nil
+}
+
+// Status reads back what is installed.
+func (n *Net) Status() (Status, error) {
+	return ReadStatus(n.spec)
+}
+
+// ReadStatus reads what is installed in this network namespace for spec,
+// whether or not this process installed it.
+func ReadStatus(spec Spec) (Status, error) {
+	s, err := spec.withDefaults()
+	if err != nil {
+		return Status{}, fmt.Errorf("netcfg spec: %w", err)
+	}
+	var st Status
+	tunIndex := 0
+	if link, err := netlink.LinkByName(s.TunName); err == nil && link.Type() == "tuntap" {
+		st.TUNPresent = true
+		st.TUNUp = link.Attrs().Flags&unix.IFF_UP != 0
+		tunIndex = link.Attrs().Index
+	}
+	if st.Rules4, st.Route4, err = routingStatus(s, netlink.FAMILY_V4, tunIndex); err != nil {
+		return st, err
+	}
+	if s.IPv6 {
+		if st.Rules6, st.Route6, err = routingStatus(s, netlink.FAMILY_V6, tunIndex); err != nil {
+			return st, err
+		}
+	}
+	c, err := newNFTConn()
+	if err != nil {
+		return st, err
+	}
+	t := nftTable()
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return st, fmt.Errorf("list nft chains: %w", err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != TableName {
+			continue
+		}
+		st.Table = true
+		switch ch.Name {
+		case chainOutput:
+			st.RouterTraffic = true
+		case chainMarkNew:
+			rules, err := c.GetRules(t, ch)
+			if err != nil {
+				return st, fmt.Errorf("list nft chain %s: %w", chainMarkNew, err)
+			}
+			st.Marking = len(rules) > 0
+		}
+	}
+	if !st.Table {
+		return st, nil
+	}
+	counts := []struct {
+		name string
+		n    *int
+	}{{setDst4, &st.Targets4}, {setDst6, &st.Targets6}, {setBypass4, &st.Bypass4}, {setBypass6, &st.Bypass6}}
+	for _, cnt := range counts {
+		set, err := c.GetSetByName(t, cnt.name)
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return st, fmt.Errorf("find nft set %s: %w", cnt.name, err)
+		}
+		if *cnt.n, err = countRanges(c, set); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// Close removes the table, the rules, the routes and the device. It is safe
+// to call more than once.
+func (n *Net) Close() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	var errs []error
+	if n.tun != nil {
+		// Closing the last descriptor of a non-persistent TUN deletes the
+		// device and every route through it.
+		if err := n.tun.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close tun %s: %w", n.spec.TunName, err))
+		}
+	}
+	if err := cleanup(n.spec); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,535 @@
+package netcfg
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+)
+
+func testSpec() Spec {
+	return Spec{
+		TunName:      "tgt0",
+		LANIfaces:    []string{"lan0", "lan1"},
+		IPv6:         true,
+		Mark:         0x100000,
+		BypassMark:   0x200000,
+		Table:        7470,
+		RulePriority: 7470,
+		Targets4:     []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
+		Targets6:     []netip.Prefix{netip.MustParsePrefix("2001:db8:3::/64")},
+		Bypass:       []netip.Prefix{netip.MustParsePrefix("198.51.100.6/32"), netip.MustParsePrefix("2001:db8:2::6/128")},
+	}
+}
+
+func runHelper(role string) int {
+	switch role {
+	case "apply-and-hang":
+		if _, err := Apply(context.Background(), testSpec()); err != nil {
+			fmt.Fprintln(os.Stderr, "apply:", err)
+			return 1
+		}
+		fmt.Println("READY")
+		time.Sleep(3 * time.Minute) // killed long before
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "unknown helper role", role)
+	return 2
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// nftState is table inet tgtun as `nft -j` lists it.
+type nftState struct {
+	present bool
+	chains  map[string]nftChain
+	sets    map[string]nftSet
+	rules   map[string]int // per chain
+}
+
+type nftChain struct {
+	Type, Hook string
+	Prio       int
+}
+
+type nftSet struct {
+	Type  string
+	Flags []string
+	Elem  []json.RawMessage
+}
+
+func listTable(t *testing.T) nftState {
+	t.Helper()
+	out, err := exec.Command("nft", "-j", "list", "table", "inet", TableName).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "No such file") {
+			return nftState{}
+		}
+		t.Fatalf("nft -j list table inet %s: %v\n%s", TableName, err, out)
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("parse nft json: %v\n%s", err, out)
+	}
+	st := nftState{present: true, chains: map[string]nftChain{}, sets: map[string]nftSet{}, rules: map[string]int{}}
+	for _, obj := range doc.Nftables {
+		for kind, raw := range obj {
+			var named struct{ Name, Chain string }
+			_ = json.Unmarshal(raw, &named)
+			switch kind {
+			case "chain":
+				var c nftChain
+				must(t, json.Unmarshal(raw, &c))
+				if _, dup := st.chains[named.Name]; dup {
+					t.Errorf("chain %s listed twice", named.Name)
+				}
+				st.chains[named.Name] = c
+			case "set":
+				var s nftSet
+				must(t, json.Unmarshal(raw, &s))
+				st.sets[named.Name] = s
+			case "rule":
+				st.rules[named.Chain]++
+			}
+		}
+	}
+	return st
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// elements renders a set's elements as nft prints them: "a.b.c.d/n" or "a-b".
+func (s nftSet) elements(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, raw := range s.Elem {
+		var v struct {
+			Prefix *struct {
+				Addr string
+				Len  int
+			}
+			Range []string
+		}
+		var plain string
+		switch {
+		case json.Unmarshal(raw, &plain) == nil:
+			out = append(out, plain)
+		case json.Unmarshal(raw, &v) == nil && v.Prefix != nil:
+			out = append(out, fmt.Sprintf("%s/%d", v.Prefix.Addr, v.Prefix.Len))
+		case v.Range != nil:
+			out = append(out, strings.Join(v.Range, "-"))
+		default:
+			t.Fatalf("unknown set element %s", raw)
+		}
+	}
+	return out
+}
+
+// ourRules lists `ip rule` lines at priorities P-1 and P.
+func ourRules(t *testing.T, family string, s Spec) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(run(t, "ip", family, "rule", "show"), "\n") {
+		if strings.HasPrefix(line, fmt.Sprint(s.RulePriority-1)+":") || strings.HasPrefix(line, fmt.Sprint(s.RulePriority)+":") {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return out
+}
+
+func tableRoutes(t *testing.T, family string, s Spec) []string {
+	t.Helper()
+	var out []string
+	list, err := exec.Command("ip", family, "route", "show", "table", fmt.Sprint(s.Table)).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(list), "FIB table does not exist") {
+			return nil
+		}
+		t.Fatalf("ip %s route show table %d: %v\n%s", family, s.Table, err, list)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+		if line != "" {
+			out = append(out, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	return out
+}
+
+func linkExists(t *testing.T, name string) bool {
+	t.Helper()
+	return exec.Command("ip", "link", "show", "dev", name).Run() == nil
+}
+
+func wantRules(s Spec) []string {
+	return []string{
+		fmt.Sprintf("%d: from all iif %s lookup main", s.RulePriority-1, s.TunName),
+		fmt.Sprintf("%d: from all fwmark %#x/%#x lookup %d", s.RulePriority, s.Mark, s.Mark, s.Table),
+	}
+}
+
+// assertInstalledOnce checks one copy of everything Apply makes for s.
+func assertInstalledOnce(t *testing.T, s Spec) {
+	t.Helper()
+	st := listTable(t)
+	if !st.present {
+		t.Fatalf("table inet %s missing", TableName)
+	}
+	wantSets := []string{setLANIfaces, setDst4, setBypass4}
+	wantMarkNew := 2
+	if s.IPv6 {
+		wantSets = append(wantSets, setDst6, setBypass6)
+		wantMarkNew = 4
+	}
+	var gotSets []string
+	for name := range st.sets {
+		gotSets = append(gotSets, name)
+	}
+	slices.Sort(gotSets)
+	slices.Sort(wantSets)
+	if !slices.Equal(gotSets, wantSets) {
+		t.Errorf("sets = %v, want %v", gotSets, wantSets)
+	}
+	for _, name := range []string{setDst4, setDst6, setBypass4, setBypass6} {
+		if set, ok := st.sets[name]; ok && !slices.Contains(set.Flags, "interval") {
+			t.Errorf("set %s flags %v, want interval", name, set.Flags)
+		}
+	}
+	if got := st.sets[setLANIfaces].elements(t); !slices.Equal(got, s.LANIfaces) {
+		t.Errorf("lan_ifaces = %q, want %q", got, s.LANIfaces)
+	}
+	if got := st.chains[chainPrerouting]; got != (nftChain{Type: "filter", Hook: "prerouting", Prio: -150}) {
+		t.Errorf("chain prerouting = %+v, want filter hook prerouting priority mangle", got)
+	}
+	if st.rules[chainPrerouting] != 2 || st.rules[chainMarkNew] != wantMarkNew {
+		t.Errorf("rules per chain = %v, want prerouting 2, mark_new %d", st.rules, wantMarkNew)
+	}
+	if got, ok := st.chains[chainOutput]; ok != s.RouterTraffic {
+		t.Errorf("output chain present = %t, want %t", ok, s.RouterTraffic)
+	} else if ok {
+		if got != (nftChain{Type: "route", Hook: "output", Prio: -150}) {
+			t.Errorf("chain output = %+v, want route hook output priority mangle", got)
+		}
+		if st.rules[chainOutput] != 3 {
+			t.Errorf("output chain has %d rules, want 3", st.rules[chainOutput])
+		}
+	}
+
+	if got := ourRules(t, "-4", s); !slices.Equal(got, wantRules(s)) {
+		t.Errorf("ip -4 rules = %q, want %q", got, wantRules(s))
+	}
+	if got := tableRoutes(t, "-4", s); !slices.Equal(got, []string{"default dev " + s.TunName}) {
+		t.Errorf("ip -4 route table %d = %q", s.Table, got)
+	}
+	var want6Rules, want6Routes []string
+	if s.IPv6 {
+		want6Rules = wantRules(s)
+		want6Routes = []string{"default dev " + s.TunName + " metric 1024 pref medium"}
+	}
+	if got := ourRules(t, "-6", s); !slices.Equal(got, want6Rules) {
+		t.Errorf("ip -6 rules = %q, want %q", got, want6Rules)
+	}
+	if got := tableRoutes(t, "-6", s); !slices.Equal(got, want6Routes) {
+		t.Errorf("ip -6 route table %d = %q, want %q", s.Table, got, want6Routes)
+	}
+
+	link := run(t, "ip", "-d", "link", "show", "dev", s.TunName)
+	for _, want := range []string{"mtu 1500", "qlen 1000", "state UNKNOWN", "tun type tun", ",UP"} {
+		if !strings.Contains(link, want) {
+			t.Errorf("ip link show %s lacks %q:\n%s", s.TunName, want, link)
+		}
+	}
+	if addrs := run(t, "ip", "-4", "addr", "show", "dev", s.TunName); strings.Count(addrs, "inet ") != 1 || !strings.Contains(addrs, "inet 169.254.74.70/32") {
+		t.Errorf("tun addresses:\n%s", addrs)
+	}
+	if v, err := readSysctl("/proc/sys/net/ipv4/conf/" + s.TunName + "/src_valid_mark"); err != nil || v != 1 {
+		t.Errorf("src_valid_mark on %s = %d, %v; want 1", s.TunName, v, err)
+	}
+}
+
+// assertNothingLeft checks that no table, rule, route or device remains.
+func assertNothingLeft(t *testing.T, s Spec) {
+	t.Helper()
+	if listTable(t).present {
+		t.Errorf("table inet %s left", TableName)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if got := ourRules(t, fam, s); len(got) != 0 {
+			t.Errorf("ip %s rules left: %q", fam, got)
+		}
+		if got := tableRoutes(t, fam, s); len(got) != 0 {
+			t.Errorf("ip %s routes left in table %d: %q", fam, s.Table, got)
+		}
+	}
+	if linkExists(t, s.TunName) {
+		t.Errorf("device %s left", s.TunName)
+	}
+}
+
+func apply(t *testing.T, s Spec) *Net {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Apply(ctx, s)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+func TestApplyAndClose(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		n := apply(t, s)
+		assertInstalledOnce(t, s)
+		st, err := n.Status()
+		must(t, err)
+		want := Status{TUNPresent: true, TUNUp: true, Table: true, Marking: true, Rules4: true, Rules6: true,
+			Route4: true, Route6: true, Targets4: 1, Targets6: 1, Bypass4: 1, Bypass6: 1}
+		if st != want {
+			t.Errorf("Status = %+v\nwant %+v", st, want)
+		}
+		if f := n.TUN(); f == nil {
+			t.Fatal("TUN() is nil")
+		}
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+		st, err = ReadStatus(s)
+		must(t, err)
+		if st != (Status{}) {
+			t.Errorf("Status after Close = %+v, want zero", st)
+		}
+		if err := n.SetTargets(nil, nil); err == nil {
+			t.Error("SetTargets after Close succeeded")
+		}
+		must(t, n.Close()) // twice is fine
+	})
+}
+
+func TestApplyTwiceLeavesOneCopy(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		s.RouterTraffic = true
+		first := apply(t, s)
+		second := apply(t, s)
+		assertInstalledOnce(t, s)
+		must(t, second.Close())
+		assertNothingLeft(t, s)
+		must(t, first.Close()) // superseded: nothing of it is left to remove
+		assertNothingLeft(t, s)
+	})
+}
+
+func TestCleanupAfterKill(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		kill := func() {
+			cmd := helperProcess(t, "apply-and-hang")
+			must(t, cmd.Process.Signal(syscall.SIGKILL))
+			_ = cmd.Wait()
+			st := listTable(t)
+			if !st.present || len(ourRules(t, "-4", s)) != 2 {
+				t.Fatalf("the killed run left no state to clean up (table %t, rules %q)", st.present, ourRules(t, "-4", s))
+			}
+		}
+
+		kill()
+		must(t, Cleanup(context.Background(), s))
+		assertNothingLeft(t, s)
+		must(t, Cleanup(context.Background(), s)) // nothing there: no error
+
+		kill()
+		n := apply(t, s)
+		assertInstalledOnce(t, s)
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+	})
+}
+
+func TestIPv6Off(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		s.IPv6 = false
+		s.Targets6 = nil
+		n := apply(t, s)
+		assertInstalledOnce(t, s)
+		if v, err := readSysctl("/proc/sys/net/ipv6/conf/" + s.TunName + "/disable_ipv6"); err != nil || v != 1 {
+			t.Errorf("disable_ipv6 on %s = %d, %v; want 1", s.TunName, v, err)
+		}
+		if err := n.SetTargets(nil, []netip.Prefix{netip.MustParsePrefix("2001:db8:3::/64")}); err == nil {
+			t.Error("SetTargets with IPv6 prefixes and IPv6 off succeeded")
+		}
+		st, err := n.Status()
+		must(t, err)
+		if st.Rules6 || st.Route6 || st.Targets6 != 0 || !st.Rules4 || !st.Route4 {
+			t.Errorf("Status = %+v", st)
+		}
+	})
+}
+
+func TestRouterTrafficChain(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		for _, on := range []bool{true, false} {
+			s := testSpec()
+			s.RouterTraffic = on
+			n := apply(t, s)
+			assertInstalledOnce(t, s)
+			st, err := n.Status()
+			must(t, err)
+			if st.RouterTraffic != on {
+				t.Errorf("RouterTraffic %t: Status says %t", on, st.RouterTraffic)
+			}
+			must(t, n.Close())
+		}
+	})
+}
+
+func TestSetMarking(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		n := apply(t, s)
+		for _, on := range []bool{false, false, true, true, false, true} {
+			must(t, n.SetMarking(on))
+			st, err := n.Status()
+			must(t, err)
+			want := 0
+			if on {
+				want = 4
+			}
+			tbl := listTable(t)
+			if st.Marking != on || tbl.rules[chainMarkNew] != want {
+				t.Errorf("SetMarking(%t): Status.Marking %t, %d rules in mark_new, want %d", on, st.Marking, tbl.rules[chainMarkNew], want)
+			}
+			// Restoring the conntrack mark never stops: established flows stay.
+			if tbl.rules[chainPrerouting] != 2 {
+				t.Errorf("SetMarking(%t): prerouting has %d rules, want 2", on, tbl.rules[chainPrerouting])
+			}
+		}
+	})
+}
+
+func TestSetTargets(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		n := apply(t, s)
+		pfx := func(ss ...string) []netip.Prefix {
+			var out []netip.Prefix
+			for _, s := range ss {
+				out = append(out, netip.MustParsePrefix(s))
+			}
+			return out
+		}
+		tests := []struct {
+			name         string
+			v4, v6       []netip.Prefix
+			want4, want6 []string
+		}{
+			{"overlapping and adjacent",
+				pfx("203.0.113.0/25", "203.0.113.128/25", "203.0.113.64/26", "198.51.100.5/32", "198.51.100.0/24", "192.0.2.1/32", "192.0.2.2/32"),
+				pfx("2001:db8:3::/64", "2001:db8:3::/48", "2001:db8:4::/48"),
+				[]string{"192.0.2.1-192.0.2.2", "198.51.100.0/24", "203.0.113.0/24"},
+				[]string{"2001:db8:3::-2001:db8:4:ffff:ffff:ffff:ffff:ffff"}},
+			{"top of the address space", pfx("255.255.255.255/32", "240.0.0.0/4"), pfx("ff00::/8"),
+				[]string{"240.0.0.0/4"}, []string{"ff00::/8"}},
+			{"empty", nil, nil, nil, nil},
+			{"replaced", pfx("203.0.113.10/32"), pfx("2001:db8:3::10/128"),
+				[]string{"203.0.113.10"}, []string{"2001:db8:3::10"}},
+		}
+		for _, tc := range tests {
+			must(t, n.SetTargets(tc.v4, tc.v6))
+			tbl := listTable(t)
+			if got := tbl.sets[setDst4].elements(t); !slices.Equal(got, tc.want4) {
+				t.Errorf("%s: dst4 = %q, want %q", tc.name, got, tc.want4)
+			}
+			if got := tbl.sets[setDst6].elements(t); !slices.Equal(got, tc.want6) {
+				t.Errorf("%s: dst6 = %q, want %q", tc.name, got, tc.want6)
+			}
+			st, err := n.Status()
+			must(t, err)
+			if st.Targets4 != len(tc.want4) || st.Targets6 != len(tc.want6) {
+				t.Errorf("%s: Status counts %d/%d, want %d/%d", tc.name, st.Targets4, st.Targets6, len(tc.want4), len(tc.want6))
+			}
+		}
+
+		// A rejected update leaves the previous contents whole.
+		if err := n.SetTargets(append(pfx("203.0.113.0/24"), netip.Prefix{}), nil); err == nil {
+			t.Error("SetTargets with an invalid prefix succeeded")
+		}
+		if got := listTable(t).sets[setDst4].elements(t); !slices.Equal(got, []string{"203.0.113.10"}) {
+			t.Errorf("after a failed SetTargets dst4 = %q", got)
+		}
+		// The kernel rejects a batch as a whole: flush + add + a bad element.
+		n.mu.Lock()
+		n.nft.FlushSet(n.objs.dst4)
+		must(t, queueElements(n.nft, n.objs.dst4, mergeRanges(pfx("192.0.2.0/24"))))
+		must(t, n.nft.SetAddElements(n.objs.dst4, []nftables.SetElement{{Key: []byte{1, 2}}})) // wrong key length
+		err := n.nft.Flush()
+		n.mu.Unlock()
+		if err == nil {
+			t.Error("batch with a bad element succeeded")
+		}
+		if got := listTable(t).sets[setDst4].elements(t); !slices.Equal(got, []string{"203.0.113.10"}) {
+			t.Errorf("after a failed batch dst4 = %q, want the old contents", got)
+		}
+
+		// Large lists fit in one batch.
+		var big4 []netip.Prefix
+		for i := range 30000 {
+			big4 = append(big4, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), 32))
+		}
+		must(t, n.SetTargets(big4, pfx("2001:db8:3::/64")))
+		st, err := n.Status()
+		must(t, err)
+		if st.Targets4 != 30000 || st.Targets6 != 1 {
+			t.Errorf("large list: Status counts %d/%d, want 30000/1", st.Targets4, st.Targets6)
+		}
+
+		must(t, n.SetBypass(pfx("198.51.100.7/32", "198.51.100.6/32", "2001:db8:2::7/128")))
+		tbl := listTable(t)
+		if got := tbl.sets[setBypass4].elements(t); !slices.Equal(got, []string{"198.51.100.6/31"}) {
+			t.Errorf("bypass4 = %q", got)
+		}
+		if got := tbl.sets[setBypass6].elements(t); !slices.Equal(got, []string{"2001:db8:2::7"}) {
+			t.Errorf("bypass6 = %q", got)
+		}
+	})
+}
+
+func readSysctl(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(trimNewline(b)))
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,159 @@
+package netcfg
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+const mainTable = unix.RT_TABLE_MAIN
+
+func families(ipv6 bool) []int {
+	if ipv6 {
+		return []int{netlink.FAMILY_V4, netlink.FAMILY_V6}
+	}
+	return []int{netlink.FAMILY_V4}
+}
+
+func familyName(f int) string {
+	if f == netlink.FAMILY_V6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func defaultDst(family int) *net.IPNet {
+	if family == netlink.FAMILY_V6 {
+		return prefixToIPNet(netip.MustParsePrefix("::/0"))
+	}
+	return prefixToIPNet(netip.MustParsePrefix("0.0.0.0/0"))
+}
+
+// wantedRules are "priority P-1 iif <tun> lookup main" (replies coming out of
+// the TUN carry the mark but must be forwarded by the main table, not looped
+// back into the TUN) and "priority P fwmark M/Mask lookup T".
+func wantedRules(s Spec, family int) []*netlink.Rule {
+	fromTUN := netlink.NewRule()
+	fromTUN.Family = family
+	fromTUN.Priority = s.RulePriority - 1
+	fromTUN.IifName = s.TunName
+	fromTUN.Table = mainTable
+
+	marked := netlink.NewRule()
+	marked.Family = family
+	marked.Priority = s.RulePriority
+	mask := s.Mask
+	marked.Mark = s.Mark
+	marked.Mask = &mask
+	marked.Table = s.Table
+	return []*netlink.Rule{fromTUN, marked}
+}
+
+// isOurRule tells a rule at our priorities that an earlier run of ours
+// installed, whatever its mark was then.
+func isOurRule(s Spec, r netlink.Rule) bool {
+	switch r.Priority {
+	case s.RulePriority - 1:
+		return r.IifName == s.TunName && r.Table == mainTable
+	case s.RulePriority:
+		return r.Table == s.Table
+	}
+	return false
+}
+
+func installRouting(s Spec, link netlink.Link) error {
+	for _, fam := range families(s.IPv6) {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam}
+		if err := netlink.RouteAdd(route); err != nil {
+			return fmt.Errorf("add %s route default dev %s table %d: %w", familyName(fam), s.TunName, s.Table, err)
+		}
+		for _, r := range wantedRules(s, fam) {
+			if err := netlink.RuleAdd(r); err != nil {
+				return fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err)
+			}
+		}
+	}
+	return nil
+}
+
+// unsupportedFamily reports a kernel without that address family.
+func unsupportedFamily(err error) bool {
+	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// removeRouting deletes our rules and every route of our table, in both
+// families whatever the spec says (an earlier run may have had IPv6 on).
+func removeRouting(s Spec) error {
+	var errs []error
+	for _, fam := range families(true) {
+		rules, err := netlink.RuleList(fam)
+		if err != nil {
+			if !unsupportedFamily(err) {
+				errs = append(errs, fmt.Errorf("list %s rules: %w", familyName(fam), err))
+			}
+			continue
+		}
+		for _, r := range rules {
+			if !isOurRule(s, r) {
+				continue
+			}
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete %s rule %s: %w", familyName(fam), r, err))
+			}
+		}
+		routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: s.Table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			if !unsupportedFamily(err) {
+				errs = append(errs, fmt.Errorf("list %s routes of table %d: %w", familyName(fam), s.Table, err))
+			}
+			continue
+		}
+		for _, r := range routes {
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete %s route %s: %w", familyName(fam), r, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// routingStatus reports whether both rules and the default route are there.
+// tunIndex is the TUN's link index (0 when there is no TUN).
+func routingStatus(s Spec, family, tunIndex int) (rules, route bool, err error) {
+	list, err := netlink.RuleList(family)
+	if err != nil {
+		return false, false, fmt.Errorf("list %s rules: %w", familyName(family), err)
+	}
+	var fromTUN, marked bool
+	for _, r := range list {
+		switch {
+		case r.Priority == s.RulePriority-1 && r.IifName == s.TunName && r.Table == mainTable:
+			fromTUN = true
+		case r.Priority == s.RulePriority && r.Table == s.Table && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask:
+			marked = true
+		}
+	}
+	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: s.Table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return false, false, fmt.Errorf("list %s routes of table %d: %w", familyName(family), s.Table, err)
+	}
+	for _, r := range routes {
+		isDefault := r.Dst == nil
+		if r.Dst != nil {
+			ones, _ := r.Dst.Mask.Size()
+			isDefault = ones == 0
+		}
+		if isDefault && tunIndex != 0 && r.LinkIndex == tunIndex {
+			route = true
+		}
+	}
+	return fromTUN && marked, route, nil
+}
