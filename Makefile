@@ -11,7 +11,7 @@ DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shado
                tinyproxy qemu-user-static shellcheck gettext
 # Packages whose tests need no root and no network namespaces: they also run under qemu
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
-PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/...
+PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/...
 
 .PHONY: help deps build test lint unit test-bigendian cross demo bench ipk clean fuzz
 

@@ -433,7 +433,7 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		c.fail(s, fwmark.Line, "fwmark", fmt.Sprintf("fwmark mask 0x%x overlaps the default bypass_mark 0x%x (set option bypass_mark to a bit outside the mask)", m.FwMask, m.BypassMark))
 	}
 	if v, ok := r.single("route_table"); ok {
-		n, err := parseInt(v.Text, 1, min(math.MaxUint32, math.MaxInt))
+		n, err := parseInt(v.Text, 1, math.MaxInt32)
 		switch {
 		case err != nil:
 			r.bad("route_table", v, err.Error()+" (except 253-255)")

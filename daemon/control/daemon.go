@@ -13,6 +13,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("configuration %s: %w", opts.ConfigPath, err)
 	}
+	warnings = append(warnings, serviceWarnings(opts.ConfigPath, cfg)...)
 	for _, w := range warnings {
 		log.Warn("configuration", "warning", w.String())
 	}
@@ -210,7 +212,34 @@ func (d *Daemon) stopNet() {
 func (d *Daemon) startPool(ctx context.Context, pool *proxy.Pool) {
 	pctx, stop := context.WithCancel(ctx)
 	d.pool, d.poolStop = pool, stop
+	pool.OnChange = func(bool) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.pool == pool { // a replaced pool's last probe must not decide anything
+			d.syncMarking()
+		}
+	}
 	go pool.Run(pctx)
+}
+
+// syncMarking applies fail_mode: with 'direct', targets stop being marked while no proxy is
+// healthy, so new connections take the normal path; marked flows keep theirs. Called with
+// d.mu held.
+func (d *Daemon) syncMarking() {
+	want := d.cfg.Main.FailMode != config.FailDirect || d.pool.AnyHealthy()
+	if d.net == nil || want == d.marking {
+		return
+	}
+	if err := d.net.SetMarking(want); err != nil {
+		d.log.Error("fail mode: switch marking", "on", want, "err", err)
+		return
+	}
+	d.marking = want
+	if want {
+		d.log.Info("a proxy is healthy again: messenger traffic goes through it")
+	} else {
+		d.log.Warn("no proxy is healthy: messenger traffic takes the normal path (fail_mode direct)")
+	}
 }
 
 func (d *Daemon) shutdown() {
@@ -280,6 +309,22 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 		}
 		for _, a := range addrs {
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
+	}
+	return out
+}
+
+// serviceWarnings names the service sections the catalogue does not know: config cannot
+// tell, since the catalogue lives in lists.
+func serviceWarnings(path string, cfg *config.Config) []config.Warning {
+	var out []config.Warning
+	for _, s := range cfg.Services {
+		if _, ok := lists.Lookup(s.Name); !ok {
+			var known []string
+			for _, e := range lists.Catalogue() {
+				known = append(known, e.Name)
+			}
+			out = append(out, config.Warning{File: path, Msg: fmt.Sprintf("service '%s' is not in the catalogue (%s); it is ignored", s.Name, strings.Join(known, ", "))})
 		}
 	}
 	return out

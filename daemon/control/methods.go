@@ -15,7 +15,7 @@ import (
 	"github.com/tgtun/tgtun/netcfg"
 )
 
-func notifyHUP(c chan os.Signal) { signal.Notify(c, syscall.SIGHUP) }
+func notifyHUP(c chan os.Signal)  { signal.Notify(c, syscall.SIGHUP) }
 func stopNotify(c chan os.Signal) { signal.Stop(c) }
 
 // Table is the daemon's method table: the same on ubus and on the CLI socket.
@@ -41,20 +41,20 @@ func (d *Daemon) Table() *Table {
 
 // Status is what `tgtun status` and `ubus call tgtun status` show.
 type Status struct {
-	Running         bool                  `json:"running"`
-	Version         string                `json:"version"`
-	Uptime          string                `json:"uptime"`
-	Config          string                `json:"config"`
-	LastReload      string                `json:"last_reload,omitempty"`
-	LastReloadError string                `json:"last_reload_error,omitempty"`
-	Warnings        []string              `json:"warnings,omitempty"`
-	FailMode        string                `json:"fail_mode"`
-	Marking         bool                  `json:"marking"`
-	Net             netcfg.Status         `json:"net"`
-	NetError        string                `json:"net_error,omitempty"`
-	Proxies         []proxy.MemberStatus  `json:"proxies"`
-	Lists           []lists.ListStatus    `json:"lists"`
-	Flows           engine.Stats          `json:"flows"`
+	Running         bool                 `json:"running"`
+	Version         string               `json:"version"`
+	Uptime          string               `json:"uptime"`
+	Config          string               `json:"config"`
+	LastReload      string               `json:"last_reload,omitempty"`
+	LastReloadError string               `json:"last_reload_error,omitempty"`
+	Warnings        []string             `json:"warnings,omitempty"`
+	FailMode        string               `json:"fail_mode"`
+	Marking         bool                 `json:"marking"`
+	Net             netcfg.Status        `json:"net"`
+	NetError        string               `json:"net_error,omitempty"`
+	Proxies         []proxy.MemberStatus `json:"proxies"`
+	Lists           []lists.ListStatus   `json:"lists"`
+	Flows           engine.Stats         `json:"flows"`
 }
 
 // Status reports the daemon's state.
@@ -106,6 +106,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.lastReloadErr = "main.enabled is '0'; stop the service to disable tgtun"
 		return &Error{Code: CodeInvalidArgument, Msg: d.lastReloadErr}
 	}
+	warnings = append(warnings, serviceWarnings(d.opts.ConfigPath, cfg)...)
 	pool, err := newPool(cfg, d.log)
 	if err != nil {
 		d.lastReloadErr = err.Error()
@@ -134,6 +135,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return &Error{Code: CodeUnknown, Msg: err.Error()}
 	}
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
+	d.syncMarking()
 	d.level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
 	d.log.Info("configuration reloaded", "proxies", len(cfg.Proxies))

@@ -72,7 +72,7 @@ func TestBlobmsgEncodeConveniences(t *testing.T) {
 		want any // what it decodes as
 	}{
 		{"small int", 7, int32(7)},
-		{"big int", 1 << 40, int64(1 << 40)},
+		{"big int", int64(1 << 40), int64(1 << 40)},
 		{"nil", nil, ubus.Unspec{}},
 		{"map, sorted", map[string]any{"b": "2", "a": 1.0}, ubus.Table{{Name: "a", Value: int32(1)}, {Name: "b", Value: "2"}}},
 		{"slice", []any{int8(9)}, ubus.Array{int8(9)}},
