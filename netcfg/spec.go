@@ -8,6 +8,7 @@ package netcfg
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 )
 
@@ -100,7 +101,7 @@ func (s Spec) validate() error {
 		bad("bypass mark %#x: matches mark %#x/%#x", s.BypassMark, s.Mark, s.Mask)
 	}
 	switch {
-	case s.Table <= 0 || s.Table >= 1<<31:
+	case s.Table <= 0 || int64(s.Table) > math.MaxInt32:
 		bad("route table %d: must be positive", s.Table)
 	case s.Table == 253 || s.Table == 254 || s.Table == 255:
 		bad("route table %d: reserved (default, main, local)", s.Table)

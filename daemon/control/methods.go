@@ -172,7 +172,13 @@ func (d *Daemon) UpdateLists(ctx context.Context) (any, error) {
 	return res, nil
 }
 
+// firstListUpdate is how soon after start the lists are refreshed: the embedded or cached
+// copies may be old, and a custom list URL has nothing at all until its first download.
+// The pause lets the first health check find a working proxy.
+const firstListUpdate = 30 * time.Second
+
 func (d *Daemon) updateListsLoop(ctx context.Context) {
+	wait := firstListUpdate
 	for {
 		d.mu.Lock()
 		every := d.cfg.Main.UpdateInterval
@@ -180,7 +186,8 @@ func (d *Daemon) updateListsLoop(ctx context.Context) {
 		if every <= 0 {
 			every = time.Hour // updates are off; look again later in case a reload turned them on
 		}
-		t := time.NewTimer(every)
+		t := time.NewTimer(min(wait, every))
+		wait = every
 		select {
 		case <-ctx.Done():
 			t.Stop()
