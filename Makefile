@@ -1,7 +1,7 @@
 # tgtun — build, test and package. `make help` lists the targets.
 SHELL       := /bin/bash
 GO          ?= go
-VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+VERSION     ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0-git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -13,7 +13,7 @@ DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shado
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/...
 
-.PHONY: help deps build test lint unit test-bigendian cross demo bench ipk clean fuzz
+.PHONY: help deps build test lint unit test-bigendian test-luci cross demo bench ipk clean fuzz
 
 help:
 	@echo "make demo   - set up, build and run the end-to-end demo (root)"
@@ -52,7 +52,12 @@ test-bigendian:
 	GOARCH=mips GOMIPS=softfloat CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-mips-static $(PURE_PKGS)
 	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-arm-static $(PURE_PKGS)
 
-test: deps lint unit test-bigendian cross
+# The LuCI app's checks: views parse, ACL matches the calls, translations complete, form
+# validation agrees with `tgtun config check`, screenshots in headless Chromium.
+test-luci:
+	bash luci-app/tests/run.sh
+
+test: deps lint unit test-bigendian test-luci cross
 
 # The OpenWrt architectures and their Go settings live in one place: openwrt/mkipk.
 MKIPK := bin/mkipk
@@ -78,6 +83,10 @@ ipk: $(MKIPK)
 		$(MKIPK) -name tgtun -version $(IPK_VERSION) -arch $$arch -bin bin/$$arch/tgtun \
 			-files openwrt/files -scripts openwrt/scripts -out dist; \
 	done
+	@# Without the SDK there is no po2lmo, so this package carries the English UI only;
+	@# the SDK feed build (luci-app/Makefile, luci.mk) adds the compiled translations.
+	$(MKIPK) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
+		-tree luci-app/htdocs:/www -files luci-app/root -out dist
 	@ls -l dist/*.ipk
 
 demo: deps build

@@ -97,15 +97,8 @@ func TestTCPThroughSOCKS5(t *testing.T) {
 
 // TestUDPThroughDante relays UDP to the messenger through dante's UDP ASSOCIATE.
 func TestUDPThroughDante(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := startTgtun(t, n, tgtunConf{proxies: []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}}})
+	n, dante := newNetWithDante(t)
+	d := startTgtun(t, n, danteConf(dante))
 	for _, dst := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
 		udpEcho(t, n, netip.AddrPortFrom(dst, testnet.EchoPort))
 	}
@@ -182,15 +175,8 @@ func (e *echoConn) roundTrip() error {
 // TestReloadKeepsFlows reloads a changed configuration, then a broken one, while a TCP
 // flow runs through the proxy: the flow survives both, and the broken file changes nothing.
 func TestReloadKeepsFlows(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := tgtunConf{proxies: []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}}}
+	n, dante := newNetWithDante(t)
+	conf := danteConf(dante)
 	d := startTgtun(t, n, conf)
 	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
 	flow := dialEcho(t, n, testnet.MsgrV4)
@@ -224,7 +210,7 @@ func TestReloadKeepsFlows(t *testing.T) {
 	if err := os.WriteFile(d.conf, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = d.call("reload")
+	_, err := d.call("reload")
 	if err == nil || !strings.Contains(err.Error(), "70000") || !strings.Contains(err.Error(), "out of range") {
 		t.Fatalf("reload of a broken file: err = %v, want the port error", err)
 	}
@@ -247,18 +233,8 @@ func TestReloadKeepsFlows(t *testing.T) {
 // TestKill9AndRestart kills the daemon without a chance to clean up: ordinary traffic is
 // unaffected, and the next start replaces the leftovers instead of adding a second copy.
 func TestKill9AndRestart(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.StartDirectServer(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := tgtunConf{proxies: []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}}}
+	n, dante := newNetWithDante(t)
+	conf := danteConf(dante)
 	d := startTgtun(t, n, conf)
 	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
 
@@ -287,20 +263,10 @@ func TestKill9AndRestart(t *testing.T) {
 // TestStopRemovesEverything stops the daemon with SIGTERM: no table, rule, route or device
 // is left, and the network is as it was before tgtun.
 func TestStopRemovesEverything(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.StartDirectServer(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, dante := newNetWithDante(t)
 	rulesBefore := routerExec(t, n, "ip", "rule") + routerExec(t, n, "ip", "-6", "rule")
 	linksBefore := linkNames(t, n)
-	d := startTgtun(t, n, tgtunConf{proxies: []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}}})
+	d := startTgtun(t, n, danteConf(dante))
 	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
 	if !strings.Contains(routerExec(t, n, "ip", "-o", "link", "show"), "tgtun0") {
 		t.Fatal("tgtun0 missing while running")
@@ -337,4 +303,27 @@ func linkNames(t *testing.T, n *testnet.Net) string {
 		}
 	}
 	return strings.Join(names, " ")
+}
+
+// newNetWithDante builds the test network with its messenger and direct servers and a
+// dante SOCKS5 server without auth on the proxy host.
+func newNetWithDante(t *testing.T) (*testnet.Net, netip.AddrPort) {
+	t.Helper()
+	n := testnet.New(t)
+	if err := n.StartMessengerServers(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartDirectServer(); err != nil {
+		t.Fatal(err)
+	}
+	dante, err := n.StartDante(testnet.DanteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, dante
+}
+
+// danteConf is a configuration with dante as the only proxy.
+func danteConf(dante netip.AddrPort) tgtunConf {
+	return tgtunConf{proxies: []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}}}
 }

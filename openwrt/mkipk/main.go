@@ -46,7 +46,7 @@ var presets = map[string]preset{
 	"tgtun": {
 		depends: "libc, kmod-tun, kmod-nft-core, ca-bundle",
 		section: "net",
-		description: `Tunnels only messenger traffic (Telegram, WhatsApp, Signal, ...) from the LAN
+		description: `Tunnels only messenger traffic (Telegram, WhatsApp, ...) from the LAN
 through a remote SOCKS5, HTTP CONNECT or Shadowsocks proxy; everything else
 stays on the direct path. A TUN device, nftables sets and a userspace TCP/IP
 stack do the work on the router, for every device.`,

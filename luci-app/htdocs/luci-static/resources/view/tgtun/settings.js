@@ -1,0 +1,756 @@
+'use strict';
+'require view';
+'require form';
+'require uci';
+'require tools.widgets as widgets';
+
+/*
+ * Settings of tgtun (/etc/config/tgtun).
+ *
+ * The checks below give the same verdicts and the same words as `tgtun config check`
+ * (daemon/config), so a value the form accepts is one the daemon accepts, and an error
+ * reads the same in the browser and in the log. tests/validate.test.js compares them
+ * with the real command.
+ */
+
+// The daemon's built-in catalogue (daemon/lists): a service it does not know is ignored
+// with a warning, so the form offers exactly these.
+var SERVICES = [
+	[ 'telegram', 'Telegram' ],
+	[ 'whatsapp', 'WhatsApp' ]
+];
+
+var SS_CIPHERS = [ 'aes-128-gcm', 'aes-256-gcm', 'chacha20-ietf-poly1305',
+	'2022-blake3-aes-128-gcm', '2022-blake3-aes-256-gcm' ];
+
+var DEFAULT_FWMASK = 0x100000, DEFAULT_BYPASS = 0x200000;
+var MAX_INT64 = 9223372036854775807n;
+
+/* --- value parsers: each returns a value, or throws a phrase completing "NAME 'VALUE' is ..." --- */
+
+function Bad(phrase) { this.phrase = phrase; }
+
+function byteLength(s) {
+	return new TextEncoder().encode(s).length;
+}
+
+/* 'value' as the daemon quotes a user's value in its messages. */
+function quoteValue(v) {
+	var s = String(v), cut = s.length > 80;
+	if (cut)
+		s = s.substring(0, 80);
+	var q = /^[^\x00-\x1f\x7f-\x9f']*$/.test(s) ? "'" + s + "'" : JSON.stringify(s);
+	return cut ? q + '…' : q;
+}
+
+function parseRange(s, lo, hi, phrase) {
+	if (/^[+-]?[0-9]+$/.test(s)) {
+		var n = BigInt(s);
+		if (n >= BigInt(lo) && n <= BigInt(hi))
+			return Number(n);
+	}
+	throw new Bad(phrase || _('out of range %d-%d').format(lo, hi));
+}
+
+function parseBool(s) {
+	switch (String(s).toLowerCase()) {
+	case '1': case 'on': case 'true': case 'yes': case 'enabled': return true;
+	case '0': case 'off': case 'false': case 'no': case 'disabled': return false;
+	}
+	throw new Bad(_("not a boolean (allowed: '1' or '0')"));
+}
+
+function parseIfname(s) {
+	if (s == '' || byteLength(s) > 15)
+		throw new Bad(_('not a valid interface name (1-15 characters)'));
+	if (s == '.' || s == '..')
+		throw new Bad(_('not a valid interface name'));
+	if (/[\x00-\x20\/:]|[^\x00-\x7e]/.test(s))
+		throw new Bad(_("not a valid interface name (no '/', ':', spaces or non-ASCII)"));
+	return s;
+}
+
+function parseUint32(s) {
+	var l = String(s).toLowerCase(), n = null;
+	if (l.indexOf('0x') == 0) {
+		if (/^[0-9a-f]+$/.test(l.substring(2)))
+			n = BigInt('0x' + l.substring(2));
+	}
+	else if (/^[0-9]+$/.test(l)) {
+		n = BigInt(l);
+	}
+	if (n == null || n > 0xffffffffn)
+		throw new Bad(_('not a 32-bit number (hexadecimal 0x… or decimal)'));
+	return Number(n);
+}
+
+/* VALUE or VALUE/MASK; returns [ mark, mask ]. */
+function parseFwmark(s) {
+	var i = s.indexOf('/'), mark = parseUint32(i < 0 ? s : s.substring(0, i)), mask = mark;
+	if (i >= 0) {
+		try { mask = parseUint32(s.substring(i + 1)); }
+		catch (e) { throw new Bad(_('mask not a 32-bit number (hexadecimal 0x… or decimal)')); }
+	}
+	if (mark == 0)
+		throw new Bad(_('zero (the mark must have at least one bit set)'));
+	if (((mark & ~mask) >>> 0) != 0)
+		throw new Bad(_('not inside its mask (VALUE/MASK needs VALUE & ~MASK == 0)'));
+	return [ mark, mask ];
+}
+
+var GO_UNITS = { 'ns': 1, 'us': 1e3, '\u00b5s': 1e3, '\u03bcs': 1e3, 'ms': 1e6, 's': 1e9, 'm': 60e9, 'h': 3600e9 };
+
+/* Go's time.ParseDuration, in nanoseconds; null when it is not one. */
+function goDuration(s) {
+	var neg = false;
+	if (s.charAt(0) == '-' || s.charAt(0) == '+') {
+		neg = s.charAt(0) == '-';
+		s = s.substring(1);
+	}
+	if (s == '0')
+		return 0;
+	if (s == '')
+		return null;
+	var total = 0, m;
+	while (s != '') {
+		m = /^([0-9]*)(?:\.([0-9]*))?([^0-9.]*)/.exec(s);
+		if (!m || (m[1] == '' && (m[2] == null || m[2] == '')) || !GO_UNITS.hasOwnProperty(m[3]))
+			return null;
+		total += parseFloat((m[1] || '0') + '.' + (m[2] || '0')) * GO_UNITS[m[3]];
+		s = s.substring(m[0].length);
+	}
+	if (total > 9223372036854775807)
+		return null;
+	return neg ? -total : total;
+}
+
+/* A duration as the daemon reads it: Go duration, days ("7d") or plain seconds; ns. */
+function parseDuration(s) {
+	var bad = new Bad(_("not a duration (e.g. '10s', '30m', '24h', '7d' or plain seconds)"));
+	if (s == '')
+		throw bad;
+	if (/^[+-]?[0-9]+$/.test(s)) {
+		var n = BigInt(s);
+		if (n < 0n || n > MAX_INT64 / 1000000000n)
+			throw bad;
+		return Number(n) * 1e9;
+	}
+	if (s.charAt(s.length - 1) == 'd') {
+		var days = s.substring(0, s.length - 1);
+		if (!/^[+-]?[0-9]+$/.test(days) || BigInt(days) < 0n || BigInt(days) > MAX_INT64 / 86400000000000n)
+			throw bad;
+		return Number(days) * 86400e9;
+	}
+	var d = goDuration(s);
+	if (d == null || d < 0)
+		throw bad;
+	return d;
+}
+
+function checkDuration(s, min, max, minText, maxText, zeroOK) {
+	var d = parseDuration(s);
+	if (d == 0 && zeroOK)
+		return d;
+	if (d < min || d > max)
+		throw new Bad(zeroOK ? _('out of range %s-%s, or 0 to disable').format(minText, maxText)
+			: _('out of range %s-%s').format(minText, maxText));
+	return d;
+}
+
+function parseSize(s) {
+	var bad = new Bad(_("not a size (e.g. '32M', '512K', '1G', bytes, or '0'/'off' for none)"));
+	if (s == '0' || s == 'off')
+		return 0;
+	var m = /^([0-9]+)(.*)$/.exec(s), unit;
+	if (!m)
+		throw bad;
+	switch (m[2]) {
+	case '': case 'B': case 'b': unit = 1n; break;
+	case 'K': case 'k': case 'KB': case 'kB': case 'KiB': unit = 1024n; break;
+	case 'M': case 'm': case 'MB': case 'MiB': unit = 1048576n; break;
+	case 'G': case 'g': case 'GB': case 'GiB': unit = 1073741824n; break;
+	default: throw bad;
+	}
+	if (BigInt(m[1]) > MAX_INT64 / unit)
+		throw bad;
+	return Number(BigInt(m[1]) * unit);
+}
+
+/* Go's netip.ParseAddr: { v4: bool, words: 8 uint16 (v6) or 4 octets, zone }, or null. */
+function parseAddr(s) {
+	var i = s.search(/[.:%]/);
+	if (i < 0 || s.charAt(i) == '%')
+		return null;
+	if (s.charAt(i) == '.') {
+		var o = parseIPv4(s);
+		return o ? { v4: true, bytes: o, zone: '' } : null;
+	}
+	return parseIPv6(s);
+}
+
+function parseIPv4(s) {
+	var parts = s.split('.');
+	if (parts.length != 4)
+		return null;
+	var out = [];
+	for (var i = 0; i < 4; i++) {
+		if (!/^(0|[1-9][0-9]{0,2})$/.test(parts[i]) || +parts[i] > 255)
+			return null;
+		out.push(+parts[i]);
+	}
+	return out;
+}
+
+function parseIPv6(s) {
+	var zone = '', z = s.indexOf('%');
+	if (z >= 0) {
+		zone = s.substring(z + 1);
+		s = s.substring(0, z);
+		if (zone == '')
+			return null;
+	}
+	var halves = s.split('::');
+	if (halves.length > 2)
+		return null;
+	var groups = function(h) {
+		if (h == '')
+			return [];
+		var out = [], parts = h.split(':');
+		for (var i = 0; i < parts.length; i++) {
+			if (i == parts.length - 1 && parts[i].indexOf('.') >= 0) {
+				var v4 = parseIPv4(parts[i]);
+				if (!v4)
+					return null;
+				out.push(v4[0] << 8 | v4[1], v4[2] << 8 | v4[3]);
+			}
+			else if (/^[0-9a-fA-F]{1,4}$/.test(parts[i])) {
+				out.push(parseInt(parts[i], 16));
+			}
+			else {
+				return null;
+			}
+		}
+		return out;
+	};
+	var head = groups(halves[0]), tail = halves.length == 2 ? groups(halves[1]) : [];
+	if (!head || !tail)
+		return null;
+	if (halves[0].indexOf('.') >= 0 && halves.length == 2)
+		return null;
+	var words;
+	if (halves.length == 1) {
+		if (head.length != 8)
+			return null;
+		words = head;
+	}
+	else {
+		if (head.length + tail.length > 7)
+			return null;
+		words = head.concat(new Array(8 - head.length - tail.length).fill(0), tail);
+	}
+	return { v4: false, words: words, zone: zone };
+}
+
+function isUnspecified(a) {
+	return (a.v4 ? a.bytes : a.words).every(function(x) { return x == 0 });
+}
+
+function is4In6(a) {
+	return !a.v4 && a.words.slice(0, 5).every(function(x) { return x == 0 }) && a.words[5] == 0xffff;
+}
+
+/* Go's netip.ParseAddrPort: { addr, port }, or null. */
+function parseAddrPort(s) {
+	var i = s.lastIndexOf(':');
+	if (i < 0)
+		return null;
+	var host = s.substring(0, i), port = s.substring(i + 1), v6 = false;
+	if (host.charAt(0) == '[') {
+		if (host.length < 2 || host.charAt(host.length - 1) != ']')
+			return null;
+		host = host.substring(1, host.length - 1);
+		v6 = true;
+	}
+	if (!/^[0-9]+$/.test(port) || BigInt(port) > 65535n)
+		return null;
+	var a = parseAddr(host);
+	if (!a || a.v4 == v6)
+		return null;
+	return { addr: a, port: Number(port) };
+}
+
+function validHostname(s) {
+	s = s.replace(/\.$/, '');
+	if (s == '' || s.length > 253)
+		return false;
+	return s.split('.').every(function(l) {
+		return /^[A-Za-z0-9_-]{1,63}$/.test(l) && l.charAt(0) != '-' && l.charAt(l.length - 1) != '-';
+	});
+}
+
+function parseServer(s) {
+	if (s.charAt(0) == '[') {
+		var inner = s.substring(1, s.length - 1), a6 = parseAddr(inner);
+		if (s.charAt(s.length - 1) != ']' || s.length < 2 || !a6 || a6.v4)
+			throw new Bad(_('not an IP address or host name'));
+		s = inner;
+	}
+	var a = parseAddr(s);
+	if (a) {
+		if (isUnspecified(a))
+			throw new Bad(_('an unspecified address (0.0.0.0 or ::)'));
+		return s;
+	}
+	if (parseAddrPort(s) || s.split(':').length == 2)
+		throw new Bad(_('not a host: the port goes in option port'));
+	if (!validHostname(s))
+		throw new Bad(_('not an IP address or host name'));
+	return s;
+}
+
+/* Go's net/url parse of an absolute http(s) URL, as far as the daemon's check goes. */
+function parseURL(s) {
+	var bad = new Bad(_('not an http:// or https:// URL with a host'));
+	if (/[\x00-\x1f\x7f]/.test(s))
+		throw bad;
+	var m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^\/?#]*)/.exec(s);
+	if (!m || (m[1].toLowerCase() != 'http' && m[1].toLowerCase() != 'https'))
+		throw bad;
+	var hostport = m[2].substring(m[2].lastIndexOf('@') + 1), host;
+	if (hostport.charAt(0) == '[') {
+		var end = hostport.indexOf(']');
+		if (end < 0 || !/^(:[0-9]*)?$/.test(hostport.substring(end + 1)))
+			throw bad;
+		host = hostport.substring(1, end);
+	}
+	else {
+		var c = hostport.lastIndexOf(':');
+		if (c >= 0 && !/^[0-9]*$/.test(hostport.substring(c + 1)))
+			throw bad;
+		host = c >= 0 ? hostport.substring(0, c) : hostport;
+		if (/[ "<>\\^`{|}]/.test(host))
+			throw bad;
+	}
+	if (host == '')
+		throw bad;
+	if (/[\x00-\x20\x7f]/.test(s))
+		throw new Bad(_('not a URL (it contains spaces or control characters)'));
+	return s;
+}
+
+function decodedLength(s) {
+	var m = /^([A-Za-z0-9+\/]*)(={0,2})$/.exec(s);
+	if (!m)
+		return -1;
+	var n = m[1].length, pad = m[2].length;
+	if (pad > 0 && (n + pad) % 4 != 0)
+		return -1;
+	if (n % 4 == 1)
+		return -1;
+	return Math.floor(n * 3 / 4);
+}
+
+/* --- checks of one option, in the daemon's words; each returns null or the message --- */
+
+function bad(name, value, phrase) {
+	return _('%s %s is %s').format(name, quoteValue(value), phrase);
+}
+
+function attempt(name, value, fn) {
+	try {
+		fn(value);
+		return null;
+	}
+	catch (e) {
+		if (e instanceof Bad)
+			return bad(name, value, e.phrase);
+		throw e;
+	}
+}
+
+function credential(name, value, max) {
+	var n = byteLength(value);
+	if (n > max)
+		return _('%s is too long (%d bytes, at most %d)').format(name, n, max);
+	if (/[\x00-\x1f\x7f]/.test(value))
+		return _('%s contains a control character').format(name);
+	return null;
+}
+
+var checks = {
+	tun_name: function(v) { return attempt('tun_name', v, parseIfname) },
+
+	tun_mtu: function(v, ipv6) {
+		return attempt('tun_mtu', v, function(s) {
+			if (ipv6)
+				parseRange(s, 1280, 9000, _("out of range %d-%d (IPv6 needs at least 1280; with ipv6 '0' the minimum is 576)").format(1280, 9000));
+			else
+				parseRange(s, 576, 9000);
+		});
+	},
+
+	lan_iface: function(list) {
+		if (list.length == 0)
+			return _("lan_iface is empty (at least one interface, e.g. 'br-lan')");
+		for (var i = 0; i < list.length; i++) {
+			var err = attempt('lan_iface', list[i], parseIfname);
+			if (err)
+				return err;
+		}
+		return null;
+	},
+
+	/* bypass is the bypass_mark value, '' when it is not set. */
+	fwmark: function(v, bypass) {
+		var mask;
+		var err = attempt('fwmark', v, function(s) { mask = parseFwmark(s)[1] });
+		if (err)
+			return err;
+		if (bypass == '' && ((mask & DEFAULT_BYPASS) >>> 0) != 0)
+			return _('fwmark mask 0x%s overlaps the default bypass_mark 0x%s (set option bypass_mark to a bit outside the mask)')
+				.format(mask.toString(16), DEFAULT_BYPASS.toString(16));
+		return null;
+	},
+
+	/* fwmark is the fwmark value, '' when it is not set. */
+	bypass_mark: function(v, fwmark) {
+		return attempt('bypass_mark', v, function(s) {
+			var b = parseUint32(s), mask = DEFAULT_FWMASK;
+			if (b == 0)
+				throw new Bad(_('zero (the mark must have at least one bit set)'));
+			if (fwmark != '') {
+				try { mask = parseFwmark(fwmark)[1]; }
+				catch (e) { return; }
+			}
+			if (((b & mask) >>> 0) != 0)
+				throw new Bad(_('overlapping the fwmark mask 0x%s (they must share no bit)').format(mask.toString(16)));
+		});
+	},
+
+	route_table: function(v) {
+		return attempt('route_table', v, function(s) {
+			var n = parseRange(s, 1, 2147483647, _('out of range %d-%d (except 253-255)').format(1, 2147483647));
+			if (n >= 253 && n <= 255)
+				throw new Bad(_('reserved (253 default, 254 main, 255 local); pick another table number'));
+		});
+	},
+
+	rule_priority: function(v) { return attempt('rule_priority', v, function(s) { parseRange(s, 2, 32765) }) },
+
+	update_interval: function(v) {
+		return attempt('update_interval', v, function(s) { checkDuration(s, 600e9, 8760 * 3600e9, '10m', '8760h', true) });
+	},
+
+	health_target: function(v) {
+		var ap = parseAddrPort(v);
+		if (!ap)
+			return bad('health_target', v, _("not an address with a port (e.g. '149.154.167.51:443' or '[2001:db8::1]:443')"));
+		if (ap.port == 0 || isUnspecified(ap.addr) || ap.addr.zone != '')
+			return bad('health_target', v, _('not a usable address and port (no port 0, unspecified address or zone)'));
+		return null;
+	},
+
+	health_interval: function(v) {
+		return attempt('health_interval', v, function(s) { checkDuration(s, 1e9, 3600e9, '1s', '1h', false) });
+	},
+
+	memory_limit: function(v) { return attempt('memory_limit', v, parseSize) },
+
+	server: function(v) { return attempt('server', v, parseServer) },
+
+	port: function(v, server) {
+		if (v == '')
+			return server != '' ? _('port is missing (1-65535)') : null;
+		return attempt('port', v, function(s) { parseRange(s, 1, 65535) });
+	},
+
+	priority: function(v) { return attempt('priority', v, function(s) { parseRange(s, 0, 1000) }) },
+
+	/* The proxy's credentials: returns { username: msg, password: msg } for the fields at fault. */
+	credentials: function(type, server, cipher, user, pass) {
+		var out = {};
+		if (type == 'shadowsocks') {
+			if (pass == '') {
+				if (server != '')
+					out.password = _("password is missing (shadowsocks needs the server's password or key)");
+				return out;
+			}
+			out.password = credential('password', pass, 1024);
+			var keyLen = { '2022-blake3-aes-128-gcm': 16, '2022-blake3-aes-256-gcm': 32 }[cipher];
+			if (!out.password && keyLen && !pass.split(':').every(function(k) { return decodedLength(k) == keyLen }))
+				out.password = _('password is not a base64 key of %d bytes, as %s needs').format(keyLen, cipher);
+			return out;
+		}
+		var max = (type == 'http') ? 1024 : 255;
+		out.username = credential('username', user, max);
+		out.password = credential('password', pass, max);
+		if (!out.username && type == 'http' && user.indexOf(':') >= 0)
+			out.username = _("username contains ':', which HTTP basic authentication cannot carry");
+		if (!out.password && user != '' && pass == '')
+			out.password = _('username is set but password is empty (both are needed for authentication)');
+		if (!out.username && user == '' && pass != '')
+			out.username = _('password is set but username is empty (both are needed for authentication)');
+		return out;
+	},
+
+	subnet: function(v) {
+		var i = v.lastIndexOf('/'), a = i >= 0 ? parseAddr(v.substring(0, i)) : null, bits = v.substring(i + 1);
+		if (!a || (!a.v4 && a.zone != '') || !/^(0|[1-9][0-9]*)$/.test(bits) || +bits > (a.v4 ? 32 : 128))
+			return bad('subnet', v, _("not a CIDR prefix (e.g. '203.0.113.0/24' or '2001:db8:3::/64')"));
+		if (is4In6(a))
+			return bad('subnet', v, _('an IPv4-mapped IPv6 prefix; write the IPv4 prefix'));
+		return null;
+	},
+
+	/* URLs are not echoed: they may carry credentials. */
+	url: function(v) {
+		try {
+			parseURL(v);
+			return null;
+		}
+		catch (e) {
+			if (e instanceof Bad)
+				return _('url is %s').format(e.phrase);
+			throw e;
+		}
+	}
+};
+
+/* --- the form --- */
+
+/* The current value of another option of the same section: the form's, else the saved one. */
+function sibling(option, section_id, name) {
+	var v = option.section.formvalue(section_id, name);
+	if (v == null)
+		v = option.section.cfgvalue(section_id, name);
+	return (v == null) ? '' : String(v).trim();
+}
+
+function asValidator(fn) {
+	return function(section_id, value) {
+		var msg = fn.call(this, section_id, String(value == null ? '' : value).trim());
+		return msg || true;
+	};
+}
+
+/* An option whose empty value means the daemon's default: only non-empty values are checked. */
+function optional(check) {
+	return asValidator(function(section_id, v) { return v == '' ? null : check(v) });
+}
+
+function boolValue(option, section_id, name, dflt) {
+	var v = sibling(option, section_id, name);
+	if (v == '')
+		return dflt;
+	try { return parseBool(v); }
+	catch (e) { return dflt; }
+}
+
+function serviceEnabled(name) {
+	if (uci.get('tgtun', name) == null)
+		return false;
+	var v = uci.get('tgtun', name, 'enabled');
+	try { return v == null || parseBool(v); }
+	catch (e) { return true; }
+}
+
+return view.extend({
+	/* For the tests: the daemon's checks as the form runs them. */
+	checks: checks,
+
+	render: function() {
+		var m, s, o;
+
+		m = new form.Map('tgtun', _('tgtun'),
+			_('Tunnels only messenger traffic (Telegram and others) from the LAN through a proxy; everything else stays on the direct path.'));
+
+		s = m.section(form.NamedSection, 'main', 'main', _('General settings'));
+		s.addremove = false;
+		s.tab('general', _('General'));
+		s.tab('services', _('Services'));
+		s.tab('advanced', _('Advanced'));
+
+		o = s.taboption('general', form.Flag, 'enabled', _('Enable'),
+			_('Run the tunnel. Needs at least one proxy with a server.'));
+		o.rmempty = false;
+		o.default = '0';
+		o.validate = function(section_id, value) {
+			if (value != '1')
+				return true;
+			var any = uci.sections('tgtun', 'proxy').some(function(p) { return (p.server || '') != '' });
+			return any || _("enabled but no proxy has a server (set option server in a proxy section, or enabled '0')");
+		};
+
+		o = s.taboption('general', widgets.DeviceSelect, 'lan_iface', _('LAN interfaces'),
+			_('Traffic entering the router from these devices is tunnelled. Nothing from other interfaces (WAN) ever is.'));
+		o.multiple = true;
+		o.noaliases = true;
+		o.default = 'br-lan';
+		o.rmempty = false;
+		o.validate = function(section_id, value) {
+			return checks.lan_iface(L.toArray(value)) || true;
+		};
+
+		o = s.taboption('general', form.ListValue, 'fail_mode', _('When no proxy works'),
+			_('What the messengers\' traffic gets while no proxy is healthy.'));
+		o.value('block', _('Block it (nothing leaks on the direct path)'));
+		o.value('direct', _('Send it directly (as without tgtun)'));
+		o.default = 'block';
+
+		SERVICES.forEach(function(svc) {
+			o = s.taboption('services', form.Flag, '_service_' + svc[0], svc[1]);
+			o.rmempty = false;
+			o.cfgvalue = function() { return serviceEnabled(svc[0]) ? '1' : '0' };
+			o.write = function(section_id, value) {
+				if (uci.get('tgtun', svc[0]) == null)
+					uci.add('tgtun', 'service', svc[0]);
+				uci.set('tgtun', svc[0], 'enabled', value);
+			};
+			o.remove = function(section_id) { this.write(section_id, '0') };
+		});
+		s.taboption('services', form.DummyValue, '_services_note', ' ').default =
+			_('The subnets of each ticked service are tunnelled and refreshed from the service\'s published list. Add your own below, under Custom subnets and lists.');
+
+		o = s.taboption('advanced', form.Flag, 'ipv6', _('IPv6'), _('Also tunnel the services\' IPv6 subnets.'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.taboption('advanced', form.Flag, 'router_traffic', _('Router\'s own traffic'),
+			_('Also tunnel connections the router itself makes to the services.'));
+		o.default = '0';
+
+		o = s.taboption('advanced', form.Value, 'update_interval', _('List update interval'),
+			_('How often the subnet lists are downloaded again: e.g. 24h, 12h, 7d; 0 never. At least 10m.'));
+		o.placeholder = '24h';
+		o.validate = optional(checks.update_interval);
+
+		o = s.taboption('advanced', form.Value, 'health_target', _('Health check target'),
+			_('Address and port probed through each proxy to judge its health.'));
+		o.placeholder = '149.154.167.51:443';
+		o.validate = optional(checks.health_target);
+
+		o = s.taboption('advanced', form.Value, 'health_interval', _('Health check interval'), _('1s to 1h.'));
+		o.placeholder = '10s';
+		o.validate = optional(checks.health_interval);
+
+		o = s.taboption('advanced', form.Value, 'fwmark', _('Firewall mark'),
+			_('Mark of tunnelled connections: VALUE or VALUE/MASK, hexadecimal (0x…) or decimal. Choose bits no other package uses.'));
+		o.placeholder = '0x100000';
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? null : checks.fwmark(v, sibling(this, section_id, 'bypass_mark'));
+		});
+
+		o = s.taboption('advanced', form.Value, 'bypass_mark', _('Bypass mark'),
+			_('Mark of tgtun\'s own connections (to the proxy, list downloads), which are never tunnelled. No bit in common with the firewall mark.'));
+		o.placeholder = '0x200000';
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? null : checks.bypass_mark(v, sibling(this, section_id, 'fwmark'));
+		});
+
+		o = s.taboption('advanced', form.Value, 'route_table', _('Routing table'),
+			_('Table holding the route into the tunnel: 1-2147483647, not 253-255.'));
+		o.placeholder = '7470';
+		o.validate = optional(checks.route_table);
+
+		o = s.taboption('advanced', form.Value, 'rule_priority', _('Rule priority'),
+			_('Priority of the ip rule for marked traffic: 2-32765 (the one below it is used too).'));
+		o.placeholder = '7470';
+		o.validate = optional(checks.rule_priority);
+
+		o = s.taboption('advanced', form.Value, 'tun_name', _('Tunnel device'), _('Name of the TUN device.'));
+		o.placeholder = 'tgtun0';
+		o.validate = optional(checks.tun_name);
+
+		o = s.taboption('advanced', form.Value, 'tun_mtu', _('Tunnel MTU'), _('1280-9000 (576-9000 without IPv6).'));
+		o.placeholder = '1500';
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? null : checks.tun_mtu(v, boolValue(this, section_id, 'ipv6', true));
+		});
+
+		o = s.taboption('advanced', form.Value, 'memory_limit', _('Memory limit'),
+			_('Soft memory limit of the daemon, e.g. 32M; 0 for none.'));
+		o.placeholder = '32M';
+		o.validate = optional(checks.memory_limit);
+
+		o = s.taboption('advanced', form.ListValue, 'log_level', _('Log level'));
+		o.value('debug', _('Debug'));
+		o.value('info', _('Info'));
+		o.value('warn', _('Warning'));
+		o.value('error', _('Error'));
+		o.default = 'info';
+
+		s = m.section(form.GridSection, 'proxy', _('Proxies'),
+			_('The healthy proxy with the lowest priority carries the traffic; the others stand by.'));
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.modaltitle = _('Proxy');
+
+		o = s.option(form.ListValue, 'type', _('Type'));
+		o.value('socks5', 'SOCKS5');
+		o.value('http', 'HTTP CONNECT');
+		o.value('shadowsocks', 'Shadowsocks');
+		o.default = 'socks5';
+
+		o = s.option(form.Value, 'server', _('Server'), _('IP address or host name, without the port.'));
+		o.placeholder = '198.51.100.6';
+		o.validate = optional(checks.server);
+
+		o = s.option(form.Value, 'port', _('Port'));
+		o.placeholder = '1080';
+		o.validate = asValidator(function(section_id, v) {
+			return checks.port(v, sibling(this, section_id, 'server'));
+		});
+
+		var credentialCheck = function(field) {
+			return asValidator(function(section_id) {
+				var type = sibling(this, section_id, 'type') || 'socks5';
+				return checks.credentials(type, sibling(this, section_id, 'server'), sibling(this, section_id, 'cipher'),
+					type == 'shadowsocks' ? '' : sibling(this, section_id, 'username'),
+					sibling(this, section_id, 'password'))[field] || null;
+			});
+		};
+
+		o = s.option(form.Value, 'username', _('Username'));
+		o.depends('type', 'socks5');
+		o.depends('type', 'http');
+		o.validate = credentialCheck('username');
+
+		o = s.option(form.Value, 'password', _('Password'), _('For Shadowsocks: the password or key.'));
+		o.password = true;
+		o.modalonly = true;
+		o.validate = credentialCheck('password');
+
+		o = s.option(form.ListValue, 'cipher', _('Cipher'));
+		SS_CIPHERS.forEach(function(c) { o.value(c) });
+		o.default = 'chacha20-ietf-poly1305';
+		o.depends('type', 'shadowsocks');
+		o.rmempty = false;
+		o.textvalue = function(section_id) {
+			return sibling(this, section_id, 'type') == 'shadowsocks' ? this.cfgvalue(section_id) || this.default : '-';
+		};
+
+		o = s.option(form.Flag, 'udp', _('UDP'), _('Relay UDP (voice calls) through the proxy.'));
+		o.default = '1';
+		o.rmempty = false;
+		o.depends('type', 'socks5');
+		o.depends('type', 'shadowsocks');
+
+		o = s.option(form.Value, 'priority', _('Priority'), _('0-1000; lower wins.'));
+		o.placeholder = '10';
+		o.validate = optional(checks.priority);
+
+		s = m.section(form.TypedSection, 'custom', _('Custom subnets and lists'),
+			_('Your own subnets, and lists to download (one CIDR a line, \'#\' comments).'));
+		s.addremove = true;
+		s.anonymous = true;
+
+		o = s.option(form.DynamicList, 'subnet', _('Subnets'), _('IPv4 or IPv6 prefixes, e.g. 203.0.113.0/24.'));
+		o.validate = optional(checks.subnet);
+
+		o = s.option(form.DynamicList, 'url', _('List URLs'), _('http:// or https:// addresses of lists.'));
+		o.validate = optional(checks.url);
+
+		return m.render();
+	}
+});

@@ -1,0 +1,325 @@
+'use strict';
+'require view';
+'require dom';
+'require poll';
+'require rpc';
+'require uci';
+'require ui';
+
+/*
+ * Status of the tgtun daemon, from `ubus call tgtun status`, refreshed every 5 seconds.
+ * A failing call means the daemon is not running (or not on ubus): the error is shown
+ * with what to do about it.
+ */
+
+var callStatus = rpc.declare({ object: 'tgtun', method: 'status', reject: true });
+var callReload = rpc.declare({ object: 'tgtun', method: 'reload', reject: true });
+var callUpdateLists = rpc.declare({ object: 'tgtun', method: 'update_lists', reject: true });
+var callCheck = rpc.declare({ object: 'tgtun', method: 'check', reject: true });
+
+var NEVER = '0001-01-01T00:00:00Z';
+
+function fetchStatus() {
+	return callStatus().then(function(st) {
+		if (!L.isObject(st))
+			throw new Error(_('The daemon sent no status.'));
+		return { status: st };
+	}, function(err) {
+		return { error: err };
+	});
+}
+
+function errorText(err) {
+	return (err && err.message) ? err.message : String(err);
+}
+
+/* Time since an RFC 3339 stamp, e.g. "5m ago"; "never" for none. */
+function age(stamp) {
+	if (!stamp || stamp == NEVER)
+		return _('never');
+	var t = Date.parse(stamp);
+	if (isNaN(t))
+		return stamp;
+	var s = Math.max(0, Math.round((Date.now() - t) / 1000));
+	if (s < 60)
+		return _('%ds ago').format(s);
+	if (s < 3600)
+		return _('%dm ago').format(Math.floor(s / 60));
+	if (s < 86400)
+		return _('%dh %dm ago').format(Math.floor(s / 3600), Math.floor(s % 3600 / 60));
+	return _('%dd %dh ago').format(Math.floor(s / 86400), Math.floor(s % 86400 / 3600));
+}
+
+function bytes(n) {
+	var units = [ 'B', 'KiB', 'MiB', 'GiB', 'TiB' ], i = 0;
+	n = +n || 0;
+	while (n >= 1024 && i < units.length - 1) {
+		n /= 1024;
+		i++;
+	}
+	return (i == 0 ? '%d %s' : '%.1f %s').format(n, units[i]);
+}
+
+/* Latency from nanoseconds. */
+function latency(ns) {
+	if (!ns)
+		return '-';
+	return (ns >= 1e9) ? '%.2f s'.format(ns / 1e9) : '%d ms'.format(Math.round(ns / 1e6));
+}
+
+function badge(ok, yes, no) {
+	return E('span', { 'class': 'tgtun-badge ' + (ok ? 'tgtun-ok' : 'tgtun-fail') }, ok ? yes : no);
+}
+
+function table(titles, rows, empty) {
+	var t = E('table', { 'class': 'table' }, [
+		E('tr', { 'class': 'tr table-titles' }, titles.map(function(title) {
+			return E('th', { 'class': 'th' }, title);
+		}))
+	]);
+	if (rows.length == 0)
+		t.appendChild(E('tr', { 'class': 'tr placeholder' }, [
+			E('td', { 'class': 'td', 'colspan': titles.length }, E('em', {}, empty))
+		]));
+	rows.forEach(function(cells) {
+		t.appendChild(E('tr', { 'class': 'tr' }, cells.map(function(c, i) {
+			return E('td', { 'class': 'td', 'data-title': titles[i] }, c);
+		})));
+	});
+	return t;
+}
+
+/* Label/value rows, as in LuCI's own overview tables. */
+function facts(rows) {
+	return E('table', { 'class': 'table' }, rows.filter(function(r) { return r != null }).map(function(r) {
+		return E('tr', { 'class': 'tr' }, [
+			E('td', { 'class': 'td left', 'width': '33%' }, r[0]),
+			E('td', { 'class': 'td left' }, r[1])
+		]);
+	}));
+}
+
+function section(title, content) {
+	return E('div', { 'class': 'cbi-section' }, [ E('h3', {}, title) ].concat(content));
+}
+
+var ORIGINS = {
+	'download': _('downloaded'),
+	'cache': _('cached download'),
+	'embedded': _('built-in copy'),
+	'static': _('configured subnets'),
+	'none': _('nothing yet')
+};
+
+var STEP_HINTS = {
+	4: _('The tgtun service is not running, or not registered on ubus. Start it with "/etc/init.d/tgtun start" and read "logread -e tgtun" for why it stopped.'),
+	6: _('This login may not query tgtun: the rpcd access list luci-app-tgtun is missing or not granted.')
+};
+
+return view.extend({
+	load: function() {
+		return Promise.all([ fetchStatus(), L.resolveDefault(uci.load('tgtun'), null) ]).then(function(r) {
+			return r[0];
+		});
+	},
+
+	renderNotRunning: function(err) {
+		var code = (/ubus code (\d+)/.exec(errorText(err)) || [])[1];
+		var enabled = uci.get('tgtun', 'main', 'enabled');
+		var why = (enabled != null && [ '0', 'no', 'off', 'false', 'disabled' ].indexOf(String(enabled).toLowerCase()) >= 0)
+			? _('tgtun is disabled in Settings: tick Enable there and save.')
+			: (STEP_HINTS[code] || _('The status call failed. Read "logread -e tgtun" on the router for details.'));
+
+		return section(_('Service'), [
+			facts([
+				[ _('State'), badge(false, '', _('Not running')) ],
+				[ _('Error'), E('code', {}, errorText(err)) ],
+				[ _('What to do'), why ]
+			])
+		]);
+	},
+
+	renderService: function(st) {
+		var net = st.net || {};
+		var setup = [
+			[ net.TUNPresent && net.TUNUp, _('tunnel device up') ],
+			[ net.Table, _('routing table') ],
+			[ net.Rules4 && (net.Rules6 || !net.Targets6), _('ip rules') ],
+			[ net.Route4 && (net.Route6 || !net.Targets6), _('routes') ],
+			[ st.marking && net.Marking, _('traffic marking') ]
+		];
+
+		return section(_('Service'), [
+			facts([
+				[ _('State'), st.running ? badge(true, _('Running'), '') : badge(false, '', _('Not running')) ],
+				[ _('Version'), st.version || '-' ],
+				[ _('Uptime'), st.uptime || '-' ],
+				[ _('Configuration'), E('span', {}, [
+					st.config || '-', ' · ', _('reloaded %s').format(age(st.last_reload))
+				]) ],
+				st.last_reload_error ? [ _('Last reload failed'), E('span', { 'class': 'tgtun-error' },
+					_('%s (the previous configuration is still in use)').format(st.last_reload_error)) ] : null,
+				[ _('When no proxy works'), st.fail_mode == 'direct' ? _('traffic goes direct') : _('traffic is blocked') ],
+				[ _('Network setup'), E('span', {}, setup.map(function(s) {
+					return badge(s[0], '✓ ' + s[1], '✗ ' + s[1]);
+				})) ],
+				[ _('Target prefixes'), _('%d IPv4, %d IPv6 (bypassed: %d IPv4, %d IPv6)').format(
+					net.Targets4 || 0, net.Targets6 || 0, net.Bypass4 || 0, net.Bypass6 || 0) ],
+				net.RouterTraffic ? [ _('Router\'s own traffic'), _('tunnelled too') ] : null,
+				st.net_error ? [ _('Network error'), E('span', { 'class': 'tgtun-error' }, st.net_error) ] : null,
+				(st.warnings && st.warnings.length) ? [ _('Warnings'), E('ul', { 'class': 'tgtun-warnings' },
+					st.warnings.map(function(w) { return E('li', {}, w) })) ] : null
+			])
+		]);
+	},
+
+	renderProxies: function(proxies) {
+		return section(_('Proxies'), table(
+			[ _('Name'), _('Type'), _('Server'), _('Health'), _('Latency'), _('Last check'), _('Flows'), _('Last error') ],
+			(proxies || []).map(function(p) {
+				return [
+					E('span', { 'style': 'white-space:nowrap' }, [ p.name, p.active ? ' ' : '', p.active ? E('span', { 'class': 'tgtun-badge tgtun-active' }, _('in use')) : '' ]),
+					p.type,
+					p.server,
+					badge(p.healthy, _('healthy'), _('unhealthy')),
+					p.healthy ? latency(p.latency) : '-',
+					age(p.last_check),
+					String(p.flows || 0),
+					p.last_error ? E('span', { 'class': 'tgtun-error' }, p.last_error) : '-'
+				];
+			}),
+			_('No proxy has a server: set one in Settings.')));
+	},
+
+	renderLists: function(lists) {
+		return section(_('Lists'), table(
+			[ _('Name'), _('Source'), _('Entries'), _('Updated'), _('Last attempt'), _('Last error') ],
+			(lists || []).map(function(l) {
+				return [
+					E('span', { 'title': l.url || '' }, [ l.name, ' ', E('small', {}, '(%s)'.format(l.kind)) ]),
+					ORIGINS[l.origin] || l.origin,
+					_('%d IPv4, %d IPv6').format(l.entries4 || 0, l.entries6 || 0),
+					age(l.updated_at),
+					age(l.last_attempt),
+					l.last_error ? E('span', { 'class': 'tgtun-error' }, l.last_error) : '-'
+				];
+			}),
+			_('No lists: tick a service or add subnets in Settings.')));
+	},
+
+	renderFlows: function(f) {
+		f = f || {};
+		return section(_('Traffic'), facts([
+			[ _('Active connections'), _('%d TCP, %d UDP').format(f.active_tcp || 0, f.active_udp || 0) ],
+			[ _('Since start'), _('%d TCP, %d UDP').format(f.total_tcp || 0, f.total_udp || 0) ],
+			[ _('Sent / received'), '%s / %s'.format(bytes(f.bytes_up), bytes(f.bytes_down)) ],
+			[ _('Refused connections'), String(f.rejected || 0) ],
+			[ _('Dropped UDP datagrams'), String(f.dropped_udp || 0) ]
+		]));
+	},
+
+	renderBody: function(res) {
+		if (res.error)
+			return [ this.renderNotRunning(res.error) ];
+		var st = res.status;
+		return [
+			this.renderService(st),
+			this.renderProxies(st.proxies),
+			this.renderLists(st.lists),
+			this.renderFlows(st.flows)
+		];
+	},
+
+	refresh: function() {
+		return fetchStatus().then(L.bind(function(res) {
+			dom.content(this.body, this.renderBody(res));
+		}, this));
+	},
+
+	handleUpdateLists: function() {
+		return callUpdateLists().then(L.bind(function(res) {
+			var lists = (res && res.lists) || [];
+			var failed = lists.filter(function(l) { return l.last_error });
+			if (res && res.error)
+				ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(res.error)), 'error');
+			else if (failed.length)
+				ui.addNotification(null, E('p', {}, _('Some lists could not be updated: %s').format(
+					failed.map(function(l) { return l.name + ': ' + l.last_error }).join('; '))), 'warning');
+			else
+				ui.addNotification(null, E('p', {}, _('Lists updated: %d.').format(lists.length)), 'info');
+			return this.refresh();
+		}, this), function(err) {
+			ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(errorText(err))), 'error');
+		});
+	},
+
+	handleReload: function() {
+		return callReload().then(L.bind(function() {
+			ui.addNotification(null, E('p', {}, _('The configuration was reloaded.')), 'info');
+			return this.refresh();
+		}, this), L.bind(function(err) {
+			ui.addNotification(null, E('p', {},
+				_('Reload failed: %s. The daemon keeps its previous configuration; see Last reload failed below.').format(errorText(err))), 'error');
+			return this.refresh();
+		}, this));
+	},
+
+	handleCheck: function() {
+		ui.showModal(_('Diagnostics'), [ E('p', { 'class': 'spinning' }, _('Checking the configuration, the network setup and each proxy…')) ]);
+		return callCheck().then(function(res) {
+			var steps = (res && res.steps) || [];
+			ui.showModal(_('Diagnostics'), [
+				E('p', {}, res && res.ok
+					? badge(true, _('Everything works.'), '')
+					: badge(false, '', _('Something is wrong: see the failed steps and their hints.'))),
+				table([ _('Check'), _('Result'), _('Detail') ], steps.map(function(s) {
+					return [
+						s.name,
+						badge(s.ok, _('ok'), _('failed')),
+						E('div', {}, [
+							E('div', {}, s.detail || ''),
+							s.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', s.hint ]) : ''
+						])
+					];
+				}), _('No checks were run.')),
+				E('div', { 'class': 'right' }, [
+					E('button', { 'class': 'cbi-button', 'click': ui.hideModal }, _('Close'))
+				])
+			]);
+		}, function(err) {
+			ui.showModal(_('Diagnostics'), [
+				E('p', {}, badge(false, '', _('The diagnostics could not run: %s').format(errorText(err)))),
+				E('div', { 'class': 'right' }, [
+					E('button', { 'class': 'cbi-button', 'click': ui.hideModal }, _('Close'))
+				])
+			]);
+		});
+	},
+
+	render: function(res) {
+		this.body = E('div', { 'id': 'tgtun-status' }, this.renderBody(res));
+		poll.add(L.bind(this.refresh, this), 5);
+
+		return E('div', {}, [
+			E('style', {}, [
+				'.tgtun-badge{display:inline-block;padding:0 .5em;margin:0 .3em .2em 0;border-radius:3px;color:#fff;font-size:90%}',
+				'.tgtun-ok{background:#2e8540}.tgtun-fail{background:#c9302c}.tgtun-active{background:#337ab7;margin-left:.5em}',
+				'.tgtun-error{color:#c9302c}.tgtun-hint{margin-top:.3em;color:#555}.tgtun-warnings{margin:0;padding-left:1.2em}'
+			].join('')),
+			E('h2', {}, _('tgtun status')),
+			E('div', { 'class': 'cbi-map-descr' }, _('What the tunnel does now. Refreshed every 5 seconds.')),
+			E('div', { 'class': 'cbi-page-actions', 'style': 'text-align:left' }, [
+				E('button', { 'class': 'cbi-button cbi-button-action', 'click': ui.createHandlerFn(this, 'handleUpdateLists') }, _('Update lists now')),
+				' ',
+				E('button', { 'class': 'cbi-button cbi-button-action', 'click': ui.createHandlerFn(this, 'handleCheck') }, _('Run diagnostics')),
+				' ',
+				E('button', { 'class': 'cbi-button cbi-button-neutral', 'click': ui.createHandlerFn(this, 'handleReload') }, _('Reload configuration'))
+			]),
+			this.body
+		]);
+	},
+
+	handleSaveApply: null,
+	handleSave: null,
+	handleReset: null
+});
