@@ -157,3 +157,21 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route bool, err error) 
 	}
 	return fromTUN && marked, route, nil
 }
+
+// RouteDevice is the device a packet to dst carrying the mark leaves by, as the kernel
+// resolves it now (`ip route get DST mark M`): the TUN while the rules and the route of
+// table T are in place. It is how `check` shows where messenger traffic really goes.
+func (n *Net) RouteDevice(dst netip.Addr) (string, error) {
+	routes, err := netlink.RouteGetWithOptions(dst.AsSlice(), &netlink.RouteGetOptions{Mark: n.spec.Mark})
+	if err != nil {
+		return "", fmt.Errorf("route to %s with mark %#x: %w", dst, n.spec.Mark, err)
+	}
+	if len(routes) == 0 {
+		return "", fmt.Errorf("route to %s with mark %#x: none", dst, n.spec.Mark)
+	}
+	link, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return "", fmt.Errorf("route to %s: device %d: %w", dst, routes[0].LinkIndex, err)
+	}
+	return link.Attrs().Name, nil
+}

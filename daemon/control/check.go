@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -70,7 +71,22 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 			r.add("routing", rulesOK,
 				fmt.Sprintf("ip rules v4=%v v6=%v, routes in table %d v4=%v v6=%v", st.Rules4, st.Rules6, cfg.Main.RouteTable, st.Route4, st.Route6),
 				"a rule or route is missing: another tool may have removed it (ip rule; ip route show table "+fmt.Sprint(cfg.Main.RouteTable)+"); reload tgtun")
-			if cfg.Main.FailMode == "direct" && !st.Marking {
+			if v4, v6 := d.lists.Targets(); len(v4)+len(v6) > 0 {
+				var sample netip.Addr
+				if len(v4) > 0 {
+					sample = v4[0].Addr()
+				} else {
+					sample = v6[0].Addr()
+				}
+				dev, err := n.RouteDevice(sample)
+				if err != nil {
+					r.add("route", false, err.Error(), "the kernel has no route for marked traffic: reload tgtun")
+				} else {
+					r.add("route", dev == cfg.Main.TunName, fmt.Sprintf("a marked packet to %s leaves by %s", sample, dev),
+						"marked traffic does not reach the TUN: another policy rule (mwan3, pbr) may come first; check ip rule")
+				}
+			}
+			if cfg.Main.FailMode == config.FailDirect && !st.Marking {
 				r.add("fail mode", false, "no proxy is healthy: messenger traffic takes the normal path (fail_mode direct)",
 					"fix a proxy; traffic moves back to it within one health interval")
 			}

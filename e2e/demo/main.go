@@ -317,6 +317,11 @@ config custom 'demo'
 			_, err = d.show(ctx, &b, n.Router, "router", tgtunPath, "status", "--json", "--socket", sockPath)
 			return b.String(), err
 		})
+		d.step("tgtun check: every step of the path is fine", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			_, err := d.show(ctx, &b, n.Router, "router", tgtunPath, "check", "--socket", sockPath)
+			return b.String(), err
+		})
 		d.step("tgtun reload keeps the messenger reachable", func(ctx context.Context) (string, error) {
 			var b strings.Builder
 			if _, err := d.show(ctx, &b, n.Router, "router", tgtunPath, "reload", "--socket", sockPath); err != nil {
