@@ -228,6 +228,19 @@ func TestReloadKeepsFlows(t *testing.T) {
 	if st.Flows.ActiveTCP < 1 {
 		t.Errorf("status flows = %+v, want the long flow active", st.Flows)
 	}
+
+	// A change of the kernel side (here the TUN's MTU) rebuilds TUN and engine: new
+	// connections work through the new ones.
+	conf.tunMTU = 1400
+	d.writeConf(conf)
+	if _, err := d.call("reload"); err != nil {
+		t.Fatal(err)
+	}
+	if out := routerExec(t, n, "ip", "link", "show", "tgtun0"); !strings.Contains(out, "mtu 1400") {
+		t.Errorf("tgtun0 after an MTU reload:\n%s", out)
+	}
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	seesAs(t, n, msgrURL(true), testnet.ProxyV6.String())
 }
 
 // TestKill9AndRestart kills the daemon without a chance to clean up: ordinary traffic is

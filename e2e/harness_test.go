@@ -64,6 +64,7 @@ type tgtunConf struct {
 	listURLs       []string // custom list URLs (then the messenger subnets are not static)
 	noStaticTarget bool
 	healthInterval string // "" = 1s
+	tunMTU         int    // 0 = the default
 }
 
 func (c tgtunConf) render() string {
@@ -71,6 +72,10 @@ func (c tgtunConf) render() string {
 	hi := c.healthInterval
 	if hi == "" {
 		hi = "1s"
+	}
+	mtu := c.tunMTU
+	if mtu == 0 {
+		mtu = 1500
 	}
 	fm := c.failMode
 	if fm == "" {
@@ -85,12 +90,13 @@ func (c tgtunConf) render() string {
 	option health_interval '%s'
 	option update_interval '0'
 	option log_level 'debug'
+	option tun_mtu '%d'
 
 config service 'telegram'
 	option enabled '0'
 
 config custom 'messenger'
-`, testnet.LANIface, fm, testnet.MsgrV4, testnet.EchoPort, hi)
+`, testnet.LANIface, fm, testnet.MsgrV4, testnet.EchoPort, hi, mtu)
 	if !c.noStaticTarget {
 		fmt.Fprintf(&b, "\tlist subnet '%s'\n\tlist subnet '%s'\n", testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
 	}

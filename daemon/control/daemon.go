@@ -42,16 +42,18 @@ type Daemon struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	started time.Time
-	eng     *engine.Engine
 	lists   *lists.Manager
 
 	// mu serialises reload, list updates and the parts of status they change.
-	mu            sync.Mutex
-	cfg           *config.Config
-	warnings      []config.Warning
-	net           *netcfg.Net
-	engineStop    context.CancelFunc
-	engineDone    chan error
+	mu           sync.Mutex
+	cfg          *config.Config
+	warnings     []config.Warning
+	net          *netcfg.Net
+	eng          *engine.Engine
+	engineStop   context.CancelFunc
+	engineExited chan struct{}
+	// engineFailed carries an engine's unexpected end to Run, which then stops the daemon.
+	engineFailed  chan error
 	pool          *proxy.Pool
 	poolStop      context.CancelFunc
 	marking       bool
@@ -99,10 +101,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d.eng, err = engine.New(engine.Config{MTU: cfg.Main.TunMTU}, pool, log)
-	if err != nil {
-		return fmt.Errorf("engine: %w", err)
-	}
+	d.engineFailed = make(chan error, 1)
 	d.startPool(ctx, pool)
 	if err := d.startNet(ctx, cfg); err != nil {
 		d.poolStop()
@@ -148,7 +147,7 @@ loop:
 				runErr = err
 				break loop
 			}
-		case err := <-d.engineDoneChan():
+		case err := <-d.engineFailed:
 			runErr = fmt.Errorf("engine stopped: %w", err)
 			break loop
 		}
@@ -159,37 +158,38 @@ loop:
 	return runErr
 }
 
-func (d *Daemon) engineDoneChan() chan error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.engineDone
-}
-
 // startNet installs the kernel state for cfg and attaches the engine to its TUN.
 // Called with d.mu held or before anything else runs.
 func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
 	v4, v6 := d.lists.Targets()
 	spec := netSpec(cfg, v4, v6, d.resolveBypass(ctx, cfg))
+	// An engine serves one TUN: a rebuilt TUN gets a new engine (its counters restart).
+	eng, err := engine.New(engine.Config{MTU: cfg.Main.TunMTU}, d.pool, d.log)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
 	n, err := netcfg.Apply(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("network setup: %w", err)
 	}
 	engCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	exited := make(chan struct{})
 	fd := int(n.TUN().Fd())
 	go func() {
-		err := d.eng.Run(engCtx, fd)
-		if err == nil && engCtx.Err() == nil {
+		defer close(exited)
+		err := eng.Run(engCtx, fd)
+		if engCtx.Err() != nil {
+			return // stopped on purpose
+		}
+		if err == nil {
 			err = errors.New("engine returned without being stopped")
 		}
-		if engCtx.Err() != nil {
-			err = nil
-		}
-		if err != nil {
-			done <- err
+		select {
+		case d.engineFailed <- err:
+		default:
 		}
 	}()
-	d.net, d.engineStop, d.engineDone = n, stop, done
+	d.eng, d.net, d.engineStop, d.engineExited = eng, n, stop, exited
 	d.marking = true
 	return nil
 }
@@ -199,6 +199,9 @@ func (d *Daemon) stopNet() {
 	if d.engineStop != nil {
 		d.engineStop()
 		d.engineStop = nil
+		// The engine reads the TUN's descriptor until Run returns; closing the device
+		// before that could hand the number to another file under its feet.
+		<-d.engineExited
 	}
 	if d.net != nil {
 		if err := d.net.Close(); err != nil {
@@ -206,7 +209,6 @@ func (d *Daemon) stopNet() {
 		}
 		d.net = nil
 	}
-	d.engineDone = nil
 }
 
 func (d *Daemon) startPool(ctx context.Context, pool *proxy.Pool) {

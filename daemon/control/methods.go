@@ -71,13 +71,15 @@ func (d *Daemon) Status() Status {
 		Marking:         d.marking,
 		Proxies:         d.pool.Status(),
 		Lists:           d.lists.Status(),
-		Flows:           d.eng.Stats(),
 	}
 	if !d.lastReload.IsZero() {
 		st.LastReload = d.lastReload.Format(time.RFC3339)
 	}
 	for _, w := range d.warnings {
 		st.Warnings = append(st.Warnings, w.String())
+	}
+	if d.eng != nil {
+		st.Flows = d.eng.Stats()
 	}
 	if d.net != nil {
 		ns, err := d.net.Status()
@@ -119,7 +121,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 
 	oldStop := d.poolStop
 	d.startPool(context.Background(), pool)
-	d.eng.SetDialer(pool)
+	if d.eng != nil {
+		d.eng.SetDialer(pool)
+	}
 	if oldStop != nil {
 		oldStop()
 	}
