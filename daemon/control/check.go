@@ -131,7 +131,7 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 func proxyHint(msg string) string {
 	m := strings.ToLower(msg)
 	switch {
-	case strings.Contains(m, "auth"):
+	case strings.Contains(m, "auth"), strings.Contains(m, "password"):
 		return "the proxy refused the username or password: check them (for Shadowsocks, the password and cipher)"
 	case strings.Contains(m, "refused"):
 		return "nothing accepts connections at that server and port: check them, and that the proxy runs"

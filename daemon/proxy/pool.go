@@ -126,7 +126,7 @@ func (p *Pool) ProbeAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, m := range members {
 		wg.Go(func() {
-			latency, err := p.probeOne(ctx, m.Dialer)
+			latency, err := p.probeOne(ctx, m.Dialer, m.Type == TypeShadowsocks)
 			if ctx.Err() != nil {
 				return // shutting down: not the proxy's fault
 			}
@@ -144,9 +144,17 @@ func (p *Pool) probeTimeout() time.Duration {
 	return min(5*time.Second, max(p.interval, time.Second))
 }
 
+// probeRequest is what a probe through Shadowsocks sends to the probe target to get
+// an answer. Shadowsocks has no reply of its own, and ss-server meets a wrong key with
+// silence, so only an answer from the target proves the key. Over 64 bytes, so a
+// Telegram data centre (whose obfuscated transport reads a 64-byte header first) has
+// enough to reject and close; an HTTP or TLS server answers or closes as well.
+const probeRequest = "HEAD / HTTP/1.0\r\nUser-Agent: tgtun-health-check\r\nX-Padding: 0123456789abcdef\r\n\r\n"
+
 // probeOne connects to the probe target through d. A server that drops
-// the connection right after accepting it failed the probe.
-func (p *Pool) probeOne(ctx context.Context, d Dialer) (time.Duration, error) {
+// the connection right after accepting it failed the probe. With needAnswer
+// (Shadowsocks) the target must then answer a request, or close, in time.
+func (p *Pool) probeOne(ctx context.Context, d Dialer, needAnswer bool) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.probeTimeout())
 	defer cancel()
 	start := time.Now()
@@ -170,6 +178,23 @@ func (p *Pool) probeOne(ctx context.Context, d Dialer) (time.Duration, error) {
 			return 0, fmt.Errorf("connection to %s closed right after it opened", p.probe)
 		default:
 			return 0, err
+		}
+	}
+	if needAnswer {
+		deadline, _ := ctx.Deadline()
+		_ = c.SetDeadline(deadline)
+		if _, err := io.WriteString(c, probeRequest); err != nil {
+			return 0, fmt.Errorf("probe %s: %w", p.probe, err)
+		}
+		var one [1]byte
+		_, err := c.Read(one[:])
+		switch {
+		case err == nil, errors.Is(err, io.EOF):
+			// The target answered or closed: the server decrypted the request.
+		case errors.Is(err, errSSSilent), errors.Is(err, os.ErrDeadlineExceeded):
+			return 0, fmt.Errorf("no answer from %s through the proxy: wrong password or cipher?", p.probe)
+		default:
+			return 0, fmt.Errorf("probe %s: %w", p.probe, err)
 		}
 	}
 	return latency, nil
