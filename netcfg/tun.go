@@ -7,37 +7,56 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
+// tunOffloads are the offloads announced to the kernel on a device opened
+// with a virtio_net_hdr: it may then hand the engine TCP segments of up to
+// 64 KiB (TSO4/TSO6, which need CSUM) with a partial checksum, instead of
+// one MTU-sized packet per read. USO is not announced: the engine would
+// take a UDP GSO packet for one huge datagram. TSO_ECN is not announced
+// either: the kernel then segments the rare CWR segments itself. With this
+// the engine's upload went from 96 to 336 MB/s and its download (writes
+// need no flag: the kernel always accepts GSO packets from user space) from
+// 85 to 457 MB/s on a 2-core VM; see engine.newTUNLink.
+const tunOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
 // openTUN creates the non-persistent TUN device (it vanishes when the last
-// descriptor closes, so a killed daemon leaves no device behind).
-func openTUN(name string) (*os.File, error) {
-	ifce, err := water.New(water.Config{
-		DeviceType:             water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: name},
-	})
+// descriptor closes, so a killed daemon leaves no device behind). With
+// offload its packets carry a virtio_net_hdr (IFF_VNET_HDR); the engine
+// detects that on the descriptor. A kernel refusing the offloads still
+// works: the header stays, only the kernel sends plain packets.
+func openTUN(name string, offload bool) (*os.File, error) {
+	// O_CLOEXEC: a child process inheriting the descriptor would keep the
+	// device (and its routes) alive after the daemon dies. O_NONBLOCK puts
+	// the *os.File on the runtime poller, so Close wakes a blocked Read.
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("create tun %s: %w", name, err)
+		return nil, fmt.Errorf("create tun %s: open /dev/net/tun: %w", name, err)
 	}
-	f, ok := ifce.ReadWriteCloser.(*os.File)
-	if !ok {
-		_ = ifce.Close()
-		return nil, fmt.Errorf("create tun %s: unexpected descriptor type %T", name, ifce.ReadWriteCloser)
+	fail := func(what string, err error) (*os.File, error) {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("create tun %s: %s: %w", name, what, err)
 	}
-	// water opens /dev/net/tun without O_CLOEXEC: a child process inheriting
-	// the descriptor would keep the device (and its routes) alive after the
-	// daemon dies.
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = raw.Control(func(fd uintptr) { syscall.CloseOnExec(int(fd)) })
-	}
+	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("tun %s: set close-on-exec: %w", name, err)
+		return fail("name", err)
 	}
-	return f, nil
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if offload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fail("TUNSETIFF", err)
+	}
+	if offload {
+		// Ignored on failure (not expected since Linux 2.6.27): the
+		// device works the same, only without the speed-up.
+		_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloads)
+	}
+	return os.NewFile(uintptr(fd), "tun"), nil
 }
 
 // configureTUN sets the device's parameters and per-device sysctls, gives it

@@ -201,7 +201,8 @@ func (e *Engine) Stats() Stats {
 }
 
 // Run attaches the netstack to tunFD (an IFF_TUN|IFF_NO_PI device: raw IP
-// packets) and serves flows until ctx is done. Then it resets every flow,
+// packets, each prefixed by a virtio_net_hdr if it was opened with
+// IFF_VNET_HDR, which Run detects) and serves flows until ctx is done. Then it resets every flow,
 // waits for all of its goroutines and returns nil. Run sets tunFD
 // non-blocking but does not close it: the caller owns it and may close it
 // once Run has returned. An engine runs once.
@@ -213,7 +214,7 @@ func (e *Engine) Run(ctx context.Context, tunFD int) error {
 	if err != nil {
 		return err
 	}
-	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows)
+	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "vnet_hdr", hasVnetHdr(tunFD))
 	<-ctx.Done()
 	e.shutdown(s)
 	e.log.Info("netstack stopped")
@@ -253,7 +254,7 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, error) 
 	})
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
 
-	link, err := fdbased.New(&fdbased.Options{FDs: []int{tunFD}, MTU: uint32(e.cfg.MTU)})
+	link, err := newTUNLink(tunFD, uint32(e.cfg.MTU))
 	if err != nil {
 		return fail("attach TUN fd", err)
 	}
@@ -278,6 +279,20 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, error) 
 		return fail("enable NIC", terr)
 	}
 	return s, nil
+}
+
+// newTUNLink attaches to the TUN fd. A device opened with IFF_VNET_HDR
+// (netcfg does so unless told not to) exchanges whole 64 KiB TCP segments
+// with the kernel and leaves checksums to it. Measured on a 2-core VM
+// (medians of 3 runs of 3s, same session): upload (BenchmarkTCPThroughput)
+// 336 against 96 MB/s on a plain TUN, 3.5x; download (BenchmarkTCPDownload)
+// 457 against 85 MB/s, 5.4x. A plain device gets gVisor's fdbased endpoint:
+// one MTU-sized packet per read or write.
+func newTUNLink(fd int, mtu uint32) (stack.LinkEndpoint, error) {
+	if hasVnetHdr(fd) {
+		return newVnetTUN(fd, mtu)
+	}
+	return fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu})
 }
 
 // shutdown resets every flow (clients see a RST at once rather than a

@@ -102,8 +102,26 @@ func inNetns(ns string, fn func() error) error {
 	return <-errc
 }
 
+// tunMode is how a test opens its TUN device.
+type tunMode int
+
+const (
+	// tunVnet: IFF_VNET_HDR with checksum and TCP segmentation offload,
+	// as netcfg opens it unless Spec.NoOffload (the daemon sets it unless TGTUN_TUN_OFFLOAD=1).
+	tunVnet tunMode = iota
+	// tunPlain: raw IP packets, one per read or write.
+	tunPlain
+)
+
+func (m tunMode) String() string {
+	if m == tunPlain {
+		return "plain"
+	}
+	return "vnet"
+}
+
 // openTUN creates TUN device tunName inside ns and returns its fd.
-func openTUN(t testing.TB, ns string) int {
+func openTUN(t testing.TB, ns string, mode tunMode) int {
 	t.Helper()
 	fd := -1
 	err := inNetns(ns, func() error {
@@ -116,10 +134,21 @@ func openTUN(t testing.TB, ns string) int {
 		if err != nil {
 			return err
 		}
-		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if mode == tunVnet {
+			flags |= unix.IFF_VNET_HDR
+		}
+		ifr.SetUint16(flags)
 		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 			unix.Close(fd)
 			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		if mode == tunVnet {
+			offload := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offload); err != nil {
+				unix.Close(fd)
+				return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+			}
 		}
 		return nil
 	})
@@ -149,9 +178,14 @@ type testEnv struct {
 
 func startEngine(t testing.TB, cfg Config, d Dialer) *testEnv {
 	t.Helper()
+	return startEngineOn(t, tunPlain, cfg, d)
+}
+
+func startEngineOn(t testing.TB, mode tunMode, cfg Config, d Dialer) *testEnv {
+	t.Helper()
 	requireRoot(t)
 	ns := newNetns(t)
-	fd := openTUN(t, ns)
+	fd := openTUN(t, ns, mode)
 	t.Cleanup(func() { unix.Close(fd) })
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	eng, err := New(cfg, d, log)
