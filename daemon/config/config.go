@@ -47,6 +47,7 @@ type Main struct {
 	HealthTarget   netip.AddrPort
 	HealthInterval time.Duration
 	MemoryLimit    int64 // bytes; 0 = no limit
+	MaxFlows       int   // concurrent TCP+UDP flows through the TUN
 	LogLevel       slog.Level
 }
 
@@ -127,6 +128,7 @@ func Default() *Config {
 		HealthTarget:   netip.MustParseAddrPort("149.154.167.51:443"),
 		HealthInterval: 10 * time.Second,
 		MemoryLimit:    32 << 20,
+		MaxFlows:       4096,
 		LogLevel:       slog.LevelInfo,
 	}}
 }
@@ -465,6 +467,7 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 			m.MemoryLimit = n
 		}
 	}
+	r.integer("max_flows", 64, 65536, &m.MaxFlows)
 	if v, ok := r.single("log_level"); ok {
 		switch strings.ToLower(v.Text) {
 		case "debug":

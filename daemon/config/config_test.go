@@ -70,7 +70,7 @@ func TestDefault(t *testing.T) {
 		RouterTraffic: false, FwMark: 0x100000, FwMask: 0x100000, BypassMark: 0x200000,
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
 		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
-		MemoryLimit: 32 << 20, LogLevel: slog.LevelInfo,
+		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo,
 	}
 	if !reflect.DeepEqual(d.Main, want) || d.Proxies != nil || d.Services != nil || d.Customs != nil {
 		t.Fatalf("Default() = %+v", d)
@@ -221,6 +221,8 @@ func TestMainOptions(t *testing.T) {
 		{opt: "memory_limit", val: "M", wantErr: "is not a size"},
 		{opt: "memory_limit", val: "9999999999999G", wantErr: "is not a size"},
 
+		{opt: "max_flows", val: "8192", check: func(m Main) bool { return m.MaxFlows == 8192 }},
+		{opt: "max_flows", val: "10", wantErr: "max_flows '10' is out of range 64-65536"},
 		{opt: "log_level", val: "debug", check: func(m Main) bool { return m.LogLevel == slog.LevelDebug }},
 		{opt: "log_level", val: "info", check: func(m Main) bool { return m.LogLevel == slog.LevelInfo }},
 		{opt: "log_level", val: "warn", check: func(m Main) bool { return m.LogLevel == slog.LevelWarn }},
@@ -590,7 +592,7 @@ func TestDocsCoverEveryOption(t *testing.T) {
 	}
 	for _, opt := range []string{"enabled", "tun_name", "tun_mtu", "ipv6", "lan_iface", "router_traffic", "fwmark",
 		"bypass_mark", "route_table", "rule_priority", "fail_mode", "update_interval", "health_target",
-		"health_interval", "memory_limit", "log_level", "type", "server", "port", "username", "password",
+		"health_interval", "memory_limit", "max_flows", "log_level", "type", "server", "port", "username", "password",
 		"cipher", "udp", "priority", "url", "subnet"} {
 		if !strings.Contains(string(data), "`"+opt+"`") {
 			t.Errorf("docs/config.md does not document `%s`", opt)
