@@ -92,8 +92,10 @@ ipk: $(MKIPK)
 demo: deps build
 	$(GO) run ./e2e/demo -tgtun $(BIN)
 
+# Figures against baselines of the same run, in the e2e network (root): see docs/performance.md.
+# BENCH_FLAGS=-offload measures with the TUN offloads on.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./daemon/...
+	$(GO) run ./bench -tgtun $(BIN) -o bench/results.json $(BENCH_FLAGS)
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \

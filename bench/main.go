@@ -1,0 +1,552 @@
+// Command bench measures tgtun in the e2e test network: throughput, connection set-up
+// latency, memory, UDP packet rate and binary size, each against a baseline measured in
+// the same run, since the machines it runs on are shared and noisy. Run it as root:
+//
+//	make bench   (or: go run ./bench -tgtun bin/tgtun)
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tgtun/tgtun/e2e/testnet"
+)
+
+// figure is one line of the report and one entry of results.json.
+type figure struct {
+	Name     string  `json:"name"`
+	Value    float64 `json:"value"`
+	Baseline float64 `json:"baseline,omitempty"`
+	Unit     string  `json:"unit"`
+	Ratio    float64 `json:"ratio,omitempty"`
+	Against  string  `json:"against,omitempty"` // what the baseline is
+	Target   string  `json:"target,omitempty"`
+	Met      *bool   `json:"met,omitempty"`
+}
+
+type bench struct {
+	n        *testnet.Net
+	tgtun    string
+	dante    netip.AddrPort
+	micro    netip.AddrPort
+	figures  []figure
+	seconds  int
+	conns    int
+	tgtunPID int
+	offload  bool
+}
+
+func main() {
+	tgtun := flag.String("tgtun", "bin/tgtun", "the tgtun `binary` to measure")
+	out := flag.String("o", "bench/results.json", "where to write the figures as JSON")
+	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
+	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
+	offload := flag.Bool("offload", false, "run tgtun with TGTUN_TUN_OFFLOAD=1 (TUN checksum and segmentation offloads)")
+	flag.Parse()
+	if err := run(*tgtun, *out, *seconds, *conns, *offload); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(tgtunPath, out string, seconds, conns int, offload bool) error {
+	abs, err := filepath.Abs(tgtunPath)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("tgtun binary: %w (run make build)", err)
+	}
+	// Thousands of idle flows need thousands of descriptors in the bench, tgtun and the proxy,
+	// which inherit this limit.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Max = max(lim.Max, 65536) // root may raise the hard limit
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			return fmt.Errorf("raise the open-files limit to %d: %w", lim.Max, err)
+		}
+	}
+	ctx := context.Background()
+	n, cleanup, err := testnet.NewCtx(ctx, nil)
+	defer func() {
+		if cleanup != nil {
+			if err := cleanup(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: cleanup: %v\n", err)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload}
+	if err := n.StartMessengerServers(); err != nil {
+		return err
+	}
+	if err := n.StartDirectServer(); err != nil {
+		return err
+	}
+	if b.dante, err = n.StartDante(testnet.DanteOptions{}); err != nil {
+		return err
+	}
+	if b.micro, err = n.StartMicrosocks("", ""); err != nil {
+		return err
+	}
+	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
+	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.throughput, b.latency, b.udpRate, b.flows} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "tun_offload": offload, "figures": b.figures}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	fmt.Printf("results: %s\n", out)
+	return os.WriteFile(out, append(raw, '\n'), 0o644)
+}
+
+// add records a figure and prints its line.
+func (b *bench) add(f figure) {
+	if f.Baseline != 0 {
+		f.Ratio = f.Value / f.Baseline
+	}
+	b.figures = append(b.figures, f)
+	line := fmt.Sprintf("%-58s %9.2f %-6s", f.Name+":", f.Value, f.Unit)
+	if f.Baseline != 0 {
+		line += fmt.Sprintf(" baseline %9.2f %-6s ratio %5.2f (%s)", f.Baseline, f.Unit, f.Ratio, f.Against)
+	}
+	if f.Target != "" {
+		verdict := "missed"
+		if f.Met != nil && *f.Met {
+			verdict = "met"
+		}
+		line += fmt.Sprintf("  target %s: %s", f.Target, verdict)
+	}
+	fmt.Println(line)
+}
+
+func met(ok bool) *bool { return &ok }
+
+// sizes builds the stripped binary for every OpenWrt target of openwrt/mkipk.
+func (b *bench) sizes(ctx context.Context) error {
+	archs, err := exec.CommandContext(ctx, "go", "run", "./openwrt/mkipk", "-print-archs").Output()
+	if err != nil {
+		return fmt.Errorf("mkipk -print-archs: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "tgtun-bench-size-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, line := range strings.Split(strings.TrimSpace(string(archs)), "\n") {
+		arch := strings.Fields(line)[0]
+		env, err := exec.CommandContext(ctx, "go", "run", "./openwrt/mkipk", "-print-env", arch).Output()
+		if err != nil {
+			return fmt.Errorf("mkipk -print-env %s: %w", arch, err)
+		}
+		binPath := filepath.Join(dir, arch)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binPath, "./daemon")
+		cmd.Env = append(os.Environ(), strings.Fields(string(env))...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", arch, err, out)
+		}
+		st, err := os.Stat(binPath)
+		if err != nil {
+			return err
+		}
+		mib := float64(st.Size()) / (1 << 20)
+		f := figure{Name: "binary size " + arch, Value: mib, Unit: "MiB"}
+		if arch == "mipsel_24kc" {
+			f.Target, f.Met = "<= 8 MiB", met(mib <= 8)
+		}
+		b.add(f)
+	}
+	return nil
+}
+
+func (b *bench) startTgtun(ctx context.Context) error {
+	conf := filepath.Join(b.n.Dir, "tgtun.conf")
+	sock := filepath.Join(b.n.Dir, "tgtun.sock")
+	text := fmt.Sprintf(`config main 'main'
+	option enabled '1'
+	list lan_iface '%s'
+	option health_target '%s:%d'
+	option update_interval '0'
+	option log_level 'warn'
+	option max_flows '8192'
+
+config service 'telegram'
+	option enabled '0'
+
+config custom 'messenger'
+	list subnet '%s'
+	list subnet '%s'
+
+config proxy 'dante'
+	option server '%s'
+	option port '%d'
+	option priority '10'
+`, testnet.LANIface, testnet.MsgrV4, testnet.EchoPort, testnet.MsgrPrefixV4, testnet.MsgrPrefixV6, b.dante.Addr(), b.dante.Port())
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return err
+	}
+	env := "TGTUN_TUN_OFFLOAD=0"
+	if b.offload {
+		env = "TGTUN_TUN_OFFLOAD=1"
+	}
+	p, err := b.n.Start(b.n.Router, "env", env, b.tgtun, "run", "-c", conf, "--socket", sock, "--list-cache", filepath.Join(b.n.Dir, "lists"))
+	if err != nil {
+		return err
+	}
+	b.tgtunPID = p.Pid()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := exec.CommandContext(ctx, b.tgtun, "status", "--socket", sock).Run(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tgtun did not start:\n%s", p.Output())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // let start-up garbage settle before the idle reading
+	rss, hwm, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	b.add(figure{Name: "memory idle VmRSS", Value: rss, Unit: "MiB", Target: "<= 10 MiB", Met: met(rss <= 10)})
+	b.add(figure{Name: "memory idle VmHWM", Value: hwm, Unit: "MiB"})
+	return nil
+}
+
+// memory reads VmRSS and VmHWM of pid in MiB.
+func memory(pid int) (rss, hwm float64, err error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm, sc.Err()
+}
+
+// iperf runs an iperf3 client in ns against server:port and returns Gbit/s received.
+func (b *bench) iperf(ctx context.Context, ns, server string, port uint16, streams int, reverse bool) (float64, error) {
+	args := []string{"iperf3", "-J", "-c", server, "-p", strconv.Itoa(int(port)), "-t", strconv.Itoa(b.seconds), "-P", strconv.Itoa(streams)}
+	if reverse {
+		args = append(args, "-R")
+	}
+	out, err := b.n.Exec(ctx, ns, args...)
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		return 0, fmt.Errorf("iperf3 output: %w", err)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// throughput compares iperf3 through tgtun with (a) kernel forwarding through the same
+// router to a host on the direct path, and (b) the same proxy used directly from the
+// router (a SOCKS5 relay in the router namespace feeding iperf3's connections to dante).
+func (b *bench) throughput(ctx context.Context) error {
+	port, err := b.n.FreePort(b.n.Messenger, testnet.MsgrV4)
+	if err != nil {
+		return err
+	}
+	if _, err := b.n.Start(b.n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
+		return err
+	}
+	directPort, err := b.n.FreePort(b.n.Inet, testnet.DirectV4)
+	if err != nil {
+		return err
+	}
+	if _, err := b.n.Start(b.n.Inet, "iperf3", "-s", "-B", testnet.DirectV4.String(), "-p", strconv.Itoa(int(directPort))); err != nil {
+		return err
+	}
+	relay, err := b.socksRelay(netip.AddrPortFrom(testnet.MsgrV4, port))
+	if err != nil {
+		return err
+	}
+	time.Sleep(500 * time.Millisecond) // iperf3 servers listening
+	var hwmDuring float64
+	for _, streams := range []int{1, 4} {
+		for _, reverse := range []bool{false, true} {
+			dir := "up (client→messenger)"
+			if reverse {
+				dir = "down (messenger→client)"
+			}
+			via, err := b.iperf(ctx, b.n.Client, testnet.MsgrV4.String(), port, streams, reverse)
+			if err != nil {
+				return err
+			}
+			kernel, err := b.iperf(ctx, b.n.Client, testnet.DirectV4.String(), directPort, streams, reverse)
+			if err != nil {
+				return err
+			}
+			proxied, err := b.iperf(ctx, b.n.Router, "127.0.0.1", relay.Port(), streams, reverse)
+			if err != nil {
+				return err
+			}
+			name := fmt.Sprintf("throughput %d stream(s) %s", streams, dir)
+			b.add(figure{Name: name + " vs kernel", Value: via, Baseline: kernel, Unit: "Gbit/s", Against: "kernel forwarding"})
+			b.add(figure{Name: name + " vs proxy", Value: via, Baseline: proxied, Unit: "Gbit/s",
+				Against: "dante used directly from the router", Target: ">= 0.8 x proxy", Met: met(via >= 0.8*proxied)})
+			if _, hwm, err := memory(b.tgtunPID); err == nil {
+				hwmDuring = max(hwmDuring, hwm)
+			}
+		}
+	}
+	b.add(figure{Name: "memory during throughput VmHWM", Value: hwmDuring, Unit: "MiB"})
+	return nil
+}
+
+// socksRelay listens on 127.0.0.1 in the router namespace and relays each connection
+// to dst through dante, from the router: the proxy's own ceiling on this path.
+func (b *bench) socksRelay(dst netip.AddrPort) (netip.AddrPort, error) {
+	ln, err := b.n.Listen(b.n.Router, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := b.socksDial(context.Background(), b.n.Router, dst)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				pipe(c, up)
+			}()
+		}
+	}()
+	return netip.MustParseAddrPort(ln.Addr().String()), nil
+}
+
+func pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+}
+
+// socksDial opens a connection from ns to dst through dante (SOCKS5, no auth).
+func (b *bench) socksDial(ctx context.Context, ns string, dst netip.AddrPort) (net.Conn, error) {
+	c, err := b.n.Dial(ctx, ns, "tcp", b.dante.String())
+	if err != nil {
+		return nil, err
+	}
+	req := []byte{5, 1, 0, 5, 1, 0, 1}
+	a4 := dst.Addr().As4()
+	req = append(req, a4[:]...)
+	req = binary.BigEndian.AppendUint16(req, dst.Port())
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil, err
+	}
+	reply := make([]byte, 2+10)
+	if _, err := io.ReadFull(c, reply); err != nil || reply[1] != 0 || reply[3] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("socks5 connect to %s: %v reply %v", dst, err, reply)
+	}
+	return c, nil
+}
+
+// latency measures connect + first byte of an HTTP answer from the messenger, through
+// tgtun from the client and through dante from the router.
+func (b *bench) latency(ctx context.Context) error {
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.HTTPPort)
+	measure := func(dial func() (net.Conn, error)) ([]time.Duration, error) {
+		var out []time.Duration
+		for i := 0; i < b.conns; i++ {
+			start := time.Now()
+			c, err := dial()
+			if err != nil {
+				return nil, err
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			_, err = io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+			var one [1]byte
+			if err == nil {
+				_, err = c.Read(one[:])
+			}
+			c.Close()
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, time.Since(start))
+		}
+		slices.Sort(out)
+		return out, nil
+	}
+	via, err := measure(func() (net.Conn, error) { return b.n.Dial(ctx, b.n.Client, "tcp", dst.String()) })
+	if err != nil {
+		return fmt.Errorf("latency through tgtun: %w", err)
+	}
+	direct, err := measure(func() (net.Conn, error) { return b.socksDial(ctx, b.n.Router, dst) })
+	if err != nil {
+		return fmt.Errorf("latency through dante: %w", err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	for _, q := range []struct {
+		name string
+		at   func([]time.Duration) time.Duration
+	}{
+		{"median", func(d []time.Duration) time.Duration { return d[len(d)/2] }},
+		{"p99", func(d []time.Duration) time.Duration { return d[len(d)*99/100] }},
+	} {
+		v, base := ms(q.at(via)), ms(q.at(direct))
+		b.add(figure{Name: fmt.Sprintf("connect+first byte %s (%d conns)", q.name, b.conns), Value: v, Baseline: base, Unit: "ms",
+			Against: "dante used directly from the router", Target: "<= 1.2 x direct", Met: met(v <= 1.2*base)})
+	}
+	return nil
+}
+
+// udpRate sends small datagrams to an echo server for a while and counts the echoes:
+// through tgtun (SOCKS5 UDP ASSOCIATE at dante) and by kernel forwarding to the direct host.
+func (b *bench) udpRate(ctx context.Context) error {
+	rate := func(dst netip.AddrPort) (float64, error) {
+		c, err := b.n.Dial(ctx, b.n.Client, "udp", dst.String())
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		var got atomic.Int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 2048)
+			for {
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if _, err := c.Read(buf); err != nil {
+					return
+				}
+				got.Add(1)
+			}
+		}()
+		msg := make([]byte, 64)
+		end := time.Now().Add(time.Duration(b.seconds) * time.Second)
+		// A window of datagrams in flight, so the figure is the path's rate, not the
+		// kernel's socket buffers dropping a flood.
+		const window = 64
+		var sent int64
+		for time.Now().Before(end) {
+			if sent-got.Load() >= window {
+				time.Sleep(50 * time.Microsecond)
+				continue
+			}
+			if _, err := c.Write(msg); err != nil {
+				return 0, err
+			}
+			sent++
+		}
+		<-done
+		return float64(got.Load()) / float64(b.seconds), nil
+	}
+	via, err := rate(netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort))
+	if err != nil {
+		return err
+	}
+	kernel, err := rate(netip.AddrPortFrom(testnet.DirectV4, testnet.EchoPort))
+	if err != nil {
+		return err
+	}
+	b.add(figure{Name: "UDP echoes per second (64 B, 64 in flight)", Value: via, Baseline: kernel, Unit: "pkt/s", Against: "kernel forwarding"})
+	return nil
+}
+
+// flows holds many idle TCP flows open through tgtun and reads its memory.
+func (b *bench) flows(ctx context.Context) error {
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort).String()
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for _, want := range []struct {
+		n      int
+		target float64
+	}{{1000, 20}, {5000, 40}} {
+		for len(open) < want.n {
+			c, err := b.n.Dial(ctx, b.n.Client, "tcp", dst)
+			if err != nil {
+				return fmt.Errorf("flow %d: %w", len(open)+1, err)
+			}
+			open = append(open, c)
+		}
+		// One round trip on the last flow: every flow before it is established.
+		last := open[len(open)-1]
+		_ = last.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := last.Write([]byte("x")); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(last, make([]byte, 1)); err != nil {
+			return fmt.Errorf("round trip on flow %d: %w", len(open), err)
+		}
+		time.Sleep(time.Second)
+		rss, hwm, err := memory(b.tgtunPID)
+		if err != nil {
+			return err
+		}
+		b.add(figure{Name: fmt.Sprintf("memory holding %d idle TCP flows VmRSS", want.n), Value: rss, Unit: "MiB",
+			Target: fmt.Sprintf("<= %.0f MiB", want.target), Met: met(rss <= want.target)})
+		b.add(figure{Name: fmt.Sprintf("memory holding %d idle TCP flows VmHWM", want.n), Value: hwm, Unit: "MiB"})
+	}
+	return nil
+}
