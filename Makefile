@@ -22,7 +22,7 @@ help:
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make cross  - static binaries for the OpenWrt targets, with sizes"
 	@echo "make ipk    - OpenWrt packages in dist/"
-	@echo "make bench  - benchmarks"
+	@echo "make bench  - figures against same-run baselines (root): docs/performance.md"
 
 # deps installs what the tests need on a fresh Debian machine (root). It is quick when
 # everything is already there.

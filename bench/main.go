@@ -79,11 +79,8 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	// which inherit this limit.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		lim.Max = max(lim.Max, 65536) // root may raise the hard limit
 		lim.Cur = lim.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			return fmt.Errorf("raise the open-files limit to %d: %w", lim.Max, err)
-		}
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
 	ctx := context.Background()
 	n, cleanup, err := testnet.NewCtx(ctx, nil)
@@ -526,7 +523,11 @@ func (b *bench) flows(ctx context.Context) error {
 		for len(open) < want.n {
 			c, err := b.n.Dial(ctx, b.n.Client, "tcp", dst)
 			if err != nil {
-				return fmt.Errorf("flow %d: %w", len(open)+1, err)
+				// Said, not fatal: the figures so far still stand.
+				fds, _ := os.ReadDir("/proc/self/fd")
+				fmt.Printf("memory holding %d idle TCP flows: not measured: flow %d: %v (bench holds %d descriptors)\n",
+					want.n, len(open)+1, err, len(fds))
+				return nil
 			}
 			open = append(open, c)
 		}
