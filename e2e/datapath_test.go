@@ -105,40 +105,12 @@ func TestUDPThroughDante(t *testing.T) {
 	n, dante := newNetWithDante(t)
 	d := startTgtun(t, n, danteConf(dante))
 	for _, dst := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
-		udpEcho(t, n, netip.AddrPortFrom(dst, testnet.EchoPort))
+		udpEchoThrough(t, n, netip.AddrPortFrom(dst, testnet.EchoPort))
 	}
 	st := d.status()
 	if st.Flows.TotalUDP < 2 {
 		t.Errorf("status flows = %+v, want 2 UDP flows", st.Flows)
 	}
-}
-
-// udpEcho sends datagrams from the client to an echo server until one comes back.
-func udpEcho(t *testing.T, n *testnet.Net, dst netip.AddrPort) {
-	t.Helper()
-	eventually(t, 20*time.Second, "UDP echo via "+dst.String(), func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		c, err := n.Dial(ctx, n.Client, "udp", dst.String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		msg := []byte("tgtun udp " + dst.String())
-		if _, err := c.Write(msg); err != nil {
-			return err
-		}
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 1500)
-		k, err := c.Read(buf)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(buf[:k], msg) {
-			return fmt.Errorf("echo %q, want %q", buf[:k], msg)
-		}
-		return nil
-	})
 }
 
 // echoConn is a long TCP flow from the client to the messenger's echo server.
