@@ -108,7 +108,7 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 		return err
 	}
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.throughput, b.latency, b.udpRate, b.flows} {
+	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.throughput, b.latency, b.udpRate} {
 		if err := step(ctx); err != nil {
 			return err
 		}

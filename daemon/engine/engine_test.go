@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -535,4 +536,56 @@ func benchTCPDownload(b *testing.B, mode tunMode) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkIdleFlowMemory reports what one idle TCP flow costs the engine: heap and
+// goroutine stacks after a GC, per flow. The proxy end is a listener that never accepts
+// (the kernel completes the connections into its backlog), so no test goroutine is
+// counted; the client sockets are, as a small constant part.
+func BenchmarkIdleFlowMemory(b *testing.B) {
+	const flows = 2000
+	requireRoot(b)
+	var upstream atomic.Pointer[net.Listener]
+	var nd net.Dialer
+	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		return nd.DialContext(ctx, "tcp", (*upstream.Load()).Addr().String())
+	}}
+	env := startEngineOn(b, tunPlain, Config{MaxFlows: flows + 10}, d)
+	for b.Loop() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatalf("listen: %v", err)
+		}
+		upstream.Store(&ln)
+		heap0, stack0 := memInUse()
+		goroutines := runtime.NumGoroutine()
+		conns := make([]net.Conn, 0, flows)
+		for range flows {
+			c, err := env.dial("tcp", "203.0.113.82:443")
+			if err != nil {
+				b.Fatalf("flow %d: %v", len(conns)+1, err)
+			}
+			conns = append(conns, c)
+		}
+		waitFor(b, 10*time.Second, "all flows active", func() bool { return env.eng.Stats().ActiveTCP == flows })
+		heap1, stack1 := memInUse()
+		b.ReportMetric(float64(heap1-heap0)/flows, "heap-B/flow")
+		b.ReportMetric(float64(stack1-stack0)/flows, "stack-B/flow")
+		b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/flows, "goroutines/flow")
+		// Closing the listener resets the connections it never accepted.
+		ln.Close()
+		for _, c := range conns {
+			c.Close()
+		}
+		waitFor(b, 10*time.Second, "all flows closed", func() bool { return env.eng.Stats().ActiveTCP == 0 })
+	}
+}
+
+// memInUse is the heap and stack memory in use after a full GC.
+func memInUse() (heap, stack uint64) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse, ms.StackInuse
 }
