@@ -59,7 +59,7 @@ func main() {
 	out := flag.String("o", "bench/results.json", "where to write the figures as JSON")
 	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
-	offload := flag.Bool("offload", false, "run tgtun with TGTUN_TUN_OFFLOAD=1 (TUN checksum and segmentation offloads)")
+	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	flag.Parse()
 	if err := run(*tgtun, *out, *seconds, *conns, *offload); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)

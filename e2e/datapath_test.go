@@ -67,21 +67,21 @@ func TestTCPThroughSOCKS5(t *testing.T) {
 		name       string
 		addr       netip.AddrPort
 		user, pass string
-		offload    bool
+		plainTUN   bool
 	}{
 		{"dante", dante, "", "", false},
 		{"dante-auth", danteAuth, "tguser", "tg-secret", false},
 		{"microsocks", micro, "", "", false},
 		{"microsocks-auth", microAuth, "mu", "mp-secret", false},
-		{"dante-tun-offload", dante, "", "", true},
+		{"dante-plain-tun", dante, "", "", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := startTgtun(t, n, tgtunConf{offload: c.offload, proxies: []proxyConf{{
+			d := startTgtun(t, n, tgtunConf{plainTUN: c.plainTUN, proxies: []proxyConf{{
 				name: "p", typ: "socks5", server: c.addr.Addr().String(), port: c.addr.Port(),
 				user: c.user, pass: c.pass, udp: true,
 			}}})
-			if want := fmt.Sprintf("vnet_hdr=%v", c.offload); !strings.Contains(d.proc.Output(), want) {
+			if want := fmt.Sprintf("vnet_hdr=%v", !c.plainTUN); !strings.Contains(d.proc.Output(), want) {
 				t.Errorf("the engine did not log %s:\n%s", want, lastLines(d.proc.Output(), 20))
 			}
 			seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())

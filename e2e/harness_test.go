@@ -65,7 +65,7 @@ type tgtunConf struct {
 	noStaticTarget bool
 	healthInterval string // "" = 1s
 	tunMTU         int    // 0 = the default
-	offload        bool   // run with TGTUN_TUN_OFFLOAD=1
+	plainTUN       bool   // run with TGTUN_TUN_OFFLOAD=0
 }
 
 func (c tgtunConf) render() string {
@@ -133,19 +133,19 @@ config custom 'messenger'
 
 // daemon is one `tgtun run` in the router namespace.
 type daemon struct {
-	t       *testing.T
-	n       *testnet.Net
-	proc    *testnet.Proc
-	conf    string
-	socket  string
-	offload bool
+	t        *testing.T
+	n        *testnet.Net
+	proc     *testnet.Proc
+	conf     string
+	socket   string
+	plainTUN bool
 }
 
 // startTgtun writes conf and runs the daemon in the router until its socket answers.
 // Lists may hold documentation ranges: the test network is built from them.
 func startTgtun(t *testing.T, n *testnet.Net, conf tgtunConf, extraArgs ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), offload: conf.offload}
+	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN}
 	d.writeConf(conf)
 	d.start(extraArgs...)
 	return d
@@ -160,9 +160,9 @@ func (d *daemon) writeConf(conf tgtunConf) {
 
 func (d *daemon) start(extraArgs ...string) {
 	d.t.Helper()
-	offload := "0"
-	if d.offload {
-		offload = "1"
+	offload := "1"
+	if d.plainTUN {
+		offload = "0"
 	}
 	args := append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload, tgtunBin, "run", "-c", d.conf, "--socket", d.socket,
 		"--list-cache", filepath.Join(d.n.Dir, "lists")}, extraArgs...)

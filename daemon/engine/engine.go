@@ -115,6 +115,8 @@ type Engine struct {
 	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
 
+	poller *readPoller // set by Run
+
 	mu      sync.Mutex
 	closing bool              // guarded by mu; no flow is admitted once set
 	flows   map[flow]struct{} // guarded by mu
@@ -210,25 +212,31 @@ func (e *Engine) Run(ctx context.Context, tunFD int) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("engine: Run called twice")
 	}
-	s, err := e.newStack(ctx, tunFD)
+	poller, err := newReadPoller(e.log)
 	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	e.poller = poller
+	s, link, err := e.newStack(ctx, tunFD)
+	if err != nil {
+		poller.close()
 		return err
 	}
 	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "vnet_hdr", hasVnetHdr(tunFD))
 	<-ctx.Done()
-	e.shutdown(s)
+	e.shutdown(s, link)
 	e.log.Info("netstack stopped")
 	return nil
 }
 
-func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, error) {
+func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.LinkEndpoint, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
-	fail := func(what string, err any) (*stack.Stack, error) {
+	fail := func(what string, err any) (*stack.Stack, stack.LinkEndpoint, error) {
 		s.Destroy()
-		return nil, fmt.Errorf("engine: %s: %v", what, err)
+		return nil, nil, fmt.Errorf("engine: %s: %v", what, err)
 	}
 	sack := tcpip.TCPSACKEnabled(true)
 	moderate := tcpip.TCPModerateReceiveBufferOption(true)
@@ -278,7 +286,7 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, error) 
 	if terr := s.EnableNIC(nicID); terr != nil {
 		return fail("enable NIC", terr)
 	}
-	return s, nil
+	return s, link, nil
 }
 
 // newTUNLink attaches to the TUN fd. A device opened with IFF_VNET_HDR
@@ -298,7 +306,7 @@ func newTUNLink(fd int, mtu uint32) (stack.LinkEndpoint, error) {
 // shutdown resets every flow (clients see a RST at once rather than a
 // silent hang), waits for the relay goroutines, then stops reading the TUN
 // and tears the stack down.
-func (e *Engine) shutdown(s *stack.Stack) {
+func (e *Engine) shutdown(s *stack.Stack, link stack.LinkEndpoint) {
 	e.mu.Lock()
 	e.closing = true
 	flows := make([]flow, 0, len(e.flows))
@@ -310,10 +318,15 @@ func (e *Engine) shutdown(s *stack.Stack) {
 		f.abort()
 	}
 	e.flowsWG.Wait()
-	// Removing the NIC stops and waits for the fdbased dispatch goroutines.
-	// A TCP forwarder goroutine spawned by the very last SYN may still be
-	// between its start and its first lock; it finds closing set and only
-	// completes its request with a RST.
+	e.poller.close()
+	// The TUN reader stops before the NIC goes: RemoveNIC stops it too, but
+	// holding the stack's lock, and a packet the reader is delivering at that
+	// moment waits for the same lock (IPv4 and IPv6 look the NIC's name up
+	// under it), so each waits for the other for ever. A SYN that got through
+	// just before may still have a TCP forwarder goroutine between its start
+	// and its first lock; it finds closing set and only completes its request
+	// with a RST.
+	link.Attach(nil)
 	if terr := s.RemoveNIC(nicID); terr != nil {
 		e.log.Warn("remove netstack NIC", "err", terr)
 	}

@@ -107,7 +107,7 @@ type tunMode int
 
 const (
 	// tunVnet: IFF_VNET_HDR with checksum and TCP segmentation offload,
-	// as netcfg opens it unless Spec.NoOffload (the daemon sets it unless TGTUN_TUN_OFFLOAD=1).
+	// as netcfg opens it unless Spec.NoOffload (the daemon sets it with TGTUN_TUN_OFFLOAD=0).
 	tunVnet tunMode = iota
 	// tunPlain: raw IP packets, one per read or write.
 	tunPlain
@@ -176,9 +176,10 @@ type testEnv struct {
 	done   chan error
 }
 
+// startEngine runs an engine on a TUN opened as the daemon opens it by default.
 func startEngine(t testing.TB, cfg Config, d Dialer) *testEnv {
 	t.Helper()
-	return startEngineOn(t, tunPlain, cfg, d)
+	return startEngineOn(t, tunVnet, cfg, d)
 }
 
 func startEngineOn(t testing.TB, mode tunMode, cfg Config, d Dialer) *testEnv {
@@ -211,7 +212,9 @@ func (env *testEnv) wait(timeout time.Duration) error {
 		env.done <- err // later callers (cleanup) see it too
 		return err
 	case <-time.After(timeout):
-		return fmt.Errorf("Run did not return within %v of cancel", timeout)
+		stacks := make([]byte, 1<<20)
+		stacks = stacks[:runtime.Stack(stacks, true)]
+		return fmt.Errorf("Run did not return within %v of cancel; goroutines:\n%s", timeout, stacks)
 	}
 }
 

@@ -9,9 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -37,13 +37,18 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	defer e.freeSlot()
 	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	if !e.admit(f) {
+		e.freeSlot()
 		r.Complete(true)
 		return
 	}
-	defer e.release(f)
+	// Until attach hands the flow to its events, this goroutine owns the slot
+	// and the registration.
+	giveUp := func() {
+		e.release(f)
+		e.freeSlot()
+	}
 
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	conn, err := e.currentDialer().DialTCP(dialCtx, dst)
@@ -52,6 +57,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp dial through proxy failed, reset", "src", src, "dst", dst, "err", err)
 		r.Complete(true)
+		giveUp()
 		return
 	}
 	ep, terr := r.CreateEndpoint(&f.wq)
@@ -60,19 +66,27 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 		conn.Close()
 		r.Complete(true)
 		e.log.Debug("tcp handshake with client failed", "src", src, "dst", dst, "err", terr)
+		giveUp()
 		return
 	}
 	r.Complete(false)
 	if !f.attach(conn, ep) {
-		return // shut down while dialling; attach closed both ends
+		giveUp() // shut down while dialling; attach closed both ends
+		return
 	}
 	e.activeTCP.Add(1)
 	e.totalTCP.Add(1)
-	defer e.activeTCP.Add(-1)
-	f.relay()
+	f.start()
 }
 
 // tcpFlow relays one TCP connection: netstack endpoint ⇄ proxy conn.
+//
+// No goroutine waits on an idle flow. Data from the client wakes the flow
+// through the endpoint's waiter queue, data from the proxy through the engine's
+// readPoller; either starts a short-lived worker that copies what is there with
+// a pooled buffer and ends. A conn that is not a plain socket (a decrypting
+// Shadowsocks stream, a buffered HTTP reply) cannot be polled and gets a worker
+// that blocks in Read for the flow's life instead.
 type tcpFlow struct {
 	e        *Engine
 	src, dst netip.AddrPort
@@ -84,6 +98,20 @@ type tcpFlow struct {
 	done       chan struct{}
 	conn       net.Conn
 	ep         tcpip.Endpoint
+
+	// refs counts running workers, plus one from attach until terminate; the
+	// last one out finishes the flow.
+	refs atomic.Int32
+	// upBusy is set while a worker copies client → proxy, and for good once that
+	// direction has ended.
+	upBusy atomic.Bool
+	// halves counts directions that have passed their EOF on; at two the flow closes.
+	halves     atomic.Int32
+	readable   waiter.Entry // calls startUp
+	writable   waiter.Entry
+	writableCh chan struct{}
+	raw        syscall.RawConn // the proxy socket, when it is polled
+	token      uint32          // its readPoller token
 
 	// Reused per flow so that the relay path does not allocate.
 	upW   tcpip.SliceWriter
@@ -99,7 +127,60 @@ func (f *tcpFlow) attach(conn net.Conn, ep tcpip.Endpoint) bool {
 		return false
 	}
 	f.conn, f.ep = conn, ep
+	f.refs.Store(1)
 	return true
+}
+
+// start hooks the flow to its events; from here on they drive it.
+func (f *tcpFlow) start() {
+	// Holding a reference keeps finish, which undoes all of this, from running
+	// halfway through it.
+	if !f.acquire() {
+		return
+	}
+	defer f.releaseRef()
+	f.idle.start(f.e.cfg.TCPIdleTimeout, f.done, func() {
+		f.e.log.Debug("tcp flow idle, reset", "src", f.src, "dst", f.dst)
+		f.abort()
+	})
+	f.writable, f.writableCh = waiter.NewChannelEntry(waiter.WritableEvents)
+	f.wq.EventRegister(&f.writable)
+	f.readable = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) { f.startUp() })
+	f.wq.EventRegister(&f.readable)
+	f.startUp() // for data that arrived before the entry was registered
+	f.startDown()
+}
+
+// finish runs once, when the flow is terminated and its last worker is done.
+func (f *tcpFlow) finish() {
+	f.idle.stop()
+	f.wq.EventUnregister(&f.readable)
+	f.wq.EventUnregister(&f.writable)
+	if f.raw != nil {
+		f.e.poller.unregister(f.token)
+	}
+	f.e.activeTCP.Add(-1)
+	f.e.release(f)
+	f.e.freeSlot()
+}
+
+// acquire counts in a new worker, unless the flow is already over.
+func (f *tcpFlow) acquire() bool {
+	for {
+		n := f.refs.Load()
+		if n == 0 {
+			return false
+		}
+		if f.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (f *tcpFlow) releaseRef() {
+	if f.refs.Add(-1) == 0 {
+		f.finish()
+	}
 }
 
 func (f *tcpFlow) abort() { f.terminate(true) }
@@ -107,45 +188,34 @@ func (f *tcpFlow) abort() { f.terminate(true) }
 // terminate closes both ends once; abort resets the client instead of a FIN.
 func (f *tcpFlow) terminate(abort bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.terminated {
+		f.mu.Unlock()
 		return
 	}
 	f.terminated = true
 	close(f.done)
-	if f.conn != nil {
+	attached := f.conn != nil
+	if attached {
 		f.conn.Close()
-	}
-	if f.ep != nil {
 		if abort {
 			f.ep.Abort()
 		} else {
 			f.ep.Close()
 		}
 	}
+	f.mu.Unlock()
+	if attached {
+		f.releaseRef() // attach's reference
+	}
 }
 
-// relay copies both directions until both have seen EOF, one fails, or the
-// flow is idle for TCPIdleTimeout. An EOF is passed on as a half-close, so a
-// client that shuts its write side still receives the rest of the response.
-func (f *tcpFlow) relay() {
-	f.idle.start(f.e.cfg.TCPIdleTimeout, f.done, func() {
-		f.e.log.Debug("tcp flow idle, reset", "src", f.src, "dst", f.dst)
-		f.abort()
-	})
-	defer f.idle.stop()
-
-	var up sync.WaitGroup
-	up.Go(func() {
-		if err := f.pumpUp(); err != nil {
-			f.fail("client→proxy", err)
-		}
-	})
-	if err := f.pumpDown(); err != nil {
-		f.fail("proxy→client", err)
+// halfClosed notes that one direction has passed its EOF on. Once both have,
+// the flow closes; until then a client that shut its write side still
+// receives the rest of the response.
+func (f *tcpFlow) halfClosed() {
+	if f.halves.Add(1) == 2 {
+		f.terminate(false)
 	}
-	up.Wait()
-	f.terminate(false)
 }
 
 // fail logs why a direction broke, unless the flow was torn down on purpose
@@ -159,34 +229,49 @@ func (f *tcpFlow) fail(dir string, err error) {
 	f.abort()
 }
 
-// pumpUp copies client → proxy. It borrows a buffer only while the
-// endpoint has data, so an idle flow holds a single pooled buffer (the one
-// pumpDown blocks on) rather than two.
-func (f *tcpFlow) pumpUp() error {
-	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents)
-	f.wq.EventRegister(&entry)
-	defer f.wq.EventUnregister(&entry)
+// startUp starts a client → proxy worker unless one runs or that direction is over.
+// It is called by the endpoint's waiter queue, so it must not block.
+func (f *tcpFlow) startUp() {
+	if !f.upBusy.CompareAndSwap(false, true) {
+		return
+	}
+	if !f.acquire() {
+		f.upBusy.Store(false)
+		return
+	}
+	go f.runUp()
+}
+
+func (f *tcpFlow) runUp() {
+	defer f.releaseRef()
 	for {
-		if !waitReadable(f.ep, ready, f.done) {
-			return errFlowClosed
-		}
 		eof, err := f.drainUp()
 		if err != nil {
-			return err
+			f.fail("client→proxy", err)
+			return // upBusy stays set: no more workers for this direction
 		}
 		if eof {
 			// Client FIN: pass the half-close on. A conn that cannot
 			// half-close keeps going until the proxy side ends or idles.
 			if cw, ok := f.conn.(interface{ CloseWrite() error }); ok {
 				if err := cw.CloseWrite(); err != nil {
-					return fmt.Errorf("half-close proxy conn: %w", err)
+					f.fail("client→proxy", fmt.Errorf("half-close proxy conn: %w", err))
+					return
 				}
 			}
-			return nil
+			f.halfClosed()
+			return
+		}
+		// A wake-up between the endpoint running dry and this store found the
+		// worker busy and did nothing: look again.
+		f.upBusy.Store(false)
+		if f.ep.Readiness(waiter.ReadableEvents) == 0 || !f.upBusy.CompareAndSwap(false, true) {
+			return
 		}
 	}
 }
 
+// drainUp copies client → proxy until the endpoint has nothing more to read.
 func (f *tcpFlow) drainUp() (eof bool, err error) {
 	bp := f.e.getBuf()
 	defer f.e.putBuf(bp)
@@ -212,37 +297,94 @@ func (f *tcpFlow) drainUp() (eof bool, err error) {
 	}
 }
 
-// pumpDown copies proxy → client.
-func (f *tcpFlow) pumpDown() error {
-	entry, writable := waiter.NewChannelEntry(waiter.WritableEvents)
-	f.wq.EventRegister(&entry)
-	defer f.wq.EventUnregister(&entry)
+// startDown arranges for proxy → client copies: through the poller when the
+// conn is a socket, else with a worker that blocks in Read.
+func (f *tcpFlow) startDown() {
+	if sc, ok := f.conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			// Under mu, as runDown reads them: the poller's goroutine starts it
+			// without synchronising with this one.
+			f.mu.Lock()
+			f.raw, f.token = raw, f.e.poller.register(f.onProxyReadable)
+			err := f.e.poller.arm(raw, f.token, true)
+			if err != nil {
+				f.e.poller.unregister(f.token)
+				f.raw = nil
+			}
+			f.mu.Unlock()
+			if err == nil {
+				return
+			}
+			f.e.log.Debug("tcp flow falls back to a blocking reader", "src", f.src, "dst", f.dst, "err", err)
+		}
+	}
+	if f.acquire() {
+		go f.blockingDown()
+	}
+}
+
+// onProxyReadable runs in the poller's goroutine.
+func (f *tcpFlow) onProxyReadable() {
+	if f.acquire() {
+		go f.runDown()
+	}
+}
+
+// runDown copies what the proxy socket has and re-arms the poller.
+func (f *tcpFlow) runDown() {
+	defer f.releaseRef()
+	bp := f.e.getBuf()
+	eof, err := f.pumpDownBurst(*bp)
+	f.e.putBuf(bp)
+	if err != nil {
+		f.fail("proxy→client", err)
+		return
+	}
+	if eof {
+		f.downEOF()
+		return
+	}
+	f.mu.Lock()
+	if !f.terminated {
+		err = f.e.poller.arm(f.raw, f.token, false)
+	}
+	f.mu.Unlock()
+	if err != nil {
+		f.fail("proxy→client", err)
+	}
+}
+
+// blockingDown copies proxy → client for a conn the poller cannot watch.
+func (f *tcpFlow) blockingDown() {
+	defer f.releaseRef()
+	bp := f.e.getBuf()
+	defer f.e.putBuf(bp)
 	for {
-		// An idle flow waits here without a buffer: most flows are idle most of the
-		// time (a messenger keeps connections open for pushes), and a 16 KiB buffer
-		// parked in Read on each was half of the memory 1000 idle flows cost.
-		waitConnReadable(f.conn)
-		bp := f.e.getBuf()
-		eof, err := f.pumpDownBurst(*bp, writable)
-		f.e.putBuf(bp)
+		eof, err := f.pumpDownBurst(*bp)
 		if err != nil {
-			return err
+			f.fail("proxy→client", err)
+			return
 		}
 		if eof {
-			// Proxy side finished: FIN to the client, keep reading from it.
-			f.ep.Shutdown(tcpip.ShutdownWrite)
-			return nil
+			f.downEOF()
+			return
 		}
 	}
 }
 
+// downEOF passes the proxy side's FIN on to the client, which may keep sending.
+func (f *tcpFlow) downEOF() {
+	f.ep.Shutdown(tcpip.ShutdownWrite)
+	f.halfClosed()
+}
+
 // pumpDownBurst copies while the proxy conn fills the buffer, and returns after a short
 // read, when the conn is likely drained, so the buffer goes back to the pool.
-func (f *tcpFlow) pumpDownBurst(buf []byte, writable <-chan struct{}) (eof bool, err error) {
+func (f *tcpFlow) pumpDownBurst(buf []byte) (eof bool, err error) {
 	for {
 		n, err := f.conn.Read(buf)
 		if n > 0 {
-			if werr := f.writeClient(buf[:n], writable); werr != nil {
+			if werr := f.writeClient(buf[:n]); werr != nil {
 				return false, werr
 			}
 			f.e.bytesDown.Add(uint64(n))
@@ -260,33 +402,9 @@ func (f *tcpFlow) pumpDownBurst(buf []byte, writable <-chan struct{}) (eof bool,
 	}
 }
 
-// waitConnReadable parks until c has something to read (data, EOF or an error) without
-// holding a buffer, through the runtime's poller. Conns that are not plain sockets
-// (a decrypting Shadowsocks stream, a buffered HTTP reply) return at once and are read
-// with a buffer as before.
-func waitConnReadable(c net.Conn) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Read(func(fd uintptr) bool {
-		// Look without taking: the poller's readiness was reset when this wait began,
-		// so data that arrived before it would never wake it; a peek sees it. Any
-		// answer but "would block" (data, EOF, an error) ends the wait, and the
-		// reading is left to c.Read.
-		var one [1]byte
-		_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return err != unix.EAGAIN
-	})
-}
-
 // writeClient writes all of b into the endpoint, waiting for send-buffer
 // space (that wait is the back-pressure on the proxy conn).
-func (f *tcpFlow) writeClient(b []byte, writable <-chan struct{}) error {
+func (f *tcpFlow) writeClient(b []byte) error {
 	for written := 0; written < len(b); {
 		f.downR.Reset(b[written:])
 		n, terr := f.ep.Write(&f.downR, tcpip.WriteOptions{})
@@ -295,7 +413,7 @@ func (f *tcpFlow) writeClient(b []byte, writable <-chan struct{}) error {
 		case nil:
 		case *tcpip.ErrWouldBlock:
 			select {
-			case <-writable:
+			case <-f.writableCh:
 			case <-f.done:
 				return errFlowClosed
 			}
