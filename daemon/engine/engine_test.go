@@ -269,6 +269,70 @@ func TestTCPDialFailureResets(t *testing.T) {
 	}
 }
 
+// TestIdleTCPFlowsHoldNoGoroutine: once a flow is idle, nothing waits on it but the
+// poller and the netstack's queue, and traffic in either direction still wakes it.
+func TestIdleTCPFlowsHoldNoGoroutine(t *testing.T) {
+	const flows = 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen upstream: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	// The upstream ends are kept in a channel, so no goroutine of the test waits on them.
+	accepted := make(chan net.Conn, flows)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			accepted <- c
+		}
+	}()
+	var nd net.Dialer
+	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		return nd.DialContext(ctx, "tcp", ln.Addr().String())
+	}}
+	env := startEngine(t, Config{}, d)
+	before := runtime.NumGoroutine()
+
+	type pair struct{ client, upstream net.Conn }
+	pairs := make([]pair, flows)
+	exchange := func(from, to net.Conn, msg string) {
+		t.Helper()
+		to.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := from.Write([]byte(msg)); err != nil {
+			t.Fatalf("write %q: %v", msg, err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(to, buf); err != nil || string(buf) != msg {
+			t.Fatalf("read %q: got %q, %v", msg, buf, err)
+		}
+	}
+	for i := range pairs {
+		pairs[i].client = env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.45:%d", 2000+i))
+		select {
+		case pairs[i].upstream = <-accepted:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("flow %d never reached the upstream", i)
+		}
+		exchange(pairs[i].client, pairs[i].upstream, "ping")
+		exchange(pairs[i].upstream, pairs[i].client, "pong")
+	}
+	// Two goroutines a flow was the old cost; allow some that are not the flows'.
+	waitFor(t, 10*time.Second, "idle flows to hold no goroutine", func() bool {
+		return runtime.NumGoroutine()-before < flows/2
+	})
+	for i, p := range pairs {
+		exchange(p.upstream, p.client, fmt.Sprintf("push %d", i))
+		exchange(p.client, p.upstream, fmt.Sprintf("ack %d", i))
+	}
+	if s := env.eng.Stats(); s.ActiveTCP != flows {
+		t.Errorf("ActiveTCP = %d, want %d", s.ActiveTCP, flows)
+	}
+}
+
 func TestMaxFlows(t *testing.T) {
 	d := echoDialer(t)
 	env := startEngine(t, Config{MaxFlows: 2}, d)
