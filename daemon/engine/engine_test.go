@@ -27,17 +27,18 @@ func TestConfigDefaults(t *testing.T) {
 		{
 			name: "zero takes defaults",
 			want: Config{MTU: 1500, MaxFlows: 4096, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
-				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, BufferSize: 16 << 10},
+				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, BufferSize: 64 << 10, HeldBufferSize: 16 << 10},
 		},
 		{
 			name: "explicit values kept",
-			in:   Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096},
-			want: Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096},
+			in:   Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
+			want: Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
 		},
 		{name: "MTU too small for IPv6", in: Config{MTU: 1000}, wantErr: true},
 		{name: "MTU too large", in: Config{MTU: 70000}, wantErr: true},
 		{name: "negative flows", in: Config{MaxFlows: -1}, wantErr: true},
 		{name: "tiny buffer", in: Config{BufferSize: 512}, wantErr: true},
+		{name: "tiny held buffer", in: Config{HeldBufferSize: 512}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -357,8 +357,8 @@ func (f *tcpFlow) runDown() {
 // blockingDown copies proxy → client for a conn the poller cannot watch.
 func (f *tcpFlow) blockingDown() {
 	defer f.releaseRef()
-	bp := f.e.getBuf()
-	defer f.e.putBuf(bp)
+	bp := f.e.getHeldBuf()
+	defer f.e.putHeldBuf(bp)
 	for {
 		eof, err := f.pumpDownBurst(*bp)
 		if err != nil {

@@ -191,8 +191,8 @@ func (f *udpFlow) pumpUp(ready <-chan struct{}) error {
 }
 
 func (f *udpFlow) drainUp() error {
-	bp := f.e.getBuf()
-	defer f.e.putBuf(bp)
+	bp := f.e.getHeldBuf()
+	defer f.e.putHeldBuf(bp)
 	for {
 		f.upW = tcpip.SliceWriter(*bp)
 		res, terr := f.ep.Read(&f.upW, tcpip.ReadOptions{})
@@ -219,8 +219,8 @@ func (f *udpFlow) drainUp() error {
 // waited for: if the endpoint cannot take it, it is dropped, as a router
 // would.
 func (f *udpFlow) pumpDown() error {
-	bp := f.e.getBuf()
-	defer f.e.putBuf(bp)
+	bp := f.e.getHeldBuf()
+	defer f.e.putHeldBuf(bp)
 	for {
 		n, err := f.conn.Read(*bp)
 		if err != nil {
