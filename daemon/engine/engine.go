@@ -268,13 +268,15 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.L
 	})
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
 
-	link, err := newTUNLink(tunFD, uint32(e.cfg.MTU))
+	inner, err := newTUNLink(tunFD, uint32(e.cfg.MTU))
 	if err != nil {
 		return fail("attach TUN fd", err)
 	}
+	link := &gatedLink{LinkEndpoint: inner}
 	// The NIC starts disabled so that no packet is dispatched before it
 	// accepts every destination.
 	if terr := s.CreateNICWithOptions(nicID, link, stack.NICOptions{Name: "tun", Disabled: true}); terr != nil {
+		link.Close() // the stack closes it only once it belongs to a NIC
 		return fail("create NIC", terr)
 	}
 	// Promiscuous: accept packets for any destination address, not only
@@ -292,6 +294,7 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.L
 	if terr := s.EnableNIC(nicID); terr != nil {
 		return fail("enable NIC", terr)
 	}
+	link.open()
 	return s, link, nil
 }
 

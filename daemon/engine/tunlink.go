@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -11,7 +12,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/stopfd"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -28,10 +28,15 @@ import (
 // are big-endian), and ignores the header of inbound packets (so a packet
 // with a partial checksum would be dropped as corrupt).
 // The measured gain is noted at newTUNLink.
+//
+// Reads wait in the Go runtime's poller rather than in a blocking ppoll (as
+// fdbased does): a goroutine the netstack wakes for a packet (a TCP processor,
+// a new flow's handler) otherwise sat on the reading thread's processor until the
+// runtime took it back from the blocked system call.
 type vnetTUN struct {
-	fd   int
-	mtu  uint32
-	stop stopfd.StopFD
+	fd     int
+	mtu    uint32
+	reader *os.File // a duplicate of fd on the runtime poller; closing it stops the read loop
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher // guarded by mu
@@ -67,11 +72,12 @@ func newVnetTUN(fd int, mtu uint32) (*vnetTUN, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("set TUN fd non-blocking: %w", err)
 	}
-	stop, err := stopfd.New()
+	// A duplicate, so that stopping the reader does not close the caller's fd.
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("duplicate TUN fd: %w", err)
 	}
-	return &vnetTUN{fd: fd, mtu: mtu, stop: stop}, nil
+	return &vnetTUN{fd: fd, mtu: mtu, reader: os.NewFile(uintptr(dup), "tun")}, nil
 }
 
 // hasVnetHdr reports whether the TUN device behind fd prefixes its packets
@@ -96,7 +102,7 @@ func (e *vnetTUN) Capabilities() stack.LinkEndpointCapabilities { return 0 }
 func (e *vnetTUN) ARPHardwareType() header.ARPHardwareType      { return header.ARPHardwareNone }
 func (e *vnetTUN) AddHeader(*stack.PacketBuffer)                {}
 func (e *vnetTUN) ParseHeader(*stack.PacketBuffer) bool         { return true }
-func (e *vnetTUN) Close()                                       {}
+func (e *vnetTUN) Close()                                       { e.reader.Close() }
 func (e *vnetTUN) SetOnCloseAction(func())                      {}
 func (e *vnetTUN) Wait()                                        { e.wg.Wait() }
 
@@ -119,9 +125,8 @@ func (e *vnetTUN) Attach(d stack.NetworkDispatcher) {
 		if e.dispatcher != nil {
 			e.dispatcher = nil
 			e.mu.Unlock()
-			e.stop.Stop()
+			e.reader.Close()
 			e.wg.Wait()
-			_ = unix.Close(e.stop.EFD)
 			return
 		}
 		e.mu.Unlock()
@@ -139,19 +144,28 @@ func (e *vnetTUN) Attach(d stack.NetworkDispatcher) {
 }
 
 func (e *vnetTUN) readLoop(d stack.NetworkDispatcher) {
+	raw, err := e.reader.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, vnetReadSize)
-	iov := []unix.Iovec{{Base: &buf[0]}}
-	iov[0].SetLen(len(buf))
 	for {
-		n, errno := rawfile.BlockingReadvUntilStopped(e.stop.EFD, e.fd, iov)
-		switch {
-		case n < 0:
+		var n int
+		var errno error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, errno = unix.Read(int(fd), buf)
+			return errno != unix.EAGAIN
+		}); err != nil {
 			return // stopped
+		}
+		switch {
+		case errno == unix.EINTR:
+			continue
 		case errno == unix.EINVAL:
 			// The kernel dropped one packet it could not describe in
 			// a virtio_net_hdr; the next one may be fine.
 			continue
-		case errno != 0:
+		case errno != nil:
 			// The device is gone (a detached TUN reads EFAULT): stop,
 			// as fdbased does, rather than spin.
 			return
@@ -242,4 +256,67 @@ func (e *vnetTUN) writePacket(pkt *stack.PacketBuffer) tcpip.Error {
 		return tcpip.TranslateErrno(errno)
 	}
 	return nil
+}
+
+// gatedLink keeps a link endpoint from reading the TUN until open: the stack
+// attaches it when the NIC is created, but the NIC is enabled and accepts every
+// destination only later, and whatever is read in between is dropped. A client
+// that sent before the engine was ready (a datagram queued in the TUN) would
+// lose it; queued, it is read once the NIC takes it.
+type gatedLink struct {
+	stack.LinkEndpoint
+
+	mu         sync.Mutex
+	opened     bool                    // guarded by mu
+	dispatcher stack.NetworkDispatcher // guarded by mu; attached at open
+}
+
+var _ stack.GSOEndpoint = (*gatedLink)(nil)
+
+func (g *gatedLink) Attach(d stack.NetworkDispatcher) {
+	g.mu.Lock()
+	if !g.opened {
+		g.dispatcher = d
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	g.LinkEndpoint.Attach(d)
+}
+
+func (g *gatedLink) IsAttached() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.opened {
+		return g.dispatcher != nil
+	}
+	return g.LinkEndpoint.IsAttached()
+}
+
+// open starts reading with the dispatcher the stack attached.
+func (g *gatedLink) open() {
+	g.mu.Lock()
+	g.opened = true
+	d := g.dispatcher
+	g.dispatcher = nil
+	g.mu.Unlock()
+	if d != nil {
+		g.LinkEndpoint.Attach(d)
+	}
+}
+
+// GSOMaxSize and SupportedGSO pass on the inner endpoint's segmentation offload:
+// the stack looks for it on the endpoint it was given.
+func (g *gatedLink) GSOMaxSize() uint32 {
+	if gso, ok := g.LinkEndpoint.(stack.GSOEndpoint); ok {
+		return gso.GSOMaxSize()
+	}
+	return 0
+}
+
+func (g *gatedLink) SupportedGSO() stack.SupportedGSO {
+	if gso, ok := g.LinkEndpoint.(stack.GSOEndpoint); ok {
+		return gso.SupportedGSO()
+	}
+	return stack.GSONotSupported
 }
