@@ -336,12 +336,7 @@ func (f *tcpFlow) runDown() {
 	bp := f.e.getBuf()
 	eof, err := f.pumpDownBurst(*bp)
 	f.e.putBuf(bp)
-	if err != nil {
-		f.fail("proxy→client", err)
-		return
-	}
-	if eof {
-		f.downEOF()
+	if f.downOver(eof, err) {
 		return
 	}
 	f.mu.Lock()
@@ -360,22 +355,26 @@ func (f *tcpFlow) blockingDown() {
 	bp := f.e.getHeldBuf()
 	defer f.e.putHeldBuf(bp)
 	for {
-		eof, err := f.pumpDownBurst(*bp)
-		if err != nil {
-			f.fail("proxy→client", err)
-			return
-		}
-		if eof {
-			f.downEOF()
+		if f.downOver(f.pumpDownBurst(*bp)) {
 			return
 		}
 	}
 }
 
-// downEOF passes the proxy side's FIN on to the client, which may keep sending.
-func (f *tcpFlow) downEOF() {
-	f.ep.Shutdown(tcpip.ShutdownWrite)
-	f.halfClosed()
+// downOver settles how a proxy → client burst ended and reports whether that
+// direction is over: on an error the flow is reset; on EOF the proxy side's FIN
+// goes on to the client, which may keep sending.
+func (f *tcpFlow) downOver(eof bool, err error) bool {
+	switch {
+	case err != nil:
+		f.fail("proxy→client", err)
+	case eof:
+		f.ep.Shutdown(tcpip.ShutdownWrite)
+		f.halfClosed()
+	default:
+		return false
+	}
+	return true
 }
 
 // pumpDownBurst copies while the proxy conn fills the buffer, and returns after a short
