@@ -142,10 +142,7 @@ func TestTCPHalfCloseFromProxy(t *testing.T) {
 		n, _ := io.Copy(io.Discard, c)
 		received <- n
 	}()
-	var nd net.Dialer
-	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
-		return nd.DialContext(ctx, "tcp", ln.Addr().String())
-	}}
+	d := tcpDialerTo(ln.Addr().String())
 	env := startEngine(t, Config{}, d)
 	c := env.mustDial(t, "tcp", "[2001:db8:3::11]:25")
 	c.SetDeadline(time.Now().Add(time.Minute))
@@ -291,10 +288,7 @@ func TestIdleTCPFlowsHoldNoGoroutine(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	var nd net.Dialer
-	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
-		return nd.DialContext(ctx, "tcp", ln.Addr().String())
-	}}
+	d := tcpDialerTo(ln.Addr().String())
 	env := startEngine(t, Config{}, d)
 	before := runtime.NumGoroutine()
 
@@ -521,10 +515,7 @@ func BenchmarkTCPThroughputPlainTUN(b *testing.B) { benchTCPUpload(b, tunPlain) 
 func benchTCPUpload(b *testing.B, mode tunMode) {
 	requireRoot(b)
 	sinkAddr := startTCPSink(b)
-	var nd net.Dialer
-	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
-		return nd.DialContext(ctx, "tcp", sinkAddr)
-	}}
+	d := tcpDialerTo(sinkAddr)
 	env := startEngineOn(b, mode, Config{}, d)
 	c := env.mustDial(b, "tcp", "203.0.113.80:5201")
 	chunk := make([]byte, 64<<10)
@@ -587,10 +578,7 @@ func benchTCPDownload(b *testing.B, mode tunMode) {
 			}
 		}
 	}()
-	var nd net.Dialer
-	d := &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
-		return nd.DialContext(ctx, "tcp", ln.Addr().String())
-	}}
+	d := tcpDialerTo(ln.Addr().String())
 	env := startEngineOn(b, mode, Config{}, d)
 	c := env.mustDial(b, "tcp", "203.0.113.81:5201")
 	buf := make([]byte, 64<<10)

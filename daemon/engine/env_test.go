@@ -289,6 +289,14 @@ func (d *testDialer) dialed() (tcp, udp []netip.AddrPort) {
 	return append([]netip.AddrPort(nil), d.tcpDialed...), append([]netip.AddrPort(nil), d.udpDialed...)
 }
 
+// tcpDialerTo stands in for a proxy that connects every TCP flow to addr.
+func tcpDialerTo(addr string) *testDialer {
+	var nd net.Dialer
+	return &testDialer{tcp: func(ctx context.Context, _ netip.AddrPort) (net.Conn, error) {
+		return nd.DialContext(ctx, "tcp", addr)
+	}}
+}
+
 // echoDialer relays to loopback TCP and UDP echo servers.
 func echoDialer(t testing.TB) *testDialer {
 	tcpAddr := startTCPEcho(t)
