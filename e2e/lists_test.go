@@ -28,20 +28,8 @@ const messengerList = "203.0.113.0/24\n2001:db8:3::/64\n"
 // TestListUpdateKeepsFlow swaps the target set under a running flow: the flow keeps its
 // path, new connections follow the new list, and bad downloads change nothing.
 func TestListUpdateKeepsFlow(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := startListServer(t, n, messengerList)
-	d := startTgtun(t, n, tgtunConf{
-		noStaticTarget: true,
-		listURLs:       []string{ls.url},
-		proxies:        []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}},
-	})
+	n, ls, conf := newListNet(t)
+	d := startTgtun(t, n, conf)
 	res := updateLists(t, d)
 	if res.Error != "" {
 		t.Fatalf("update-lists with a good list: %s", res.Error)
@@ -117,20 +105,7 @@ func TestListUpdateKeepsFlow(t *testing.T) {
 // TestListCacheFallback restarts the daemon while the list server is down: the list
 // downloaded before comes from the cache and targets are tunnelled at once.
 func TestListCacheFallback(t *testing.T) {
-	n := testnet.New(t)
-	if err := n.StartMessengerServers(); err != nil {
-		t.Fatal(err)
-	}
-	dante, err := n.StartDante(testnet.DanteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls := startListServer(t, n, messengerList)
-	conf := tgtunConf{
-		noStaticTarget: true,
-		listURLs:       []string{ls.url},
-		proxies:        []proxyConf{{name: "dante", typ: "socks5", server: dante.Addr().String(), port: dante.Port(), udp: true}},
-	}
+	n, ls, conf := newListNet(t)
 	d := startTgtun(t, n, conf)
 	if st := listStatus(t, d.status(), ls.url); st.Origin != lists.OriginNone || st.Entries4 != 0 {
 		t.Fatalf("list status before any download: %+v, want origin none", st)
@@ -204,6 +179,17 @@ func startListServer(t *testing.T, n *testnet.Net, body string) *listServer {
 }
 
 func (ls *listServer) set(body string) { ls.body.Store(&body) }
+
+// newListNet builds the test network with dante and a list server in it serving the
+// messenger's subnets, and a configuration whose only targets come from that list.
+func newListNet(t *testing.T) (*testnet.Net, *listServer, tgtunConf) {
+	t.Helper()
+	n, dante := newNetWithDante(t)
+	ls := startListServer(t, n, messengerList)
+	conf := danteConf(dante)
+	conf.noStaticTarget, conf.listURLs = true, []string{ls.url}
+	return n, ls, conf
+}
 
 // lastFetchFrom is the address the last download came from.
 func (ls *listServer) lastFetchFrom() (netip.Addr, bool) {
