@@ -325,13 +325,13 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 // serviceWarnings names the service sections the catalogue does not know: config cannot
 // tell, since the catalogue lives in lists.
 func serviceWarnings(path string, cfg *config.Config) []config.Warning {
+	var known []string
+	for _, e := range lists.Catalogue() {
+		known = append(known, e.Name)
+	}
 	var out []config.Warning
 	for _, s := range cfg.Services {
 		if _, ok := lists.Lookup(s.Name); !ok {
-			var known []string
-			for _, e := range lists.Catalogue() {
-				known = append(known, e.Name)
-			}
 			out = append(out, config.Warning{File: path, Msg: fmt.Sprintf("service '%s' is not in the catalogue (%s); it is ignored", s.Name, strings.Join(known, ", "))})
 		}
 	}
