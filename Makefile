@@ -78,6 +78,8 @@ cross: $(MKIPK)
 	done
 
 IPK_VERSION ?= $(patsubst v%,%,$(VERSION))
+LUCI_LMO := $(foreach po,$(wildcard luci-app/po/*/tgtun.po),\
+	-lmo $(po):/usr/lib/lua/luci/i18n/tgtun.$(notdir $(patsubst %/,%,$(dir $(po)))).lmo)
 ipk: $(MKIPK)
 	@mkdir -p dist
 	@set -e; export SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
@@ -87,10 +89,10 @@ ipk: $(MKIPK)
 		$(MKIPK) -name tgtun -version $(IPK_VERSION) -arch $$arch -bin bin/$$arch/tgtun \
 			-files openwrt/files -scripts openwrt/scripts -out dist; \
 	done
-	@# Without the SDK there is no po2lmo, so this package carries the English UI only;
-	@# the SDK feed build (luci-app/Makefile, luci.mk) adds the compiled translations.
+	@# mkipk compiles each luci-app/po/LANG/tgtun.po into LuCI's .lmo (po2lmo's format),
+	@# installed where LuCI reads it: /usr/lib/lua/luci/i18n/tgtun.LANG.lmo.
 	$(MKIPK) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
-		-tree luci-app/htdocs:/www -files luci-app/root -out dist
+		-tree luci-app/htdocs:/www -files luci-app/root $(LUCI_LMO) -out dist
 	@ls -l dist/*.ipk
 
 demo: deps build

@@ -129,6 +129,7 @@ func parseTreeInput(s string) (Input, error) {
 type file struct {
 	src  string
 	mode int64
+	data []byte // the contents when built in memory (compiled translations); else read src
 }
 
 // payload is the installed file system of a package: regular files by absolute path.
@@ -216,6 +217,32 @@ func (p payload) put(dest, src string, mode fs.FileMode) error {
 	}
 	p[dest] = file{src: src, mode: modeFor(dest, mode)}
 	return nil
+}
+
+// putData adds a file built in memory; src names where it came from, for messages.
+func (p payload) putData(dest, src string, data []byte) error {
+	dest = path.Clean(dest)
+	if !strings.HasPrefix(dest, "/") {
+		return fmt.Errorf("destination %q: must be absolute", dest)
+	}
+	if prev, ok := p[dest]; ok {
+		return fmt.Errorf("%s: given twice (%s and %s)", dest, prev.src, src)
+	}
+	p[dest] = file{src: src, mode: modeFor(dest, 0o644), data: data}
+	return nil
+}
+
+// read returns the contents of the file at dest.
+func (p payload) read(dest string) ([]byte, error) {
+	f := p[dest]
+	if f.data != nil {
+		return f.data, nil
+	}
+	body, err := os.ReadFile(f.src)
+	if err != nil {
+		return nil, fmt.Errorf("data %s: %w", dest, err)
+	}
+	return body, nil
 }
 
 // entries lists every file and directory of p, directories ending in '/', in the order
@@ -330,12 +357,11 @@ func (b *Build) dataTar() ([]byte, error) {
 			ms = append(ms, member{name: "." + e, mode: 0o755})
 			continue
 		}
-		f := b.Payload[e]
-		body, err := os.ReadFile(f.src)
+		body, err := b.Payload.read(e)
 		if err != nil {
-			return nil, fmt.Errorf("data %s: %w", e, err)
+			return nil, err
 		}
-		ms = append(ms, member{name: "." + e, body: body, mode: f.mode})
+		ms = append(ms, member{name: "." + e, body: body, mode: b.Payload[e].mode})
 	}
 	data, err := b.tarOf(ms)
 	if err != nil {

@@ -88,9 +88,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		files       stringList
 		trees       stringList
 		conffiles   stringList
+		lmos        stringList
 	)
 	fs.Var(&files, "files", "`dir` whose contents are installed at / (repeatable)")
 	fs.Var(&trees, "tree", "`DIR:PREFIX`: install DIR's contents under PREFIX (repeatable)")
+	fs.Var(&lmos, "lmo", "`PO:DEST`: compile the gettext file PO into LuCI's .lmo and install it at DEST (repeatable)")
 	fs.Var(&conffiles, "conffile", "`path` kept across upgrades (repeatable; files under /etc/config/ always are)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -153,6 +155,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	for _, l := range lmos {
+		if err := addLMO(b.Payload, l); err != nil {
+			return err
+		}
+	}
 	if len(b.Payload) == 0 {
 		return errors.New("nothing to package: give -bin, -files or -tree")
 	}
@@ -181,6 +188,23 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintln(stdout, target)
 	return err
+}
+
+// addLMO compiles "PO:DEST" into the payload.
+func addLMO(p payload, arg string) error {
+	in, err := parseTreeInput(arg)
+	if err != nil {
+		return fmt.Errorf("-lmo: %w", err)
+	}
+	po, err := os.ReadFile(in.Src)
+	if err != nil {
+		return fmt.Errorf("-lmo: %w", err)
+	}
+	lmo, err := CompileLMO(po)
+	if err != nil {
+		return fmt.Errorf("-lmo %s: %w", in.Src, err)
+	}
+	return p.putData(in.Dest, in.Src, lmo)
 }
 
 // conffilesOf is every file under /etc/config/ plus the ones asked for.
