@@ -1,7 +1,8 @@
 # tgtun — build, test and package. `make help` lists the targets.
 SHELL       := /bin/bash
 GO          ?= go
-VERSION     ?= $(shell git describe --tags 2>/dev/null || echo 0.1.0-git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+# X.Y.Z-rN from the last vX.Y.Z tag (0.0.0-rN without one): valid for opkg and apk alike.
+VERSION     ?= $(shell sh openwrt/version.sh)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -13,7 +14,7 @@ DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shado
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/...
 
-.PHONY: help deps build test lint unit test-bigendian test-luci cross demo bench ipk clean fuzz
+.PHONY: help deps build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
 
 help:
 	@echo "make demo   - set up, build and run the end-to-end demo (root)"
@@ -22,6 +23,8 @@ help:
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make cross  - static binaries for the OpenWrt targets, with sizes"
 	@echo "make ipk    - OpenWrt packages in dist/"
+	@echo "make apk    - the same as apk v3 packages (OpenWrt 25.12); make packages: both"
+	@echo "make feed   - signed package feed in dist/feed/ (keys: make feed-key)"
 	@echo "make bench  - figures against same-run baselines (root): docs/performance.md"
 
 # deps installs what the tests need on a fresh Debian machine (root). It is quick when
@@ -78,21 +81,38 @@ cross: $(MKIPK)
 	done
 
 IPK_VERSION ?= $(patsubst v%,%,$(VERSION))
+# One file time for every package of a build: the last commit's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+# mkipk compiles each luci-app/po/LANG/tgtun.po into LuCI's .lmo (po2lmo's format),
+# installed where LuCI reads it: /usr/lib/lua/luci/i18n/tgtun.LANG.lmo.
 LUCI_LMO := $(foreach po,$(wildcard luci-app/po/*/tgtun.po),\
 	-lmo $(po):/usr/lib/lua/luci/i18n/tgtun.$(notdir $(patsubst %/,%,$(dir $(po)))).lmo)
-ipk: $(MKIPK)
-	@mkdir -p dist
-	@set -e; export SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
-	for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
+pkg-bins: $(MKIPK)
+	@set -e; for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
 		env $$($(MKIPK) -print-env $$arch) $(GO) build -trimpath \
 			-ldflags '-s -w -X main.version=$(IPK_VERSION)' -o bin/$$arch/tgtun ./daemon; \
-		$(MKIPK) -name tgtun -version $(IPK_VERSION) -arch $$arch -bin bin/$$arch/tgtun \
-			-files openwrt/files -scripts openwrt/scripts -out dist; \
 	done
-	@# mkipk compiles each luci-app/po/LANG/tgtun.po into LuCI's .lmo (po2lmo's format),
-	@# installed where LuCI reads it: /usr/lib/lua/luci/i18n/tgtun.LANG.lmo.
-	$(MKIPK) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
-		-tree luci-app/htdocs:/www -files luci-app/root $(LUCI_LMO) -out dist
+
+define build-packages
+	@mkdir -p dist
+	@set -e; for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
+		$(MKIPK) -format $(1) -name tgtun -version $(IPK_VERSION) -arch $$arch -bin bin/$$arch/tgtun \
+			-files openwrt/files -scripts openwrt/scripts -out dist/$(1)/$$arch; \
+	done
+	$(MKIPK) -format $(1) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
+		-tree luci-app/htdocs:/www -files luci-app/root $(LUCI_LMO) -out dist/$(1)/all
+endef
+
+apk: pkg-bins
+	$(call build-packages,apk)
+
+packages: ipk apk
+
+ipk: pkg-bins
+	$(call build-packages,ipk)
+	@# Also at dist/ as before, for `make ipk` users.
+	@cp dist/ipk/*/*.ipk dist/
 	@ls -l dist/*.ipk
 
 demo: deps build

@@ -274,14 +274,18 @@ type Scripts struct {
 	Preinst, Postinst, Prerm, Postrm []byte
 }
 
+// Both return early when the root they install into has no /lib/functions.sh (an image
+// or SDK staging root before base-files), as OpenWrt's package-pack.mk writes them.
 const defaultPostinst = `#!/bin/sh
 [ "${IPKG_NO_SCRIPT}" = "1" ] && exit 0
+[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
 # shellcheck source=/dev/null
 . "${IPKG_INSTROOT}/lib/functions.sh"
 default_postinst "$0" "$@"
 `
 
 const defaultPrerm = `#!/bin/sh
+[ -s "${IPKG_INSTROOT}/lib/functions.sh" ] || exit 0
 # shellcheck source=/dev/null
 . "${IPKG_INSTROOT}/lib/functions.sh"
 default_prerm "$0" "$@"

@@ -89,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		trees       stringList
 		conffiles   stringList
 		lmos        stringList
+		format      = fs.String("format", "ipk", "package `format`: ipk (opkg, OpenWrt 24.10) or apk (apk-tools v3, OpenWrt 25.12)")
 	)
 	fs.Var(&files, "files", "`dir` whose contents are installed at / (repeatable)")
 	fs.Var(&trees, "tree", "`DIR:PREFIX`: install DIR's contents under PREFIX (repeatable)")
@@ -182,8 +183,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fmt.Errorf("output dir: %w", err)
 	}
-	target := filepath.Join(*out, b.FileName())
-	if err := writeAtomically(target, b.Write); err != nil {
+	target, write := filepath.Join(*out, b.FileName()), b.Write
+	switch *format {
+	case "ipk":
+	case "apk":
+		target, write = filepath.Join(*out, b.APKFileName()), b.WriteAPK
+	default:
+		return fmt.Errorf("-format %q: want ipk or apk", *format)
+	}
+	if err := writeAtomically(target, write); err != nil {
 		return fmt.Errorf("%s: %w", target, err)
 	}
 	_, err = fmt.Fprintln(stdout, target)
