@@ -2,6 +2,7 @@
 'require view';
 'require form';
 'require uci';
+'require ui';
 'require tools.widgets as widgets';
 
 /*
@@ -575,7 +576,14 @@ return view.extend({
 		o.rmempty = false;
 		o.default = '0';
 		o.validate = function(section_id, value) {
-			if (value != '1')
+			/* The checkbox's state: the value passed in is its value attribute, '1' even
+			 * when it is not ticked. */
+			var el = this.getUIElement(section_id), on;
+			if (el)
+				on = el.isChecked();
+			else
+				try { on = parseBool(this.cfgvalue(section_id) || '0'); } catch (e) { on = false; }
+			if (!on)
 				return true;
 			var any = uci.sections('tgtun', 'proxy').some(function(p) { return (p.server || '') != '' });
 			return any || _("enabled but no proxy has a server (set option server in a proxy section, or enabled '0')");
@@ -601,10 +609,15 @@ return view.extend({
 			o = s.taboption('services', form.Flag, '_service_' + svc[0], svc[1]);
 			o.rmempty = false;
 			o.cfgvalue = function() { return serviceEnabled(svc[0]) ? '1' : '0' };
+			/* Form.Flag writes on every save: touch the service's section only when its
+			 * state changes, and create one only to enable a service. */
 			o.write = function(section_id, value) {
+				var on = (value == '1');
+				if (on == serviceEnabled(svc[0]))
+					return;
 				if (uci.get('tgtun', svc[0]) == null)
 					uci.add('tgtun', 'service', svc[0]);
-				uci.set('tgtun', svc[0], 'enabled', value);
+				uci.set('tgtun', svc[0], 'enabled', on ? '1' : '0');
 			};
 			o.remove = function(section_id) { this.write(section_id, '0') };
 		});
@@ -686,6 +699,34 @@ return view.extend({
 		s.nodescriptions = true;
 		s.modaltitle = _('Proxy');
 
+		/* rpcd turns `uci add` with the name of an existing section into a type change
+		 * (a proxy named 'main' would replace the main section): refuse taken names, and
+		 * the service names, whose sections the Services tab creates. */
+		var nameTaken = function(name) {
+			return uci.get('tgtun', name) != null || name == 'main' ||
+				SERVICES.some(function(svc) { return svc[0] == name });
+		};
+		s.renderSectionAdd = function(extra_class) {
+			var el = form.GridSection.prototype.renderSectionAdd.apply(this, arguments),
+			    input = el.querySelector('.cbi-section-create-name');
+			if (input)
+				ui.addValidator(input, 'uciname', true, function(v) {
+					if (v === '')
+						return _('Expecting: %s').format(_('non-empty value'));
+					if (nameTaken(v))
+						return _("The name '%s' is taken by another section: pick another name.").format(v);
+					return true;
+				}, 'blur', 'keyup');
+			return el;
+		};
+		s.handleAdd = function(ev, name) {
+			if (name != null && nameTaken(name)) {
+				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				return Promise.resolve();
+			}
+			return form.GridSection.prototype.handleAdd.apply(this, arguments);
+		};
+
 		o = s.option(form.ListValue, 'type', _('Type'));
 		o.value('socks5', 'SOCKS5');
 		o.value('http', 'HTTP CONNECT');
@@ -735,6 +776,10 @@ return view.extend({
 		o.rmempty = false;
 		o.depends('type', 'socks5');
 		o.depends('type', 'shadowsocks');
+		o.textvalue = function(section_id) {
+			var type = sibling(this, section_id, 'type') || 'socks5';
+			return (type == 'socks5' || type == 'shadowsocks') ? form.Flag.prototype.textvalue.apply(this, arguments) : '-';
+		};
 
 		o = s.option(form.Value, 'priority', _('Priority'), _('0-1000; lower wins.'));
 		o.placeholder = '10';

@@ -29,8 +29,17 @@ function fetchStatus() {
 	});
 }
 
+/* An error's message without the stack trace LuCI's L.raise() appends to it. */
 function errorText(err) {
-	return (err && err.message) ? err.message : String(err);
+	var msg = (err && err.message) ? err.message : String(err);
+	return msg.split('\n')[0].replace(/\s+at \S+ \(\S+:\d+:\d+\)$/, '').trim();
+}
+
+/* The failure of a call, as rpc.js words it: "failed with error -32000: …" when
+ * uhttpd refuses it, "failed with ubus code 4: …" when ubus does. */
+function errorCode(err) {
+	var m = /failed with (?:error|ubus code) (-?\d+)/.exec(errorText(err));
+	return m ? +m[1] : null;
 }
 
 /* Time since an RFC 3339 stamp, e.g. "5m ago"; "never" for none. */
@@ -111,9 +120,11 @@ var ORIGINS = {
 	'none': _('nothing yet')
 };
 
+/* Through uhttpd's /ubus: -32000 object not found, -32002 access denied; ubus' own
+ * status codes 4 (not found) and 6 (permission denied) mean the same. */
 var STEP_HINTS = {
-	4: _('The tgtun service is not running, or not registered on ubus. Start it with "/etc/init.d/tgtun start" and read "logread -e tgtun" for why it stopped.'),
-	6: _('This login may not query tgtun: the rpcd access list luci-app-tgtun is missing or not granted.')
+	'-32000': _('The tgtun service is not running, or not registered on ubus. Start it with "/etc/init.d/tgtun start" and read "logread -e tgtun" for why it stopped.'),
+	'-32002': _('This login may not query tgtun: the rpcd access list luci-app-tgtun is missing or not granted.')
 };
 
 return view.extend({
@@ -124,7 +135,7 @@ return view.extend({
 	},
 
 	renderNotRunning: function(err) {
-		var code = (/ubus code (\d+)/.exec(errorText(err)) || [])[1];
+		var code = { 4: -32000, 6: -32002 }[errorCode(err)] || errorCode(err);
 		var enabled = uci.get('tgtun', 'main', 'enabled');
 		var why = (enabled != null && [ '0', 'no', 'off', 'false', 'disabled' ].indexOf(String(enabled).toLowerCase()) >= 0)
 			? _('tgtun is disabled in Settings: tick Enable there and save.')
