@@ -247,6 +247,191 @@ test('status: diagnostics, list update and reload call the daemon over /ubus', a
 	noPageErrors();
 });
 
+// The validation error LuCI shows for an option (as the field's tooltip), from the form.
+const optError = (name, sid, modal) => page.eval(`(() => {
+	const m = L.dom.findClassInstance(document.querySelector(${JSON.stringify(modal ? '.modal .cbi-map' : '#view .cbi-map')}));
+	const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)});
+	return o ? o[0].getValidationError(${JSON.stringify(sid)}) : 'no option ${name}';
+})()`);
+const pbk = 'BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc';
+const uuid = '9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f';
+
+test('share links: each kind parses into the proxy options; a link it cannot use names the part', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const ok = [
+		['socks5://alice:s%40cret@198.51.100.6:1080#home', { type: 'socks5', server: '198.51.100.6', port: '1080', username: 'alice', password: 's@cret', name: 'home' }],
+		['socks://198.51.100.6:1080', { type: 'socks5', server: '198.51.100.6', port: '1080', username: '', password: '' }],
+		['http://bob:pw@[2001:db8::5]:3128', { type: 'http', server: '2001:db8::5', port: '3128', username: 'bob', password: 'pw' }],
+		[`ss://${Buffer.from('aes-256-gcm:pass').toString('base64url')}@198.51.100.7:8388#x`, { type: 'shadowsocks', cipher: 'aes-256-gcm', password: 'pass', port: '8388' }],
+		['ss://2022-blake3-aes-128-gcm:AAECAwQFBgcICQoLDA0ODw%3D%3D@198.51.100.7:8388/', { type: 'shadowsocks', cipher: '2022-blake3-aes-128-gcm', password: 'AAECAwQFBgcICQoLDA0ODw==' }],
+		[`ss://${Buffer.from('2022-blake3-chacha20-poly1305:' + Buffer.alloc(32, 7).toString('base64')).toString('base64')}@proxy.example.org:443`, { type: 'shadowsocks', cipher: '2022-blake3-chacha20-poly1305', server: 'proxy.example.org' }],
+		[`ss://${Buffer.from('chacha20-ietf-poly1305:pw@198.51.100.7:8388').toString('base64')}#legacy`, { type: 'shadowsocks', cipher: 'chacha20-ietf-poly1305', password: 'pw', server: '198.51.100.7', port: '8388' }],
+		[`vless://${uuid}@198.51.100.8:443?type=tcp&encryption=none&security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=firefox&pbk=${pbk}&sid=0123abcd#r`,
+			{ type: 'vless', uuid, security: 'reality', flow: 'xtls-rprx-vision', sni: 'www.example.com', fingerprint: 'firefox', public_key: pbk, short_id: '0123abcd', alpn: [], insecure: '0' }],
+		[`vless://${uuid}@vless.example.org:8443?security=tls&sni=vless.example.org&alpn=h2,http%2F1.1&allowInsecure=1`,
+			{ type: 'vless', security: 'tls', flow: '', sni: 'vless.example.org', alpn: ['h2', 'http/1.1'], insecure: '1', public_key: '' }],
+		['trojan://p%40ss@trojan.example.org:443?sni=example.org&alpn=h2&fp=safari#t', { type: 'trojan', password: 'p@ss', sni: 'example.org', alpn: ['h2'], fingerprint: 'safari' }],
+	];
+	const bad = [
+		[`vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`, 'vless link: type=grpc is not supported; tcp is'],
+		[`vless://${uuid}@198.51.100.8:443?security=none`, 'vless link: security=none is not supported; tls or reality is'],
+		[`vless://${uuid}@198.51.100.8:443?security=reality`, 'vless link: pbk (the REALITY public key) is missing'],
+		[`vless://${uuid}@198.51.100.8:443?security=tls&flow=xtls-rprx-direct`, 'vless link: flow=xtls-rprx-direct is not supported; xtls-rprx-vision or none is'],
+		['vless://not-a-uuid@198.51.100.8:443?security=tls', "vless link: uuid 'not-a-uuid' is not a UUID (32 hexadecimal digits, e.g. 9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f)"],
+		['trojan://pw@198.51.100.9:443?type=ws', 'trojan link: type=ws is not supported; tcp is'],
+		[`ss://${Buffer.from('aes-256-gcm:pass').toString('base64url')}@198.51.100.7:8388/?plugin=obfs-local%3Bobfs%3Dhttp`, 'ss link: plugin=obfs-local is not supported; only links without a plugin are'],
+		[`ss://${Buffer.from('rc4-md5:pass').toString('base64url')}@198.51.100.7:8388`, 'ss link: cipher rc4-md5 is not supported; one of aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305 is'],
+		['https://u:p@198.51.100.6:443', 'https link: TLS to an HTTP proxy is not supported; use an http:// link'],
+		['socks5://198.51.100.6', "socks5 link: the address '198.51.100.6' is not host:port"],
+		['socks5://198.51.100.6:70000', "socks5 link: port '70000' is out of range 1-65535"],
+		['vmess://eyJ2IjoiMiJ9', 'vmess:// links are not supported; socks5://, http://, ss://, vless:// and trojan:// are'],
+		['198.51.100.6:1080', 'not a link: it must start with socks5://, http://, ss://, vless:// or trojan://'],
+	];
+	const got = await page.eval(`L.require('view.tgtun.settings').then(v => ${JSON.stringify([...ok, ...bad].map((c) => c[0]))}.map(l => {
+		try { return v.parseLink(l) } catch (e) { return { error: e.message } } }))`);
+	ok.forEach(([link, want], i) => {
+		for (const [k, v] of Object.entries(want)) assert.deepEqual(got[i][k], v, `${link}: ${k}`);
+		assert.equal(got[i].error, undefined, link);
+	});
+	bad.forEach(([link, want], i) => assert.deepEqual(got[ok.length + i], { error: want }, link));
+	noPageErrors();
+});
+
+test('proxy editor: Paste link fills a new VLESS+REALITY proxy, fields follow the type, Save & Apply writes it', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'pasted');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	const visible = (name) => page.eval(`(() => { const r = document.querySelector('.modal [data-name=${name}]'); return !!r && getComputedStyle(r).display != 'none' })()`);
+	// A link it cannot use: the field says why, nothing is filled.
+	await setField('.modal [data-name=_link] input', `vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`);
+	assert.equal(await optError('_link', 'pasted', true), 'vless link: type=grpc is not supported; tcp is');
+	assert.equal(await page.eval('document.querySelector(".modal [data-name=type] select").value'), 'socks5');
+	await setField('.modal [data-name=_link] input',
+		`vless://${uuid}@198.51.100.8:443?type=tcp&security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=firefox&pbk=${pbk}&sid=0123abcd#r`);
+	await page.waitFor('document.querySelector(".modal [data-name=type] select").value == "vless"', 'the type to be filled');
+	assert.equal(await optError('_link', 'pasted', true), '');
+	const val = (name) => page.eval(`document.querySelector('.modal [data-name=${name}] input, .modal [data-name=${name}] select').value`);
+	assert.deepEqual([await val('server'), await val('port'), await val('uuid'), await val('security'), await val('flow'), await val('sni'), await val('fingerprint'), await val('public_key'), await val('short_id')],
+		['198.51.100.8', '443', uuid, 'reality', 'xtls-rprx-vision', 'www.example.com', 'firefox', pbk, '0123abcd']);
+	for (const [name, shown] of [['uuid', true], ['public_key', true], ['short_id', true], ['username', false], ['cipher', false], ['password', false], ['alpn', false], ['insecure', false], ['interface', false], ['udp', true]])
+		assert.equal(await visible(name), shown, `${name} ${shown ? 'hidden' : 'shown'} for vless+reality`);
+	await shot('settings-proxy-vless.png');
+	// Switching to TLS shows ALPN and the certificate switch, hides the REALITY key.
+	await setField('.modal [data-name=security] select', 'tls');
+	assert.deepEqual([await visible('alpn'), await visible('insecure'), await visible('public_key')], [true, true, false]);
+	await setField('.modal [data-name=security] select', 'reality');
+	// The interface type has no server or port, only the interface.
+	await setField('.modal [data-name=type] select', 'interface');
+	assert.deepEqual([await visible('server'), await visible('port'), await visible('interface'), await visible('uuid')], [false, false, true, false]);
+	await setField('.modal [data-name=type] select', 'vless');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const sec = rpcd.committed.tgtun.find((x) => x['.name'] === 'pasted');
+	assert.equal(sec['.type'], 'proxy');
+	const opts = Object.fromEntries(Object.entries(sec).filter(([k]) => !k.startsWith('.')));
+	assert.deepEqual(opts, { type: 'vless', server: '198.51.100.8', port: '443', uuid, security: 'reality', flow: 'xtls-rprx-vision',
+		sni: 'www.example.com', fingerprint: 'firefox', public_key: pbk, short_id: '0123abcd', udp: '1' });
+	noPageErrors();
+});
+
+test('services tab: five services with their counts from status; ticking one creates its section', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await click('.cbi-tabmenu li[data-tab=services] a');
+	const rows = await page.eval(`[...document.querySelectorAll('[data-tab=services] .cbi-value[data-name^=_service_]')]
+		.map(r => [r.dataset.name.slice(9), r.querySelector('input').checked, r.querySelector('.cbi-value-description').innerText])`);
+	assert.deepEqual(rows.map((r) => r[0]), ['telegram', 'whatsapp', 'signal', 'discord', 'viber']);
+	assert.deepEqual(rows.map((r) => r[1]), [true, false, false, false, false]);
+	assert.match(rows[0][2], /14 ranges, 9 domains, 31 addresses resolved from them/);
+	await shot('settings-services.png');
+	await setField('[data-name=_service_signal] input[type=checkbox]', true);
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const svc = rpcd.committed.tgtun.filter((x) => x['.type'] === 'service').map((x) => [x['.name'], x.enabled]);
+	assert.deepEqual(svc, [['telegram', '1'], ['signal', '1']]);
+	noPageErrors();
+});
+
+test('devices, DNS, per-device cap and custom domains: choices from DHCP leases, errors in the daemon\'s words, applied', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await click('.cbi-tabmenu li[data-tab=devices] a');
+	const choices = await page.eval(`[...document.querySelectorAll('[data-name=include_device] li[data-value]')].map(li => li.dataset.value + ' = ' + li.innerText.trim())`);
+	assert.ok(choices.includes('02:00:00:00:aa:01 = anna-phone (02:00:00:00:aa:01, 192.168.1.23)'), choices.join('\n'));
+	assert.ok(choices.includes('192.168.1.40 = tv (192.168.1.40)'), choices.join('\n'));
+	const setOpt = (name, sid, value) => page.eval(`(() => {
+		const m = L.dom.findClassInstance(document.querySelector('#view .cbi-map'));
+		const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)})[0];
+		const w = o.getUIElement(${JSON.stringify(sid)}); w.setValue(${JSON.stringify(value)}); w.triggerValidation(); return true })()`);
+	// A list entry is checked as it is typed (LuCI marks the entry field), with the option's message.
+	const listCheck = (name, sid, value) => page.eval(`(() => {
+		const m = L.dom.findClassInstance(document.querySelector('#view .cbi-map'));
+		const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)})[0];
+		const r = o.validate(${JSON.stringify(sid)}, ${JSON.stringify(value)}); return r === true ? '' : r })()`);
+	const typed = async (name, value) => {
+		const sel = `[data-name=${name}] .add-item input[type=text], [data-name=${name}] .add-item .create-item-input`;
+		await setField(sel, value);
+		return page.eval(`document.querySelector(${JSON.stringify(sel)}).classList.contains('cbi-input-invalid')`);
+	};
+	assert.equal(await typed('include_device', 'laptop'), true, 'laptop accepted as a device');
+	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address");
+	assert.equal(await typed('include_device', 'aa:bb:cc:dd:ee:ff'), false);
+	assert.equal(await typed('include_device', ''), false);
+	await setOpt('include_device', 'main', ['02:00:00:00:aa:01', '192.168.1.0/28']);
+	await setOpt('exclude_device', 'main', ['192.168.1.40']);
+	await shot('settings-devices.png');
+	await click('.cbi-tabmenu li[data-tab=dns] a');
+	await setOpt('dns_upstream', 'main', 'dns.google');
+	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL");
+	await setField('[data-name=dns_port] input', '0');
+	assert.equal(await optError('dns_port', 'main'), "dns_port '0' is out of range 1-65535");
+	await setOpt('dns_upstream', 'main', 'https://1.1.1.1/dns-query');
+	await setField('[data-name=dns_port] input', '5399');
+	await shot('settings-dns.png');
+	await click('.cbi-tabmenu li[data-tab=advanced] a');
+	await setField('[data-name=max_flows_per_device] input', '5000');
+	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096");
+	await setField('[data-name=max_flows_per_device] input', '512');
+	const custom = rpcd.committed.tgtun.find((x) => x['.type'] === 'custom')['.name'];
+	assert.equal(await typed('domain', '-bad-.org'), true, 'a bad domain accepted');
+	assert.equal(await listCheck('domain', custom, '-bad-.org'), "domain '-bad-.org' is not a domain name (e.g. 'example.org'; its subdomains match too)");
+	await typed('domain', '');
+	await setOpt('domain', custom, ['example.org', 'cdn.example.net']);
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const main = rpcd.committed.tgtun.find((x) => x['.name'] === 'main');
+	assert.deepEqual([main.include_device, main.exclude_device, main.dns_upstream, main.dns_port, main.max_flows_per_device],
+		[['02:00:00:00:aa:01', '192.168.1.0/28'], ['192.168.1.40'], 'https://1.1.1.1/dns-query', '5399', '512']);
+	assert.deepEqual(rpcd.committed.tgtun.find((x) => x['.name'] === custom).domain, ['example.org', 'cdn.example.net']);
+	noPageErrors();
+});
+
+test('status: new proxy types with health and hints, services, DNS, per-device cap', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/status', STATUS_READY);
+	const row = (name) => page.eval(`[...document.querySelectorAll('#tgtun-status tr')].map(r => r.innerText).find(t => t.startsWith(${JSON.stringify(name)})) || ''`);
+	assert.match(await row('reality'), /VLESS\s+198\.51\.100\.8:443\s+unhealthy[\s\S]*REALITY handshake failed: server did not prove the key[\s\S]*Hint: wrong public_key or short_id\?/);
+	assert.match(await row('tro'), /Trojan\s+trojan\.example\.org:443\s+healthy\s+61 ms/);
+	assert.match(await row('wg'), /interface\s+wg0\s+healthy/);
+	assert.match(await row('telegram'), /telegram\s+enabled\s+14\s+9\s+31/);
+	const body = await text('#view');
+	for (const s of ['127.0.0.1:5354', '1.1.1.1:53', 'Limit per device', '1024 connections; refused over it: 2', '192.168.1.23: 3 connections'])
+		assert.ok(body.includes(s), `status lacks ${s}`);
+	// dnsmasq without nftset support: the text shows as an error.
+	const st = fx.status();
+	st.dns.dnsmasq = 'dnsmasq has no nftset support: install dnsmasq-full';
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject(st) } });
+	await openView('tgtun/status', STATUS_READY);
+	assert.ok((await text('#view')).includes('dnsmasq has no nftset support: install dnsmasq-full'));
+	noPageErrors();
+});
+
 test('screenshots: settings and status, English and Russian', async () => {
 	for (const lang of ['en', 'ru']) {
 		rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });

@@ -29,7 +29,22 @@ function status() {
 			{ name: 'office', type: 'http', server: '198.51.100.20:3128', healthy: false, latency: 0,
 				last_error: 'http 198.51.100.20:3128: CONNECT 149.154.167.51:443: 407 Proxy Authentication Required',
 				last_check: ago(9), flows: 0, active: false },
+			{ name: 'reality', type: 'vless', server: '198.51.100.8:443', healthy: false, latency: 0,
+				last_error: 'vless 198.51.100.8:443: REALITY handshake failed: server did not prove the key',
+				hint: 'wrong public_key or short_id?', last_check: ago(3), flows: 0, active: false },
+			{ name: 'tro', type: 'trojan', server: 'trojan.example.org:443', healthy: true, latency: 61000000,
+				last_error: '', last_check: ago(5), flows: 0, active: false },
+			{ name: 'wg', type: 'interface', server: 'wg0', healthy: true, latency: 30000000,
+				last_error: '', last_check: ago(6), flows: 0, active: false },
 		],
+		services: [
+			{ name: 'telegram', enabled: true, ranges: 14, domains: 9, resolved: 31 },
+			{ name: 'whatsapp', enabled: false, ranges: 0, domains: 0, resolved: 0 },
+			{ name: 'signal', enabled: false, ranges: 0, domains: 0, resolved: 0 },
+			{ name: 'discord', enabled: false, ranges: 0, domains: 0, resolved: 0 },
+			{ name: 'viber', enabled: false, ranges: 0, domains: 0, resolved: 0 },
+		],
+		dns: { listen: '127.0.0.1:5354', upstream: '1.1.1.1:53', dnsmasq: 'ok' },
 		lists: [
 			{ name: 'telegram', kind: 'service', url: 'https://core.telegram.org/resources/cidr.txt', origin: 'download',
 				entries4: 9, entries6: 5, updated_at: ago(5400), last_attempt: ago(5400), last_error: '' },
@@ -37,7 +52,8 @@ function status() {
 				entries4: 1, entries6: 1, last_attempt: ago(90), last_error: 'GET https://example.org/my-list.txt: 404 Not Found' },
 		],
 		flows: { active_tcp: 3, active_udp: 1, total_tcp: 100, total_udp: 7, rejected: 0, dropped_udp: 0,
-			bytes_up: 12345678, bytes_down: 678901234 },
+			bytes_up: 12345678, bytes_down: 678901234, per_device_limit: 1024, refused_per_device: 2,
+			top_devices: [{ address: '192.168.1.23', flows: 3 }, { address: '192.168.1.40', flows: 1 }] },
 	};
 }
 

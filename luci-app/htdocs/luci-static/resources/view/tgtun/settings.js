@@ -1162,6 +1162,9 @@ return view.extend({
 			return checks.port(v, sibling(this, section_id, 'server'));
 		});
 		withServer(o);
+		o.textvalue = function(section_id) {
+			return sibling(this, section_id, 'type') == 'interface' ? '-' : (this.cfgvalue(section_id) || '-');
+		};
 
 		o = s.option(form.Value, 'interface', _('Interface'),
 			_('The network interface (e.g. wg0 of WireGuard or AmneziaWG) that carries this traffic: a netifd interface or device name.'));
