@@ -14,7 +14,25 @@ const { inkStats } = require('./lib/png');
 const { Rpcd, start } = require('./lib/rpcd');
 const fx = require('./lib/fixtures');
 
+const os = require('node:os');
+const { spawnSync } = require('node:child_process');
+
 const artifacts = path.resolve(appDir, '..', 'e2e', 'artifacts', 'luci');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tgtun-luci-runtime-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+// `tgtun config check` of this checkout on a config text: [exit status, stderr].
+function daemonCheck(text) {
+	const bin = path.join(tmp, 'tgtun');
+	if (!fs.existsSync(bin)) {
+		const r = spawnSync(process.env.GO || 'go', ['build', '-o', bin, './daemon'], { cwd: path.resolve(appDir, '..'), encoding: 'utf8', timeout: 600000 });
+		if (r.error || r.status !== 0) throw new Error(`cannot build the daemon: ${r.error || r.stderr}`);
+	}
+	const file = path.join(tmp, 'tgtun.cfg');
+	fs.writeFileSync(file, text);
+	const r = spawnSync(bin, ['config', 'check', '-c', file], { encoding: 'utf8', timeout: 30000 });
+	return [r.status, r.stderr];
+}
 const W = 1280, H = 1200;
 let browser, web, page, rpcd;
 
@@ -104,6 +122,9 @@ test('the shipped config (disabled, no server) saves and applies: Enable is judg
 	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 2000));
 	assert.equal(rpcd.committed.tgtun.find((x) => x['.name'] === 'main').fail_mode, 'direct');
 	assert.equal(rpcd.pending, null, 'the apply was confirmed');
+	// What Save & Apply committed is a config the daemon accepts.
+	const [code, stderr] = daemonCheck(rpcd.configText('tgtun'));
+	assert.equal(code, 0, `tgtun config check refused the saved config: ${stderr}\n${rpcd.configText('tgtun')}`);
 	// Ticking Enable without a server is still refused, in the daemon's words.
 	await page.waitFor(SETTINGS_READY + ' && !document.querySelector(".alert-message")', 'the reloaded view');
 	await setField('[data-name=enabled] input[type=checkbox]', true);
