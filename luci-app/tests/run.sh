@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs every test of luci-app-tgtun (static checks, form validation against
-# `tgtun config check`, screenshots in headless Chromium). Installs the Debian packages
+# `tgtun config check`, the views under LuCI's real runtime in headless Chromium). Installs the Debian packages
 # it needs when they are missing. Exits non-zero on any failure.
 # Screenshots go to e2e/artifacts/luci/ of the repository.
 set -euo pipefail
@@ -28,7 +28,11 @@ fi
 export GO
 
 rc=0
-for t in static.test.js validate.test.js screenshot.test.js; do
+# LuCI's real client runtime (../shared/luci next to the repository, or $LUCI_RUNTIME):
+# without it the view tests cannot run, and that is a failure, not a skip.
+node -e 'console.log("LuCI runtime: " + require("./lib/luci-runtime").luciRoot())' || exit 1
+
+for t in static.test.js validate.test.js runtime.test.js; do
 	echo "== luci-app: $t"
 	node --test --test-reporter=spec "$t" || rc=1
 done

@@ -55,15 +55,15 @@ test('every JSON file parses', () => {
 	for (const f of files) assert.doesNotThrow(() => JSON.parse(fs.readFileSync(f, 'utf8')), f);
 });
 
-test('the ACL grants exactly the ubus methods the views call, status read-only, the rest write', () => {
+test('the ACL grants exactly the ubus methods the views call, status and DHCP leases read-only, the rest write', () => {
 	const acl = JSON.parse(read(aclFile));
 	assert.deepEqual(Object.keys(acl), ['luci-app-tgtun']);
 	const grant = acl['luci-app-tgtun'];
 	const flat = (part) => Object.entries(grant[part].ubus || {}).flatMap(([o, ms]) => ms.map((m) => `${o}.${m}`)).sort();
 
 	const called = [...new Set(i18n.viewFiles().flatMap((f) => declaredCalls(fs.readFileSync(f, 'utf8'))))].sort();
-	assert.deepEqual(called, ['tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists']);
-	assert.deepEqual(flat('read'), ['tgtun.status']);
+	assert.deepEqual(called, ['luci-rpc.getDHCPLeases', 'tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists']);
+	assert.deepEqual(flat('read'), ['luci-rpc.getDHCPLeases', 'tgtun.status']);
 	assert.deepEqual(flat('write'), ['tgtun.check', 'tgtun.reload', 'tgtun.update_lists']);
 	assert.deepEqual([...flat('read'), ...flat('write')].sort(), called);
 	assert.deepEqual(Object.keys(grant.read).sort(), ['ubus', 'uci']);

@@ -3,6 +3,9 @@
 // Each case is one section of /etc/config/tgtun: the daemon (built from this checkout)
 // checks it as a file, the form's checks (from settings.js, run under the LuCI stand-in)
 // check the same values, and the two lists of errors must be equal.
+// The views load under the stand-in (harness/luci-stub.js) here: this test calls the
+// checks under node for ~140 values, which LuCI's real runtime (it needs a browser DOM)
+// cannot; every page, form and save test runs on the real runtime (runtime.test.js).
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');

@@ -1,6 +1,11 @@
 /*
  * A small stand-in for LuCI's client runtime, for tests only.
  *
+ * Used only by validate.test.js (through lib/load-view.js) to load settings.js under node,
+ * without a browser, and call its checks on ~140 values against `tgtun config check`:
+ * LuCI's real runtime needs a DOM and a server, which node alone does not have. Every
+ * page, form and save test runs on the real runtime instead (runtime.test.js).
+ *
  * It is NOT LuCI: it provides just enough of L, E, _, String.prototype.format and the
  * modules the tgtun views require (baseclass, view, form, uci, rpc, ui, dom, poll,
  * tools.widgets) to load the views unchanged, render them the way LuCI lays pages out,

@@ -113,6 +113,15 @@ class Page {
 		}
 	}
 
+	// Navigates and waits until `ready` (an expression) is truthy, or LuCI showed an error.
+	async open(url, ready, what) {
+		await this.send('Page.navigate', { url });
+		const done = `(${ready}) || document.querySelector('#view .alert-message.error, #maincontent > .alert-message.error')`;
+		await this.waitFor(done, what || url);
+		const err = await this.eval(`(() => { const e = document.querySelector('#view .alert-message.error, #maincontent > .alert-message.error'); return e ? e.innerText : null })()`);
+		if (err) throw new Error(`the view failed: ${err}`);
+	}
+
 	async goto(url) {
 		await this.send('Page.navigate', { url });
 		await this.waitFor('window.__rendered === true || window.__error != null', `the view at ${url}`);

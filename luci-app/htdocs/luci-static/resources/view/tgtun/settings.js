@@ -2,7 +2,9 @@
 'require view';
 'require form';
 'require uci';
+'require ui';
 'require tools.widgets as widgets';
+'require rpc';
 
 /*
  * Settings of tgtun (/etc/config/tgtun).
@@ -17,11 +19,34 @@
 // with a warning, so the form offers exactly these.
 var SERVICES = [
 	[ 'telegram', 'Telegram' ],
-	[ 'whatsapp', 'WhatsApp' ]
+	[ 'whatsapp', 'WhatsApp' ],
+	[ 'signal', 'Signal' ],
+	[ 'discord', 'Discord' ],
+	[ 'viber', 'Viber' ]
 ];
 
 var SS_CIPHERS = [ 'aes-128-gcm', 'aes-256-gcm', 'chacha20-ietf-poly1305',
-	'2022-blake3-aes-128-gcm', '2022-blake3-aes-256-gcm' ];
+	'2022-blake3-aes-128-gcm', '2022-blake3-aes-256-gcm', '2022-blake3-chacha20-poly1305' ];
+
+/* Key length in bytes of the Shadowsocks 2022 ciphers (the PSK in option password, base64). */
+var SS2022_KEYS = { '2022-blake3-aes-128-gcm': 16, '2022-blake3-aes-256-gcm': 32, '2022-blake3-chacha20-poly1305': 32 };
+
+/* TLS ClientHello fingerprints (uTLS) of vless and trojan proxies. */
+var FINGERPRINTS = [ 'chrome', 'firefox', 'safari', 'ios', 'edge', 'android', 'random' ];
+
+/* Proxy types: [ value, label, carries UDP, has server/port ]. */
+var PROXY_TYPES = [
+	[ 'socks5', 'SOCKS5', true, true ],
+	[ 'http', 'HTTP CONNECT', false, true ],
+	[ 'shadowsocks', 'Shadowsocks', true, true ],
+	[ 'vless', 'VLESS', true, true ],
+	[ 'trojan', 'Trojan', true, true ],
+	[ 'interface', _('Interface (WireGuard, AmneziaWG…)'), true, false ]
+];
+
+function proxyType(type) {
+	return PROXY_TYPES.filter(function(t) { return t[0] == type })[0] || PROXY_TYPES[0];
+}
 
 var DEFAULT_FWMASK = 0x100000, DEFAULT_BYPASS = 0x200000;
 var MAX_INT64 = 9223372036854775807n;
@@ -469,6 +494,15 @@ var checks = {
 	/* The proxy's credentials: returns { username: msg, password: msg } for the fields at fault. */
 	credentials: function(type, server, cipher, user, pass) {
 		var out = {};
+		if (type == 'vless' || type == 'interface')
+			return out;
+		if (type == 'trojan') {
+			if (pass == '')
+				out.password = server != '' ? _("password is missing (trojan needs the server's password)") : null;
+			else
+				out.password = credential('password', pass, 1024);
+			return out;
+		}
 		if (type == 'shadowsocks') {
 			if (pass == '') {
 				if (server != '')
@@ -476,7 +510,7 @@ var checks = {
 				return out;
 			}
 			out.password = credential('password', pass, 1024);
-			var keyLen = { '2022-blake3-aes-128-gcm': 16, '2022-blake3-aes-256-gcm': 32 }[cipher];
+			var keyLen = SS2022_KEYS[cipher];
 			if (!out.password && keyLen && !pass.split(':').every(function(k) { return decodedLength(k) == keyLen }))
 				out.password = _('password is not a base64 key of %d bytes, as %s needs').format(keyLen, cipher);
 			return out;
@@ -513,8 +547,250 @@ var checks = {
 				return _('url is %s').format(e.phrase);
 			throw e;
 		}
-	}
+	},
+
+	domain_url: function(v) {
+		try {
+			parseURL(v);
+			return null;
+		}
+		catch (e) {
+			if (e instanceof Bad)
+				return _('domain_url is %s').format(e.phrase);
+			throw e;
+		}
+	},
+
+	/* A domain of a custom section: its subdomains match too; '*.' in front is allowed. */
+	domain: function(v) {
+		var d = v.replace(/^\*\./, '').replace(/\.$/, '');
+		if (!validHostname(d) || d.indexOf('.') < 0 || /^[0-9.]+$/.test(d))
+			return bad('domain', v, _("not a domain name (e.g. 'example.org'; its subdomains match too)"));
+		return null;
+	},
+
+	/* include_device / exclude_device: an IPv4 or IPv6 address, a CIDR prefix or a MAC. */
+	device: function(name, v) {
+		if (/^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/.test(v))
+			return null;
+		var i = v.lastIndexOf('/'), a = parseAddr(i >= 0 ? v.substring(0, i) : v);
+		if (a && a.zone == '' && (i < 0 || (/^(0|[1-9][0-9]*)$/.test(v.substring(i + 1)) && +v.substring(i + 1) <= (a.v4 ? 32 : 128))))
+			return null;
+		return bad(name, v, _('not an IP address, CIDR prefix or MAC address'));
+	},
+
+	max_flows: function(v) { return attempt('max_flows', v, function(s) { parseRange(s, 16, 1048576) }) },
+
+	max_flows_per_device: function(v, maxFlows) {
+		return attempt('max_flows_per_device', v, function(s) { parseRange(s, 1, maxFlows) });
+	},
+
+	dns_port: function(v) { return attempt('dns_port', v, function(s) { parseRange(s, 1, 65535) }) },
+
+	dns_upstream: function(v) {
+		if (/^https:\/\//i.test(v)) {
+			try { parseURL(v); return null; }
+			catch (e) { if (!(e instanceof Bad)) throw e; }
+		}
+		else {
+			var a = parseAddr(v), ap = a ? null : parseAddrPort(v);
+			if ((a && !isUnspecified(a) && a.zone == '') || (ap && ap.port != 0 && !isUnspecified(ap.addr) && ap.addr.zone == ''))
+				return null;
+		}
+		return bad('dns_upstream', v, _('not an IP address with an optional port, or an https:// URL'));
+	},
+
+	uuid: function(v) {
+		if (!/^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$/.test(v))
+			return bad('uuid', v, _('not a UUID (32 hexadecimal digits, e.g. 9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f)'));
+		return null;
+	},
+
+	sni: function(v) {
+		if (!validHostname(v) && !parseAddr(v))
+			return bad('sni', v, _('not a host name'));
+		return null;
+	},
+
+	/* REALITY's public key: 32 bytes, base64 (URL alphabet, as x25519 keys are printed). */
+	public_key: function(v) {
+		var std = v.replace(/-/g, '+').replace(/_/g, '/');
+		if (decodedLength(std) != 32 && decodedLength(std + '=') != 32)
+			return bad('public_key', v, _('not a REALITY public key (32 bytes in base64, 43 characters)'));
+		return null;
+	},
+
+	short_id: function(v) {
+		if (!/^([0-9a-fA-F]{2}){0,8}$/.test(v))
+			return bad('short_id', v, _('not a REALITY short ID (up to 16 hexadecimal digits, an even number)'));
+		return null;
+	},
+
+	ifname: function(v) { return attempt('interface', v, parseIfname) }
 };
+
+/* --- share links: parse a link into the proxy's UCI options --- */
+
+function LinkError(msg) { this.message = msg; }
+
+/* One link → { type, server, port, username, password, cipher, uuid, flow, security, sni,
+ * fingerprint, public_key, short_id, alpn: [], insecure, name }; throws LinkError with a
+ * message that names the part it cannot use. */
+function parseLink(link) {
+	link = String(link).trim();
+	var m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/.exec(link);
+	if (!m)
+		throw new LinkError(_('not a link: it must start with socks5://, http://, ss://, vless:// or trojan://'));
+	var scheme = m[1].toLowerCase(), rest = m[2], name = '';
+	var kind = { 'socks': 'socks5', 'socks5': 'socks5', 'socks5h': 'socks5', 'http': 'http', 'https': 'https',
+		'ss': 'ss', 'vless': 'vless', 'trojan': 'trojan' }[scheme];
+	if (!kind)
+		throw new LinkError(_('%s:// links are not supported; socks5://, http://, ss://, vless:// and trojan:// are').format(scheme));
+	var fail = function(fmt) {
+		var args = Array.prototype.slice.call(arguments, 1);
+		return new LinkError(_('%s link: %s').format(scheme, fmt.format.apply(fmt, args)));
+	};
+	var dec = function(s, what) {
+		try { return decodeURIComponent(s); }
+		catch (e) { throw fail(_('%s is not valid percent-encoding'), what); }
+	};
+
+	var hash = rest.indexOf('#');
+	if (hash >= 0) {
+		name = dec(rest.substring(hash + 1), _('the name after #'));
+		rest = rest.substring(0, hash);
+	}
+	var query = new URLSearchParams(''), qm = rest.indexOf('?');
+	if (qm >= 0) {
+		query = new URLSearchParams(rest.substring(qm + 1));
+		rest = rest.substring(0, qm);
+	}
+	rest = rest.replace(/\/$/, '');
+
+	if (kind == 'https')
+		throw fail(_('TLS to an HTTP proxy is not supported; use an http:// link'));
+
+	/* Legacy ss://BASE64(method:password@host:port) */
+	if (kind == 'ss' && rest.indexOf('@') < 0) {
+		var whole = b64decode(rest);
+		if (whole == null || whole.lastIndexOf('@') < 0)
+			throw fail(_('the part after ss:// is neither method:password@host:port in base64 nor userinfo@host:port'));
+		rest = whole;
+	}
+
+	var at = rest.lastIndexOf('@'), userinfo = at >= 0 ? rest.substring(0, at) : null, hostport = rest.substring(at + 1);
+	var hp = /^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):([0-9]+)$/.exec(hostport);
+	if (!hp)
+		throw fail(_("the address '%s' is not host:port"), hostport);
+	var out = { type: kind, server: hp[1].replace(/^\[|\]$/g, ''), port: hp[2], username: '', password: '', cipher: '',
+		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0', name: name };
+	var srvErr = checks.server(out.server), portErr = checks.port(out.port, out.server);
+	if (srvErr || portErr)
+		throw fail('%s', srvErr || portErr);
+
+	var onlyTcp = function() {
+		var t = query.get('type');
+		if (t != null && t != '' && t != 'tcp')
+			throw fail(_('type=%s is not supported; tcp is'), t);
+		var h = query.get('headerType');
+		if (h != null && h != '' && h != 'none')
+			throw fail(_('headerType=%s is not supported; none is'), h);
+	};
+	var tlsParams = function() {
+		out.sni = query.get('sni') || query.get('peer') || '';
+		out.fingerprint = query.get('fp') || '';
+		out.alpn = (query.get('alpn') || '').split(',').filter(function(x) { return x != '' });
+		var ins = query.get('allowInsecure') || query.get('insecure') || '0';
+		out.insecure = (ins == '1' || ins == 'true') ? '1' : '0';
+		if (out.fingerprint && FINGERPRINTS.indexOf(out.fingerprint) < 0)
+			throw fail(_('fp=%s is not supported; one of %s is'), out.fingerprint, FINGERPRINTS.join(', '));
+	};
+
+	switch (kind) {
+	case 'socks5':
+	case 'http':
+		if (userinfo != null) {
+			var c = userinfo.indexOf(':');
+			out.username = dec(c >= 0 ? userinfo.substring(0, c) : userinfo, _('the user name'));
+			out.password = c >= 0 ? dec(userinfo.substring(c + 1), _('the password')) : '';
+		}
+		break;
+
+	case 'ss':
+		out.type = 'shadowsocks';
+		if (query.get('plugin'))
+			throw fail(_('plugin=%s is not supported; only links without a plugin are'), query.get('plugin').split(';')[0]);
+		var ui = dec(userinfo, _('the method and password'));
+		if (ui.indexOf(':') < 0) {
+			var d = b64decode(userinfo);
+			if (d == null || d.indexOf(':') < 0)
+				throw fail(_('the part before @ is neither method:password nor its base64'));
+			ui = d;
+		}
+		out.cipher = ui.substring(0, ui.indexOf(':')).toLowerCase();
+		out.password = ui.substring(ui.indexOf(':') + 1);
+		if (SS_CIPHERS.indexOf(out.cipher) < 0)
+			throw fail(_('cipher %s is not supported; one of %s is'), out.cipher, SS_CIPHERS.join(', '));
+		break;
+
+	case 'vless':
+		out.uuid = dec(userinfo || '', 'uuid');
+		if (checks.uuid(out.uuid))
+			throw fail('%s', checks.uuid(out.uuid));
+		onlyTcp();
+		var enc = query.get('encryption');
+		if (enc != null && enc != '' && enc != 'none')
+			throw fail(_('encryption=%s is not supported; none is'), enc);
+		out.security = query.get('security') || 'none';
+		if (out.security != 'tls' && out.security != 'reality')
+			throw fail(_('security=%s is not supported; tls or reality is'), out.security);
+		out.flow = query.get('flow') || '';
+		if (out.flow != '' && out.flow != 'xtls-rprx-vision')
+			throw fail(_('flow=%s is not supported; xtls-rprx-vision or none is'), out.flow);
+		tlsParams();
+		if (out.security == 'reality') {
+			out.public_key = query.get('pbk') || '';
+			out.short_id = query.get('sid') || '';
+			if (out.public_key == '')
+				throw fail(_('pbk (the REALITY public key) is missing'));
+			if (checks.public_key(out.public_key))
+				throw fail('%s', checks.public_key(out.public_key));
+			if (checks.short_id(out.short_id))
+				throw fail('%s', checks.short_id(out.short_id));
+			out.insecure = '0';
+			out.alpn = [];
+		}
+		break;
+
+	case 'trojan':
+		out.password = dec(userinfo || '', _('the password'));
+		if (out.password == '')
+			throw fail(_('the password before @ is missing'));
+		onlyTcp();
+		var sec = query.get('security');
+		if (sec != null && sec != '' && sec != 'tls')
+			throw fail(_('security=%s is not supported; tls is'), sec);
+		tlsParams();
+		break;
+	}
+	return out;
+}
+
+/* Standard or URL-safe base64, padded or not, as UTF-8 text; null if it is not. */
+function b64decode(s) {
+	s = s.replace(/-/g, '+').replace(/_/g, '/');
+	while (s.length % 4)
+		s += '=';
+	try {
+		var bin = atob(s), bytes = new Uint8Array(bin.length);
+		for (var i = 0; i < bin.length; i++)
+			bytes[i] = bin.charCodeAt(i);
+		return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+	}
+	catch (e) {
+		return null;
+	}
+}
 
 /* --- the form --- */
 
@@ -554,12 +830,60 @@ function serviceEnabled(name) {
 	catch (e) { return true; }
 }
 
-return view.extend({
-	/* For the tests: the daemon's checks as the form runs them. */
-	checks: checks,
+var callStatus = rpc.declare({ object: 'tgtun', method: 'status' });
+var callLeases = rpc.declare({ object: 'luci-rpc', method: 'getDHCPLeases', expect: { '': {} } });
 
-	render: function() {
-		var m, s, o;
+/* "name (address, MAC)" choices for include_device / exclude_device from the DHCP leases. */
+function leaseChoices(leases) {
+	var out = [], seen = {};
+	var add = function(value, label) {
+		if (value && !seen[value]) {
+			seen[value] = true;
+			out.push([ value, label ]);
+		}
+	};
+	((leases && leases.dhcp_leases) || []).concat((leases && leases.dhcp6_leases) || []).forEach(function(l) {
+		var host = l.hostname || '?';
+		if (l.macaddr)
+			add(l.macaddr.toLowerCase(), '%s (%s, %s)'.format(host, l.macaddr.toLowerCase(), l.ipaddr || l.ip6addr || '-'));
+		if (l.ipaddr)
+			add(l.ipaddr, '%s (%s)'.format(host, l.ipaddr));
+		if (l.ip6addr)
+			add(l.ip6addr.replace(/\/.*$/, ''), '%s (%s)'.format(host, l.ip6addr.replace(/\/.*$/, '')));
+	});
+	return out;
+}
+
+/* The counts of a service from status.services, as its row's description. */
+function serviceCounts(st, name) {
+	if (!st)
+		return _('Counts show while tgtun is running.');
+	var svc = (st.services || []).filter(function(x) { return x.name == name })[0];
+	if (!svc)
+		return _('Not in use.');
+	return _('%d ranges, %d domains, %d addresses resolved from them').format(svc.ranges || 0, svc.domains || 0, svc.resolved || 0);
+}
+
+/* The options a share link fills, in the order they are set (type first: the others depend on it). */
+var LINK_FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure' ];
+
+return view.extend({
+	/* For the tests: the daemon's checks as the form runs them, and the link parser. */
+	checks: checks,
+	parseLink: parseLink,
+
+	load: function() {
+		return Promise.all([
+			L.resolveDefault(callStatus(), null),
+			L.resolveDefault(callLeases(), {})
+		]);
+	},
+
+	render: function(data) {
+		var m, s, o, st = data ? data[0] : null, leases = data ? data[1] : {};
+		if (!L.isObject(st))
+			st = null;
 
 		m = new form.Map('tgtun', _('tgtun'),
 			_('Tunnels only messenger traffic (Telegram and others) from the LAN through a proxy; everything else stays on the direct path.'));
@@ -568,16 +892,27 @@ return view.extend({
 		s.addremove = false;
 		s.tab('general', _('General'));
 		s.tab('services', _('Services'));
+		s.tab('devices', _('Devices'));
 		s.tab('advanced', _('Advanced'));
+		s.tab('dns', _('DNS (advanced)'));
 
 		o = s.taboption('general', form.Flag, 'enabled', _('Enable'),
 			_('Run the tunnel. Needs at least one proxy with a server.'));
 		o.rmempty = false;
 		o.default = '0';
 		o.validate = function(section_id, value) {
-			if (value != '1')
+			/* The checkbox's state: the value passed in is its value attribute, '1' even
+			 * when it is not ticked. */
+			var el = this.getUIElement(section_id), on;
+			if (el)
+				on = el.isChecked();
+			else
+				try { on = parseBool(this.cfgvalue(section_id) || '0'); } catch (e) { on = false; }
+			if (!on)
 				return true;
-			var any = uci.sections('tgtun', 'proxy').some(function(p) { return (p.server || '') != '' });
+			var any = uci.sections('tgtun', 'proxy').some(function(p) {
+				return (p.type == 'interface') ? (p['interface'] || '') != '' : (p.server || '') != '';
+			});
 			return any || _("enabled but no proxy has a server (set option server in a proxy section, or enabled '0')");
 		};
 
@@ -598,18 +933,34 @@ return view.extend({
 		o.default = 'block';
 
 		SERVICES.forEach(function(svc) {
-			o = s.taboption('services', form.Flag, '_service_' + svc[0], svc[1]);
+			o = s.taboption('services', form.Flag, '_service_' + svc[0], svc[1], serviceCounts(st, svc[0]));
 			o.rmempty = false;
 			o.cfgvalue = function() { return serviceEnabled(svc[0]) ? '1' : '0' };
+			/* Form.Flag writes on every save: touch the service's section only when its
+			 * state changes, and create one only to enable a service. */
 			o.write = function(section_id, value) {
+				var on = (value == '1');
+				if (on == serviceEnabled(svc[0]))
+					return;
 				if (uci.get('tgtun', svc[0]) == null)
 					uci.add('tgtun', 'service', svc[0]);
-				uci.set('tgtun', svc[0], 'enabled', value);
+				uci.set('tgtun', svc[0], 'enabled', on ? '1' : '0');
 			};
 			o.remove = function(section_id) { this.write(section_id, '0') };
 		});
 		s.taboption('services', form.DummyValue, '_services_note', ' ').default =
 			_('The subnets of each ticked service are tunnelled and refreshed from the service\'s published list. Add your own below, under Custom subnets and lists.');
+
+		var deviceList = function(name, title, descr) {
+			var d = s.taboption('devices', form.DynamicList, name, title, descr);
+			leaseChoices(leases).forEach(function(c) { d.value(c[0], c[1]) });
+			d.validate = optional(function(v) { return checks.device(name, v) });
+			return d;
+		};
+		deviceList('include_device', _('Only these devices'),
+			_('If set, only these devices are tunnelled. An IPv4 or IPv6 address, a CIDR prefix or a MAC address; pick a DHCP lease or type one.'));
+		deviceList('exclude_device', _('Never these devices'),
+			_('These devices are never tunnelled, even if listed above. An IPv4 or IPv6 address, a CIDR prefix or a MAC address.'));
 
 		o = s.taboption('advanced', form.Flag, 'ipv6', _('IPv6'), _('Also tunnel the services\' IPv6 subnets.'));
 		o.default = '1';
@@ -672,6 +1023,37 @@ return view.extend({
 		o.placeholder = '32M';
 		o.validate = optional(checks.memory_limit);
 
+		o = s.taboption('advanced', form.Value, 'max_flows', _('Maximum connections'),
+			_('Connections tunnelled at once, all devices together: 16-1048576. Each idle TCP connection costs about 7 KiB.'));
+		o.placeholder = '4096';
+		o.validate = optional(checks.max_flows);
+
+		o = s.taboption('advanced', form.Value, 'max_flows_per_device', _('Maximum connections per device'),
+			_('So that one device cannot take every slot: 1 up to the maximum above. Default: a quarter of it.'));
+		o.placeholder = '1024';
+		o.validate = asValidator(function(section_id, v) {
+			if (v == '')
+				return null;
+			var max = parseInt(sibling(this, section_id, 'max_flows'), 10);
+			return checks.max_flows_per_device(v, (max >= 16 && max <= 1048576) ? max : 4096);
+		});
+
+		o = s.taboption('dns', form.DummyValue, '_dns_note', ' ');
+		o.default = _('For services and custom sections with domains, tgtun answers dnsmasq\'s queries for those domains itself, asking the upstream resolver through the proxy, so that a poisoned local answer cannot send them elsewhere. The defaults suit most routers.');
+
+		o = s.taboption('dns', form.Value, 'dns_port', _('DNS forwarder port'),
+			_('Port of tgtun\'s DNS forwarder on 127.0.0.1, which dnsmasq asks for the listed domains.'));
+		o.placeholder = '5354';
+		o.validate = optional(checks.dns_port);
+
+		o = s.taboption('dns', form.Value, 'dns_upstream', _('Upstream DNS resolver'),
+			_('Asked through the proxy: IP[:port] for DNS over TCP, or an https:// URL for DNS over HTTPS.'));
+		o.placeholder = '1.1.1.1:53';
+		o.value('1.1.1.1:53', '1.1.1.1:53 (Cloudflare)');
+		o.value('9.9.9.9:53', '9.9.9.9:53 (Quad9)');
+		o.value('https://1.1.1.1/dns-query');
+		o.validate = optional(checks.dns_upstream);
+
 		o = s.taboption('advanced', form.ListValue, 'log_level', _('Log level'));
 		o.value('debug', _('Debug'));
 		o.value('info', _('Info'));
@@ -686,27 +1068,119 @@ return view.extend({
 		s.nodescriptions = true;
 		s.modaltitle = _('Proxy');
 
+		/* rpcd turns `uci add` with the name of an existing section into a type change
+		 * (a proxy named 'main' would replace the main section): refuse taken names, and
+		 * the service names, whose sections the Services tab creates. */
+		var nameTaken = function(name) {
+			return uci.get('tgtun', name) != null || name == 'main' ||
+				SERVICES.some(function(svc) { return svc[0] == name });
+		};
+		s.renderSectionAdd = function(extra_class) {
+			var el = form.GridSection.prototype.renderSectionAdd.apply(this, arguments),
+			    input = el.querySelector('.cbi-section-create-name');
+			if (input)
+				ui.addValidator(input, 'uciname', true, function(v) {
+					if (v === '')
+						return _('Expecting: %s').format(_('non-empty value'));
+					if (nameTaken(v))
+						return _("The name '%s' is taken by another section: pick another name.").format(v);
+					return true;
+				}, 'blur', 'keyup');
+			return el;
+		};
+		s.handleAdd = function(ev, name) {
+			if (name != null && nameTaken(name)) {
+				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				return Promise.resolve();
+			}
+			return form.GridSection.prototype.handleAdd.apply(this, arguments);
+		};
+
+		/* Paste link: fills the editor from a share link; never saved itself. */
+		o = s.option(form.Value, '_link', _('Paste link'),
+			_('A socks5://, http://, ss://, vless:// or trojan:// link fills in the fields below.'));
+		o.modalonly = true;
+		o.placeholder = 'vless://…@198.51.100.6:443?security=reality&…';
+		o.cfgvalue = function() { return '' };
+		o.write = o.remove = function() {};
+		o.validate = function(section_id, value) {
+			if (value == null || String(value).trim() == '')
+				return true;
+			try {
+				parseLink(value);
+				return true;
+			}
+			catch (e) {
+				if (e instanceof LinkError)
+					return e.message;
+				throw e;
+			}
+		};
+		o.onchange = function(ev, section_id, value) {
+			var link;
+			try { link = parseLink(value); }
+			catch (e) { if (e instanceof LinkError) return; throw e; }
+			var sect = this.section;
+			LINK_FIELDS.forEach(function(name) {
+				var el = sect.getUIElement(section_id, name);
+				if (!el)
+					return;
+				var v = link[name];
+				if (name == 'fingerprint' && v == '')
+					v = (link.type == 'vless' || link.type == 'trojan') ? 'chrome' : '';
+				if (name == 'security' && v == '')
+					v = 'tls';
+				if (name == 'cipher' && v == '')
+					return;
+				el.setValue(v);
+				el.triggerValidation && el.triggerValidation();
+			});
+			this.map.checkDepends();
+		};
+
 		o = s.option(form.ListValue, 'type', _('Type'));
-		o.value('socks5', 'SOCKS5');
-		o.value('http', 'HTTP CONNECT');
-		o.value('shadowsocks', 'Shadowsocks');
+		PROXY_TYPES.forEach(function(t) { o.value(t[0], t[1]) });
 		o.default = 'socks5';
+
+		var withServer = function(opt) {
+			PROXY_TYPES.forEach(function(t) { if (t[3]) opt.depends('type', t[0]) });
+		};
 
 		o = s.option(form.Value, 'server', _('Server'), _('IP address or host name, without the port.'));
 		o.placeholder = '198.51.100.6';
 		o.validate = optional(checks.server);
+		withServer(o);
+		o.textvalue = function(section_id) {
+			if (sibling(this, section_id, 'type') == 'interface')
+				return _('via %s').format(sibling(this, section_id, 'interface') || '?');
+			return this.cfgvalue(section_id) || '-';
+		};
 
 		o = s.option(form.Value, 'port', _('Port'));
 		o.placeholder = '1080';
 		o.validate = asValidator(function(section_id, v) {
 			return checks.port(v, sibling(this, section_id, 'server'));
 		});
+		withServer(o);
+		o.textvalue = function(section_id) {
+			return sibling(this, section_id, 'type') == 'interface' ? '-' : (this.cfgvalue(section_id) || '-');
+		};
+
+		o = s.option(form.Value, 'interface', _('Interface'),
+			_('The network interface (e.g. wg0 of WireGuard or AmneziaWG) that carries this traffic: a netifd interface or device name.'));
+		o.modalonly = true;
+		o.placeholder = 'wg0';
+		o.depends('type', 'interface');
+		o.rmempty = false;
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? _('interface is missing (the interface type needs option interface)') : checks.ifname(v);
+		});
 
 		var credentialCheck = function(field) {
 			return asValidator(function(section_id) {
 				var type = sibling(this, section_id, 'type') || 'socks5';
 				return checks.credentials(type, sibling(this, section_id, 'server'), sibling(this, section_id, 'cipher'),
-					type == 'shadowsocks' ? '' : sibling(this, section_id, 'username'),
+					(type == 'socks5' || type == 'http') ? sibling(this, section_id, 'username') : '',
 					sibling(this, section_id, 'password'))[field] || null;
 			});
 		};
@@ -716,9 +1190,14 @@ return view.extend({
 		o.depends('type', 'http');
 		o.validate = credentialCheck('username');
 
-		o = s.option(form.Value, 'password', _('Password'), _('For Shadowsocks: the password or key.'));
+		o = s.option(form.Value, 'password', _('Password'),
+			_('For Shadowsocks: the password, or for 2022 ciphers the base64 key. For Trojan: the server\'s password.'));
 		o.password = true;
 		o.modalonly = true;
+		o.depends('type', 'socks5');
+		o.depends('type', 'http');
+		o.depends('type', 'shadowsocks');
+		o.depends('type', 'trojan');
 		o.validate = credentialCheck('password');
 
 		o = s.option(form.ListValue, 'cipher', _('Cipher'));
@@ -730,18 +1209,81 @@ return view.extend({
 			return sibling(this, section_id, 'type') == 'shadowsocks' ? this.cfgvalue(section_id) || this.default : '-';
 		};
 
+		o = s.option(form.Value, 'uuid', _('UUID'), _('The user ID the VLESS server knows you by.'));
+		o.modalonly = true;
+		o.depends('type', 'vless');
+		o.rmempty = false;
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? (sibling(this, section_id, 'server') != '' ? _('uuid is missing (vless needs the user ID)') : null) : checks.uuid(v);
+		});
+
+		o = s.option(form.ListValue, 'security', _('Security'),
+			_('REALITY borrows a real site\'s TLS certificate (needs the server\'s public key); TLS uses the server\'s own.'));
+		o.modalonly = true;
+		o.value('tls', 'TLS');
+		o.value('reality', 'REALITY');
+		o.default = 'tls';
+		o.depends('type', 'vless');
+
+		o = s.option(form.ListValue, 'flow', _('Flow'));
+		o.modalonly = true;
+		o.value('', _('none'));
+		o.value('xtls-rprx-vision', 'xtls-rprx-vision');
+		o.depends('type', 'vless');
+
+		o = s.option(form.Value, 'sni', _('Server name (SNI)'),
+			_('The name sent in the TLS handshake; for REALITY the site it borrows. Empty: the server\'s host name.'));
+		o.modalonly = true;
+		o.depends('type', 'vless');
+		o.depends('type', 'trojan');
+		o.validate = optional(checks.sni);
+
+		o = s.option(form.ListValue, 'fingerprint', _('TLS fingerprint'), _('Which browser the TLS handshake looks like.'));
+		o.modalonly = true;
+		FINGERPRINTS.forEach(function(f) { o.value(f) });
+		o.default = 'chrome';
+		o.depends('type', 'vless');
+		o.depends('type', 'trojan');
+
+		o = s.option(form.Value, 'public_key', _('Public key'), _('The REALITY server\'s public key (pbk in links).'));
+		o.modalonly = true;
+		o.depends({ type: 'vless', security: 'reality' });
+		o.rmempty = false;
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? _('public_key is missing (REALITY needs the server\'s public key)') : checks.public_key(v);
+		});
+
+		o = s.option(form.Value, 'short_id', _('Short ID'), _('One of the REALITY server\'s short IDs (sid in links); may be empty.'));
+		o.modalonly = true;
+		o.depends({ type: 'vless', security: 'reality' });
+		o.validate = optional(checks.short_id);
+
+		o = s.option(form.DynamicList, 'alpn', _('ALPN'), _('Protocols offered in the TLS handshake, e.g. h2, http/1.1. Empty: the default.'));
+		o.modalonly = true;
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+
+		o = s.option(form.Flag, 'insecure', _('Skip certificate check'),
+			_('Accept any certificate of the server. Only for testing: anyone on the path can then read the traffic.'));
+		o.modalonly = true;
+		o.default = '0';
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+
 		o = s.option(form.Flag, 'udp', _('UDP'), _('Relay UDP (voice calls) through the proxy.'));
 		o.default = '1';
 		o.rmempty = false;
-		o.depends('type', 'socks5');
-		o.depends('type', 'shadowsocks');
+		PROXY_TYPES.forEach(function(t) { if (t[2]) o.depends('type', t[0]) });
+		o.textvalue = function(section_id) {
+			return proxyType(sibling(this, section_id, 'type') || 'socks5')[2] ? form.Flag.prototype.textvalue.apply(this, arguments) : '-';
+		};
 
 		o = s.option(form.Value, 'priority', _('Priority'), _('0-1000; lower wins.'));
 		o.placeholder = '10';
 		o.validate = optional(checks.priority);
 
 		s = m.section(form.TypedSection, 'custom', _('Custom subnets and lists'),
-			_('Your own subnets, and lists to download (one CIDR a line, \'#\' comments).'));
+			_('Your own subnets, domains, and lists to download (one entry a line, \'#\' comments).'));
 		s.addremove = true;
 		s.anonymous = true;
 
@@ -750,6 +1292,14 @@ return view.extend({
 
 		o = s.option(form.DynamicList, 'url', _('List URLs'), _('http:// or https:// addresses of lists.'));
 		o.validate = optional(checks.url);
+
+		o = s.option(form.DynamicList, 'domain', _('Domains'),
+			_('Domain names whose addresses are tunnelled, e.g. example.org; their subdomains match too.'));
+		o.validate = optional(checks.domain);
+
+		o = s.option(form.DynamicList, 'domain_url', _('Domain list URLs'),
+			_('http:// or https:// addresses of lists of domains (one a line).'));
+		o.validate = optional(checks.domain_url);
 
 		return m.render();
 	}

@@ -29,8 +29,17 @@ function fetchStatus() {
 	});
 }
 
+/* An error's message without the stack trace LuCI's L.raise() appends to it. */
 function errorText(err) {
-	return (err && err.message) ? err.message : String(err);
+	var msg = (err && err.message) ? err.message : String(err);
+	return msg.split('\n')[0].replace(/\s+at \S+ \(\S+:\d+:\d+\)$/, '').trim();
+}
+
+/* The failure of a call, as rpc.js words it: "failed with error -32000: …" when
+ * uhttpd refuses it, "failed with ubus code 4: …" when ubus does. */
+function errorCode(err) {
+	var m = /failed with (?:error|ubus code) (-?\d+)/.exec(errorText(err));
+	return m ? +m[1] : null;
 }
 
 /* Time since an RFC 3339 stamp, e.g. "5m ago"; "never" for none. */
@@ -103,6 +112,11 @@ function section(title, content) {
 	return E('div', { 'class': 'cbi-section' }, [ E('h3', {}, title) ].concat(content));
 }
 
+var TYPE_NAMES = {
+	'socks5': 'SOCKS5', 'http': 'HTTP', 'shadowsocks': 'Shadowsocks', 'vless': 'VLESS', 'trojan': 'Trojan',
+	'interface': _('interface')
+};
+
 var ORIGINS = {
 	'download': _('downloaded'),
 	'cache': _('cached download'),
@@ -111,9 +125,11 @@ var ORIGINS = {
 	'none': _('nothing yet')
 };
 
+/* Through uhttpd's /ubus: -32000 object not found, -32002 access denied; ubus' own
+ * status codes 4 (not found) and 6 (permission denied) mean the same. */
 var STEP_HINTS = {
-	4: _('The tgtun service is not running, or not registered on ubus. Start it with "/etc/init.d/tgtun start" and read "logread -e tgtun" for why it stopped.'),
-	6: _('This login may not query tgtun: the rpcd access list luci-app-tgtun is missing or not granted.')
+	'-32000': _('The tgtun service is not running, or not registered on ubus. Start it with "/etc/init.d/tgtun start" and read "logread -e tgtun" for why it stopped.'),
+	'-32002': _('This login may not query tgtun: the rpcd access list luci-app-tgtun is missing or not granted.')
 };
 
 return view.extend({
@@ -124,7 +140,7 @@ return view.extend({
 	},
 
 	renderNotRunning: function(err) {
-		var code = (/ubus code (\d+)/.exec(errorText(err)) || [])[1];
+		var code = { 4: -32000, 6: -32002 }[errorCode(err)] || errorCode(err);
 		var enabled = uci.get('tgtun', 'main', 'enabled');
 		var why = (enabled != null && [ '0', 'no', 'off', 'false', 'disabled' ].indexOf(String(enabled).toLowerCase()) >= 0)
 			? _('tgtun is disabled in Settings: tick Enable there and save.')
@@ -179,13 +195,16 @@ return view.extend({
 			(proxies || []).map(function(p) {
 				return [
 					E('span', { 'style': 'white-space:nowrap' }, [ p.name, p.active ? ' ' : '', p.active ? E('span', { 'class': 'tgtun-badge tgtun-active' }, _('in use')) : '' ]),
-					p.type,
-					p.server,
+					TYPE_NAMES[p.type] || p.type || '-',
+					p.server || p['interface'] || '-',
 					badge(p.healthy, _('healthy'), _('unhealthy')),
 					p.healthy ? latency(p.latency) : '-',
 					age(p.last_check),
 					String(p.flows || 0),
-					p.last_error ? E('span', { 'class': 'tgtun-error' }, p.last_error) : '-'
+					(p.last_error || p.error || p.hint) ? E('div', {}, [
+						(p.last_error || p.error) ? E('div', { 'class': 'tgtun-error' }, p.last_error || p.error) : '',
+						p.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', p.hint ]) : ''
+					]) : '-'
 				];
 			}),
 			_('No proxy has a server: set one in Settings.')));
@@ -209,12 +228,46 @@ return view.extend({
 
 	renderFlows: function(f) {
 		f = f || {};
+		var top = Array.isArray(f.top_devices) ? f.top_devices : [];
 		return section(_('Traffic'), facts([
 			[ _('Active connections'), _('%d TCP, %d UDP').format(f.active_tcp || 0, f.active_udp || 0) ],
 			[ _('Since start'), _('%d TCP, %d UDP').format(f.total_tcp || 0, f.total_udp || 0) ],
 			[ _('Sent / received'), '%s / %s'.format(bytes(f.bytes_up), bytes(f.bytes_down)) ],
 			[ _('Refused connections'), String(f.rejected || 0) ],
+			f.per_device_limit != null ? [ _('Limit per device'), _('%d connections; refused over it: %d').format(
+				f.per_device_limit, f.refused_per_device || 0) ] : null,
+			top.length ? [ _('Busiest devices'), E('ul', { 'class': 'tgtun-warnings' }, top.map(function(d) {
+				return E('li', {}, _('%s: %d connections').format(d.address, d.flows || 0));
+			})) ] : null,
 			[ _('Dropped UDP datagrams'), String(f.dropped_udp || 0) ]
+		]));
+	},
+
+	renderServices: function(services) {
+		if (!Array.isArray(services))
+			return null;
+		return section(_('Services'), table(
+			[ _('Service'), _('State'), _('Address ranges'), _('Domains'), _('Resolved addresses') ],
+			services.map(function(svc) {
+				return [
+					svc.name,
+					badge(svc.enabled, _('enabled'), _('off')),
+					String(svc.ranges || 0),
+					String(svc.domains || 0),
+					String(svc.resolved || 0)
+				];
+			}),
+			_('No services: tick them in Settings.')));
+	},
+
+	renderDNS: function(dns) {
+		if (!L.isObject(dns))
+			return null;
+		var ok = dns.dnsmasq == 'ok';
+		return section(_('DNS'), facts([
+			[ _('Forwarder'), dns.listen || '-' ],
+			[ _('Upstream resolver'), dns.upstream || '-' ],
+			[ _('dnsmasq'), ok ? badge(true, _('ok'), '') : E('span', { 'class': 'tgtun-error' }, dns.dnsmasq || _('unknown')) ]
 		]));
 	},
 
@@ -225,9 +278,11 @@ return view.extend({
 		return [
 			this.renderService(st),
 			this.renderProxies(st.proxies),
+			this.renderServices(st.services),
 			this.renderLists(st.lists),
+			this.renderDNS(st.dns),
 			this.renderFlows(st.flows)
-		];
+		].filter(function(x) { return x != null });
 	},
 
 	refresh: function() {

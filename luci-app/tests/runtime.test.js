@@ -1,0 +1,468 @@
+'use strict';
+// The views under LuCI's real client runtime (luci.js, form.js, ui.js, rpc.js, uci.js from
+// ../shared/luci, see lib/luci-runtime.js) in headless Chromium, against a server that
+// answers as uhttpd + rpcd + LuCI's dispatcher do (lib/rpcd.js): login, the page shell,
+// /ubus JSON-RPC with ACLs and rpcd's uci semantics, Save & Apply with rollback/confirm.
+// Screenshots go to e2e/artifacts/luci/ of the repository.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { appDir } = require('./lib/i18n');
+const { Browser } = require('./lib/cdp');
+const { inkStats } = require('./lib/png');
+const { Rpcd, start } = require('./lib/rpcd');
+const fx = require('./lib/fixtures');
+
+const os = require('node:os');
+const { spawnSync } = require('node:child_process');
+
+const artifacts = path.resolve(appDir, '..', 'e2e', 'artifacts', 'luci');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tgtun-luci-runtime-'));
+test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+// `tgtun config check` of this checkout on a config text: [exit status, stderr].
+function daemonCheck(text) {
+	const bin = path.join(tmp, 'tgtun');
+	if (!fs.existsSync(bin)) {
+		const r = spawnSync(process.env.GO || 'go', ['build', '-o', bin, './daemon'], { cwd: path.resolve(appDir, '..'), encoding: 'utf8', timeout: 600000 });
+		if (r.error || r.status !== 0) throw new Error(`cannot build the daemon: ${r.error || r.stderr}`);
+	}
+	const file = path.join(tmp, 'tgtun.cfg');
+	fs.writeFileSync(file, text);
+	const r = spawnSync(bin, ['config', 'check', '-c', file], { encoding: 'utf8', timeout: 30000 });
+	return [r.status, r.stderr];
+}
+const W = 1280, H = 1200;
+let browser, web, page, rpcd;
+
+test.before(async () => {
+	fs.mkdirSync(artifacts, { recursive: true });
+	rpcd = new Rpcd({ configs: { tgtun: fx.shippedConfig() }, devices: fx.devices, leases: fx.leases });
+	web = await start(rpcd);
+	browser = await Browser.launch();
+	page = await browser.newPage(W, H);
+});
+
+test.after(async () => {
+	if (browser) await browser.close();
+	if (web) web.server.close();
+});
+
+const SETTINGS_READY = 'document.querySelector("#view .cbi-map") && document.querySelector("#view .cbi-page-actions")';
+const STATUS_READY = 'document.querySelector("#tgtun-status")';
+const js = (f, ...args) => `(${f})(${args.map((a) => JSON.stringify(a)).join(',')})`;
+const text = (sel = 'body') => page.eval(`(document.querySelector(${JSON.stringify(sel)}) || {}).innerText || ''`);
+const click = (sel, label) => page.eval(js((sel, label) => {
+	const b = [...document.querySelectorAll(sel)].find((e) => label == null || e.textContent.trim() == label);
+	if (!b) throw new Error('nothing to click: ' + sel + ' ' + label);
+	b.click();
+	return true;
+}, sel, label));
+
+async function openView(view, ready) {
+	await page.open(web.url(view), `${ready} || document.querySelector('#luci_password')`, view);
+	if (await page.eval('!!document.querySelector("#luci_password")')) {
+		// The login form, as LuCI's sysauth shows it: posts the password, gets the session cookie.
+		await page.eval(`(() => { document.querySelector('#luci_password').value = 'secret'; document.querySelector('form').submit(); return true })()`);
+		await page.waitFor(`document.readyState == 'complete' && ${ready}`, `${view} after login`);
+	}
+	await page.waitFor(ready, view);
+}
+
+async function shot(name) {
+	const file = path.join(artifacts, name);
+	fs.rmSync(file, { force: true });
+	await page.screenshot(file, W, H);
+	const st = inkStats(file);
+	assert.ok(fs.statSync(file).size > 20000, `${name}: only ${fs.statSync(file).size} bytes`);
+	assert.ok(st.width === W && st.height >= H, `${name}: ${st.width}x${st.height}`);
+	assert.ok(st.inkRatio > 0.01, `${name}: nearly blank`);
+	assert.ok(st.colours > 20, `${name}: only ${st.colours} colours`);
+	return file;
+}
+
+// No uncaught error in the page, except those matching `expected` (LuCI lets a refused
+// Save's rejection go uncaught after showing it).
+function noPageErrors(expected) {
+	const errs = browser.events.filter((e) => e.method === 'Runtime.exceptionThrown')
+		.map((e) => e.params.exceptionDetails.exception?.description || e.params.exceptionDetails.text)
+		.filter((d) => !(expected && expected.test(d)));
+	browser.events.length = 0;
+	assert.deepEqual(errs, []);
+}
+
+// Sets a form field as a user would (value + the events LuCI's widgets listen to).
+const setField = (sel, value) => page.eval(js((sel, value) => {
+	const el = document.querySelector(sel);
+	if (!el) throw new Error('no field ' + sel);
+	if (el.type == 'checkbox') el.checked = value; else el.value = value;
+	for (const ev of ['input', 'keyup', 'change', 'blur']) el.dispatchEvent(new Event(ev, { bubbles: true }));
+	return true;
+}, sel, value));
+
+// Clicks Save & Apply and waits until the rpcd-like server has the apply confirmed.
+async function saveApply() {
+	await click('#view .cbi-page-actions .cbi-button-apply');
+	await page.waitFor(`document.body.innerText.includes('Configuration changes applied.') || document.body.innerText.includes('There are no changes to apply')
+		|| document.body.innerText.includes('Save error') || document.body.innerText.includes('Apply request failed')`, 'the apply to finish').catch(async (e) => {
+		await page.screenshot(path.join(artifacts, 'failed-apply.png'), W, H);
+		throw new Error(`${e.message}; the page says: ${(await text()).slice(0, 3000)}`);
+	});
+	return text();
+}
+
+test('the shipped config (disabled, no server) saves and applies: Enable is judged by the checkbox, not its value attribute', async () => {
+	rpcd.reset({ configs: { tgtun: fx.shippedConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	assert.equal(await page.eval('document.querySelector("[data-name=enabled] input[type=checkbox]").checked'), false);
+	await setField('[data-name=fail_mode] select', 'direct');
+	const body = await saveApply();
+	assert.ok(!body.includes('enabled but no proxy has a server'), 'Save refused the shipped config: ' + body.slice(0, 2000));
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 2000));
+	assert.equal(rpcd.committed.tgtun.find((x) => x['.name'] === 'main').fail_mode, 'direct');
+	assert.equal(rpcd.pending, null, 'the apply was confirmed');
+	// What Save & Apply committed is a config the daemon accepts.
+	const [code, stderr] = daemonCheck(rpcd.configText('tgtun'));
+	assert.equal(code, 0, `tgtun config check refused the saved config: ${stderr}\n${rpcd.configText('tgtun')}`);
+	// Ticking Enable without a server is still refused, in the daemon's words.
+	await page.waitFor(SETTINGS_READY + ' && !document.querySelector(".alert-message")', 'the reloaded view');
+	await setField('[data-name=enabled] input[type=checkbox]', true);
+	await page.waitFor('document.querySelector("[data-name=enabled] .cbi-input-invalid, [data-name=enabled].cbi-value-invalid")', 'Enable marked invalid');
+	await click('#view .cbi-page-actions .cbi-button-save');
+	await page.waitFor('document.body.innerText.includes("enabled but no proxy has a server")', 'the error');
+	assert.equal(rpcd.committed.tgtun.find((x) => x['.name'] === 'main').enabled, '0');
+	noPageErrors(/^TypeError: Option "Enable" contains an invalid input value\. enabled but no proxy has a server/);
+});
+
+test('Save leaves unticked services alone: no service section appears for them', async () => {
+	rpcd.reset({ configs: { tgtun: fx.shippedConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await setField('[data-name=fail_mode] select', 'direct');
+	await click('#view .cbi-page-actions .cbi-button-save');
+	await page.waitFor(`document.body.innerText.includes('Save error') || document.querySelector('#view .cbi-page-actions .cbi-button-save:not([disabled])')`, 'the save');
+	assert.ok(!(await text()).includes('Save error'), (await text('.modal')));
+	const changes = rpcd.sessions.size && [...rpcd.sessions.values()].map((s) => s.changes.tgtun || []).flat();
+	assert.ok(changes.some((c) => c[0] === 'set' && c[2] === 'fail_mode'), JSON.stringify(changes));
+	assert.deepEqual(changes.filter((c) => c[0] === 'add'), [], 'Save added sections');
+	assert.deepEqual(changes.filter((c) => c[1] !== 'main'), [], 'Save touched other sections');
+	noPageErrors();
+});
+
+test('a new proxy cannot take the name of an existing section (rpcd would retype it)', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	for (const name of ['main', 'telegram', 'primary']) {
+		await setField(`${add} input.cbi-section-create-name`, name);
+		assert.equal(await page.eval(`document.querySelector('${add} input').classList.contains('cbi-input-invalid')`), true, `${name} accepted`);
+		await click(`${add} .cbi-button-add`);
+		assert.equal(await page.eval('document.body.classList.contains("modal-overlay-active")'), false, `the editor opened for ${name}`);
+	}
+	// A fresh name opens the editor.
+	await setField(`${add} input.cbi-section-create-name`, 'spare');
+	assert.equal(await page.eval(`document.querySelector('${add} input').classList.contains('cbi-input-invalid')`), false);
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	await click('.modal button', 'Dismiss');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	await click('#view .cbi-page-actions .cbi-button-save');
+	await page.waitFor('!document.querySelector(".spinning")', 'the save');
+	const main = [...rpcd.sessions.values()].map((s) => (s.delta.tgtun || []).find((x) => x['.name'] === 'main')).find(Boolean) || rpcd.committed.tgtun[0];
+	assert.equal(main['.type'], 'main');
+	noPageErrors();
+});
+
+test('the proxy table shows UDP only for types that carry it', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const cell = (sid, name) => page.eval(`document.querySelector('tr[data-sid=${sid}] td[data-name=${name}]').innerText.trim()`);
+	assert.equal(await cell('office', 'udp'), '-', 'http proxy shows UDP');
+	assert.equal(await cell('primary', 'udp'), 'Yes');
+	assert.equal(await cell('backup', 'udp'), 'Yes');
+	noPageErrors();
+});
+
+test('status: daemon not running, through uhttpd (-32000): the hint, no stack trace', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/status', STATUS_READY);
+	const body = await text('#view');
+	assert.ok(body.includes('RPC call to tgtun/status failed with error -32000: Object not found'), body);
+	assert.ok(body.includes('/etc/init.d/tgtun start'), 'no not-running hint: ' + body);
+	assert.doesNotMatch(body, /\n\s+at |luci\.js|rpc\.js/, 'a stack trace is shown');
+	// A failing button shows the error without the stack either.
+	await click('button', 'Update lists now');
+	await page.waitFor('document.querySelector(".alert-message")', 'the notification');
+	const note = await text('.alert-message');
+	assert.match(note, /Updating the lists failed: RPC call to tgtun\/update_lists failed with error -32000: Object not found/);
+	assert.doesNotMatch(note, /\n\s+at |luci\.js|rpc\.js/, 'a stack trace is shown');
+	noPageErrors();
+});
+
+test('status: no access to tgtun (-32002): the ACL hint', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	rpcd.revoke('luci-app-tgtun');
+	try {
+		await openView('tgtun/status', STATUS_READY);
+		const body = await text('#view');
+		assert.ok(body.includes('failed with error -32002: Access denied'), body);
+		assert.ok(body.includes('luci-app-tgtun'), 'no access hint: ' + body);
+	} finally {
+		rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	}
+	noPageErrors();
+});
+
+test('proxy editor: a bad value is refused in the daemon\'s words; Save & Apply of a good edit', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await click('tr[data-sid=backup] .cbi-button-edit');
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	await setField('.modal [data-name=port] input', '70000');
+	await setField('.modal [data-name=cipher] select', '2022-blake3-aes-128-gcm');
+	await setField('.modal [data-name=password] input', 'change me');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length >= 2', 'the errors');
+	// Saving the editor is refused while a field is invalid; nothing reaches uci.
+	await click('.modal button', 'Save');
+	assert.equal(await page.eval('document.body.classList.contains("modal-overlay-active")'), true);
+	// The messages LuCI shows for the marked fields (as tooltips), from the form itself.
+	const errorOf = (name) => page.eval(`(() => { const m = L.dom.findClassInstance(document.querySelector('.modal .cbi-map'));
+		const o = m.lookupOption(${JSON.stringify(name)}, 'backup'); return o ? o[0].getValidationError('backup') : 'no option' })()`);
+	assert.equal(await errorOf('port'), "port '70000' is out of range 1-65535");
+	assert.equal(await errorOf('password'), 'password is not a base64 key of 16 bytes, as 2022-blake3-aes-128-gcm needs');
+	// Username is hidden for Shadowsocks; the password is a password field.
+	assert.equal(await page.eval('!!document.querySelector(".modal [data-name=username]") && getComputedStyle(document.querySelector(".modal [data-name=username]")).display != "none"'), false);
+	assert.equal(await page.eval('document.querySelector(".modal [data-name=password] input").type'), 'password');
+	await shot('settings-proxy-invalid.png');
+	// Fixed: a good port, a 16-byte base64 key; saved and applied through rpcd.
+	await setField('.modal [data-name=port] input', '8443');
+	await setField('.modal [data-name=password] input', 'AAECAwQFBgcICQoLDA0ODw==');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length == 0', 'the fields to be valid');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const backup = rpcd.committed.tgtun.find((x) => x['.name'] === 'backup');
+	assert.deepEqual([backup.port, backup.cipher, backup.password], ['8443', '2022-blake3-aes-128-gcm', 'AAECAwQFBgcICQoLDA0ODw==']);
+	noPageErrors();
+});
+
+test('status: diagnostics, list update and reload call the daemon over /ubus', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/status', STATUS_READY);
+	await click('button', 'Run diagnostics');
+	await page.waitFor('document.querySelector(".modal") && document.querySelector(".modal").innerText.includes("Hint:")', 'the diagnostics');
+	const modal = await text('.modal');
+	for (const s of ['Diagnostics', 'Something is wrong', "proxy 'office'", 'failed', '407 Proxy Authentication Required',
+		'set username and password of this proxy', "proxy 'primary'", 'reached 149.154.167.51:443'])
+		assert.ok(modal.includes(s), `diagnostics lack ${s}`);
+	await shot('status-diagnostics.png');
+	await click('.modal button', 'Close');
+	await click('button', 'Update lists now');
+	await page.waitFor('document.body.innerText.includes("Some lists could not be updated")', 'the update notification');
+	assert.match(await text(), /Some lists could not be updated: mine: GET https:\/\/example.org\/my-list.txt: 404 Not Found/);
+	await click('button', 'Reload configuration');
+	await page.waitFor('document.body.innerText.includes("The configuration was reloaded.")', 'the reload notification');
+	const made = new Set(rpcd.calls.filter((c) => c.object === 'tgtun').map((c) => `${c.object}.${c.method}`));
+	assert.deepEqual([...made].sort(), ['tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists']);
+	noPageErrors();
+});
+
+// The validation error LuCI shows for an option (as the field's tooltip), from the form.
+const optError = (name, sid, modal) => page.eval(`(() => {
+	const m = L.dom.findClassInstance(document.querySelector(${JSON.stringify(modal ? '.modal .cbi-map' : '#view .cbi-map')}));
+	const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)});
+	return o ? o[0].getValidationError(${JSON.stringify(sid)}) : 'no option ${name}';
+})()`);
+const pbk = 'BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc';
+const uuid = '9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f';
+
+test('share links: each kind parses into the proxy options; a link it cannot use names the part', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const ok = [
+		['socks5://alice:s%40cret@198.51.100.6:1080#home', { type: 'socks5', server: '198.51.100.6', port: '1080', username: 'alice', password: 's@cret', name: 'home' }],
+		['socks://198.51.100.6:1080', { type: 'socks5', server: '198.51.100.6', port: '1080', username: '', password: '' }],
+		['http://bob:pw@[2001:db8::5]:3128', { type: 'http', server: '2001:db8::5', port: '3128', username: 'bob', password: 'pw' }],
+		[`ss://${Buffer.from('aes-256-gcm:pass').toString('base64url')}@198.51.100.7:8388#x`, { type: 'shadowsocks', cipher: 'aes-256-gcm', password: 'pass', port: '8388' }],
+		['ss://2022-blake3-aes-128-gcm:AAECAwQFBgcICQoLDA0ODw%3D%3D@198.51.100.7:8388/', { type: 'shadowsocks', cipher: '2022-blake3-aes-128-gcm', password: 'AAECAwQFBgcICQoLDA0ODw==' }],
+		[`ss://${Buffer.from('2022-blake3-chacha20-poly1305:' + Buffer.alloc(32, 7).toString('base64')).toString('base64')}@proxy.example.org:443`, { type: 'shadowsocks', cipher: '2022-blake3-chacha20-poly1305', server: 'proxy.example.org' }],
+		[`ss://${Buffer.from('chacha20-ietf-poly1305:pw@198.51.100.7:8388').toString('base64')}#legacy`, { type: 'shadowsocks', cipher: 'chacha20-ietf-poly1305', password: 'pw', server: '198.51.100.7', port: '8388' }],
+		[`vless://${uuid}@198.51.100.8:443?type=tcp&encryption=none&security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=firefox&pbk=${pbk}&sid=0123abcd#r`,
+			{ type: 'vless', uuid, security: 'reality', flow: 'xtls-rprx-vision', sni: 'www.example.com', fingerprint: 'firefox', public_key: pbk, short_id: '0123abcd', alpn: [], insecure: '0' }],
+		[`vless://${uuid}@vless.example.org:8443?security=tls&sni=vless.example.org&alpn=h2,http%2F1.1&allowInsecure=1`,
+			{ type: 'vless', security: 'tls', flow: '', sni: 'vless.example.org', alpn: ['h2', 'http/1.1'], insecure: '1', public_key: '' }],
+		['trojan://p%40ss@trojan.example.org:443?sni=example.org&alpn=h2&fp=safari#t', { type: 'trojan', password: 'p@ss', sni: 'example.org', alpn: ['h2'], fingerprint: 'safari' }],
+	];
+	const bad = [
+		[`vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`, 'vless link: type=grpc is not supported; tcp is'],
+		[`vless://${uuid}@198.51.100.8:443?security=none`, 'vless link: security=none is not supported; tls or reality is'],
+		[`vless://${uuid}@198.51.100.8:443?security=reality`, 'vless link: pbk (the REALITY public key) is missing'],
+		[`vless://${uuid}@198.51.100.8:443?security=tls&flow=xtls-rprx-direct`, 'vless link: flow=xtls-rprx-direct is not supported; xtls-rprx-vision or none is'],
+		['vless://not-a-uuid@198.51.100.8:443?security=tls', "vless link: uuid 'not-a-uuid' is not a UUID (32 hexadecimal digits, e.g. 9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f)"],
+		['trojan://pw@198.51.100.9:443?type=ws', 'trojan link: type=ws is not supported; tcp is'],
+		[`ss://${Buffer.from('aes-256-gcm:pass').toString('base64url')}@198.51.100.7:8388/?plugin=obfs-local%3Bobfs%3Dhttp`, 'ss link: plugin=obfs-local is not supported; only links without a plugin are'],
+		[`ss://${Buffer.from('rc4-md5:pass').toString('base64url')}@198.51.100.7:8388`, 'ss link: cipher rc4-md5 is not supported; one of aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305 is'],
+		['https://u:p@198.51.100.6:443', 'https link: TLS to an HTTP proxy is not supported; use an http:// link'],
+		['socks5://198.51.100.6', "socks5 link: the address '198.51.100.6' is not host:port"],
+		['socks5://198.51.100.6:70000', "socks5 link: port '70000' is out of range 1-65535"],
+		['vmess://eyJ2IjoiMiJ9', 'vmess:// links are not supported; socks5://, http://, ss://, vless:// and trojan:// are'],
+		['198.51.100.6:1080', 'not a link: it must start with socks5://, http://, ss://, vless:// or trojan://'],
+	];
+	const got = await page.eval(`L.require('view.tgtun.settings').then(v => ${JSON.stringify([...ok, ...bad].map((c) => c[0]))}.map(l => {
+		try { return v.parseLink(l) } catch (e) { return { error: e.message } } }))`);
+	ok.forEach(([link, want], i) => {
+		for (const [k, v] of Object.entries(want)) assert.deepEqual(got[i][k], v, `${link}: ${k}`);
+		assert.equal(got[i].error, undefined, link);
+	});
+	bad.forEach(([link, want], i) => assert.deepEqual(got[ok.length + i], { error: want }, link));
+	noPageErrors();
+});
+
+test('proxy editor: Paste link fills a new VLESS+REALITY proxy, fields follow the type, Save & Apply writes it', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'pasted');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	const visible = (name) => page.eval(`(() => { const r = document.querySelector('.modal [data-name=${name}]'); return !!r && getComputedStyle(r).display != 'none' })()`);
+	// A link it cannot use: the field says why, nothing is filled.
+	await setField('.modal [data-name=_link] input', `vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`);
+	assert.equal(await optError('_link', 'pasted', true), 'vless link: type=grpc is not supported; tcp is');
+	assert.equal(await page.eval('document.querySelector(".modal [data-name=type] select").value'), 'socks5');
+	await setField('.modal [data-name=_link] input',
+		`vless://${uuid}@198.51.100.8:443?type=tcp&security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=firefox&pbk=${pbk}&sid=0123abcd#r`);
+	await page.waitFor('document.querySelector(".modal [data-name=type] select").value == "vless"', 'the type to be filled');
+	assert.equal(await optError('_link', 'pasted', true), '');
+	const val = (name) => page.eval(`document.querySelector('.modal [data-name=${name}] input, .modal [data-name=${name}] select').value`);
+	assert.deepEqual([await val('server'), await val('port'), await val('uuid'), await val('security'), await val('flow'), await val('sni'), await val('fingerprint'), await val('public_key'), await val('short_id')],
+		['198.51.100.8', '443', uuid, 'reality', 'xtls-rprx-vision', 'www.example.com', 'firefox', pbk, '0123abcd']);
+	for (const [name, shown] of [['uuid', true], ['public_key', true], ['short_id', true], ['username', false], ['cipher', false], ['password', false], ['alpn', false], ['insecure', false], ['interface', false], ['udp', true]])
+		assert.equal(await visible(name), shown, `${name} ${shown ? 'hidden' : 'shown'} for vless+reality`);
+	await shot('settings-proxy-vless.png');
+	// Switching to TLS shows ALPN and the certificate switch, hides the REALITY key.
+	await setField('.modal [data-name=security] select', 'tls');
+	assert.deepEqual([await visible('alpn'), await visible('insecure'), await visible('public_key')], [true, true, false]);
+	await setField('.modal [data-name=security] select', 'reality');
+	// The interface type has no server or port, only the interface.
+	await setField('.modal [data-name=type] select', 'interface');
+	assert.deepEqual([await visible('server'), await visible('port'), await visible('interface'), await visible('uuid')], [false, false, true, false]);
+	await setField('.modal [data-name=type] select', 'vless');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const sec = rpcd.committed.tgtun.find((x) => x['.name'] === 'pasted');
+	assert.equal(sec['.type'], 'proxy');
+	const opts = Object.fromEntries(Object.entries(sec).filter(([k]) => !k.startsWith('.')));
+	assert.deepEqual(opts, { type: 'vless', server: '198.51.100.8', port: '443', uuid, security: 'reality', flow: 'xtls-rprx-vision',
+		sni: 'www.example.com', fingerprint: 'firefox', public_key: pbk, short_id: '0123abcd', udp: '1' });
+	noPageErrors();
+});
+
+test('services tab: five services with their counts from status; ticking one creates its section', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await click('.cbi-tabmenu li[data-tab=services] a');
+	const rows = await page.eval(`[...document.querySelectorAll('[data-tab=services] .cbi-value[data-name^=_service_]')]
+		.map(r => [r.dataset.name.slice(9), r.querySelector('input').checked, r.querySelector('.cbi-value-description').innerText])`);
+	assert.deepEqual(rows.map((r) => r[0]), ['telegram', 'whatsapp', 'signal', 'discord', 'viber']);
+	assert.deepEqual(rows.map((r) => r[1]), [true, false, false, false, false]);
+	assert.match(rows[0][2], /14 ranges, 9 domains, 31 addresses resolved from them/);
+	await shot('settings-services.png');
+	await setField('[data-name=_service_signal] input[type=checkbox]', true);
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const svc = rpcd.committed.tgtun.filter((x) => x['.type'] === 'service').map((x) => [x['.name'], x.enabled]);
+	assert.deepEqual(svc, [['telegram', '1'], ['signal', '1']]);
+	noPageErrors();
+});
+
+test('devices, DNS, per-device cap and custom domains: choices from DHCP leases, errors in the daemon\'s words, applied', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/settings', SETTINGS_READY);
+	await click('.cbi-tabmenu li[data-tab=devices] a');
+	const choices = await page.eval(`[...document.querySelectorAll('[data-name=include_device] li[data-value]')].map(li => li.dataset.value + ' = ' + li.innerText.trim())`);
+	assert.ok(choices.includes('02:00:00:00:aa:01 = anna-phone (02:00:00:00:aa:01, 192.168.1.23)'), choices.join('\n'));
+	assert.ok(choices.includes('192.168.1.40 = tv (192.168.1.40)'), choices.join('\n'));
+	const setOpt = (name, sid, value) => page.eval(`(() => {
+		const m = L.dom.findClassInstance(document.querySelector('#view .cbi-map'));
+		const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)})[0];
+		const w = o.getUIElement(${JSON.stringify(sid)}); w.setValue(${JSON.stringify(value)}); w.triggerValidation(); return true })()`);
+	// A list entry is checked as it is typed (LuCI marks the entry field), with the option's message.
+	const listCheck = (name, sid, value) => page.eval(`(() => {
+		const m = L.dom.findClassInstance(document.querySelector('#view .cbi-map'));
+		const o = m.lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)})[0];
+		const r = o.validate(${JSON.stringify(sid)}, ${JSON.stringify(value)}); return r === true ? '' : r })()`);
+	const typed = async (name, value) => {
+		const sel = `[data-name=${name}] .add-item input[type=text], [data-name=${name}] .add-item .create-item-input`;
+		await setField(sel, value);
+		return page.eval(`document.querySelector(${JSON.stringify(sel)}).classList.contains('cbi-input-invalid')`);
+	};
+	assert.equal(await typed('include_device', 'laptop'), true, 'laptop accepted as a device');
+	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address");
+	assert.equal(await typed('include_device', 'aa:bb:cc:dd:ee:ff'), false);
+	assert.equal(await typed('include_device', ''), false);
+	await setOpt('include_device', 'main', ['02:00:00:00:aa:01', '192.168.1.0/28']);
+	await setOpt('exclude_device', 'main', ['192.168.1.40']);
+	await shot('settings-devices.png');
+	await click('.cbi-tabmenu li[data-tab=dns] a');
+	await setOpt('dns_upstream', 'main', 'dns.google');
+	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL");
+	await setField('[data-name=dns_port] input', '0');
+	assert.equal(await optError('dns_port', 'main'), "dns_port '0' is out of range 1-65535");
+	await setOpt('dns_upstream', 'main', 'https://1.1.1.1/dns-query');
+	await setField('[data-name=dns_port] input', '5399');
+	await shot('settings-dns.png');
+	await click('.cbi-tabmenu li[data-tab=advanced] a');
+	await setField('[data-name=max_flows_per_device] input', '5000');
+	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096");
+	await setField('[data-name=max_flows_per_device] input', '512');
+	const custom = rpcd.committed.tgtun.find((x) => x['.type'] === 'custom')['.name'];
+	assert.equal(await typed('domain', '-bad-.org'), true, 'a bad domain accepted');
+	assert.equal(await listCheck('domain', custom, '-bad-.org'), "domain '-bad-.org' is not a domain name (e.g. 'example.org'; its subdomains match too)");
+	await typed('domain', '');
+	await setOpt('domain', custom, ['example.org', 'cdn.example.net']);
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const main = rpcd.committed.tgtun.find((x) => x['.name'] === 'main');
+	assert.deepEqual([main.include_device, main.exclude_device, main.dns_upstream, main.dns_port, main.max_flows_per_device],
+		[['02:00:00:00:aa:01', '192.168.1.0/28'], ['192.168.1.40'], 'https://1.1.1.1/dns-query', '5399', '512']);
+	assert.deepEqual(rpcd.committed.tgtun.find((x) => x['.name'] === custom).domain, ['example.org', 'cdn.example.net']);
+	noPageErrors();
+});
+
+test('status: new proxy types with health and hints, services, DNS, per-device cap', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/status', STATUS_READY);
+	const row = (name) => page.eval(`[...document.querySelectorAll('#tgtun-status tr')].map(r => r.innerText).find(t => t.startsWith(${JSON.stringify(name)})) || ''`);
+	assert.match(await row('reality'), /VLESS\s+198\.51\.100\.8:443\s+unhealthy[\s\S]*REALITY handshake failed: server did not prove the key[\s\S]*Hint: wrong public_key or short_id\?/);
+	assert.match(await row('tro'), /Trojan\s+trojan\.example\.org:443\s+healthy\s+61 ms/);
+	assert.match(await row('wg'), /interface\s+wg0\s+healthy/);
+	assert.match(await row('telegram'), /telegram\s+enabled\s+14\s+9\s+31/);
+	const body = await text('#view');
+	for (const s of ['127.0.0.1:5354', '1.1.1.1:53', 'Limit per device', '1024 connections; refused over it: 2', '192.168.1.23: 3 connections'])
+		assert.ok(body.includes(s), `status lacks ${s}`);
+	// dnsmasq without nftset support: the text shows as an error.
+	const st = fx.status();
+	st.dns.dnsmasq = 'dnsmasq has no nftset support: install dnsmasq-full';
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject(st) } });
+	await openView('tgtun/status', STATUS_READY);
+	assert.ok((await text('#view')).includes('dnsmasq has no nftset support: install dnsmasq-full'));
+	noPageErrors();
+});
+
+test('screenshots: settings and status, English and Russian', async () => {
+	for (const lang of ['en', 'ru']) {
+		rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+		rpcd.setLang(lang);
+		await openView('tgtun/settings', SETTINGS_READY);
+		if (lang === 'ru') assert.ok((await text()).includes('Применить'), 'LuCI\'s own strings are not in Russian');
+		await shot(`settings-${lang}.png`);
+		await openView('tgtun/status', STATUS_READY);
+		await shot(`status-${lang}.png`);
+	}
+	rpcd.setLang('en');
+	noPageErrors();
+});
