@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,17 +27,18 @@ func TestConfigDefaults(t *testing.T) {
 	}{
 		{
 			name: "zero takes defaults",
-			want: Config{MTU: 1500, MaxFlows: 4096, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
+			want: Config{MTU: 1500, MaxFlows: 4096, MaxFlowsPerDevice: 1024, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
 				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, BufferSize: 64 << 10, HeldBufferSize: 16 << 10},
 		},
 		{
 			name: "explicit values kept",
-			in:   Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
-			want: Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
+			in:   Config{MTU: 1400, MaxFlows: 10, MaxFlowsPerDevice: 3, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
+			want: Config{MTU: 1400, MaxFlows: 10, MaxFlowsPerDevice: 3, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
 		},
 		{name: "MTU too small for IPv6", in: Config{MTU: 1000}, wantErr: true},
 		{name: "MTU too large", in: Config{MTU: 70000}, wantErr: true},
 		{name: "negative flows", in: Config{MaxFlows: -1}, wantErr: true},
+		{name: "per-device cap over max_flows", in: Config{MaxFlows: 10, MaxFlowsPerDevice: 11}, wantErr: true},
 		{name: "tiny buffer", in: Config{BufferSize: 512}, wantErr: true},
 		{name: "tiny held buffer", in: Config{HeldBufferSize: 512}, wantErr: true},
 	}
@@ -330,7 +332,7 @@ func TestIdleTCPFlowsHoldNoGoroutine(t *testing.T) {
 
 func TestMaxFlows(t *testing.T) {
 	d := echoDialer(t)
-	env := startEngine(t, Config{MaxFlows: 2}, d)
+	env := startEngine(t, Config{MaxFlows: 2, MaxFlowsPerDevice: 2}, d)
 	roundTrip := func(c net.Conn) error {
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		if _, err := c.Write([]byte("ping")); err != nil {
@@ -376,6 +378,54 @@ func TestMaxFlows(t *testing.T) {
 	c = env.mustDial(t, "tcp", "203.0.113.40:1003")
 	if err := roundTrip(c); err != nil {
 		t.Fatalf("flow after a slot was freed: %v", err)
+	}
+}
+
+// One device cannot take every slot: beyond MaxFlowsPerDevice its flows are
+// refused while another device still gets its own.
+func TestMaxFlowsPerDevice(t *testing.T) {
+	d := echoDialer(t)
+	env := startEngine(t, Config{MaxFlows: 8, MaxFlowsPerDevice: 2}, d)
+	runCmd(t, "ip", "-n", env.ns, "addr", "add", secondClientV4+"/32", "dev", tunName)
+	roundTrip := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 4))
+		return err
+	}
+	for i := range 2 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.41:%d", 1000+i))
+		if err := roundTrip(c); err != nil {
+			t.Fatalf("flow %d within the device's cap: %v", i, err)
+		}
+	}
+	if c, err := env.dial("tcp", "203.0.113.41:1002"); err == nil {
+		c.Close()
+		t.Fatal("third flow of one device over MaxFlowsPerDevice=2 was accepted")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("third flow of one device: %v, want ECONNREFUSED", err)
+	}
+	u := env.mustDial(t, "udp", "203.0.113.41:53")
+	if _, err := u.Write([]byte("over the device's cap")); err != nil {
+		t.Fatalf("send datagram: %v", err)
+	}
+	waitFor(t, 10*time.Second, "over-cap datagram refused", func() bool {
+		return env.eng.Stats().RefusedPerDevice == 2
+	})
+	other, err := env.dialFrom(secondClientV4, "tcp", "203.0.113.41:1003")
+	if err != nil {
+		t.Fatalf("flow of a second device: %v", err)
+	}
+	defer other.Close()
+	if err := roundTrip(other); err != nil {
+		t.Fatalf("flow of a second device: %v", err)
+	}
+	s := env.eng.Stats()
+	want := []DeviceFlows{{Address: "192.0.2.1", Flows: 2}, {Address: secondClientV4, Flows: 1}}
+	if s.PerDeviceLimit != 2 || !slices.Equal(s.TopDevices, want) || s.ActiveTCP != 3 {
+		t.Errorf("stats %+v, want per_device_limit 2, top devices %v and 3 TCP flows", s, want)
 	}
 }
 

@@ -31,7 +31,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := addrPort(id.LocalAddress, id.LocalPort)
 	src := addrPort(id.RemoteAddress, id.RemotePort)
-	if !e.reserveSlot() {
+	if !e.reserveSlot(src.Addr()) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over cap, reset", "src", src, "dst", dst, "max_flows", e.cfg.MaxFlows)
 		r.Complete(true)
@@ -39,7 +39,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	}
 	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	if !e.admit(f) {
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 		r.Complete(true)
 		return
 	}
@@ -47,7 +47,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	// and the registration.
 	giveUp := func() {
 		e.release(f)
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 	}
 
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
@@ -161,7 +161,7 @@ func (f *tcpFlow) finish() {
 	}
 	f.e.activeTCP.Add(-1)
 	f.e.release(f)
-	f.e.freeSlot()
+	f.e.freeSlot(f.src.Addr())
 }
 
 // acquire counts in a new worker, unless the flow is already over.

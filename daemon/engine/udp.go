@@ -25,7 +25,7 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 	id := r.ID()
 	dst := addrPort(id.LocalAddress, id.LocalPort)
 	src := addrPort(id.RemoteAddress, id.RemotePort)
-	if !e.reserveSlot() {
+	if !e.reserveSlot(src.Addr()) {
 		e.rejected.Add(1)
 		e.droppedUDP.Add(1)
 		return true
@@ -33,7 +33,7 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 	f := &udpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	ep, terr := r.CreateEndpoint(&f.wq)
 	if terr != nil {
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 		e.droppedUDP.Add(1)
 		e.log.Debug("udp endpoint for new flow", "src", src, "dst", dst, "err", terr)
 		return true
@@ -41,7 +41,7 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 	f.ep = ep
 	if !e.admit(f) {
 		ep.Close()
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 		return true
 	}
 	go f.serve(ctx)
@@ -93,7 +93,7 @@ func (f *udpFlow) attach(conn net.Conn) bool {
 
 func (f *udpFlow) serve(ctx context.Context) {
 	e := f.e
-	defer e.freeSlot()
+	defer e.freeSlot(f.src.Addr())
 	defer e.release(f)
 	defer f.abort()
 
