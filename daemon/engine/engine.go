@@ -63,6 +63,11 @@ type Config struct {
 	TCPIdleTimeout time.Duration
 	// UDPIdleTimeout closes a UDP flow without traffic (default 60s).
 	UDPIdleTimeout time.Duration
+	// UDPDialBackoff is how long the datagrams of a (client, destination)
+	// pair are dropped without a new dial after its proxy dial failed
+	// (default 1s); it doubles with each failure in a row, up to 32 times.
+	// A proxy that cannot carry UDP is asked again after UDPIdleTimeout.
+	UDPDialBackoff time.Duration
 	// BufferSize is the buffer a busy TCP flow borrows from a pool while data
 	// moves in one direction (default 64 KiB: against 16 KiB, 10-40% more
 	// throughput from fewer syscalls; an idle flow holds none).
@@ -81,6 +86,7 @@ const (
 	defaultDialTimeout    = 10 * time.Second
 	defaultTCPIdleTimeout = 2 * time.Hour
 	defaultUDPIdleTimeout = 60 * time.Second
+	defaultUDPDialBackoff = time.Second
 	defaultBufferSize     = 64 << 10
 	defaultHeldBufferSize = 16 << 10
 )
@@ -149,6 +155,9 @@ type Engine struct {
 
 	poller *readPoller // set by Run
 
+	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
+	udpBackoff *dialBackoff
+
 	mu      sync.Mutex
 	closing bool              // guarded by mu; no flow is admitted once set
 	flows   map[flow]struct{} // guarded by mu
@@ -177,6 +186,7 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int)}
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
+	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
 	e.dialer.Store(&dialerRef{d})
 	return e, nil
 }
@@ -189,6 +199,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.DialTimeout, defaultDialTimeout)
 	setDefault(&c.TCPIdleTimeout, defaultTCPIdleTimeout)
 	setDefault(&c.UDPIdleTimeout, defaultUDPIdleTimeout)
+	setDefault(&c.UDPDialBackoff, defaultUDPDialBackoff)
 	setDefault(&c.BufferSize, defaultBufferSize)
 	setDefault(&c.HeldBufferSize, defaultHeldBufferSize)
 	switch {
@@ -196,7 +207,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, header.IPv6MinimumMTU)
 	case c.MaxFlowsPerDevice < 0 || c.MaxFlowsPerDevice > c.MaxFlows:
 		return fmt.Errorf("engine: MaxFlowsPerDevice %d out of range 1..%d (MaxFlows)", c.MaxFlowsPerDevice, c.MaxFlows)
-	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0:
+	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
 		return errors.New("engine: negative limit in config")
 	case c.BufferSize < 2048, c.HeldBufferSize < 2048:
 		return fmt.Errorf("engine: buffer sizes %d and %d: below 2048", c.BufferSize, c.HeldBufferSize)
