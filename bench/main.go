@@ -111,7 +111,7 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate} {
+	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -211,6 +211,7 @@ func (b *bench) launchTgtun(ctx context.Context) error {
 	option update_interval '0'
 	option log_level 'warn'
 	option max_flows '8192'
+	option max_flows_per_device '8192'
 
 config service 'telegram'
 	option enabled '0'
@@ -583,5 +584,82 @@ func (b *bench) flows(ctx context.Context) error {
 			Target: fmt.Sprintf("<= %.0f MiB", want.target), Met: met(rss <= want.target)})
 		b.add(figure{Name: fmt.Sprintf("memory holding %d idle TCP flows VmHWM", want.n), Value: hwm, Unit: "MiB"})
 	}
+	return nil
+}
+
+// udpFlows holds many idle UDP flows open through tgtun (SOCKS5 UDP ASSOCIATE to dante)
+// and reads its memory: the figure per flow is the growth of VmRSS over the daemon's
+// own idle reading, divided by the flows.
+func (b *bench) udpFlows(ctx context.Context) error {
+	const flows = 5000
+	const workers = 32
+	idle, _, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort).String()
+	open := make([]net.Conn, flows)
+	defer func() {
+		for _, c := range open {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	var next atomic.Int64
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			buf := make([]byte, 64)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= flows {
+					return
+				}
+				c, err := b.n.Dial(ctx, b.n.Client, "udp", dst)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				open[i] = c
+				msg := []byte(fmt.Sprintf("flow %d", i))
+				ok := false
+				// A datagram may be lost while dante is busy: try a few times.
+				for try := 0; try < 3 && !ok; try++ {
+					_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+					if _, err := c.Write(msg); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+						break
+					}
+					n, err := c.Read(buf)
+					ok = err == nil && string(buf[:n]) == string(msg)
+					if err != nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+				}
+				if !ok {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > flows/20 {
+		fmt.Printf("memory holding %d idle UDP flows: not measured: %d flows got no echo (first error: %v)\n", flows, f, firstErr.Load())
+		return nil
+	}
+	time.Sleep(time.Second)
+	rss, hwm, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	held := flows - int(failed.Load())
+	perFlow := (rss - idle) * 1024 / float64(held)
+	b.add(figure{Name: "memory per idle UDP flow (VmRSS growth / flows)", Value: perFlow, Unit: "KiB", Target: "<= 8 KiB", Met: met(perFlow <= 8)})
+	b.add(figure{Name: fmt.Sprintf("memory holding %d idle UDP flows VmRSS", flows), Value: rss, Unit: "MiB"})
+	b.add(figure{Name: fmt.Sprintf("memory holding %d idle UDP flows VmHWM", flows), Value: hwm, Unit: "MiB"})
 	return nil
 }

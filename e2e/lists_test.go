@@ -107,6 +107,7 @@ func TestListUpdateKeepsFlow(t *testing.T) {
 func TestListCacheFallback(t *testing.T) {
 	n, ls, conf := newListNet(t)
 	d := startTgtun(t, n, conf)
+	waitProxiesProbedHealthy(t, d)
 	if st := listStatus(t, d.status(), ls.url); st.Origin != lists.OriginNone || st.Entries4 != 0 {
 		t.Fatalf("list status before any download: %+v, want origin none", st)
 	}
@@ -118,6 +119,7 @@ func TestListCacheFallback(t *testing.T) {
 
 	ls.close(t)
 	d.start()
+	waitProxiesProbedHealthy(t, d)
 	st := listStatus(t, d.status(), ls.url)
 	if st.Origin != lists.OriginCache || st.Entries4 != 1 || st.Entries6 != 1 {
 		t.Fatalf("list status after a restart: %+v, want the cached download", st)
@@ -135,6 +137,24 @@ func TestListCacheFallback(t *testing.T) {
 	}
 	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
 	d.stop()
+}
+
+// waitProxiesProbedHealthy waits until every proxy has been probed and found healthy,
+// so that what follows does not race the daemon's first probes on a loaded machine.
+func waitProxiesProbedHealthy(t *testing.T, d *daemon) {
+	t.Helper()
+	eventually(t, 60*time.Second, "every proxy probed and healthy", func() error {
+		st := d.status()
+		if len(st.Proxies) == 0 {
+			return fmt.Errorf("no proxy in status")
+		}
+		for _, p := range st.Proxies {
+			if !p.Healthy || p.LastCheck.IsZero() {
+				return fmt.Errorf("proxy %+v not yet probed healthy", p)
+			}
+		}
+		return nil
+	})
 }
 
 // listServer serves one list over HTTP from the direct server's address; its body can be

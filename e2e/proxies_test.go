@@ -201,11 +201,11 @@ func TestFailover(t *testing.T) {
 			{name: "secondary", typ: "socks5", server: testnet.ProxyV4.String(), port: secondaryPort, priority: 20},
 		},
 	})
-	// How long a change of health may take to show: the next probe starts within one
-	// interval, a probe takes at most its timeout (here the interval), and a round that
-	// waited on a slow probe delays the next tick by as much again; 5 s more for a loaded
-	// 2-core machine.
-	healthBound := 3*interval + 5*time.Second
+	// How long a change of health may take to show: a proxy counts as down after three
+	// failed probes in a row; the next probe starts within one interval, a probe takes at
+	// most its timeout (here the interval), and a round that waited on a slow probe
+	// delays the next tick by as much again; 5 s more for a loaded 2-core machine.
+	healthBound := 7*interval + 5*time.Second
 
 	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
 	st := d.status()
@@ -277,7 +277,7 @@ func TestFailModeDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	const interval = time.Second
-	healthBound := 3*interval + 5*time.Second // as in TestFailover
+	healthBound := 7*interval + 5*time.Second // as in TestFailover
 	conf := func(mode string) tgtunConf {
 		return tgtunConf{
 			failMode:       mode,

@@ -49,6 +49,9 @@ type Main struct {
 	MemoryLimit    int64 // bytes; 0 = no limit
 	MaxFlows       int   // concurrent TCP+UDP flows through the TUN
 	LogLevel       slog.Level
+
+	// MaxFlowsPerDevice caps the flows of one LAN address; default MaxFlows/4.
+	MaxFlowsPerDevice int
 }
 
 // Values of Main.FailMode.
@@ -130,6 +133,8 @@ func Default() *Config {
 		MemoryLimit:    32 << 20,
 		MaxFlows:       4096,
 		LogLevel:       slog.LevelInfo,
+
+		MaxFlowsPerDevice: 4096 / 4,
 	}}
 }
 
@@ -468,6 +473,14 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		}
 	}
 	r.integer("max_flows", 64, 65536, &m.MaxFlows)
+	m.MaxFlowsPerDevice = m.MaxFlows / 4
+	if v, ok := r.single("max_flows_per_device"); ok {
+		if n, err := parseInt(v.Text, 1, int64(m.MaxFlows)); err != nil {
+			r.bad("max_flows_per_device", v, err.Error()+" (at most max_flows)")
+		} else {
+			m.MaxFlowsPerDevice = int(n)
+		}
+	}
 	if v, ok := r.single("log_level"); ok {
 		switch strings.ToLower(v.Text) {
 		case "debug":

@@ -70,7 +70,7 @@ func TestDefault(t *testing.T) {
 		RouterTraffic: false, FwMark: 0x100000, FwMask: 0x100000, BypassMark: 0x200000,
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
 		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
-		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo,
+		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo, MaxFlowsPerDevice: 1024,
 	}
 	if !reflect.DeepEqual(d.Main, want) || d.Proxies != nil || d.Services != nil || d.Customs != nil {
 		t.Fatalf("Default() = %+v", d)
@@ -223,6 +223,11 @@ func TestMainOptions(t *testing.T) {
 
 		{opt: "max_flows", val: "8192", check: func(m Main) bool { return m.MaxFlows == 8192 }},
 		{opt: "max_flows", val: "10", wantErr: "max_flows '10' is out of range 64-65536"},
+		{opt: "max_flows", val: "8192", check: func(m Main) bool { return m.MaxFlowsPerDevice == 2048 }},
+		{opt: "max_flows_per_device", val: "100", check: func(m Main) bool { return m.MaxFlowsPerDevice == 100 }},
+		{opt: "max_flows_per_device", val: "4096", check: func(m Main) bool { return m.MaxFlowsPerDevice == 4096 }},
+		{opt: "max_flows_per_device", val: "0", wantErr: "max_flows_per_device '0' is out of range 1-4096 (at most max_flows)"},
+		{opt: "max_flows_per_device", val: "200", extra: "option max_flows '100'", wantErr: "max_flows_per_device '200' is out of range 1-100"},
 		{opt: "log_level", val: "debug", check: func(m Main) bool { return m.LogLevel == slog.LevelDebug }},
 		{opt: "log_level", val: "info", check: func(m Main) bool { return m.LogLevel == slog.LevelInfo }},
 		{opt: "log_level", val: "warn", check: func(m Main) bool { return m.LogLevel == slog.LevelWarn }},
@@ -592,7 +597,7 @@ func TestDocsCoverEveryOption(t *testing.T) {
 	}
 	for _, opt := range []string{"enabled", "tun_name", "tun_mtu", "ipv6", "lan_iface", "router_traffic", "fwmark",
 		"bypass_mark", "route_table", "rule_priority", "fail_mode", "update_interval", "health_target",
-		"health_interval", "memory_limit", "max_flows", "log_level", "type", "server", "port", "username", "password",
+		"health_interval", "memory_limit", "max_flows", "max_flows_per_device", "log_level", "type", "server", "port", "username", "password",
 		"cipher", "udp", "priority", "url", "subnet"} {
 		if !strings.Contains(string(data), "`"+opt+"`") {
 			t.Errorf("docs/config.md does not document `%s`", opt)

@@ -164,7 +164,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
 	v4, v6 := d.lists.Targets()
 	spec := netSpec(cfg, v4, v6, d.resolveBypass(ctx, cfg))
 	// An engine serves one TUN: a rebuilt TUN gets a new engine (its counters restart).
-	eng, err := engine.New(engine.Config{MTU: cfg.Main.TunMTU, MaxFlows: cfg.Main.MaxFlows}, d.pool, d.log)
+	eng, err := engine.New(engine.Config{MTU: cfg.Main.TunMTU, MaxFlows: cfg.Main.MaxFlows, MaxFlowsPerDevice: cfg.Main.MaxFlowsPerDevice}, d.pool, d.log)
 	if err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}

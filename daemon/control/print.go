@@ -98,4 +98,13 @@ func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "\nflows: tcp %d active / %d total, udp %d active / %d total, rejected %d, udp dropped %d\n",
 		f.ActiveTCP, f.TotalTCP, f.ActiveUDP, f.TotalUDP, f.Rejected, f.DroppedUDP)
 	fmt.Fprintf(w, "bytes: up %d, down %d\n", f.BytesUp, f.BytesDown)
+	fmt.Fprintf(w, "per device: limit %d, refused %d", f.PerDeviceLimit, f.RefusedPerDevice)
+	for i, d := range f.TopDevices {
+		sep := ", "
+		if i == 0 {
+			sep = "; most flows: "
+		}
+		fmt.Fprintf(w, "%s%s %d", sep, d.Address, d.Flows)
+	}
+	fmt.Fprintln(w)
 }

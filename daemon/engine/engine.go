@@ -5,12 +5,14 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,11 @@ type Config struct {
 	// included (default 4096). Beyond it TCP SYNs get a RST and UDP
 	// datagrams are dropped; both count as Rejected.
 	MaxFlows int
+	// MaxFlowsPerDevice caps the flows of one client (source) address
+	// (default MaxFlows/4, at least 1), so that one device cannot take
+	// every slot. Beyond it flows are refused as over MaxFlows, and counted
+	// in RefusedPerDevice.
+	MaxFlowsPerDevice int
 	// MaxHandshakes caps TCP connections whose proxy dial is in progress
 	// (default 256); SYNs beyond it are dropped and the client retransmits.
 	MaxHandshakes int
@@ -56,6 +63,11 @@ type Config struct {
 	TCPIdleTimeout time.Duration
 	// UDPIdleTimeout closes a UDP flow without traffic (default 60s).
 	UDPIdleTimeout time.Duration
+	// UDPDialBackoff is how long the datagrams of a (client, destination)
+	// pair are dropped without a new dial after its proxy dial failed
+	// (default 1s); it doubles with each failure in a row, up to 32 times.
+	// A proxy that cannot carry UDP is asked again after UDPIdleTimeout.
+	UDPDialBackoff time.Duration
 	// BufferSize is the buffer a busy TCP flow borrows from a pool while data
 	// moves in one direction (default 64 KiB: against 16 KiB, 10-40% more
 	// throughput from fewer syscalls; an idle flow holds none).
@@ -74,6 +86,7 @@ const (
 	defaultDialTimeout    = 10 * time.Second
 	defaultTCPIdleTimeout = 2 * time.Hour
 	defaultUDPIdleTimeout = 60 * time.Second
+	defaultUDPDialBackoff = time.Second
 	defaultBufferSize     = 64 << 10
 	defaultHeldBufferSize = 16 << 10
 )
@@ -106,7 +119,20 @@ type Stats struct {
 	DroppedUDP uint64 `json:"dropped_udp"` // datagrams dropped: no UDP through the proxy, dial failed, over cap, too large
 	BytesUp    uint64 `json:"bytes_up"`    // client → proxy
 	BytesDown  uint64 `json:"bytes_down"`  // proxy → client
+
+	PerDeviceLimit   int           `json:"per_device_limit"`   // Config.MaxFlowsPerDevice
+	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit
+	TopDevices       []DeviceFlows `json:"top_devices"`        // the devices holding most flows, up to 5
 }
+
+// DeviceFlows is how many flows one client address holds.
+type DeviceFlows struct {
+	Address string `json:"address"`
+	Flows   int    `json:"flows"`
+}
+
+// topDevicesShown is how many devices Stats lists.
+const topDevicesShown = 5
 
 // Engine relays the flows of a TUN device through a Dialer.
 type Engine struct {
@@ -122,8 +148,15 @@ type Engine struct {
 	activeTCP, activeUDP                     atomic.Int64
 	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
+	refusedPerDevice                         atomic.Uint64
+
+	devMu   sync.Mutex
+	devices map[netip.Addr]int // guarded by devMu: slots held per source address
 
 	poller *readPoller // set by Run
+
+	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
+	udpBackoff *dialBackoff
 
 	mu      sync.Mutex
 	closing bool              // guarded by mu; no flow is admitted once set
@@ -150,9 +183,10 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{})}
+	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int)}
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
+	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
 	e.dialer.Store(&dialerRef{d})
 	return e, nil
 }
@@ -160,16 +194,20 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 func (c *Config) withDefaults() error {
 	setDefault(&c.MTU, defaultMTU)
 	setDefault(&c.MaxFlows, defaultMaxFlows)
+	setDefault(&c.MaxFlowsPerDevice, max(c.MaxFlows/4, 1))
 	setDefault(&c.MaxHandshakes, defaultMaxHandshakes)
 	setDefault(&c.DialTimeout, defaultDialTimeout)
 	setDefault(&c.TCPIdleTimeout, defaultTCPIdleTimeout)
 	setDefault(&c.UDPIdleTimeout, defaultUDPIdleTimeout)
+	setDefault(&c.UDPDialBackoff, defaultUDPDialBackoff)
 	setDefault(&c.BufferSize, defaultBufferSize)
 	setDefault(&c.HeldBufferSize, defaultHeldBufferSize)
 	switch {
 	case c.MTU < header.IPv6MinimumMTU || c.MTU > 65535:
 		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, header.IPv6MinimumMTU)
-	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0:
+	case c.MaxFlowsPerDevice < 0 || c.MaxFlowsPerDevice > c.MaxFlows:
+		return fmt.Errorf("engine: MaxFlowsPerDevice %d out of range 1..%d (MaxFlows)", c.MaxFlowsPerDevice, c.MaxFlows)
+	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
 		return errors.New("engine: negative limit in config")
 	case c.BufferSize < 2048, c.HeldBufferSize < 2048:
 		return fmt.Errorf("engine: buffer sizes %d and %d: below 2048", c.BufferSize, c.HeldBufferSize)
@@ -205,7 +243,25 @@ func (e *Engine) Stats() Stats {
 		DroppedUDP: e.droppedUDP.Load(),
 		BytesUp:    e.bytesUp.Load(),
 		BytesDown:  e.bytesDown.Load(),
+
+		PerDeviceLimit:   e.cfg.MaxFlowsPerDevice,
+		RefusedPerDevice: e.refusedPerDevice.Load(),
+		TopDevices:       e.topDevices(topDevicesShown),
 	}
+}
+
+// topDevices lists the n devices holding most flows, most first.
+func (e *Engine) topDevices(n int) []DeviceFlows {
+	e.devMu.Lock()
+	out := make([]DeviceFlows, 0, len(e.devices))
+	for a, c := range e.devices {
+		out = append(out, DeviceFlows{Address: a.String(), Flows: c})
+	}
+	e.devMu.Unlock()
+	slices.SortFunc(out, func(a, b DeviceFlows) int {
+		return cmp.Or(cmp.Compare(b.Flows, a.Flows), cmp.Compare(a.Address, b.Address))
+	})
+	return out[:min(n, len(out))]
 }
 
 // Run attaches the netstack to tunFD (an IFF_TUN|IFF_NO_PI device: raw IP
@@ -228,7 +284,7 @@ func (e *Engine) Run(ctx context.Context, tunFD int) error {
 		poller.close()
 		return err
 	}
-	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "vnet_hdr", hasVnetHdr(tunFD))
+	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "max_flows_per_device", e.cfg.MaxFlowsPerDevice, "vnet_hdr", hasVnetHdr(tunFD))
 	<-ctx.Done()
 	e.shutdown(s, link)
 	e.log.Info("netstack stopped")
@@ -361,16 +417,39 @@ func (e *Engine) release(f flow) {
 	e.flowsWG.Done()
 }
 
-// reserveSlot takes one of the MaxFlows slots.
-func (e *Engine) reserveSlot() bool {
+// reserveSlot takes one of the MaxFlows slots for a flow from src, unless src
+// already holds MaxFlowsPerDevice of them.
+func (e *Engine) reserveSlot(src netip.Addr) bool {
 	if e.slots.Add(1) > int64(e.cfg.MaxFlows) {
 		e.slots.Add(-1)
 		return false
 	}
+	src = src.Unmap()
+	e.devMu.Lock()
+	n := e.devices[src]
+	if n >= e.cfg.MaxFlowsPerDevice {
+		e.devMu.Unlock()
+		e.slots.Add(-1)
+		e.refusedPerDevice.Add(1)
+		return false
+	}
+	e.devices[src] = n + 1
+	e.devMu.Unlock()
 	return true
 }
 
-func (e *Engine) freeSlot() { e.slots.Add(-1) }
+// freeSlot gives back a slot reserveSlot(src) took.
+func (e *Engine) freeSlot(src netip.Addr) {
+	src = src.Unmap()
+	e.devMu.Lock()
+	if n := e.devices[src] - 1; n > 0 {
+		e.devices[src] = n
+	} else {
+		delete(e.devices, src)
+	}
+	e.devMu.Unlock()
+	e.slots.Add(-1)
+}
 
 func newBuffer(size int) func() any {
 	return func() any {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,17 +27,18 @@ func TestConfigDefaults(t *testing.T) {
 	}{
 		{
 			name: "zero takes defaults",
-			want: Config{MTU: 1500, MaxFlows: 4096, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
-				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, BufferSize: 64 << 10, HeldBufferSize: 16 << 10},
+			want: Config{MTU: 1500, MaxFlows: 4096, MaxFlowsPerDevice: 1024, MaxHandshakes: 256, DialTimeout: 10 * time.Second,
+				TCPIdleTimeout: 2 * time.Hour, UDPIdleTimeout: time.Minute, UDPDialBackoff: time.Second, BufferSize: 64 << 10, HeldBufferSize: 16 << 10},
 		},
 		{
 			name: "explicit values kept",
-			in:   Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
-			want: Config{MTU: 1400, MaxFlows: 10, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, BufferSize: 4096, HeldBufferSize: 2048},
+			in:   Config{MTU: 1400, MaxFlows: 10, MaxFlowsPerDevice: 3, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, UDPDialBackoff: time.Minute, BufferSize: 4096, HeldBufferSize: 2048},
+			want: Config{MTU: 1400, MaxFlows: 10, MaxFlowsPerDevice: 3, MaxHandshakes: 5, DialTimeout: time.Second, TCPIdleTimeout: time.Minute, UDPIdleTimeout: time.Second, UDPDialBackoff: time.Minute, BufferSize: 4096, HeldBufferSize: 2048},
 		},
 		{name: "MTU too small for IPv6", in: Config{MTU: 1000}, wantErr: true},
 		{name: "MTU too large", in: Config{MTU: 70000}, wantErr: true},
 		{name: "negative flows", in: Config{MaxFlows: -1}, wantErr: true},
+		{name: "per-device cap over max_flows", in: Config{MaxFlows: 10, MaxFlowsPerDevice: 11}, wantErr: true},
 		{name: "tiny buffer", in: Config{BufferSize: 512}, wantErr: true},
 		{name: "tiny held buffer", in: Config{HeldBufferSize: 512}, wantErr: true},
 	}
@@ -330,7 +332,7 @@ func TestIdleTCPFlowsHoldNoGoroutine(t *testing.T) {
 
 func TestMaxFlows(t *testing.T) {
 	d := echoDialer(t)
-	env := startEngine(t, Config{MaxFlows: 2}, d)
+	env := startEngine(t, Config{MaxFlows: 2, MaxFlowsPerDevice: 2}, d)
 	roundTrip := func(c net.Conn) error {
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		if _, err := c.Write([]byte("ping")); err != nil {
@@ -379,16 +381,70 @@ func TestMaxFlows(t *testing.T) {
 	}
 }
 
+// One device cannot take every slot: beyond MaxFlowsPerDevice its flows are
+// refused while another device still gets its own.
+func TestMaxFlowsPerDevice(t *testing.T) {
+	d := echoDialer(t)
+	env := startEngine(t, Config{MaxFlows: 8, MaxFlowsPerDevice: 2}, d)
+	runCmd(t, "ip", "-n", env.ns, "addr", "add", secondClientV4+"/32", "dev", tunName)
+	roundTrip := func(c net.Conn) error {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("ping")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 4))
+		return err
+	}
+	for i := range 2 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.41:%d", 1000+i))
+		if err := roundTrip(c); err != nil {
+			t.Fatalf("flow %d within the device's cap: %v", i, err)
+		}
+	}
+	if c, err := env.dial("tcp", "203.0.113.41:1002"); err == nil {
+		c.Close()
+		t.Fatal("third flow of one device over MaxFlowsPerDevice=2 was accepted")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("third flow of one device: %v, want ECONNREFUSED", err)
+	}
+	u := env.mustDial(t, "udp", "203.0.113.41:53")
+	if _, err := u.Write([]byte("over the device's cap")); err != nil {
+		t.Fatalf("send datagram: %v", err)
+	}
+	waitFor(t, 10*time.Second, "over-cap datagram refused", func() bool {
+		return env.eng.Stats().RefusedPerDevice == 2
+	})
+	other, err := env.dialFrom(secondClientV4, "tcp", "203.0.113.41:1003")
+	if err != nil {
+		t.Fatalf("flow of a second device: %v", err)
+	}
+	defer other.Close()
+	if err := roundTrip(other); err != nil {
+		t.Fatalf("flow of a second device: %v", err)
+	}
+	s := env.eng.Stats()
+	want := []DeviceFlows{{Address: "192.0.2.1", Flows: 2}, {Address: secondClientV4, Flows: 1}}
+	if s.PerDeviceLimit != 2 || !slices.Equal(s.TopDevices, want) || s.ActiveTCP != 3 {
+		t.Errorf("stats %+v, want per_device_limit 2, top devices %v and 3 TCP flows", s, want)
+	}
+}
+
 func TestUDPUnsupportedDropped(t *testing.T) {
 	d := echoDialer(t)
 	d.udp = func(context.Context, netip.AddrPort) (net.Conn, error) {
 		return nil, fmt.Errorf("test proxy: UDP relay: %w", errors.ErrUnsupported)
 	}
 	env := startEngine(t, Config{}, d)
-	for _, dst := range []string{"203.0.113.50:3478", "[2001:db8:3::50]:3478"} {
+	for i, dst := range []string{"203.0.113.50:3478", "[2001:db8:3::50]:3478"} {
 		c := env.mustDial(t, "udp", dst)
-		for i := range 3 {
-			if _, err := c.Write([]byte{byte(i)}); err != nil {
+		if _, err := c.Write([]byte{0}); err != nil {
+			t.Fatalf("send datagram to %s: %v", dst, err)
+		}
+		waitFor(t, 10*time.Second, "the dial refused", func() bool {
+			return env.eng.Stats().Rejected == uint64(i+1)
+		})
+		for j := range 2 {
+			if _, err := c.Write([]byte{byte(j + 1)}); err != nil {
 				t.Fatalf("send datagram to %s: %v", dst, err)
 			}
 		}
@@ -404,6 +460,117 @@ func TestUDPUnsupportedDropped(t *testing.T) {
 	if s := env.eng.Stats(); s.Rejected != 2 || len(udpDialed) != 2 || s.TotalUDP != 0 || s.BytesUp != 0 {
 		t.Errorf("stats %+v after %d dials, want one rejected dial per flow and nothing relayed", s, len(udpDialed))
 	}
+}
+
+// After a failed dial, the pair's next datagrams are dropped without a new
+// dial for UDPDialBackoff (a call's 50 datagrams a second were 50 dials).
+func TestUDPDialBackoff(t *testing.T) {
+	d := &testDialer{udp: func(context.Context, netip.AddrPort) (net.Conn, error) {
+		return nil, errTestRefused
+	}}
+	env := startEngine(t, Config{UDPDialBackoff: time.Hour}, d)
+	c := env.mustDial(t, "udp", "203.0.113.51:5000")
+	for i := range 20 {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, fmt.Sprintf("datagram %d handled", i), func() bool {
+			return env.eng.Stats().DroppedUDP == uint64(i+1)
+		})
+	}
+	if _, udpDialed := d.dialed(); len(udpDialed) != 1 {
+		t.Errorf("%d dials for 20 datagrams of one pair, want 1", len(udpDialed))
+	}
+	// Another pair is not held back.
+	other := env.mustDial(t, "udp", "203.0.113.52:5000")
+	if _, err := other.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the other pair dialled", func() bool {
+		_, udpDialed := d.dialed()
+		return len(udpDialed) == 2
+	})
+}
+
+// Idle UDP flows hold no goroutine (they held two and a 16 KiB buffer), and
+// datagrams either way still wake them.
+func TestIdleUDPFlowsHoldNoGoroutine(t *testing.T) {
+	const flows = 20
+	d := echoDialer(t)
+	env := startEngine(t, Config{}, d)
+	before := runtime.NumGoroutine()
+	conns := make([]net.Conn, flows)
+	echo := func(c net.Conn, msg string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatalf("send %q: %v", msg, err)
+		}
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("echo of %q: %q, %v", msg, buf[:n], err)
+		}
+	}
+	for i := range conns {
+		conns[i] = env.mustDial(t, "udp", fmt.Sprintf("203.0.113.53:%d", 3000+i))
+		echo(conns[i], fmt.Sprintf("hello %d", i))
+	}
+	waitFor(t, 10*time.Second, "idle UDP flows to hold no goroutine", func() bool {
+		return runtime.NumGoroutine()-before < flows/2
+	})
+	for i, c := range conns {
+		echo(c, fmt.Sprintf("again %d", i))
+	}
+	if s := env.eng.Stats(); s.ActiveUDP != flows {
+		t.Errorf("ActiveUDP = %d, want %d", s.ActiveUDP, flows)
+	}
+}
+
+// A poller-driven worker reads without waiting: after a burst that fills its
+// buffer exactly it finds the socket drained and ends, instead of parking in
+// Read with the buffer until the proxy sends again.
+func TestTCPWorkerEndsAfterExactBurst(t *testing.T) {
+	const flows = 20
+	const bufSize = 4096
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen upstream: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, flows)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			accepted <- c
+		}
+	}()
+	env := startEngine(t, Config{BufferSize: bufSize}, tcpDialerTo(ln.Addr().String()))
+	before := runtime.NumGoroutine()
+	burst := bytes.Repeat([]byte("x"), 2*bufSize)
+	for i := range flows {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.46:%d", 2000+i))
+		var up net.Conn
+		select {
+		case up = <-accepted:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("flow %d never reached the upstream", i)
+		}
+		if _, err := up.Write(burst); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, len(burst))); err != nil {
+			t.Fatalf("flow %d: read the burst: %v", i, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "no worker parked after exact bursts", func() bool {
+		return runtime.NumGoroutine()-before < flows/2
+	})
 }
 
 func TestSetDialerAffectsNewFlowsOnly(t *testing.T) {

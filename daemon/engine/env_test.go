@@ -28,6 +28,8 @@ const (
 	clientV6   = "2001:db8:1::1/64"
 	targetNet4 = "203.0.113.0/24"
 	targetNet6 = "2001:db8:3::/64"
+	// secondClientV4 is a second device's address, added by tests that need one.
+	secondClientV4 = "192.0.2.2"
 	// halfCloseTrailer is what the TCP echo server sends after the client's
 	// FIN: receiving it proves data still flows after a half-close.
 	halfCloseTrailer = "after-client-eof"
@@ -224,6 +226,25 @@ func (env *testEnv) dial(network, addr string) (net.Conn, error) {
 	err := inNetns(env.ns, func() error {
 		var err error
 		c, err = net.DialTimeout(network, addr, 30*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// dialFrom connects from local, an address of the namespace.
+func (env *testEnv) dialFrom(local, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(env.ns, func() error {
+		la, err := net.ResolveTCPAddr("tcp", net.JoinHostPort(local, "0"))
+		if err != nil {
+			return err
+		}
+		var laddr net.Addr = la
+		if network == "udp" {
+			laddr = &net.UDPAddr{IP: la.IP}
+		}
+		d := net.Dialer{Timeout: 30 * time.Second, LocalAddr: laddr}
+		c, err = d.Dial(network, addr)
 		return err
 	})
 	return c, err

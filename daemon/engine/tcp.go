@@ -31,7 +31,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := addrPort(id.LocalAddress, id.LocalPort)
 	src := addrPort(id.RemoteAddress, id.RemotePort)
-	if !e.reserveSlot() {
+	if !e.reserveSlot(src.Addr()) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over cap, reset", "src", src, "dst", dst, "max_flows", e.cfg.MaxFlows)
 		r.Complete(true)
@@ -39,7 +39,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	}
 	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	if !e.admit(f) {
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 		r.Complete(true)
 		return
 	}
@@ -47,7 +47,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	// and the registration.
 	giveUp := func() {
 		e.release(f)
-		e.freeSlot()
+		e.freeSlot(src.Addr())
 	}
 
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
@@ -110,8 +110,9 @@ type tcpFlow struct {
 	readable   waiter.Entry // calls startUp
 	writable   waiter.Entry
 	writableCh chan struct{}
-	raw        syscall.RawConn // the proxy socket, when it is polled
-	token      uint32          // its readPoller token
+	nb         pollableConn      // the proxy conn read without waiting, when it is polled
+	raws       []syscall.RawConn // its sockets, nil when not polled
+	token      uint32            // their readPoller token
 
 	// Reused per flow so that the relay path does not allocate.
 	upW   tcpip.SliceWriter
@@ -156,12 +157,12 @@ func (f *tcpFlow) finish() {
 	f.idle.stop()
 	f.wq.EventUnregister(&f.readable)
 	f.wq.EventUnregister(&f.writable)
-	if f.raw != nil {
+	if f.raws != nil {
 		f.e.poller.unregister(f.token)
 	}
 	f.e.activeTCP.Add(-1)
 	f.e.release(f)
-	f.e.freeSlot()
+	f.e.freeSlot(f.src.Addr())
 }
 
 // acquire counts in a new worker, unless the flow is already over.
@@ -298,25 +299,30 @@ func (f *tcpFlow) drainUp() (eof bool, err error) {
 }
 
 // startDown arranges for proxy → client copies: through the poller when the
-// conn is a socket, else with a worker that blocks in Read.
+// conn allows, else with a worker that blocks in Read.
 func (f *tcpFlow) startDown() {
-	if sc, ok := f.conn.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
+	if nb := asPollable(f.conn); nb != nil {
+		raws, err := nb.RawConns()
+		if err == nil {
 			// Under mu, as runDown reads them: the poller's goroutine starts it
 			// without synchronising with this one.
 			f.mu.Lock()
-			f.raw, f.token = raw, f.e.poller.register(f.onProxyReadable)
-			err := f.e.poller.arm(raw, f.token, true)
+			f.nb, f.raws, f.token = nb, raws, f.e.poller.register(f.onProxyReadable)
+			for _, raw := range raws {
+				if err = f.e.poller.arm(raw, f.token, true); err != nil {
+					break
+				}
+			}
 			if err != nil {
 				f.e.poller.unregister(f.token)
-				f.raw = nil
+				f.raws = nil
 			}
 			f.mu.Unlock()
 			if err == nil {
 				return
 			}
-			f.e.log.Debug("tcp flow falls back to a blocking reader", "src", f.src, "dst", f.dst, "err", err)
 		}
+		f.e.log.Debug("tcp flow falls back to a blocking reader", "src", f.src, "dst", f.dst, "err", err)
 	}
 	if f.acquire() {
 		go f.blockingDown()
@@ -330,22 +336,48 @@ func (f *tcpFlow) onProxyReadable() {
 	}
 }
 
-// runDown copies what the proxy socket has and re-arms the poller.
+// runDown copies what the proxy conn has, without waiting for more, and
+// re-arms the poller: the worker never parks holding its buffer, not even
+// after a burst that filled the buffer exactly.
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
 	bp := f.e.getBuf()
-	eof, err := f.pumpDownBurst(*bp)
+	eof, err := f.pumpDownNonblock(*bp)
 	f.e.putBuf(bp)
 	if f.downOver(eof, err) {
 		return
 	}
 	f.mu.Lock()
 	if !f.terminated {
-		err = f.e.poller.arm(f.raw, f.token, false)
+		for _, raw := range f.raws {
+			if err = f.e.poller.arm(raw, f.token, false); err != nil {
+				break
+			}
+		}
 	}
 	f.mu.Unlock()
 	if err != nil {
 		f.fail("proxy→client", err)
+	}
+}
+
+// pumpDownNonblock copies until the conn has nothing more (EAGAIN).
+func (f *tcpFlow) pumpDownNonblock(buf []byte) (eof bool, err error) {
+	for {
+		n, err := f.nb.ReadNonblock(buf)
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
+			return false, nil
+		case errors.Is(err, io.EOF):
+			return true, nil
+		case err != nil:
+			return false, fmt.Errorf("read from proxy: %w", err)
+		}
+		if werr := f.writeClient(buf[:n]); werr != nil {
+			return false, werr
+		}
+		f.e.bytesDown.Add(uint64(n))
+		f.idle.touch()
 	}
 }
 

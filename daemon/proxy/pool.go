@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -76,6 +77,7 @@ type Pool struct {
 type poolMember struct {
 	Member
 	healthy   bool
+	failures  int // consecutive failed probes
 	latency   time.Duration
 	lastErr   string
 	lastCheck time.Time
@@ -200,21 +202,51 @@ func (p *Pool) probeOne(ctx context.Context, d Dialer, needAnswer bool) (time.Du
 	return latency, nil
 }
 
+// unhealthyAfter is how many probes in a row must fail before a member counts
+// as unhealthy: one probe that times out on a busy router, or a target that
+// is down for a moment, must not take the only proxy (and every flow) away.
+const unhealthyAfter = 3
+
+// record judges a member by one probe. Health is the proxy's, not the probe
+// target's: a proxy that answered the handshake and reported that it could not
+// reach the target (a SOCKS5 error reply, HTTP 502/504) is alive. Running out
+// of file descriptors is the daemon's own state and no verdict at all; a
+// refused password is certain at once; any other failure counts after
+// unhealthyAfter in a row.
 func (p *Pool) record(m *poolMember, latency time.Duration, err error) {
+	var reply *ReplyError
+	switch {
+	case err == nil:
+	case errors.As(err, &reply):
+		p.log.Debug("probe target unreachable through a working proxy", "proxy", m.Name, "err", err)
+		err = nil
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		p.log.Warn("proxy not probed: the daemon is out of file descriptors", "proxy", m.Name, "err", err)
+		return
+	}
 	p.mu.Lock()
 	was := m.healthy
 	m.lastCheck = time.Now()
-	m.healthy = err == nil
 	m.latency = latency
 	m.lastErr = ""
 	if err != nil {
 		m.lastErr = err.Error()
+		m.failures++
+		if m.failures >= unhealthyAfter || errors.Is(err, ErrAuthFailed) {
+			m.healthy = false
+		}
+	} else {
+		m.failures = 0
+		m.healthy = true
+		if reply != nil {
+			m.lastErr = "proxy works, probe target unreachable through it: " + reply.Error()
+		}
 	}
 	p.mu.Unlock()
 	switch {
-	case was && err != nil:
+	case was && !m.healthy:
 		p.log.Warn("proxy unhealthy", "proxy", m.Name, "server", m.Server, "err", err)
-	case !was && err == nil:
+	case !was && m.healthy:
 		p.log.Info("proxy healthy again", "proxy", m.Name, "server", m.Server, "latency", latency)
 	}
 }
@@ -276,6 +308,16 @@ func (p *Pool) healthyMembers() []*poolMember {
 	return out
 }
 
+// bestMember is the member of lowest priority, healthy or not.
+func (p *Pool) bestMember() *poolMember {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.members) == 0 {
+		return nil
+	}
+	return p.members[0]
+}
+
 // DialTCP dials dst through the first healthy member that succeeds.
 func (p *Pool) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	return p.dial(ctx, dst, Dialer.DialTCP)
@@ -287,10 +329,24 @@ func (p *Pool) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error
 	return p.dial(ctx, dst, Dialer.DialUDP)
 }
 
+// When every member looks unhealthy the best one (lowest priority) is still
+// tried before the flow is given up: probes judge through one target, and a
+// proxy they gave up on may well carry this flow.
 func (p *Pool) dial(ctx context.Context, dst netip.AddrPort, dial func(Dialer, context.Context, netip.AddrPort) (net.Conn, error)) (net.Conn, error) {
 	members := p.healthyMembers()
 	if len(members) == 0 {
-		return nil, fmt.Errorf("dial %s: %w", dst, ErrNoHealthyProxy)
+		best := p.bestMember()
+		if best == nil {
+			return nil, fmt.Errorf("dial %s: %w", dst, ErrNoHealthyProxy)
+		}
+		c, err := dial(best.Dialer, ctx, dst)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w (tried %s anyway: %w)", dst, ErrNoHealthyProxy, best.Name, err)
+		}
+		p.mu.Lock()
+		best.flows++
+		p.mu.Unlock()
+		return c, nil
 	}
 	var errs []error
 	for _, m := range members {

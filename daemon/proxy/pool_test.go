@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -89,7 +90,7 @@ func TestPoolChoosesByPriorityAndFailsOver(t *testing.T) {
 	}
 
 	f[1].set(errors.New("connection refused"))
-	p.ProbeAll(ctx)
+	probeTimes(ctx, p, unhealthyAfter)
 	st := p.Status()
 	if st[0].Name != "p1" || st[0].Healthy || st[0].LastError != "connection refused" || st[0].LastCheck.IsZero() {
 		t.Fatalf("p1 status %+v", st[0])
@@ -107,9 +108,13 @@ func TestPoolChoosesByPriorityAndFailsOver(t *testing.T) {
 	for _, d := range f {
 		d.set(errors.New("down"))
 	}
-	p.ProbeAll(ctx)
+	probeTimes(ctx, p, unhealthyAfter)
+	tried := len(f[1].dialed)
 	if _, err := p.DialTCP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) {
 		t.Fatalf("dial with none healthy = %v", err)
+	}
+	if len(f[1].dialed) != tried+1 {
+		t.Fatal("with none healthy the best member was not tried before giving up")
 	}
 	if _, err := p.DialUDP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) {
 		t.Fatalf("udp dial with none healthy = %v", err)
@@ -130,6 +135,69 @@ func TestPoolChoosesByPriorityAndFailsOver(t *testing.T) {
 	}
 	if fmt.Sprint(changes) != "[false true]" {
 		t.Fatalf("OnChange calls %v, want [false true]", changes)
+	}
+}
+
+func probeTimes(ctx context.Context, p *Pool, n int) {
+	for range n {
+		p.ProbeAll(ctx)
+	}
+}
+
+// Health is the proxy's: a proxy-level answer is alive, one failed probe is
+// not a verdict, running out of descriptors is none at all.
+func TestPoolHealthJudgesTheProxy(t *testing.T) {
+	emfile := fmt.Errorf("socks5 198.51.100.6:1000: dial tcp: socket: %w", syscall.EMFILE)
+	reply := fmt.Errorf("socks5 198.51.100.6:1000: %w", &ReplyError{Dst: probeDst, Reason: "host unreachable from proxy (reply 4)"})
+	tests := []struct {
+		name        string
+		probes      []error
+		wantHealthy bool
+		wantErr     string
+	}{
+		{"one failure is not a verdict", []error{errors.New("i/o timeout")}, true, "i/o timeout"},
+		{"two failures are not a verdict", []error{errors.New("timeout"), errors.New("timeout")}, true, "timeout"},
+		{"three failures in a row are", []error{errors.New("a"), errors.New("b"), errors.New("c")}, false, "c"},
+		{"a success resets the count", []error{errors.New("a"), errors.New("b"), nil, errors.New("c"), errors.New("d")}, true, "d"},
+		{"target unreachable through the proxy is alive", []error{reply, reply, reply, reply}, true, "host unreachable"},
+		{"out of descriptors is no verdict", []error{emfile, emfile, emfile, emfile}, true, ""},
+		{"a refused password is certain at once", []error{fmt.Errorf("socks5: %w", ErrAuthFailed)}, false, "authentication failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, f := newTestPool(1)
+			ctx := testCtx(t)
+			for _, err := range tt.probes {
+				f[0].set(err)
+				p.ProbeAll(ctx)
+			}
+			st := p.Status()[0]
+			if st.Healthy != tt.wantHealthy || !strings.Contains(st.LastError, tt.wantErr) || p.AnyHealthy() != tt.wantHealthy {
+				t.Errorf("after %v: %+v, want healthy %v and error with %q", tt.probes, st, tt.wantHealthy, tt.wantErr)
+			}
+		})
+	}
+}
+
+// With every member unhealthy, the best one still carries a flow it can.
+func TestPoolTriesBestWhenNoneHealthy(t *testing.T) {
+	p, f := newTestPool(2, 1) // p1 is the best
+	ctx := testCtx(t)
+	for _, d := range f {
+		d.set(errors.New("probe target down"))
+	}
+	probeTimes(ctx, p, unhealthyAfter)
+	if p.AnyHealthy() {
+		t.Fatal("pool healthy after failed probes")
+	}
+	f[1].set(nil)
+	c, err := p.DialTCP(ctx, testDst)
+	if err != nil {
+		t.Fatalf("dial with none healthy: %v, want it carried by the best member", err)
+	}
+	c.Close()
+	if len(f[1].dialed) != unhealthyAfter+1 || len(f[0].dialed) != unhealthyAfter {
+		t.Errorf("dials: best %d, other %d; want the best tried once more", len(f[1].dialed), len(f[0].dialed))
 	}
 }
 
@@ -183,7 +251,7 @@ func TestPoolStatusHasNoPassword(t *testing.T) {
 	}
 	p := NewPool([]Member{m}, probeDst, time.Hour, nil)
 	p.ProbeTimeout = 2 * time.Second
-	p.ProbeAll(testCtx(t)) // refused: nobody listens on port 1
+	probeTimes(testCtx(t), p, unhealthyAfter) // refused: nobody listens on port 1
 	st := p.Status()
 	if len(st) != 1 || st[0].Healthy || st[0].Server != "127.0.0.1:1" || st[0].LastError == "" {
 		t.Fatalf("status %+v", st)
@@ -204,7 +272,7 @@ func TestPoolProbeSettle(t *testing.T) {
 	}
 	p := NewPool([]Member{m}, probeDst, time.Hour, nil)
 	p.ProbeSettle = 5 * time.Second
-	p.ProbeAll(testCtx(t))
+	probeTimes(testCtx(t), p, unhealthyAfter)
 	if st := p.Status()[0]; st.Healthy || !strings.Contains(st.LastError, "without replying") {
 		t.Fatalf("status %+v", st)
 	}

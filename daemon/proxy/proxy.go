@@ -148,6 +148,7 @@ type base struct {
 	// firstReply: see Options.FirstReplyTimeout; <0 disables.
 	firstReply time.Duration
 	net        net.Dialer
+	bufs       *datagramBufs // for UDP conns
 }
 
 func newBaseDialer(spec Spec, opts Options) base {
@@ -155,6 +156,7 @@ func newBaseDialer(spec Spec, opts Options) base {
 		spec:    spec,
 		prefix:  spec.Type + " " + spec.Address(),
 		timeout: opts.DialTimeout,
+		bufs:    newDatagramBufs(),
 	}
 	if spec.Type == TypeDirect {
 		b.prefix = "direct"

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -276,7 +277,9 @@ type ssConn struct {
 	r          *ssReader
 	wmu        sync.Mutex
 	w          *ssWriter
-	timerArmed bool        // under wmu
+	tmu        sync.Mutex  // not wmu: Close must not wait for a blocked Write
+	timer      *time.Timer // first-reply timer, under tmu; stopped by Close
+	closed     bool        // under tmu
 	replied    atomic.Bool // the server's salt arrived
 	silent     atomic.Bool // firstReply passed before it did
 }
@@ -301,11 +304,26 @@ func (c *ssConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	n, err := c.w.Write(p)
-	if n > 0 && !c.timerArmed && c.firstReply > 0 && !c.replied.Load() {
-		c.timerArmed = true
-		time.AfterFunc(c.firstReply, c.checkReplied)
+	if n > 0 && c.firstReply > 0 && !c.replied.Load() {
+		c.tmu.Lock()
+		if c.timer == nil && !c.closed {
+			c.timer = time.AfterFunc(c.firstReply, c.checkReplied)
+		}
+		c.tmu.Unlock()
 	}
 	return n, err
+}
+
+// Close stops the first-reply timer, so that a closed conn leaves nothing
+// pending (and no reference to itself in the runtime's timers).
+func (c *ssConn) Close() error {
+	c.tmu.Lock()
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.tmu.Unlock()
+	return c.Conn.Close()
 }
 
 // checkReplied fails a pending Read when the server stayed silent.
@@ -341,31 +359,31 @@ func (s *Shadowsocks) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	return &ssUDPConn{Conn: c, cipher: s.cipher, dst: dst, addr: appendSocksAddr(nil, dst)}, nil
+	return &ssUDPConn{Conn: c, cipher: s.cipher, dst: dst, addr: appendSocksAddr(nil, dst), bufs: s.base.bufs}, nil
 }
 
 // ssUDPConn is a datagram conn to one destination through a Shadowsocks
-// UDP relay.
+// UDP relay. It holds no buffer between calls.
 type ssUDPConn struct {
 	net.Conn // connected UDP socket to the server
 	cipher   *ssCipher
 	dst      netip.AddrPort
 	addr     []byte // dst in SOCKS5 format
+	bufs     *datagramBufs
 
-	wmu  sync.Mutex
-	wbuf []byte
-	rmu  sync.Mutex
-	rbuf []byte
+	wmu sync.Mutex
+	rmu sync.Mutex
 }
 
 func (u *ssUDPConn) Write(p []byte) (int, error) {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
-	pkt, err := sealSSPacket(u.wbuf[:0], u.cipher, u.addr, p)
+	bp := u.bufs.get()
+	defer u.bufs.put(bp)
+	pkt, err := sealSSPacket((*bp)[:0], u.cipher, u.addr, p)
 	if err != nil {
 		return 0, err
 	}
-	u.wbuf = pkt
 	if _, err := u.Conn.Write(pkt); err != nil {
 		return 0, err
 	}
@@ -377,38 +395,56 @@ func (u *ssUDPConn) Write(p []byte) (int, error) {
 func (u *ssUDPConn) Read(p []byte) (int, error) {
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
-	if u.rbuf == nil {
-		u.rbuf = make([]byte, 65535)
+	return readDatagram(u.bufs, p, u.Conn.Read, u.accept)
+}
+
+// ReadNonblock is Read without waiting: an error wrapping syscall.EAGAIN
+// means nothing is queued.
+func (u *ssUDPConn) ReadNonblock(p []byte) (int, error) {
+	raw, err := rawConn(u.Conn)
+	if err != nil {
+		return 0, err
 	}
-	for {
-		n, err := u.Conn.Read(u.rbuf)
-		if err != nil {
-			return 0, err
-		}
-		src, payload, err := openSSPacket(u.cipher, u.rbuf[:n])
-		if err != nil || src.Host != "" || !sameAddrPort(src.IP, u.dst) {
-			continue
-		}
-		return copy(p, payload), nil
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	return readDatagram(u.bufs, p, func(b []byte) (int, error) { return recvNonblock(raw, b) }, u.accept)
+}
+
+// RawConns is the socket whose readability means ReadNonblock has something.
+func (u *ssUDPConn) RawConns() ([]syscall.RawConn, error) {
+	raw, err := rawConn(u.Conn)
+	if err != nil {
+		return nil, err
 	}
+	return []syscall.RawConn{raw}, nil
+}
+
+func (u *ssUDPConn) accept(b []byte) ([]byte, bool) {
+	src, payload, err := openSSPacket(u.cipher, b)
+	if err != nil || src.Host != "" || !sameAddrPort(src.IP, u.dst) {
+		return nil, false
+	}
+	return payload, true
 }
 
 func (u *ssUDPConn) RemoteAddr() net.Addr { return udpAddr(u.dst) }
 
-// sealSSPacket appends salt + AEAD(addr + payload) to dst.
+// sealSSPacket appends salt + AEAD(addr + payload) to dst, sealing in place
+// (no allocation when dst has room for it).
 func sealSSPacket(dst []byte, c *ssCipher, addr, payload []byte) ([]byte, error) {
-	salt, err := c.newSalt()
+	start := len(dst)
+	dst = append(dst, make([]byte, c.keySize)...)
+	if _, err := rand.Read(dst[start:]); err != nil {
+		return nil, err
+	}
+	aead, err := c.aead(dst[start:])
 	if err != nil {
 		return nil, err
 	}
-	aead, err := c.aead(salt)
-	if err != nil {
-		return nil, err
-	}
-	plain := make([]byte, 0, len(addr)+len(payload))
-	plain = append(append(plain, addr...), payload...)
-	dst = append(dst, salt...)
-	return aead.Seal(dst, make([]byte, ssNonceSize), plain, nil), nil
+	plainAt := len(dst)
+	dst = append(append(dst, addr...), payload...)
+	var nonce [ssNonceSize]byte
+	return aead.Seal(dst[:plainAt], nonce[:], dst[plainAt:], nil), nil
 }
 
 // openSSPacket decrypts a datagram in place and splits it into source

@@ -223,3 +223,31 @@ func FuzzOpenSSPacket(f *testing.F) {
 		}
 	})
 }
+
+// Close stops the first-reply timer: a closed conn leaves nothing pending.
+func TestShadowsocksCloseStopsFirstReplyTimer(t *testing.T) {
+	spec := fakeServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	spec.Type, spec.Password, spec.Cipher = TypeShadowsocks, "pw", "aes-128-gcm"
+	d, err := New(spec, Options{FirstReplyTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := d.DialTCP(testCtx(t), testDst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	c := conn.(*ssConn)
+	conn.Close()
+	c.tmu.Lock()
+	timer := c.timer
+	c.tmu.Unlock()
+	if timer == nil {
+		t.Fatal("no first-reply timer armed by the write")
+	}
+	if timer.Stop() {
+		t.Error("first-reply timer still pending after Close")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -78,9 +79,8 @@ func (s *SOCKS5) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, err
 		ctrl.Close()
 		return nil, fmt.Errorf("%s: udp relay %s: %w", s.base.prefix, relayAddr, err)
 	}
-	uc := &socksUDPConn{Conn: udp, ctrl: ctrl, dst: dst}
+	uc := &socksUDPConn{Conn: udp, ctrl: ctrl, dst: dst, bufs: s.base.bufs}
 	uc.header = appendSocksAddr([]byte{0, 0, 0}, dst)
-	go uc.watchControl()
 	return uc, nil
 }
 
@@ -93,14 +93,19 @@ func (s *SOCKS5) relayAddr(ctrl net.Conn, relay socksAddr) (netip.AddrPort, erro
 	if relay.Port == 0 {
 		return netip.AddrPort{}, errors.New("server named relay port 0")
 	}
-	if !relay.IP.Addr().IsUnspecified() {
-		return netip.AddrPortFrom(relay.IP.Addr().Unmap(), relay.Port), nil
-	}
 	server, err := netip.ParseAddrPort(ctrl.RemoteAddr().String())
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
-	return netip.AddrPortFrom(server.Addr().Unmap(), relay.Port), nil
+	ip := relay.IP.Addr().Unmap()
+	switch {
+	case ip.IsUnspecified():
+		ip = server.Addr().Unmap()
+	case ip != server.Addr().Unmap() && !publicAddr(ip):
+		// Datagrams for the targets would go to the router itself or the LAN.
+		return netip.AddrPort{}, fmt.Errorf("relay address %s is in loopback, private or link-local space and not the server's own address: refused", ip)
+	}
+	return netip.AddrPortFrom(ip, relay.Port), nil
 }
 
 // handshake negotiates authentication and sends one request; it returns
@@ -230,33 +235,41 @@ func parseSocksUDP(b []byte) (frag byte, src socksAddr, payload []byte, err erro
 }
 
 // socksUDPConn is a datagram conn to one destination through a SOCKS5
-// UDP relay.
+// UDP relay. It holds no buffer between calls: an idle flow costs its two
+// sockets and this struct.
 type socksUDPConn struct {
 	net.Conn // connected UDP socket to the relay
 	ctrl     net.Conn
 	dst      netip.AddrPort
 	header   []byte // RSV RSV FRAG ATYP ADDR PORT for dst
+	bufs     *datagramBufs
 
-	wmu  sync.Mutex
-	wbuf []byte
-	rmu  sync.Mutex
-	rbuf []byte
-
+	wmu       sync.Mutex
+	rmu       sync.Mutex
+	watchOnce sync.Once
 	closeOnce sync.Once
 }
 
 // watchControl ends the UDP flow when the server closes the control
-// connection, which ends the association on its side too.
+// connection, which ends the association on its side too. It runs once a
+// blocking Read is made; ReadNonblock checks the connection itself.
 func (u *socksUDPConn) watchControl() {
-	_, _ = io.Copy(io.Discard, u.ctrl)
-	u.Close()
+	var b [1]byte
+	for {
+		if _, err := u.ctrl.Read(b[:]); err != nil {
+			u.Close()
+			return
+		}
+	}
 }
 
 func (u *socksUDPConn) Write(p []byte) (int, error) {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
-	u.wbuf = append(append(u.wbuf[:0], u.header...), p...)
-	if _, err := u.Conn.Write(u.wbuf); err != nil {
+	bp := u.bufs.get()
+	defer u.bufs.put(bp)
+	pkt := append(append((*bp)[:0], u.header...), p...)
+	if _, err := u.Conn.Write(pkt); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -265,22 +278,48 @@ func (u *socksUDPConn) Write(p []byte) (int, error) {
 // Read returns the next payload that came from dst, unfragmented; the
 // rest is dropped as a UDP socket would.
 func (u *socksUDPConn) Read(p []byte) (int, error) {
+	u.watchOnce.Do(func() { go u.watchControl() })
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
-	if u.rbuf == nil {
-		u.rbuf = make([]byte, 65535)
+	return readDatagram(u.bufs, p, u.Conn.Read, u.accept)
+}
+
+// ReadNonblock is Read without waiting: an error wrapping syscall.EAGAIN
+// means nothing is queued. io.EOF means the server closed the control
+// connection, which ended the association.
+func (u *socksUDPConn) ReadNonblock(p []byte) (int, error) {
+	raws, err := u.RawConns()
+	if err != nil {
+		return 0, err
 	}
-	for {
-		n, err := u.Conn.Read(u.rbuf)
-		if err != nil {
-			return 0, err
-		}
-		frag, src, payload, perr := parseSocksUDP(u.rbuf[:n])
-		if perr != nil || frag != 0 || src.Host != "" || !sameAddrPort(src.IP, u.dst) {
-			continue
-		}
-		return copy(p, payload), nil
+	if err := streamClosed(raws[1]); err != nil {
+		return 0, err
 	}
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	return readDatagram(u.bufs, p, func(b []byte) (int, error) { return recvNonblock(raws[0], b) }, u.accept)
+}
+
+// RawConns are the sockets whose readability means ReadNonblock has something
+// to say: the datagram socket and the control connection.
+func (u *socksUDPConn) RawConns() ([]syscall.RawConn, error) {
+	udp, err := rawConn(u.Conn)
+	if err != nil {
+		return nil, err
+	}
+	ctrl, err := rawConn(u.ctrl)
+	if err != nil {
+		return nil, err
+	}
+	return []syscall.RawConn{udp, ctrl}, nil
+}
+
+func (u *socksUDPConn) accept(b []byte) ([]byte, bool) {
+	frag, src, payload, err := parseSocksUDP(b)
+	if err != nil || frag != 0 || src.Host != "" || !sameAddrPort(src.IP, u.dst) {
+		return nil, false
+	}
+	return payload, true
 }
 
 func (u *socksUDPConn) RemoteAddr() net.Addr { return udpAddr(u.dst) }
