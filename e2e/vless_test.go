@@ -303,4 +303,3 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 		})
 	}
 }
-
