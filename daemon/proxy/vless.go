@@ -100,18 +100,6 @@ func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Con
 		flow = v.flow
 	}
 	hdr := appendVLESSRequest(nil, v.id, flow, cmd, dst)
-	c := &vlessConn{Conn: tc, dst: dst}
-	if flow == FlowVision {
-		vc, err := newVisionConn(tc, raw, v.id)
-		if err != nil {
-			tc.Close()
-			return nil, fmt.Errorf("%s: %w", v.base.prefix, err)
-		}
-		// Vision sends the header with the first (padded) data.
-		vc.header = hdr
-		c.Conn = vc
-		return c, nil
-	}
 	done = handshakeDeadline(ctx, tc)
 	_, err = tc.Write(hdr)
 	done()
@@ -119,7 +107,16 @@ func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Con
 		tc.Close()
 		return nil, fmt.Errorf("%s: send request: %w", v.base.prefix, handshakeErr(ctx, err))
 	}
-	return c, nil
+	if flow == FlowVision {
+		// The request and response headers are outside Vision's frames.
+		vc, err := newVisionConn(tc, raw, v.id)
+		if err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("%s: %w", v.base.prefix, err)
+		}
+		return vc, nil
+	}
+	return &vlessConn{Conn: tc, dst: dst}, nil
 }
 
 // DialTCP returns a stream to dst through the server.
