@@ -6,6 +6,8 @@ VERSION     ?= $(shell sh openwrt/version.sh)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# sing-box release the e2e tests run as VLESS/Trojan/SS-2022 server (e2e/testnet/singbox.go).
+SINGBOX_VERSION := 1.14.1
 # Debian packages the tests and the demo use: the kernel tools, real proxy servers and
 # clients, qemu for the big-endian test run, shellcheck and gettext for the packaging checks.
 DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
@@ -36,6 +38,15 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(GO) mod download
+	@# sing-box: the VLESS (TLS, REALITY, Vision), Trojan and Shadowsocks-2022 servers of the
+	@# e2e tests and the bench's reference client. with_utls enables REALITY; no QUIC.
+	@gobin=$$($(GO) env GOBIN); sb=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/sing-box; \
+	if ! "$$sb" version 2>/dev/null | grep -q 'sing-box version $(SINGBOX_VERSION)$$'; then \
+		echo "installing sing-box $(SINGBOX_VERSION) into $$sb"; \
+		$(GO) install -tags with_utls \
+			-ldflags '-s -w -X github.com/sagernet/sing-box/constant.Version=$(SINGBOX_VERSION)' \
+			github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
+	fi
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
