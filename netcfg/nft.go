@@ -35,7 +35,9 @@ const (
 // priority newest first, so at mangle itself tgtun (started after fw4) ran first and a
 // user's fw4 `meta mark set` rule then overwrote tgtun's bit. After them, tgtun's mark
 // goes on last, written under its mask so the others' bits stay.
-func chainPriority() *nftables.ChainPriority { return nftables.ChainPriorityRef(*nftables.ChainPriorityMangle + 1) }
+func chainPriority() *nftables.ChainPriority {
+	return nftables.ChainPriorityRef(*nftables.ChainPriorityMangle + 1)
+}
 
 // elementsPerMessage bounds one NEWSETELEM message; a batch may hold many.
 const elementsPerMessage = 1024
