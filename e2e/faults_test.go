@@ -145,6 +145,19 @@ func healthy(t *testing.T, n *testnet.Net) {
 	assertNoLeak(t, n)
 }
 
+// waitRebuilt waits until status counts a data path rebuild after before, and shows why.
+func waitRebuilt(t *testing.T, d *daemon, before int) {
+	t.Helper()
+	eventually(t, faultBound, "the daemon rebuilds the data path", func() error {
+		st := d.status()
+		if st.Rebuilds <= before || st.LastRebuild == "" {
+			return fmt.Errorf("status rebuilds %d (before %d), last_rebuild %q", st.Rebuilds, before, st.LastRebuild)
+		}
+		return nil
+	})
+	t.Logf("status last_rebuild: %s", d.status().LastRebuild)
+}
+
 // TestFaults hurts a running daemon in the ways a router sees (issue 15) and checks after
 // each that the data path comes back or stays as promised, that nothing is duplicated and
 // that neither ordinary traffic is touched nor messenger traffic ever goes out directly
@@ -269,7 +282,9 @@ func TestFaults(t *testing.T) {
 
 	t.Run("ip link del tgtun0", func(t *testing.T) {
 		resetLeak(t, n)
+		before := d.status().Rebuilds
 		routerExec(t, n, "ip", "link", "del", "tgtun0")
+		waitRebuilt(t, d, before)
 		healthy(t, n)
 		if exited, err := d.proc.Exited(); exited {
 			t.Fatalf("the daemon exited: %v", err)
@@ -277,9 +292,13 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("nft flush ruleset", func(t *testing.T) {
-		resetLeak(t, n)
+		before := d.status().Rebuilds
 		routerExec(t, n, "nft", "flush", "ruleset")
 		nftScript(t, n, n.Router, "nat", routerNATScript) // the firewall loads its own again
+		// Until the daemon notices, nothing marks messenger traffic: the promise is a
+		// rebuild within seconds, then the state of before.
+		waitRebuilt(t, d, before)
+		resetLeak(t, n)
 		healthy(t, n)
 	})
 
