@@ -386,7 +386,7 @@ func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
 		LANIfaces: m.LANIfaces, RouterTraffic: m.RouterTraffic, IPv6: m.IPv6,
 		Mark: m.FwMark, Mask: m.FwMask, BypassMark: m.BypassMark,
 		Table: m.RouteTable, RulePriority: m.RulePriority,
-		Block: m.FailMode == config.FailBlock,
+		Block:    m.FailMode == config.FailBlock,
 		Targets4: v4, Targets6: v6, Bypass: bypass,
 		NoOffload: !tunOffload(),
 	}

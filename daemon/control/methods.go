@@ -3,8 +3,8 @@ package control
 import (
 	"context"
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
