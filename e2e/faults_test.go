@@ -321,3 +321,58 @@ func TestFaults(t *testing.T) {
 	})
 	d.stop()
 }
+
+// fw4Mangle is what fw4 makes of a user's `option set_mark` rule: a chain at priority
+// mangle that overwrites the packet mark. fw4 starts before tgtun at boot.
+const fw4Mangle = `
+table inet fw4 {
+	chain mangle_prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "lan0" meta mark set 0x00000010 comment "!fw4: user set_mark rule"
+	}
+}
+`
+
+// TestFw4MarkRuleOrder: a fw4 `meta mark set` rule in a chain at priority mangle, loaded
+// before tgtun as at boot, must not clear tgtun's bit: tgtun hooks just after (mangle +
+// 1) and writes only its bits, so the messenger still goes through the proxy and the
+// user's mark is kept alongside.
+func TestFw4MarkRuleOrder(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	nftScript(t, n, n.Inet, "leakwatch", leakWatch)
+	nftScript(t, n, n.Router, "fw4", fw4Mangle)
+	d := startTgtun(t, n, danteConf(dante))
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	seesAs(t, n, msgrURL(true), testnet.ProxyV6.String())
+	seesAs(t, n, directURL(false), testnet.WANV4.String())
+	assertNoLeak(t, n)
+	if out := routerExec(t, n, "nft", "list", "chain", "inet", "tgtun", "prerouting"); !strings.Contains(out, "priority mangle + 1") {
+		t.Errorf("tgtun's prerouting chain does not hook at mangle + 1:\n%s", out)
+	}
+	d.stop()
+}
+
+// TestReloadToLowMTUWithoutIPv6: tun_mtu 576..1279 is valid with ipv6 '0'; a reload to
+// it must give a working data path, not a torn-down one the engine then refuses. The
+// lists keep their IPv6 ranges (as the catalogue's do): with IPv6 off they are left out.
+func TestReloadToLowMTUWithoutIPv6(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	d := startTgtun(t, n, danteConf(dante))
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	low := strings.Replace(danteConf(dante).render(), "option ipv6 '1'", "option ipv6 '0'", 1)
+	low = strings.Replace(low, "option tun_mtu '1500'", "option tun_mtu '1000'", 1)
+	if err := os.WriteFile(d.conf, []byte(low), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.call("reload"); err != nil {
+		t.Fatalf("reload to tun_mtu 1000 with ipv6 '0': %v", err)
+	}
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	if link := routerExec(t, n, "ip", "link", "show", "tgtun0"); !strings.Contains(link, "mtu 1000") {
+		t.Errorf("tgtun0 after the reload:\n%s", link)
+	}
+	if st := d.status(); st.LastReloadError != "" || st.NetError != "" {
+		t.Errorf("status after the reload: last_reload_error %q, net_error %q", st.LastReloadError, st.NetError)
+	}
+	d.stop()
+}

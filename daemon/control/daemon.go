@@ -381,6 +381,9 @@ func proxySpec(p config.Proxy) proxy.Spec {
 // netSpec is the kernel state cfg asks for.
 func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
 	m := cfg.Main
+	if !m.IPv6 {
+		v6 = nil // lists carry IPv6 ranges whatever the setting; nothing IPv6 is tunnelled
+	}
 	return netcfg.Spec{
 		TunName: m.TunName, MTU: m.TunMTU,
 		LANIfaces: m.LANIfaces, RouterTraffic: m.RouterTraffic, IPv6: m.IPv6,

@@ -218,6 +218,9 @@ func (d *Daemon) applyTargets(bypass []netip.Prefix) error {
 		return nil
 	}
 	v4, v6 := d.lists.Targets()
+	if !d.net.Spec().IPv6 {
+		v6 = nil // see netSpec
+	}
 	if err := d.net.SetBypass(bypass); err != nil {
 		return fmt.Errorf("bypass set: %w", err)
 	}
