@@ -660,3 +660,23 @@ func TestCleanupKeepsOthersRules(t *testing.T) {
 		}
 	})
 }
+
+// TestLowMTUWithoutIPv6: with IPv6 off the MTU may be 576..1279, where the kernel has no
+// IPv6 settings for the device at all.
+func TestLowMTUWithoutIPv6(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		s.IPv6 = false
+		s.Targets6 = nil
+		s.MTU = 576
+		n := apply(t, s)
+		if link := run(t, "ip", "link", "show", "dev", s.TunName); !strings.Contains(link, "mtu 576") {
+			t.Errorf("ip link show %s:\n%s", s.TunName, link)
+		}
+		if m, err := n.Missing(); err != nil || len(m) != 0 {
+			t.Errorf("Missing = %q, %v", m, err)
+		}
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+	})
+}
