@@ -33,13 +33,15 @@ type Status struct {
 	Marking           bool // new connections to targets are being marked
 	Rules4, Rules6    bool // both policy rules of the family
 	Route4, Route6    bool // default dev <tun> in the route table
+	Block             bool // fail_mode block's unreachable default in the route table (IPv4, and IPv6 with it on)
 	// Ranges in the sets after merging overlapping and adjacent prefixes.
 	Targets4, Targets6 int
 	Bypass4, Bypass6   int
 }
 
 // Cleanup removes what an earlier run left in this network namespace: table
-// inet tgtun, our rules at our priorities, every route of our table and the
+// inet tgtun, tgtun's rules and routes (those carrying RouteProtocol, or an older
+// tgtun's marks and TUN; another tool's rules and routes in the same table stay) and the
 // TUN device. Nothing there is not an error.
 func Cleanup(ctx context.Context, spec Spec) error {
 	s, err := spec.withDefaults()
@@ -60,7 +62,7 @@ func cleanup(s Spec) error {
 	} else if err := deleteTable(c); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeRouting(s); err != nil {
+	if err := removeRouting(s, false); err != nil {
 		errs = append(errs, err)
 	}
 	if err := deleteTUN(s.TunName); err != nil {
@@ -72,20 +74,37 @@ func cleanup(s Spec) error {
 	return nil
 }
 
-// Apply removes what an earlier run left (Cleanup), then creates the TUN,
-// the routes, the rules and the nft table. On failure it removes what it made.
+// Apply replaces what an earlier run left with a fresh TUN, its routes, the rules
+// and the nft table. What the new state keeps as it is (the rules, fail_mode block's
+// route) stays in place, and the old table is replaced by the new one in one
+// transaction, so rebuilding never opens a gap through which marked traffic leaves
+// directly. On failure it removes what it made, except with Block: then the rules, the
+// block route and whatever table was there stay, and marked traffic is refused.
 func Apply(ctx context.Context, spec Spec) (n *Net, err error) {
 	s, err := spec.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("netcfg spec: %w", err)
 	}
-	if err := Cleanup(ctx, s); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if err := removeRouting(s, true); err != nil {
+		return nil, fmt.Errorf("netcfg cleanup: %w", err)
+	}
+	if err := deleteTUN(s.TunName); err != nil {
+		return nil, fmt.Errorf("netcfg cleanup: %w", err)
 	}
 	n = &Net{spec: s}
 	defer func() {
 		if err != nil {
-			if cerr := n.Close(); cerr != nil {
+			undo := n.Close
+			if s.Block {
+				undo = n.Detach
+				if berr := installRouting(s, nil); berr != nil {
+					err = errors.Join(err, fmt.Errorf("keep blocking: %w", berr))
+				}
+			}
+			if cerr := undo(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("undo: %w", cerr))
 			}
 			n = nil
@@ -111,6 +130,76 @@ func Apply(ctx context.Context, spec Spec) (n *Net, err error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// Detach closes the TUN (which takes its routes with it) and leaves the rules, the
+// block route and the nft table in place, as a crash would: with Block, marked traffic
+// is refused until the next Apply replaces them. A rebuild detaches, then applies.
+func (n *Net) Detach() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.tun != nil {
+		if err := n.tun.Close(); err != nil {
+			return fmt.Errorf("close tun %s: %w", n.spec.TunName, err)
+		}
+	}
+	return nil
+}
+
+// SetBlock adds (fail_mode block) or removes (fail_mode direct) the unreachable
+// default of the route table.
+func (n *Net) SetBlock(on bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	for _, fam := range families(n.spec.IPv6) {
+		f := delBlockRoute
+		if on {
+			f = addBlockRoute
+		}
+		if err := f(n.spec, fam); err != nil {
+			return fmt.Errorf("set block %t: %w", on, err)
+		}
+	}
+	n.spec.Block = on
+	return nil
+}
+
+// Missing names what of the installed state is gone (the TUN, its routes, the rules,
+// the nft table or one of its chains, the block route), checked cheaply enough to run
+// every few seconds: another program may have deleted it (`nft flush ruleset`, `ip
+// link del`). Empty means everything is there.
+func (n *Net) Missing() ([]string, error) {
+	n.mu.Lock()
+	s := n.spec
+	n.mu.Unlock()
+	st, err := readStatus(s, false)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	add := func(ok bool, what string) {
+		if !ok {
+			out = append(out, what)
+		}
+	}
+	add(st.TUNPresent && st.TUNUp, "tun "+s.TunName)
+	add(st.Table, "nft table inet "+TableName)
+	add(!s.RouterTraffic || st.RouterTraffic, "nft chain "+chainOutput)
+	add(st.Rules4, "ipv4 rules")
+	add(st.Route4, "ipv4 route")
+	if s.IPv6 {
+		add(st.Rules6, "ipv6 rules")
+		add(st.Route6, "ipv6 route")
+	}
+	add(!s.Block || st.Block, "block route")
+	return out, nil
 }
 
 // TUN is the TUN device's file: reads and writes carry bare IP packets.
@@ -196,7 +285,10 @@ func (n *Net) SetMarking(on bool) error {
 
 // Status reads back what is installed.
 func (n *Net) Status() (Status, error) {
-	return ReadStatus(n.spec)
+	n.mu.Lock()
+	s := n.spec
+	n.mu.Unlock()
+	return readStatus(s, true)
 }
 
 // ReadStatus reads what is installed in this network namespace for spec,
@@ -206,6 +298,12 @@ func ReadStatus(spec Spec) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("netcfg spec: %w", err)
 	}
+	return readStatus(s, true)
+}
+
+// readStatus reads the state; counts adds the sizes of the sets, the costly part.
+func readStatus(s Spec, counts bool) (Status, error) {
+	var err error
 	var st Status
 	tunIndex := 0
 	if link, err := netlink.LinkByName(s.TunName); err == nil && link.Type() == "tuntap" {
@@ -213,13 +311,16 @@ func ReadStatus(spec Spec) (Status, error) {
 		st.TUNUp = link.Attrs().Flags&unix.IFF_UP != 0
 		tunIndex = link.Attrs().Index
 	}
-	if st.Rules4, st.Route4, err = routingStatus(s, netlink.FAMILY_V4, tunIndex); err != nil {
+	var block4, block6 bool
+	if st.Rules4, st.Route4, block4, err = routingStatus(s, netlink.FAMILY_V4, tunIndex); err != nil {
 		return st, err
 	}
+	st.Block = block4
 	if s.IPv6 {
-		if st.Rules6, st.Route6, err = routingStatus(s, netlink.FAMILY_V6, tunIndex); err != nil {
+		if st.Rules6, st.Route6, block6, err = routingStatus(s, netlink.FAMILY_V6, tunIndex); err != nil {
 			return st, err
 		}
+		st.Block = block4 && block6
 	}
 	c, err := newNFTConn()
 	if err != nil {
@@ -246,14 +347,14 @@ func ReadStatus(spec Spec) (Status, error) {
 			st.Marking = len(rules) > 0
 		}
 	}
-	if !st.Table {
+	if !st.Table || !counts {
 		return st, nil
 	}
-	counts := []struct {
+	sets := []struct {
 		name string
 		n    *int
 	}{{setDst4, &st.Targets4}, {setDst6, &st.Targets6}, {setBypass4, &st.Bypass4}, {setBypass6, &st.Bypass6}}
-	for _, cnt := range counts {
+	for _, cnt := range sets {
 		set, err := c.GetSetByName(t, cnt.name)
 		if err != nil {
 			if isNotExist(err) {

@@ -34,8 +34,10 @@ func testSpec() Spec {
 
 func runHelper(role string) int {
 	switch role {
-	case "apply-and-hang":
-		if _, err := Apply(context.Background(), testSpec()); err != nil {
+	case "apply-and-hang", "apply-block-and-hang":
+		s := testSpec()
+		s.Block = role == "apply-block-and-hang"
+		if _, err := Apply(context.Background(), s); err != nil {
 			fmt.Fprintln(os.Stderr, "apply:", err)
 			return 1
 		}
@@ -186,8 +188,8 @@ func linkExists(t *testing.T, name string) bool {
 
 func wantRules(s Spec) []string {
 	return []string{
-		fmt.Sprintf("%d: from all iif %s lookup main", s.RulePriority-1, s.TunName),
-		fmt.Sprintf("%d: from all fwmark %#x/%#x lookup %d", s.RulePriority, s.Mark, s.Mark, s.Table),
+		fmt.Sprintf("%d: from all iif %s lookup main proto %d", s.RulePriority-1, s.TunName, RouteProtocol),
+		fmt.Sprintf("%d: from all fwmark %#x/%#x lookup %d proto %d", s.RulePriority, s.Mark, s.Mark, s.Table, RouteProtocol),
 	}
 }
 
@@ -221,8 +223,8 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if got := st.sets[setLANIfaces].elements(t); !slices.Equal(got, s.LANIfaces) {
 		t.Errorf("lan_ifaces = %q, want %q", got, s.LANIfaces)
 	}
-	if got := st.chains[chainPrerouting]; got != (nftChain{Type: "filter", Hook: "prerouting", Prio: -150}) {
-		t.Errorf("chain prerouting = %+v, want filter hook prerouting priority mangle", got)
+	if got := st.chains[chainPrerouting]; got != (nftChain{Type: "filter", Hook: "prerouting", Prio: -149}) {
+		t.Errorf("chain prerouting = %+v, want filter hook prerouting priority mangle + 1", got)
 	}
 	if st.rules[chainPrerouting] != 2 || st.rules[chainMarkNew] != wantMarkNew {
 		t.Errorf("rules per chain = %v, want prerouting 2, mark_new %d", st.rules, wantMarkNew)
@@ -230,8 +232,8 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if got, ok := st.chains[chainOutput]; ok != s.RouterTraffic {
 		t.Errorf("output chain present = %t, want %t", ok, s.RouterTraffic)
 	} else if ok {
-		if got != (nftChain{Type: "route", Hook: "output", Prio: -150}) {
-			t.Errorf("chain output = %+v, want route hook output priority mangle", got)
+		if got != (nftChain{Type: "route", Hook: "output", Prio: -149}) {
+			t.Errorf("chain output = %+v, want route hook output priority mangle + 1", got)
 		}
 		if st.rules[chainOutput] != 3 {
 			t.Errorf("output chain has %d rules, want 3", st.rules[chainOutput])
@@ -241,13 +243,20 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if got := ourRules(t, "-4", s); !slices.Equal(got, wantRules(s)) {
 		t.Errorf("ip -4 rules = %q, want %q", got, wantRules(s))
 	}
-	if got := tableRoutes(t, "-4", s); !slices.Equal(got, []string{"default dev " + s.TunName}) {
-		t.Errorf("ip -4 route table %d = %q", s.Table, got)
+	want4Routes := []string{"default dev " + s.TunName + " proto 116"}
+	if s.Block {
+		want4Routes = append(want4Routes, "unreachable default proto 116 metric 2147483647")
+	}
+	if got := tableRoutes(t, "-4", s); !slices.Equal(got, want4Routes) {
+		t.Errorf("ip -4 route table %d = %q, want %q", s.Table, got, want4Routes)
 	}
 	var want6Rules, want6Routes []string
 	if s.IPv6 {
 		want6Rules = wantRules(s)
-		want6Routes = []string{"default dev " + s.TunName + " metric 1024 pref medium"}
+		want6Routes = []string{"default dev " + s.TunName + " proto 116 metric 1024 pref medium"}
+		if s.Block {
+			want6Routes = append(want6Routes, "unreachable default dev lo proto 116 metric 2147483647 pref medium")
+		}
 	}
 	if got := ourRules(t, "-6", s); !slices.Equal(got, want6Rules) {
 		t.Errorf("ip -6 rules = %q, want %q", got, want6Rules)
@@ -532,4 +541,142 @@ func trimNewline(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// withUplink gives the test namespace a default route in the main table, so that a
+// packet falling through tgtun's table would visibly leave by it.
+func withUplink(t *testing.T) {
+	t.Helper()
+	run(t, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up1")
+	run(t, "ip", "link", "set", "up1", "up")
+	run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "up0")
+	run(t, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", "up0", "nodad")
+	run(t, "ip", "link", "set", "up0", "up")
+	run(t, "ip", "route", "add", "default", "via", "198.51.100.254")
+	run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:2::fe")
+}
+
+// refused tells an `ip route get` answer of an unreachable route (EHOSTUNREACH).
+func refused(got string) bool { return strings.Contains(got, "No route to host") }
+
+// routeOfMarked is `ip route get DST mark M`: where a marked packet goes, or the error.
+func routeOfMarked(dst string, s Spec) string {
+	out, err := exec.Command("ip", "route", "get", dst, "mark", fmt.Sprintf("%#x", s.Mark)).CombinedOutput()
+	if err != nil {
+		return "error: " + strings.TrimSpace(string(out))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestBlockSurvivesDeath: with Block, a killed run leaves marked traffic refused
+// (unreachable), not routed by the main table; SetBlock(false) and Close remove it.
+func TestBlockSurvivesDeath(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		withUplink(t)
+		s := testSpec()
+		s.Block = true
+		cmd := helperProcess(t, "apply-block-and-hang")
+		if got := routeOfMarked("203.0.113.10", s); !strings.Contains(got, "dev tgt0") {
+			t.Fatalf("while running, a marked packet goes %q, want dev tgt0", got)
+		}
+		must(t, cmd.Process.Signal(syscall.SIGKILL))
+		_ = cmd.Wait()
+		for _, dst := range []string{"203.0.113.10", "2001:db8:3::10"} {
+			if got := routeOfMarked(dst, s); !refused(got) {
+				t.Errorf("after kill -9 with Block, a marked packet to %s goes %q, want unreachable", dst, got)
+			}
+		}
+		n := apply(t, s)
+		assertInstalledOnce(t, s)
+		st, err := n.Status()
+		must(t, err)
+		if !st.Block {
+			t.Errorf("Status.Block = false with Block")
+		}
+		if m, err := n.Missing(); err != nil || len(m) != 0 {
+			t.Errorf("Missing = %q, %v; want nothing", m, err)
+		}
+		// A rebuild: detach (as a crash would), marked traffic stays refused, apply again.
+		must(t, n.Detach())
+		if got := routeOfMarked("203.0.113.10", s); !refused(got) {
+			t.Errorf("detached with Block, a marked packet goes %q, want unreachable", got)
+		}
+		n = apply(t, s)
+		assertInstalledOnce(t, s)
+		must(t, n.SetBlock(false))
+		if m, err := n.Missing(); err != nil || len(m) != 0 {
+			t.Errorf("Missing after SetBlock(false) = %q, %v; want nothing", m, err)
+		}
+		s.Block = false
+		assertInstalledOnce(t, s)
+		must(t, n.SetBlock(true))
+		s.Block = true
+		assertInstalledOnce(t, s)
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+		if got := routeOfMarked("203.0.113.10", s); !strings.Contains(got, "dev up0") {
+			t.Errorf("after a clean stop a marked packet goes %q, want the main table's dev up0", got)
+		}
+	})
+}
+
+// TestMissing: what another program deletes is reported.
+func TestMissing(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		n := apply(t, s)
+		run(t, "nft", "flush", "ruleset")
+		m, err := n.Missing()
+		must(t, err)
+		if !slices.Contains(m, "nft table inet tgtun") {
+			t.Errorf("after nft flush ruleset Missing = %q", m)
+		}
+		run(t, "ip", "link", "del", s.TunName)
+		m, err = n.Missing()
+		must(t, err)
+		if !slices.Contains(m, "tun tgt0") || !slices.Contains(m, "ipv4 route") {
+			t.Errorf("after ip link del Missing = %q", m)
+		}
+	})
+}
+
+// TestCleanupKeepsOthersRules: another tool's rule at tgtun's priority and its route in
+// tgtun's table number are not tgtun's to remove.
+func TestCleanupKeepsOthersRules(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		withUplink(t)
+		s := testSpec()
+		run(t, "ip", "rule", "add", "pref", fmt.Sprint(s.RulePriority), "fwmark", "0x4/0x4", "lookup", fmt.Sprint(s.Table))
+		run(t, "ip", "route", "add", "192.0.2.0/24", "dev", "up0", "table", fmt.Sprint(s.Table))
+		otherRule := fmt.Sprintf("%d: from all fwmark 0x4/0x4 lookup %d", s.RulePriority, s.Table)
+		n := apply(t, s)
+		must(t, n.Close())
+		must(t, Cleanup(context.Background(), s))
+		if got := ourRules(t, "-4", s); !slices.Equal(got, []string{otherRule}) {
+			t.Errorf("rules after Close = %q, want only the other tool's %q", got, otherRule)
+		}
+		if got := tableRoutes(t, "-4", s); !slices.Equal(got, []string{"192.0.2.0/24 dev up0 scope link"}) {
+			t.Errorf("routes of table %d after Close = %q, want only the other tool's", s.Table, got)
+		}
+	})
+}
+
+// TestLowMTUWithoutIPv6: with IPv6 off the MTU may be 576..1279, where the kernel has no
+// IPv6 settings for the device at all.
+func TestLowMTUWithoutIPv6(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		s.IPv6 = false
+		s.Targets6 = nil
+		s.MTU = 576
+		n := apply(t, s)
+		if link := run(t, "ip", "link", "show", "dev", s.TunName); !strings.Contains(link, "mtu 576") {
+			t.Errorf("ip link show %s:\n%s", s.TunName, link)
+		}
+		if m, err := n.Missing(); err != nil || len(m) != 0 {
+			t.Errorf("Missing = %q, %v", m, err)
+		}
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+	})
 }

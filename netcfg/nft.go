@@ -30,6 +30,15 @@ const (
 	chainMarkNew = "mark_new"
 )
 
+// chainPriority is where tgtun's base chains hook: mangle + 1 (-149), just after fw4's
+// mangle_prerouting and mangle_output (priority mangle). Netfilter runs hooks of equal
+// priority newest first, so at mangle itself tgtun (started after fw4) ran first and a
+// user's fw4 `meta mark set` rule then overwrote tgtun's bit. After them, tgtun's mark
+// goes on last, written under its mask so the others' bits stay.
+func chainPriority() *nftables.ChainPriority {
+	return nftables.ChainPriorityRef(*nftables.ChainPriorityMangle + 1)
+}
+
 // elementsPerMessage bounds one NEWSETELEM message; a batch may hold many.
 const elementsPerMessage = 1024
 
@@ -89,9 +98,30 @@ func intervalSet(t *nftables.Table, name string, key nftables.SetDatatype) *nfta
 	return &nftables.Set{Table: t, Name: name, KeyType: key, Interval: true}
 }
 
-// installTable queues the whole table in one batch and sends it.
+// tableExists tells whether table inet tgtun is there.
+func tableExists(c *nftables.Conn) (bool, error) {
+	_, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	switch {
+	case err == nil:
+		return true, nil
+	case isNotExist(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("look for nft table inet %s: %w", TableName, err)
+}
+
+// installTable queues the whole table in one batch and sends it. A table already there
+// (an earlier run's, or ours being rebuilt) is deleted in the same batch: no packet sees
+// the gap between the two.
 func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 	o := &nftObjects{table: nftTable()}
+	exists, err := tableExists(c)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		c.DelTable(o.table)
+	}
 	c.AddTable(o.table)
 
 	// Interface names are strings, kept in host byte order as nft itself
@@ -141,7 +171,7 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 	o.prerouting = c.AddChain(&nftables.Chain{
 		Table: o.table, Name: chainPrerouting,
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookPrerouting,
-		Priority: nftables.ChainPriorityMangle, Policy: &accept,
+		Priority: chainPriority(), Policy: &accept,
 	})
 	c.AddRule(&nftables.Rule{Table: o.table, Chain: o.prerouting,
 		Exprs:    restoreMark(s),
@@ -162,7 +192,7 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 		o.output = c.AddChain(&nftables.Chain{
 			Table: o.table, Name: chainOutput,
 			Type: nftables.ChainTypeRoute, Hooknum: nftables.ChainHookOutput,
-			Priority: nftables.ChainPriorityMangle, Policy: &accept,
+			Priority: chainPriority(), Policy: &accept,
 		})
 		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.output,
 			Exprs:    concat(packetMarkHas(s.BypassMark, s.BypassMark), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),

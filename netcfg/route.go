@@ -3,6 +3,7 @@ package netcfg
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 
@@ -37,6 +38,16 @@ func defaultDst(family int) *net.IPNet {
 	return prefixToIPNet(netip.MustParsePrefix("0.0.0.0/0"))
 }
 
+// RouteProtocol marks the rules and routes tgtun installs (`proto 116` in `ip rule` and
+// `ip route`): Cleanup removes what carries it, never another tool's rule or route that
+// happens to share the table number or priority.
+const RouteProtocol = 116
+
+// blockMetric is the preference of the unreachable default of fail_mode block: the
+// lowest a 32-bit router's int carries through netlink, so the TUN's default route
+// (metric 0, 1024 for IPv6) always wins while it exists.
+const blockMetric = math.MaxInt32
+
 // wantedRules are "priority P-1 iif <tun> lookup main" (replies coming out of
 // the TUN carry the mark but must be forwarded by the main table, not looped
 // back into the TUN) and "priority P fwmark M/Mask lookup T".
@@ -46,6 +57,7 @@ func wantedRules(s Spec, family int) []*netlink.Rule {
 	fromTUN.Priority = s.RulePriority - 1
 	fromTUN.IifName = s.TunName
 	fromTUN.Table = mainTable
+	fromTUN.Protocol = RouteProtocol
 
 	marked := netlink.NewRule()
 	marked.Family = family
@@ -54,32 +66,86 @@ func wantedRules(s Spec, family int) []*netlink.Rule {
 	marked.Mark = s.Mark
 	marked.Mask = &mask
 	marked.Table = s.Table
+	marked.Protocol = RouteProtocol
 	return []*netlink.Rule{fromTUN, marked}
 }
 
-// isOurRule tells a rule at our priorities that an earlier run of ours
-// installed, whatever its mark was then.
+// isOurRule tells a rule tgtun installed: it carries RouteProtocol. A rule of an older
+// tgtun (without the protocol) is recognised by everything else it carries: the TUN's
+// name, or tgtun's mark and mask with its table, at tgtun's priorities.
 func isOurRule(s Spec, r netlink.Rule) bool {
+	if r.Protocol == RouteProtocol {
+		return true
+	}
 	switch r.Priority {
 	case s.RulePriority - 1:
 		return r.IifName == s.TunName && r.Table == mainTable
 	case s.RulePriority:
-		return r.Table == s.Table
+		return r.Table == s.Table && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask
 	}
 	return false
 }
 
+// sameRule tells whether an installed rule is the one wanted.
+func sameRule(a netlink.Rule, b *netlink.Rule) bool {
+	am, bm := uint32(0), uint32(0)
+	if a.Mask != nil {
+		am = *a.Mask
+	}
+	if b.Mask != nil {
+		bm = *b.Mask
+	}
+	return a.Protocol == b.Protocol && a.Priority == b.Priority && a.Table == b.Table &&
+		a.IifName == b.IifName && a.Mark == b.Mark && am == bm
+}
+
+// blockRoute is fail_mode block's "unreachable default metric 4294967295 table T": with
+// the TUN's route gone (the daemon died, a rebuild failed) marked packets are refused at
+// once instead of falling through to the main table and leaving directly.
+func blockRoute(s Spec, family int) *netlink.Route {
+	return &netlink.Route{Table: s.Table, Dst: defaultDst(family), Family: family, Type: unix.RTN_UNREACHABLE,
+		Priority: blockMetric, Protocol: RouteProtocol}
+}
+
+func isBlockRoute(r netlink.Route) bool {
+	return r.Type == unix.RTN_UNREACHABLE && r.Priority == blockMetric && r.Protocol == RouteProtocol
+}
+
+// installRouting adds the TUN's default route (link nil: none, the blocking state
+// alone), the rules and, with Block, the unreachable default. Rules and the block
+// route that are already there (a rebuild keeps them) are kept.
 func installRouting(s Spec, link netlink.Link) error {
 	for _, fam := range families(s.IPv6) {
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam}
-		if err := netlink.RouteAdd(route); err != nil {
-			return fmt.Errorf("add %s route default dev %s table %d: %w", familyName(fam), s.TunName, s.Table, err)
+		if link != nil {
+			route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam, Protocol: RouteProtocol}
+			if err := netlink.RouteAdd(route); err != nil {
+				return fmt.Errorf("add %s route default dev %s table %d: %w", familyName(fam), s.TunName, s.Table, err)
+			}
+		}
+		if s.Block {
+			if err := addBlockRoute(s, fam); err != nil {
+				return err
+			}
 		}
 		for _, r := range wantedRules(s, fam) {
-			if err := netlink.RuleAdd(r); err != nil {
+			if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 				return fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err)
 			}
 		}
+	}
+	return nil
+}
+
+func addBlockRoute(s Spec, fam int) error {
+	if err := netlink.RouteAdd(blockRoute(s, fam)); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s route unreachable default table %d: %w", familyName(fam), s.Table, err)
+	}
+	return nil
+}
+
+func delBlockRoute(s Spec, fam int) error {
+	if err := netlink.RouteDel(blockRoute(s, fam)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete %s route unreachable default table %d: %w", familyName(fam), s.Table, err)
 	}
 	return nil
 }
@@ -89,10 +155,15 @@ func unsupportedFamily(err error) bool {
 	return errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
-// removeRouting deletes our rules and every route of our table, in both
-// families whatever the spec says (an earlier run may have had IPv6 on).
-func removeRouting(s Spec) error {
+// removeRouting deletes tgtun's rules and routes (see isOurRule, isOurRoute), in both
+// families whatever the spec says (an earlier run may have had IPv6 on). With keep set,
+// the rules and block route s wants stay: a rebuild keeps blocking while it runs.
+func removeRouting(s Spec, keep bool) error {
 	var errs []error
+	tunIndex := 0
+	if link, err := netlink.LinkByName(s.TunName); err == nil {
+		tunIndex = link.Attrs().Index
+	}
 	for _, fam := range families(true) {
 		rules, err := netlink.RuleList(fam)
 		if err != nil {
@@ -101,9 +172,19 @@ func removeRouting(s Spec) error {
 			}
 			continue
 		}
+		wanted := wantedRules(s, fam)
+		if !keep || (fam == netlink.FAMILY_V6 && !s.IPv6) {
+			wanted = nil
+		}
+	rules:
 		for _, r := range rules {
 			if !isOurRule(s, r) {
 				continue
+			}
+			for _, w := range wanted {
+				if sameRule(r, w) {
+					continue rules
+				}
 			}
 			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
 				errs = append(errs, fmt.Errorf("delete %s rule %s: %w", familyName(fam), r, err))
@@ -117,6 +198,10 @@ func removeRouting(s Spec) error {
 			continue
 		}
 		for _, r := range routes {
+			ours := r.Protocol == RouteProtocol || (tunIndex != 0 && r.LinkIndex == tunIndex)
+			if !ours || (keep && s.Block && isBlockRoute(r) && (fam == netlink.FAMILY_V4 || s.IPv6)) {
+				continue
+			}
 			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 				errs = append(errs, fmt.Errorf("delete %s route %s: %w", familyName(fam), r, err))
 			}
@@ -127,10 +212,10 @@ func removeRouting(s Spec) error {
 
 // routingStatus reports whether both rules and the default route are there.
 // tunIndex is the TUN's link index (0 when there is no TUN).
-func routingStatus(s Spec, family, tunIndex int) (rules, route bool, err error) {
+func routingStatus(s Spec, family, tunIndex int) (rules, route, block bool, err error) {
 	list, err := netlink.RuleList(family)
 	if err != nil {
-		return false, false, fmt.Errorf("list %s rules: %w", familyName(family), err)
+		return false, false, false, fmt.Errorf("list %s rules: %w", familyName(family), err)
 	}
 	var fromTUN, marked bool
 	for _, r := range list {
@@ -143,9 +228,13 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route bool, err error) 
 	}
 	routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: s.Table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return false, false, fmt.Errorf("list %s routes of table %d: %w", familyName(family), s.Table, err)
+		return false, false, false, fmt.Errorf("list %s routes of table %d: %w", familyName(family), s.Table, err)
 	}
 	for _, r := range routes {
+		if isBlockRoute(r) {
+			block = true
+			continue
+		}
 		isDefault := r.Dst == nil
 		if r.Dst != nil {
 			ones, _ := r.Dst.Mask.Size()
@@ -155,7 +244,7 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route bool, err error) 
 			route = true
 		}
 	}
-	return fromTUN && marked, route, nil
+	return fromTUN && marked, route, block, nil
 }
 
 // RouteDevice is the device a packet to dst carrying the mark leaves by, as the kernel

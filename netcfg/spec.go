@@ -48,8 +48,20 @@ type Spec struct {
 	// main" at P-1.
 	RulePriority int
 
+	// Block keeps fail_mode block when nothing else does: table T holds an unreachable
+	// default of the lowest preference, so marked packets are refused, never sent
+	// directly, while the TUN's route is missing (the daemon died, a rebuild failed).
+	Block bool
+
 	Targets4, Targets6 []netip.Prefix // destinations to tunnel
 	Bypass             []netip.Prefix // never marked: the proxy servers' addresses
+}
+
+// Validate checks spec as Apply would, without touching the kernel: a reload validates
+// the new state before it tears the running one down.
+func (s Spec) Validate() error {
+	_, err := s.withDefaults()
+	return err
 }
 
 // withDefaults returns a copy of s with zero fields defaulted, and checks it.

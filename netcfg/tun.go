@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -113,8 +114,11 @@ func tunSysctls(s Spec) []sysctl {
 
 func writeSysctl(path, value string) error {
 	if err := os.WriteFile(path, []byte(value), 0); err != nil {
-		if errors.Is(err, os.ErrNotExist) && filepath.Base(filepath.Dir(filepath.Dir(path))) == "ipv6" {
-			return nil // kernel without IPv6
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path, "/proc/sys/net/ipv6/") {
+			// A kernel without IPv6, or a device without it: below an MTU of
+			// 1280 (allowed with ipv6 '0') the kernel drops the device's IPv6
+			// settings altogether.
+			return nil
 		}
 		return fmt.Errorf("sysctl %s=%s: %w", path, value, err)
 	}

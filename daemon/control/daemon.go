@@ -15,7 +15,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tgtun/tgtun/daemon/config"
 	"github.com/tgtun/tgtun/daemon/engine"
@@ -52,14 +55,42 @@ type Daemon struct {
 	eng          *engine.Engine
 	engineStop   context.CancelFunc
 	engineExited chan struct{}
-	// engineFailed carries an engine's unexpected end to Run, which then stops the daemon.
-	engineFailed  chan error
+	// engineFailed carries an engine's unexpected end (its TUN reader died) to Run,
+	// which then rebuilds the data path.
+	engineFailed  chan engineEnd
 	pool          *proxy.Pool
 	poolStop      context.CancelFunc
 	marking       bool
 	lastReloadErr string
 	lastReload    time.Time
+	// bypass is the proxy servers' addresses as last resolved (outside mu).
+	bypass []netip.Prefix
+	// maxFlows is max_flows as the descriptor limit carries it (fitDescriptors).
+	maxFlows int
+	// fdWarning says why maxFlows is below max_flows; "" when it is not.
+	fdWarning string
+	// The data path's repairs: how many, when and why the last one, and why the last
+	// build failed (then net is nil and the watchdog tries again).
+	rebuilds          int
+	lastRebuild       time.Time
+	lastRebuildReason string
+	netErr            string
+	lastNetAttempt    time.Time
 }
+
+// engineEnd is an engine that stopped serving by itself, and why.
+type engineEnd struct {
+	eng *engine.Engine
+	err error
+}
+
+// netCheckInterval is how often the watchdog looks for kernel state another program
+// removed (`nft flush ruleset` by `fw4 flush`, `ip link del`); a check lists the rules,
+// the routes of table T, the TUN and the nft chains, not the sets.
+const netCheckInterval = 2 * time.Second
+
+// netRetryInterval spaces the attempts to build a data path that failed to build.
+const netRetryInterval = 10 * time.Second
 
 // Run starts the daemon and blocks until ctx is done (SIGTERM), then removes everything it
 // installed. SIGHUP re-reads the configuration.
@@ -84,10 +115,20 @@ func Run(ctx context.Context, opts Options) error {
 	if !cfg.Main.Enabled {
 		return fmt.Errorf("configuration %s: main.enabled is '0': nothing to do", opts.ConfigPath)
 	}
+	// Before anything touches the kernel: a second copy must change nothing.
+	lock, err := lockInstance(instanceLockName)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
 
 	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true}
+	d.maxFlows, d.fdWarning = fitDescriptors(sysRlimit{}, cfg.Main.MaxFlows)
+	if d.fdWarning != "" {
+		log.Warn("descriptors", "warning", d.fdWarning)
+	}
 	d.lists = lists.NewManager(lists.Options{
 		CacheDir:           opts.ListCacheDir,
 		HTTPClient:         d.listClient(),
@@ -101,9 +142,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d.engineFailed = make(chan error, 1)
+	d.engineFailed = make(chan engineEnd, 1)
 	d.startPool(ctx, pool)
-	if err := d.startNet(ctx, cfg); err != nil {
+	d.bypass = d.resolveBypass(ctx, cfg)
+	if err := d.startNet(ctx, cfg, d.bypass); err != nil {
 		d.poolStop()
 		return err
 	}
@@ -131,6 +173,8 @@ func Run(ctx context.Context, opts Options) error {
 	hup := make(chan os.Signal, 1)
 	notifyHUP(hup)
 	defer stopNotify(hup)
+	watchdog := time.NewTicker(netCheckInterval)
+	defer watchdog.Stop()
 
 	var runErr error
 loop:
@@ -147,9 +191,14 @@ loop:
 				runErr = err
 				break loop
 			}
-		case err := <-d.engineFailed:
-			runErr = fmt.Errorf("engine stopped: %w", err)
-			break loop
+		case end := <-d.engineFailed:
+			d.mu.Lock()
+			if end.eng == d.eng { // not one a reload already replaced
+				d.rebuildNet(ctx, fmt.Sprintf("engine stopped: %v", end.err))
+			}
+			d.mu.Unlock()
+		case <-watchdog.C:
+			d.checkNet(ctx)
 		}
 	}
 	d.shutdown()
@@ -158,20 +207,32 @@ loop:
 	return runErr
 }
 
+// engineConfig is the engine's part of cfg, with max_flows as the descriptor limit
+// carries it.
+func engineConfig(cfg *config.Config, maxFlows int) engine.Config {
+	return engine.Config{MTU: cfg.Main.TunMTU, MaxFlows: maxFlows,
+		MaxFlowsPerDevice: min(cfg.Main.MaxFlowsPerDevice, maxFlows), IPv4Only: !cfg.Main.IPv6}
+}
+
 // startNet installs the kernel state for cfg and attaches the engine to its TUN.
-// Called with d.mu held or before anything else runs.
-func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
+// bypass is resolved by the caller, outside d.mu. Called with d.mu held or before
+// anything else runs.
+func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []netip.Prefix) error {
 	v4, v6 := d.lists.Targets()
-	spec := netSpec(cfg, v4, v6, d.resolveBypass(ctx, cfg))
+	spec := netSpec(cfg, v4, v6, bypass)
+	d.lastNetAttempt = time.Now()
 	// An engine serves one TUN: a rebuilt TUN gets a new engine (its counters restart).
-	eng, err := engine.New(engine.Config{MTU: cfg.Main.TunMTU, MaxFlows: cfg.Main.MaxFlows, MaxFlowsPerDevice: cfg.Main.MaxFlowsPerDevice}, d.pool, d.log)
+	eng, err := engine.New(engineConfig(cfg, d.maxFlows), d.pool, d.log)
 	if err != nil {
+		d.netErr = err.Error()
 		return fmt.Errorf("engine: %w", err)
 	}
 	n, err := netcfg.Apply(ctx, spec)
 	if err != nil {
+		d.netErr = err.Error()
 		return fmt.Errorf("network setup: %w", err)
 	}
+	d.netErr = ""
 	engCtx, stop := context.WithCancel(context.Background())
 	exited := make(chan struct{})
 	fd := int(n.TUN().Fd())
@@ -185,7 +246,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
 			err = errors.New("engine returned without being stopped")
 		}
 		select {
-		case d.engineFailed <- err:
+		case d.engineFailed <- engineEnd{eng, err}:
 		default:
 		}
 	}()
@@ -194,8 +255,12 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// stopNet detaches the engine and removes the kernel state. Called with d.mu held.
-func (d *Daemon) stopNet() {
+// stopNet detaches the engine and removes the kernel state (a clean stop, or a reload
+// that changes the TUN's name or the table). With keep, only the TUN goes: the rules,
+// fail_mode block's route and the nft table stay until startNet replaces them, so
+// marked traffic is refused rather than sent directly in between, or for good if the
+// rebuild fails. Called with d.mu held.
+func (d *Daemon) stopNet(keep bool) {
 	if d.engineStop != nil {
 		d.engineStop()
 		d.engineStop = nil
@@ -203,11 +268,52 @@ func (d *Daemon) stopNet() {
 		// before that could hand the number to another file under its feet.
 		<-d.engineExited
 	}
+	d.eng = nil
 	if d.net != nil {
-		if err := d.net.Close(); err != nil {
+		release := d.net.Close
+		if keep {
+			release = d.net.Detach
+		}
+		if err := release(); err != nil {
 			d.log.Error("network teardown", "err", err)
 		}
 		d.net = nil
+	}
+}
+
+// rebuildNet replaces the data path with a fresh one for the running configuration and
+// records why in status. Called with d.mu held.
+func (d *Daemon) rebuildNet(ctx context.Context, reason string) {
+	d.log.Warn("data path broken, rebuilding it", "reason", reason)
+	d.stopNet(true)
+	d.rebuilds++
+	d.lastRebuild, d.lastRebuildReason = time.Now(), reason
+	if err := d.startNet(ctx, d.cfg, d.bypass); err != nil {
+		d.log.Error("data path rebuild failed; retrying", "err", err, "fail_mode", d.cfg.Main.FailMode)
+		return
+	}
+	d.syncMarking()
+	d.log.Info("data path rebuilt", "reason", reason)
+}
+
+// checkNet is the watchdog: it rebuilds a data path whose kernel state another program
+// removed, or that failed to build. Called without d.mu.
+func (d *Daemon) checkNet(ctx context.Context) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.net == nil {
+		if time.Since(d.lastNetAttempt) >= netRetryInterval {
+			d.rebuildNet(ctx, "no data path: "+d.netErr)
+		}
+		return
+	}
+	missing, err := d.net.Missing()
+	if err != nil {
+		d.log.Debug("data path check", "err", err)
+		return
+	}
+	if len(missing) > 0 {
+		d.rebuildNet(ctx, "removed by another program: "+strings.Join(missing, ", "))
 	}
 }
 
@@ -250,7 +356,7 @@ func (d *Daemon) shutdown() {
 	if d.poolStop != nil {
 		d.poolStop()
 	}
-	d.stopNet()
+	d.stopNet(false)
 }
 
 // newPool builds the proxies of cfg, ordered by priority, behind health checks.
@@ -278,11 +384,15 @@ func proxySpec(p config.Proxy) proxy.Spec {
 // netSpec is the kernel state cfg asks for.
 func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
 	m := cfg.Main
+	if !m.IPv6 {
+		v6 = nil // lists carry IPv6 ranges whatever the setting; nothing IPv6 is tunnelled
+	}
 	return netcfg.Spec{
 		TunName: m.TunName, MTU: m.TunMTU,
 		LANIfaces: m.LANIfaces, RouterTraffic: m.RouterTraffic, IPv6: m.IPv6,
 		Mark: m.FwMark, Mask: m.FwMask, BypassMark: m.BypassMark,
 		Table: m.RouteTable, RulePriority: m.RulePriority,
+		Block:    m.FailMode == config.FailBlock,
 		Targets4: v4, Targets6: v6, Bypass: bypass,
 		NoOffload: !tunOffload(),
 	}
@@ -302,8 +412,10 @@ func kernelSpecChanged(a, b netcfg.Spec) bool {
 }
 
 // resolveBypass returns the proxy servers' addresses, which must never be marked even if
-// a list covers them (the proxy would then be dialled through itself).
+// a list covers them (the proxy would then be dialled through itself). It may wait on
+// DNS: call it without d.mu, so status and the CLI keep answering meanwhile.
 func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.Prefix {
+	resolver := bypassResolver(cfg.Main.BypassMark)
 	var out []netip.Prefix
 	for _, p := range cfg.Proxies {
 		if a, err := netip.ParseAddr(p.Server); err == nil {
@@ -311,7 +423,7 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", p.Server)
+		addrs, err := resolver.LookupNetIP(rctx, "ip", p.Server)
 		cancel()
 		if err != nil {
 			d.log.Warn("cannot resolve proxy server; it is not excluded from marking", "proxy", p.Name, "server", p.Server, "err", err)
@@ -382,13 +494,13 @@ func (d *Daemon) listClient() *http.Client {
 			if err != nil {
 				return nil, fmt.Errorf("port of %s: %w", addr, err)
 			}
-			ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			d.mu.Lock()
+			pool, mark := d.pool, d.cfg.Main.BypassMark
+			d.mu.Unlock()
+			ips, err := bypassResolver(mark).LookupNetIP(ctx, "ip", host)
 			if err != nil {
 				return nil, err
 			}
-			d.mu.Lock()
-			pool := d.pool
-			d.mu.Unlock()
 			var lastErr error
 			for _, ip := range ips {
 				c, err := pool.DialTCP(ctx, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
@@ -405,6 +517,30 @@ func (d *Daemon) listClient() *http.Client {
 		IdleConnTimeout:       10 * time.Second,
 	}
 	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}
+}
+
+// bypassResolver looks names up with the bypass mark on its sockets, like every other
+// connection of the daemon's: with router_traffic a DNS query to a messenger-owned or
+// listed resolver address would otherwise be marked and sent into the TUN.
+func bypassResolver(mark uint32) *net.Resolver {
+	dialer := &net.Dialer{Control: markControl(mark)}
+	return &net.Resolver{PreferGo: true, Dial: dialer.DialContext}
+}
+
+// markControl sets SO_MARK on a socket before it connects.
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
+		}
+		return nil
+	}
 }
 
 // allowDocumentation lets lists hold the documentation ranges. Only the e2e test network

@@ -3,8 +3,10 @@ package control
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -55,6 +57,14 @@ type Status struct {
 	Proxies         []proxy.MemberStatus `json:"proxies"`
 	Lists           []lists.ListStatus   `json:"lists"`
 	Flows           engine.Stats         `json:"flows"`
+	// MaxFlows is max_flows as in force: lower than configured when the descriptor
+	// limit cannot carry it (a warning says so).
+	MaxFlows int `json:"max_flows"`
+	// Rebuilds counts the repairs of the data path (TUN, routes, rules, nft table)
+	// after another program removed part of it or the engine's TUN reader died;
+	// LastRebuild says when and why the last one happened.
+	Rebuilds    int    `json:"rebuilds"`
+	LastRebuild string `json:"last_rebuild,omitempty"`
 }
 
 // Status reports the daemon's state.
@@ -71,6 +81,15 @@ func (d *Daemon) Status() Status {
 		Marking:         d.marking,
 		Proxies:         d.pool.Status(),
 		Lists:           d.lists.Status(),
+		MaxFlows:        d.maxFlows,
+		Rebuilds:        d.rebuilds,
+		NetError:        d.netErr,
+	}
+	if !d.lastRebuild.IsZero() {
+		st.LastRebuild = d.lastRebuild.Format(time.RFC3339) + ": " + d.lastRebuildReason
+	}
+	if d.fdWarning != "" {
+		st.Warnings = append(st.Warnings, d.fdWarning)
 	}
 	if !d.lastReload.IsZero() {
 		st.LastReload = d.lastReload.Format(time.RFC3339)
@@ -91,11 +110,18 @@ func (d *Daemon) Status() Status {
 	return st
 }
 
-// Reload re-reads the configuration. A file with errors changes nothing: the running
+// Reload re-reads the configuration. A file with errors, or values the data path cannot
+// run, changes nothing: everything is validated before anything is stopped, the running
 // configuration stays and the error says why. Established flows are kept unless the
-// kernel side itself (TUN, marks, table, LAN interfaces) changed.
+// kernel side itself (TUN, marks, table, LAN interfaces) or the engine's settings
+// (max_flows) changed, or part of the kernel state is missing: then the data path is
+// rebuilt.
 func (d *Daemon) Reload(ctx context.Context) error {
 	cfg, warnings, err := config.Load(d.opts.ConfigPath)
+	var bypass []netip.Prefix
+	if err == nil && cfg.Main.Enabled {
+		bypass = d.resolveBypass(ctx, cfg) // DNS, outside d.mu
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastReload = time.Now()
@@ -109,13 +135,26 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return &Error{Code: CodeInvalidArgument, Msg: d.lastReloadErr}
 	}
 	warnings = append(warnings, serviceWarnings(d.opts.ConfigPath, cfg)...)
+	reject := func(err error) error {
+		d.lastReloadErr = err.Error()
+		d.log.Error("reload: configuration rejected, the running one stays", "err", err)
+		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded, the running one stays: " + err.Error()}
+	}
 	pool, err := newPool(cfg, d.log)
 	if err != nil {
-		d.lastReloadErr = err.Error()
-		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded: " + err.Error()}
+		return reject(err)
 	}
 	oldSpec := netSpec(d.cfg, nil, nil, nil)
 	newSpec := netSpec(cfg, nil, nil, nil)
+	if err := newSpec.Validate(); err != nil {
+		return reject(fmt.Errorf("network: %w", err))
+	}
+	maxFlows, fdWarning := fitDescriptors(sysRlimit{}, cfg.Main.MaxFlows)
+	newEngine := engineConfig(cfg, maxFlows)
+	if _, err := engine.New(newEngine, pool, nil); err != nil {
+		return reject(err)
+	}
+	// From here on the new configuration is applied.
 	d.lists.SetSources(listSources(cfg))
 	d.lists.Load()
 
@@ -127,16 +166,41 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if oldStop != nil {
 		oldStop()
 	}
-	if kernelSpecChanged(oldSpec, newSpec) {
-		d.log.Warn("reload: TUN, marks, table or interfaces changed; rebuilding them resets the flows through tgtun")
-		d.stopNet()
-		if err := d.startNet(ctx, cfg); err != nil {
+	oldCfg, oldMaxFlows := d.cfg, d.maxFlows
+	d.maxFlows, d.fdWarning = maxFlows, fdWarning
+	var missing []string
+	if d.net == nil {
+		missing = []string{"the data path (" + d.netErr + ")"}
+	} else if m, err := d.net.Missing(); err == nil {
+		missing = m
+	}
+	switch {
+	case kernelSpecChanged(oldSpec, newSpec) || newEngine != engineConfig(oldCfg, oldMaxFlows) || len(missing) > 0:
+		if len(missing) > 0 {
+			d.log.Warn("reload: part of the data path is missing, rebuilding it", "missing", strings.Join(missing, ", "))
+		} else {
+			d.log.Warn("reload: TUN, marks, table, interfaces or engine settings changed; rebuilding them resets the flows through tgtun")
+		}
+		// A new TUN name or table leaves nothing of the old state worth keeping.
+		d.stopNet(oldSpec.TunName == newSpec.TunName && oldSpec.Table == newSpec.Table)
+		d.bypass = bypass
+		if err := d.startNet(ctx, cfg, bypass); err != nil {
+			d.lastReloadErr = err.Error()
+			d.log.Error("reload: the new data path failed; the watchdog retries", "err", err)
+			d.cfg, d.warnings = cfg, warnings
+			return &Error{Code: CodeUnknown, Msg: err.Error()}
+		}
+	default:
+		if oldSpec.Block != newSpec.Block && d.net != nil {
+			if err := d.net.SetBlock(newSpec.Block); err != nil {
+				d.lastReloadErr = err.Error()
+				return &Error{Code: CodeUnknown, Msg: err.Error()}
+			}
+		}
+		if err := d.applyTargets(bypass); err != nil {
 			d.lastReloadErr = err.Error()
 			return &Error{Code: CodeUnknown, Msg: err.Error()}
 		}
-	} else if err := d.applyTargets(ctx, cfg); err != nil {
-		d.lastReloadErr = err.Error()
-		return &Error{Code: CodeUnknown, Msg: err.Error()}
 	}
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
 	d.syncMarking()
@@ -146,13 +210,18 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	return nil
 }
 
-// applyTargets swaps the target and bypass sets for the current lists. Called with d.mu held.
-func (d *Daemon) applyTargets(ctx context.Context, cfg *config.Config) error {
+// applyTargets swaps the target and bypass sets for the current lists. bypass is
+// resolved by the caller, outside d.mu. Called with d.mu held.
+func (d *Daemon) applyTargets(bypass []netip.Prefix) error {
+	d.bypass = bypass
 	if d.net == nil {
 		return nil
 	}
 	v4, v6 := d.lists.Targets()
-	if err := d.net.SetBypass(d.resolveBypass(ctx, cfg)); err != nil {
+	if !d.net.Spec().IPv6 {
+		v6 = nil // see netSpec
+	}
+	if err := d.net.SetBypass(bypass); err != nil {
 		return fmt.Errorf("bypass set: %w", err)
 	}
 	if err := d.net.SetTargets(v4, v6); err != nil {
@@ -165,8 +234,12 @@ func (d *Daemon) applyTargets(ctx context.Context, cfg *config.Config) error {
 func (d *Daemon) UpdateLists(ctx context.Context) (any, error) {
 	updateErr := d.lists.Update(ctx)
 	d.mu.Lock()
+	cfg := d.cfg
+	d.mu.Unlock()
+	bypass := d.resolveBypass(ctx, cfg) // DNS, outside d.mu
+	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.applyTargets(ctx, d.cfg); err != nil {
+	if err := d.applyTargets(bypass); err != nil {
 		return nil, &Error{Code: CodeUnknown, Msg: err.Error()}
 	}
 	res := map[string]any{"lists": d.lists.Status()}

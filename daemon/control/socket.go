@@ -54,29 +54,56 @@ func ServeSocket(ctx context.Context, path string, table *Table, log *slog.Logge
 		ln.Close()
 		return fmt.Errorf("control socket %s: %w", path, err)
 	}
+	defer os.Remove(path)
+	if err := serveListener(ctx, ln, table, log); err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// serveListener accepts and answers connections until ctx is done, then closes ln and
+// waits for the calls in progress.
+func serveListener(ctx context.Context, ln net.Listener, table *Table, log *slog.Logger) error {
 	var wg sync.WaitGroup
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	defer func() {
-		wg.Wait()
-		os.Remove(path)
-	}()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer wg.Wait()
+	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("control socket %s: %w", path, err)
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: the daemon's own passing
+			// state, never a reason to stop. Wait a little and accept again.
+			backoff = nextAcceptBackoff(backoff)
+			log.Warn("control socket: accept failed, retrying", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			serveConn(ctx, conn, table, log)
 		}()
 	}
+}
+
+// nextAcceptBackoff doubles the pause after a failed Accept, from 5 ms up to 1 s.
+func nextAcceptBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*d, time.Second)
 }
 
 func serveConn(ctx context.Context, conn net.Conn, table *Table, log *slog.Logger) {

@@ -40,8 +40,12 @@ type Dialer interface {
 
 // Config tunes the engine. Zero values take the defaults below.
 type Config struct {
-	// MTU of the TUN device (default 1500, at least 1280 because of IPv6).
+	// MTU of the TUN device (default 1500, at least 1280 because of IPv6;
+	// 576 with IPv4Only).
 	MTU int
+	// IPv4Only leaves IPv6 out of the netstack (config ipv6 '0'), which lets
+	// the MTU go down to 576 like the rest of tgtun's settings.
+	IPv4Only bool
 	// MaxFlows caps concurrent TCP plus UDP flows, TCP flows still dialling
 	// included (default 4096). Beyond it TCP SYNs get a RST and UDP
 	// datagrams are dropped; both count as Rejected.
@@ -78,6 +82,10 @@ type Config struct {
 	// larger than it is dropped.
 	HeldBufferSize int
 }
+
+// MinMTUv4 is the lowest MTU the engine takes with IPv4Only: what every IPv4 host must
+// accept (RFC 791).
+const MinMTUv4 = 576
 
 const (
 	defaultMTU            = 1500
@@ -157,6 +165,14 @@ type Engine struct {
 
 	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
 	udpBackoff *dialBackoff
+	// done is closed when Run has returned or the TUN reader died; err says why.
+	done     chan struct{}
+	doneOnce sync.Once
+	errMu    sync.Mutex
+	err      error // guarded by errMu
+	// readerDied is closed when the TUN reader stops by itself.
+	readerDied     chan struct{}
+	readerDiedOnce sync.Once
 
 	mu      sync.Mutex
 	closing bool              // guarded by mu; no flow is admitted once set
@@ -183,7 +199,8 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int)}
+	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int),
+		done: make(chan struct{}), readerDied: make(chan struct{})}
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
 	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
@@ -202,9 +219,13 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.UDPDialBackoff, defaultUDPDialBackoff)
 	setDefault(&c.BufferSize, defaultBufferSize)
 	setDefault(&c.HeldBufferSize, defaultHeldBufferSize)
+	minMTU := header.IPv6MinimumMTU
+	if c.IPv4Only {
+		minMTU = MinMTUv4
+	}
 	switch {
-	case c.MTU < header.IPv6MinimumMTU || c.MTU > 65535:
-		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, header.IPv6MinimumMTU)
+	case c.MTU < minMTU || c.MTU > 65535:
+		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, minMTU)
 	case c.MaxFlowsPerDevice < 0 || c.MaxFlowsPerDevice > c.MaxFlows:
 		return fmt.Errorf("engine: MaxFlowsPerDevice %d out of range 1..%d (MaxFlows)", c.MaxFlowsPerDevice, c.MaxFlows)
 	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
@@ -264,6 +285,41 @@ func (e *Engine) topDevices(n int) []DeviceFlows {
 	return out[:min(n, len(out))]
 }
 
+// Done is closed when the engine stops serving: Run returned, or the TUN reader ended by
+// itself (the device was deleted under it), after which Run tears down and returns the
+// reason. Err says why.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Err is why the engine stopped: nil while it runs or after a stop asked for by
+// cancelling Run's context.
+func (e *Engine) Err() error {
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
+	return e.err
+}
+
+func (e *Engine) finish(err error) {
+	e.errMu.Lock()
+	if e.err == nil {
+		e.err = err
+	}
+	e.errMu.Unlock()
+	e.doneOnce.Do(func() { close(e.done) })
+}
+
+// readerExited records that the TUN reader stopped by itself.
+func (e *Engine) readerExited(err error) {
+	if err == nil {
+		err = errors.New("TUN reader stopped")
+	}
+	e.readerDiedOnce.Do(func() {
+		e.errMu.Lock()
+		e.err = fmt.Errorf("engine: %w", err)
+		e.errMu.Unlock()
+		close(e.readerDied)
+	})
+}
+
 // Run attaches the netstack to tunFD (an IFF_TUN|IFF_NO_PI device: raw IP
 // packets, each prefixed by a virtio_net_hdr if it was opened with
 // IFF_VNET_HDR, which Run detects) and serves flows until ctx is done. Then it resets every flow,
@@ -282,18 +338,35 @@ func (e *Engine) Run(ctx context.Context, tunFD int) error {
 	s, link, err := e.newStack(ctx, tunFD)
 	if err != nil {
 		poller.close()
+		e.finish(err)
 		return err
 	}
 	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "max_flows_per_device", e.cfg.MaxFlowsPerDevice, "vnet_hdr", hasVnetHdr(tunFD))
-	<-ctx.Done()
+	err = nil
+	select {
+	case <-ctx.Done():
+	case <-e.readerDied:
+		err = e.Err()
+		e.log.Error("TUN reader stopped: the engine cannot serve", "err", err)
+		e.doneOnce.Do(func() { close(e.done) })
+	}
 	e.shutdown(s, link)
 	e.log.Info("netstack stopped")
-	return nil
+	e.finish(err)
+	return err
 }
 
 func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.LinkEndpoint, error) {
+	protos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
+	routes := []tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	}
+	if e.cfg.IPv4Only {
+		protos, routes = protos[:1], routes[:1]
+	}
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		NetworkProtocols:   protos,
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
 	fail := func(what string, err any) (*stack.Stack, stack.LinkEndpoint, error) {
@@ -324,7 +397,7 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.L
 	})
 	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
 
-	inner, err := newTUNLink(tunFD, uint32(e.cfg.MTU))
+	inner, err := newTUNLink(tunFD, uint32(e.cfg.MTU), e.readerExited)
 	if err != nil {
 		return fail("attach TUN fd", err)
 	}
@@ -343,10 +416,7 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.L
 	if terr := s.SetSpoofing(nicID, true); terr != nil {
 		return fail("set spoofing", terr)
 	}
-	s.SetRouteTable([]tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: nicID},
-		{Destination: header.IPv6EmptySubnet, NIC: nicID},
-	})
+	s.SetRouteTable(routes)
 	if terr := s.EnableNIC(nicID); terr != nil {
 		return fail("enable NIC", terr)
 	}
@@ -361,11 +431,15 @@ func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.L
 // 336 against 96 MB/s on a plain TUN, 3.5x; download (BenchmarkTCPDownload)
 // 457 against 85 MB/s, 5.4x. A plain device gets gVisor's fdbased endpoint:
 // one MTU-sized packet per read or write.
-func newTUNLink(fd int, mtu uint32) (stack.LinkEndpoint, error) {
+func newTUNLink(fd int, mtu uint32, onExit func(error)) (stack.LinkEndpoint, error) {
 	if hasVnetHdr(fd) {
-		return newVnetTUN(fd, mtu)
+		return newVnetTUN(fd, mtu, onExit)
 	}
-	return fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu})
+	return fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu, ClosedFunc: func(terr tcpip.Error) {
+		if terr != nil { // nil: stopped on purpose
+			onExit(fmt.Errorf("read TUN: %s", terr))
+		}
+	}})
 }
 
 // shutdown resets every flow (clients see a RST at once rather than a

@@ -37,6 +37,8 @@ type vnetTUN struct {
 	fd     int
 	mtu    uint32
 	reader *os.File // a duplicate of fd on the runtime poller; closing it stops the read loop
+	// onExit is told why the read loop ended by itself (the device was deleted).
+	onExit func(error)
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher // guarded by mu
@@ -68,7 +70,7 @@ var (
 	_ stack.GSOEndpoint  = (*vnetTUN)(nil)
 )
 
-func newVnetTUN(fd int, mtu uint32) (*vnetTUN, error) {
+func newVnetTUN(fd int, mtu uint32, onExit func(error)) (*vnetTUN, error) {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return nil, fmt.Errorf("set TUN fd non-blocking: %w", err)
 	}
@@ -77,7 +79,7 @@ func newVnetTUN(fd int, mtu uint32) (*vnetTUN, error) {
 	if err != nil {
 		return nil, fmt.Errorf("duplicate TUN fd: %w", err)
 	}
-	return &vnetTUN{fd: fd, mtu: mtu, reader: os.NewFile(uintptr(dup), "tun")}, nil
+	return &vnetTUN{fd: fd, mtu: mtu, reader: os.NewFile(uintptr(dup), "tun"), onExit: onExit}, nil
 }
 
 // hasVnetHdr reports whether the TUN device behind fd prefixes its packets
@@ -166,8 +168,10 @@ func (e *vnetTUN) readLoop(d stack.NetworkDispatcher) {
 			// a virtio_net_hdr; the next one may be fine.
 			continue
 		case errno != nil:
-			// The device is gone (a detached TUN reads EFAULT): stop,
-			// as fdbased does, rather than spin.
+			// The device is gone (a detached TUN reads EFAULT, a deleted
+			// one EBADFD): stop, as fdbased does, rather than spin, and
+			// say so: the engine cannot serve any more.
+			e.onExit(fmt.Errorf("read TUN: %w", errno))
 			return
 		}
 		if n <= vnetHdrSize {

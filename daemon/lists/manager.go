@@ -261,7 +261,7 @@ func (m *Manager) Status() []ListStatus {
 		out = append(out, ListStatus{
 			Name:        st.src.Name,
 			Kind:        st.src.Kind,
-			URL:         st.src.URL,
+			URL:         RedactURL(st.src.URL),
 			Origin:      origin,
 			Entries4:    len(v4),
 			Entries6:    len(v6),
@@ -309,8 +309,8 @@ func (m *Manager) Update(ctx context.Context) error {
 	for _, r := range results {
 		st := m.stateFor(r.src)
 		if r.err != nil {
-			m.log.Warn("list update refused, keeping the list in use", "list", r.src.Name, "url", r.src.URL, "err", r.err)
-			errs = append(errs, fmt.Errorf("list %s (%s): %w", r.src.Name, r.src.URL, r.err))
+			m.log.Warn("list update refused, keeping the list in use", "list", r.src.Name, "url", RedactURL(r.src.URL), "err", r.err)
+			errs = append(errs, fmt.Errorf("list %s (%s): %w", r.src.Name, RedactURL(r.src.URL), r.err))
 			if st != nil {
 				st.attempted, st.lastErr = r.at, r.err.Error()
 			}
@@ -347,11 +347,17 @@ func (m *Manager) stateFor(src Source) *listState {
 	return nil
 }
 
-// fetch downloads and validates the list of src.
+// fetch downloads and validates the list of src. Its errors never show the URL's
+// credentials (RedactURL).
 func (m *Manager) fetch(ctx context.Context, src Source) ([]netip.Prefix, error) {
+	list, err := m.fetchRaw(ctx, src)
+	return list, scrubURL(err, src.URL)
+}
+
+func (m *Manager) fetchRaw(ctx context.Context, src Source) ([]netip.Prefix, error) {
 	u, err := url.Parse(src.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("URL %q: only http:// and https:// URLs can be fetched", src.URL)
+		return nil, fmt.Errorf("URL %s: only http:// and https:// URLs can be fetched", RedactURL(src.URL))
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.opts.Timeout)
 	defer cancel()
@@ -438,7 +444,7 @@ func (m *Manager) writeCache(src Source, list []netip.Prefix, fetched time.Time)
 		}
 	}()
 	var b strings.Builder
-	fmt.Fprintf(&b, "# tgtun cache of list %s\n# from %s\n# fetched %s\n", src.Name, src.URL, fetched.UTC().Format(time.RFC3339))
+	fmt.Fprintf(&b, "# tgtun cache of list %s\n# from %s\n# fetched %s\n", src.Name, RedactURL(src.URL), fetched.UTC().Format(time.RFC3339))
 	for _, p := range list {
 		b.WriteString(p.String())
 		b.WriteByte('\n')
