@@ -55,6 +55,8 @@ type Status struct {
 	Proxies         []proxy.MemberStatus `json:"proxies"`
 	Lists           []lists.ListStatus   `json:"lists"`
 	Flows           engine.Stats         `json:"flows"`
+	Services        []ServiceStatus      `json:"services"`
+	DNS             DNSStatus            `json:"dns"`
 }
 
 // Status reports the daemon's state.
@@ -88,6 +90,8 @@ func (d *Daemon) Status() Status {
 			st.NetError = err.Error()
 		}
 	}
+	st.Services = d.servicesStatus(st.Lists)
+	st.DNS = d.dnsStatus()
 	return st
 }
 
@@ -139,6 +143,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return &Error{Code: CodeUnknown, Msg: err.Error()}
 	}
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
+	d.startForwarder(d.runCtx, cfg)
 	d.syncMarking()
 	d.level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
@@ -158,6 +163,10 @@ func (d *Daemon) applyTargets(ctx context.Context, cfg *config.Config) error {
 	if err := d.net.SetTargets(v4, v6); err != nil {
 		return fmt.Errorf("target sets: %w", err)
 	}
+	if err := d.net.SetDevices(devices(cfg.Main.IncludeDevices), devices(cfg.Main.ExcludeDevices)); err != nil {
+		return fmt.Errorf("device sets: %w", err)
+	}
+	d.applyDomains(ctx, cfg)
 	return nil
 }
 

@@ -160,7 +160,9 @@ func TestForwardAndCache(t *testing.T) {
 
 func TestZeroTTLNotCached(t *testing.T) {
 	u := newUpstream(t)
-	u.set(func(q dnsmessage.Question, id uint16) []byte { return reply(t, id, q, 0, netip.MustParseAddr("203.0.113.9")) })
+	u.set(func(q dnsmessage.Question, id uint16) []byte {
+		return reply(t, id, q, 0, netip.MustParseAddr("203.0.113.9"))
+	})
 	s := newServer(u, directDialer{}, nil)
 	for i := range 2 {
 		unpack(t, s.Handle(context.Background(), query(t, uint16(i), "t.me.", dnsmessage.TypeA, 0), true))

@@ -90,7 +90,7 @@ type ListStatus struct {
 	Origin      string    `json:"origin"`   // one of the Origin constants
 	Entries4    int       `json:"entries4"` // prefixes after merging
 	Entries6    int       `json:"entries6"`
-	Domains     int       `json:"domains"` // domains selected through dnsmasq
+	Domains     int       `json:"domains"`             // domains selected through dnsmasq
 	UpdatedAt   time.Time `json:"updated_at,omitzero"` // when the list in use was fetched
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -315,8 +315,8 @@ type fetchResult struct {
 	src     Source
 	list    []netip.Prefix // as parsed, unmerged: what the cache stores
 	domains []string       // DomainList sources
-	err  error
-	at   time.Time
+	err     error
+	at      time.Time
 }
 
 // Update downloads every source that has a URL. A valid list replaces the one in use
