@@ -265,3 +265,55 @@ func (n *Net) DomainAddrs() ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// RefreshDomainAddrs puts addrs into the domain sets with a fresh timeout. dnsmasq adds
+// what it resolves too, but its "add" leaves an element that is already there with its
+// old expiry; tgtun's forwarder calls this for every answer it hands out, so an address
+// in use never expires while clients may still hold it from their caches.
+func (n *Net) RefreshDomainAddrs(addrs []netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	byset := map[*nftables.Set][]nftables.SetElement{}
+	for _, a := range addrs {
+		a = a.Unmap()
+		set := n.objs.dev.dst4DNS
+		if a.Is6() {
+			set = n.objs.dev.dst6DNS
+		}
+		if set == nil || !a.IsValid() {
+			continue
+		}
+		byset[set] = append(byset[set], nftables.SetElement{Key: a.AsSlice()})
+	}
+	if len(byset) == 0 {
+		return nil
+	}
+	// Add (a no-op for present elements), then delete and add again: the second batch
+	// finds every element present, and re-adding starts its timeout anew.
+	for set, els := range byset {
+		if err := n.nft.SetAddElements(set, els); err != nil {
+			return fmt.Errorf("refresh %s: %w", set.Name, err)
+		}
+	}
+	if err := n.nft.Flush(); err != nil {
+		return fmt.Errorf("refresh domain sets: %w", err)
+	}
+	for set, els := range byset {
+		if err := n.nft.SetDeleteElements(set, els); err != nil {
+			return fmt.Errorf("refresh %s: %w", set.Name, err)
+		}
+		if err := n.nft.SetAddElements(set, els); err != nil {
+			return fmt.Errorf("refresh %s: %w", set.Name, err)
+		}
+	}
+	if err := n.nft.Flush(); err != nil {
+		// An element that expired between the two batches makes the delete fail; the
+		// first batch already put it back with a full timeout unless it expired right
+		// then, which the next answer fixes.
+		return fmt.Errorf("refresh domain sets: %w", err)
+	}
+	return nil
+}

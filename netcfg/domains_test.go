@@ -42,6 +42,47 @@ func TestDomainSetsExpire(t *testing.T) {
 	})
 }
 
+// TestRefreshDomainAddrs: a refresh restarts the timeout of an element that is there
+// (dnsmasq's own add does not) and adds one that is not.
+func TestRefreshDomainAddrs(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		s.DomainTimeout = time.Hour
+		n := apply(t, s)
+		a, b := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("2001:db8:5::8")
+		run(t, "nft", "add", "element", "inet", TableName, SetDst4DNS, "{ 203.0.113.7 }")
+		left := func(addr netip.Addr) time.Duration {
+			t.Helper()
+			set := n.objs.dev.dst4DNS
+			if addr.Is6() {
+				set = n.objs.dev.dst6DNS
+			}
+			els, err := n.nft.GetSetElements(set)
+			must(t, err)
+			for _, e := range els {
+				if got, _ := netip.AddrFromSlice(e.Key); got == addr {
+					return e.Expires
+				}
+			}
+			return -1
+		}
+		before := left(a)
+		if before <= 0 || before > time.Hour {
+			t.Fatalf("expires in %v after the add", before)
+		}
+		for left(a) > before-1500*time.Millisecond { // let a second or two of its life pass
+			time.Sleep(100 * time.Millisecond)
+		}
+		must(t, n.RefreshDomainAddrs([]netip.Addr{a, b}))
+		if after := left(a); after <= before-time.Second/2 {
+			t.Errorf("after a refresh the element expires in %v, before it was %v: not restarted", after, before)
+		}
+		if left(b) <= 0 {
+			t.Errorf("refresh did not add a missing element")
+		}
+	})
+}
+
 // TestSetDevices: the device sets get their contents and mark_new switches between
 // "every device" and "only the included ones" without losing the marking state.
 func TestSetDevices(t *testing.T) {

@@ -213,6 +213,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config) error {
 		}
 	}()
 	d.eng, d.net, d.engineStop, d.engineExited = eng, n, stop, exited
+	d.dom.net.Store(n)
 	d.marking = true
 	d.applyDomains(ctx, cfg)
 	return nil
@@ -227,6 +228,7 @@ func (d *Daemon) stopNet() {
 		// before that could hand the number to another file under its feet.
 		<-d.engineExited
 	}
+	d.dom.net.Store(nil)
 	if d.net != nil {
 		if err := d.net.Close(); err != nil {
 			d.log.Error("network teardown", "err", err)

@@ -28,6 +28,7 @@ type domainSide struct {
 	// pool is the proxy pool in force; direct is used while none is healthy with
 	// fail_mode direct, so listed domains still resolve.
 	pool       atomic.Pointer[proxy.Pool]
+	net        atomic.Pointer[netcfg.Net] // the installed kernel side, for refreshes
 	failDirect atomic.Bool
 	direct     *proxy.Direct
 	resolved   resolvedLog
@@ -38,6 +39,7 @@ type domainSide struct {
 	fwdDone    chan struct{}
 	fwdAddr    netip.AddrPort
 	fwdUp      string
+	fwdTTL     time.Duration
 	fwdErr     string
 	nftset     string // "ok" or why dnsmasq cannot fill nft sets
 	dnsmasqErr string // the last failure writing or restarting
@@ -59,7 +61,7 @@ func (d *Daemon) startForwarder(ctx context.Context, cfg *config.Config) {
 	s.failDirect.Store(cfg.Main.FailMode == config.FailDirect)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.fwd != nil && s.fwdAddr == addr && s.fwdUp == cfg.Main.DNSUpstream {
+	if s.fwd != nil && s.fwdAddr == addr && s.fwdUp == cfg.Main.DNSUpstream && s.fwdTTL == cfg.Main.DomainTimeout {
 		return
 	}
 	s.stopForwarderLocked()
@@ -68,11 +70,20 @@ func (d *Daemon) startForwarder(ctx context.Context, cfg *config.Config) {
 		Dialer:     s.dnsDialer,
 		HTTPClient: d.listClient(),
 		Log:        d.log,
-		OnAnswer:   s.resolved.record,
+		MaxTTL:     cfg.Main.DomainTimeout,
+		OnAnswer: func(name string, addrs []netip.Addr) {
+			s.resolved.record(name, addrs)
+			if n := s.net.Load(); n != nil {
+				if err := n.RefreshDomainAddrs(addrs); err != nil {
+					d.log.Debug("refresh domain sets", "name", name, "err", err)
+				}
+			}
+		},
 	})
 	fctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	s.fwd, s.fwdStop, s.fwdDone, s.fwdAddr, s.fwdUp, s.fwdErr = fwd, stop, done, addr, cfg.Main.DNSUpstream, ""
+	s.fwdTTL = cfg.Main.DomainTimeout
 	go func() {
 		defer close(done)
 		if err := fwd.Serve(fctx, addr); err != nil {

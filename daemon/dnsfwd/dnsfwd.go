@@ -48,6 +48,10 @@ type Options struct {
 	// HTTPClient serves DNS over HTTPS; its transport must dial through the proxy.
 	HTTPClient *http.Client
 	Timeout    time.Duration // DefaultTimeout when 0
+	// MaxTTL caps the TTL of answers handed out and cached (1 hour when 0 or more). The
+	// daemon sets it to no more than the domain sets' timeout, so no client or dnsmasq
+	// holds an address longer than the set does.
+	MaxTTL time.Duration
 	Log        *slog.Logger
 	// OnAnswer, if set, is called with the A and AAAA addresses of every answer from
 	// the upstream (not from the cache), under the name asked for.
@@ -94,6 +98,9 @@ type cacheEntry struct {
 func New(opts Options) *Server {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
+	}
+	if opts.MaxTTL <= 0 || opts.MaxTTL > maxTTL {
+		opts.MaxTTL = maxTTL
 	}
 	log := opts.Log
 	if log == nil {
@@ -340,7 +347,7 @@ func (s *Server) store(k cacheKey, m dnsmessage.Message) {
 	if m.Header.RCode != dnsmessage.RCodeSuccess && m.Header.RCode != dnsmessage.RCodeNameError || m.Header.Truncated {
 		return
 	}
-	ttl := maxTTL
+	ttl := s.opts.MaxTTL
 	for _, r := range m.Answers {
 		ttl = min(ttl, time.Duration(r.Header.TTL)*time.Second)
 	}
@@ -425,7 +432,17 @@ func (s *Server) resolve(ctx context.Context, q dnsmessage.Question) (dnsmessage
 	}
 	// The client gets the answer without the upstream's EDNS record (dnsmasq adds its own).
 	m.Additionals = dropOPT(m.Additionals)
+	capTTL(m.Answers, s.opts.MaxTTL)
+	capTTL(m.Authorities, s.opts.MaxTTL)
+	capTTL(m.Additionals, s.opts.MaxTTL)
 	return m, nil
+}
+
+func capTTL(rs []dnsmessage.Resource, limit time.Duration) {
+	secs := uint32(limit / time.Second)
+	for i := range rs {
+		rs[i].Header.TTL = min(rs[i].Header.TTL, secs)
+	}
 }
 
 func dropOPT(rs []dnsmessage.Resource) []dnsmessage.Resource {

@@ -158,6 +158,15 @@ func TestForwardAndCache(t *testing.T) {
 	}
 }
 
+func TestMaxTTL(t *testing.T) {
+	u := newUpstream(t)
+	s := New(Options{Upstream: u.addr.String(), Dialer: func() Dialer { return directDialer{} }, MaxTTL: 20 * time.Second})
+	m := unpack(t, s.Handle(context.Background(), query(t, 1, "t.me.", dnsmessage.TypeA, 0), true))
+	if len(m.Answers) != 1 || m.Answers[0].Header.TTL != 20 {
+		t.Fatalf("answers %+v, want TTL capped at 20", m.Answers)
+	}
+}
+
 func TestZeroTTLNotCached(t *testing.T) {
 	u := newUpstream(t)
 	u.set(func(q dnsmessage.Question, id uint16) []byte {
