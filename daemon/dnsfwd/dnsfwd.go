@@ -52,7 +52,7 @@ type Options struct {
 	// daemon sets it to no more than the domain sets' timeout, so no client or dnsmasq
 	// holds an address longer than the set does.
 	MaxTTL time.Duration
-	Log        *slog.Logger
+	Log    *slog.Logger
 	// OnAnswer, if set, is called with the A and AAAA addresses of every answer from
 	// the upstream (not from the cache), under the name asked for.
 	OnAnswer func(name string, addrs []netip.Addr)
