@@ -12,9 +12,11 @@ SINGBOX_VERSION := 1.14.1
 # clients, qemu for the big-endian test run, shellcheck and gettext for the packaging checks.
 DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
                tinyproxy qemu-user-static shellcheck gettext
+# dnsmasq-base: the binary alone (the dnsmasq package would enable and start a service).
+DEB_PKGS    += dnsmasq-base
 # Packages whose tests need no root and no network namespaces: they also run under qemu
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
-PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/...
+PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/... ./daemon/dnsfwd/... ./daemon/dnsname/...
 
 .PHONY: help deps build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -128,24 +129,40 @@ func cmdRun(args []string, stderr io.Writer) int {
 	socket := fs.String("socket", control.DefaultSocket, "control socket `path`")
 	ubusSocket := fs.String("ubus-socket", "", "ubus socket `path` (default: /var/run/ubus/ubus.sock, then /var/run/ubus.sock)")
 	listCache := fs.String("list-cache", "/var/run/tgtun/lists", "`directory` for downloaded lists (tmpfs: never flash)")
+	dnsmasqDir := fs.String("dnsmasq-dir", "", "comma-separated dnsmasq conf-`dirs` for tgtun's domains (default: OpenWrt's /tmp/dnsmasq*.d)")
+	dnsmasqRestart := fs.String("dnsmasq-restart", "", "`command` that makes dnsmasq re-read its conf-dir (default: /etc/init.d/dnsmasq restart)")
+	dnsmasqAddr := fs.String("dnsmasq-addr", "127.0.0.1:53", "`address` where check asks dnsmasq for a listed domain")
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := control.Run(ctx, control.Options{
-		ConfigPath:   *path,
-		Socket:       *socket,
-		UbusSocket:   *ubusSocket,
-		ListCacheDir: *listCache,
-		Version:      version,
-		LogOutput:    stderr,
+		ConfigPath:     *path,
+		Socket:         *socket,
+		UbusSocket:     *ubusSocket,
+		ListCacheDir:   *listCache,
+		DnsmasqDirs:    splitNonEmpty(*dnsmasqDir, ","),
+		DnsmasqRestart: strings.Fields(*dnsmasqRestart),
+		DnsmasqAddr:    *dnsmasqAddr,
+		Version:        version,
+		LogOutput:      stderr,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "tgtun: %v\n", err)
 		return exitFail
 	}
 	return exitOK
+}
+
+func splitNonEmpty(s, sep string) []string {
+	var out []string
+	for part := range strings.SplitSeq(s, sep) {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }
 
 func cmdCall(name string, args []string, stdout, stderr io.Writer) int {

@@ -66,9 +66,11 @@ type tgtunConf struct {
 	extraSubnets   []string // more custom subnets
 	listURLs       []string // custom list URLs (then the messenger subnets are not static)
 	noStaticTarget bool
-	healthInterval string // "" = 1s
-	tunMTU         int    // 0 = the default
-	plainTUN       bool   // run with TGTUN_TUN_OFFLOAD=0
+	healthInterval string   // "" = 1s
+	tunMTU         int      // 0 = the default
+	plainTUN       bool     // run with TGTUN_TUN_OFFLOAD=0
+	mainExtra      []string // more lines for config main ("option dns_port '5399'")
+	customExtra    []string // more lines for config custom 'messenger' ("list domain 'x.org'")
 }
 
 func (c tgtunConf) render() string {
@@ -95,12 +97,12 @@ func (c tgtunConf) render() string {
 	option update_interval '0'
 	option log_level 'debug'
 	option tun_mtu '%d'
-
+%s
 config service 'telegram'
 	option enabled '0'
 
 config custom 'messenger'
-`, testnet.LANIface, fm, testnet.MsgrV4, testnet.EchoPort, hi, mtu)
+`, testnet.LANIface, fm, testnet.MsgrV4, testnet.EchoPort, hi, mtu, indentLines(c.mainExtra))
 	if !c.noStaticTarget {
 		fmt.Fprintf(&b, "\tlist subnet '%s'\n\tlist subnet '%s'\n", testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
 	}
@@ -109,6 +111,9 @@ config custom 'messenger'
 	}
 	for _, u := range c.listURLs {
 		fmt.Fprintf(&b, "\tlist url '%s'\n", u)
+	}
+	for _, l := range c.customExtra {
+		fmt.Fprintf(&b, "\t%s\n", l)
 	}
 	for _, p := range c.proxies {
 		udp := 0
@@ -133,6 +138,14 @@ config custom 'messenger'
 		for _, k := range slices.Sorted(maps.Keys(p.extra)) {
 			fmt.Fprintf(&b, "\toption %s '%s'\n", k, p.extra[k])
 		}
+	}
+	return b.String()
+}
+
+func indentLines(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString("\t" + l + "\n")
 	}
 	return b.String()
 }

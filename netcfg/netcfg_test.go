@@ -200,11 +200,11 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if !st.present {
 		t.Fatalf("table inet %s missing", TableName)
 	}
-	wantSets := []string{setLANIfaces, setDst4, setBypass4}
-	wantMarkNew := 2
+	wantSets := []string{setLANIfaces, setDst4, setBypass4, SetDst4DNS, setIncl4, setExcl4, setInclMAC, setExclMAC}
+	wantMarkNew := 4 // bypass4, excl4, excl_mac, goto mark_dst
 	if s.IPv6 {
-		wantSets = append(wantSets, setDst6, setBypass6)
-		wantMarkNew = 4
+		wantSets = append(wantSets, setDst6, setBypass6, SetDst6DNS, setIncl6, setExcl6)
+		wantMarkNew = 6
 	}
 	var gotSets []string
 	for name := range st.sets {
@@ -427,7 +427,7 @@ func TestSetMarking(t *testing.T) {
 			must(t, err)
 			want := 0
 			if on {
-				want = 4
+				want = 6
 			}
 			tbl := listTable(t)
 			if st.Marking != on || tbl.rules[chainMarkNew] != want {

@@ -92,6 +92,7 @@ type nftObjects struct {
 	table                             *nftables.Table
 	lan, dst4, dst6, bypass4, bypass6 *nftables.Set
 	prerouting, output, markNew       *nftables.Chain
+	dev                               deviceObjects // domain and device sets (domains.go)
 }
 
 func intervalSet(t *nftables.Table, name string, key nftables.SetDatatype) *nftables.Set {
@@ -164,6 +165,10 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 		}
 	}
 
+	if err := queueDeviceSets(c, o, s); err != nil {
+		return nil, err
+	}
+	queueMarkDstRules(c, o, s)
 	o.markNew = c.AddChain(&nftables.Chain{Table: o.table, Name: chainMarkNew})
 	queueMarkNewRules(c, o, s)
 
@@ -210,7 +215,7 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 }
 
 // queueMarkNewRules queues the rules of chain mark_new: bypass first, then
-// targets.
+// the devices (excluded ones return), then targets (chain mark_dst).
 func queueMarkNewRules(c *nftables.Conn, o *nftObjects, s Spec) {
 	type family struct {
 		proto          byte
@@ -226,14 +231,7 @@ func queueMarkNewRules(c *nftables.Conn, o *nftObjects, s Spec) {
 			Exprs: concat(daddrIn(f.proto, f.offset, f.length, f.bypass), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 		})
 	}
-	for _, f := range fams {
-		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.markNew,
-			Exprs: concat(daddrIn(f.proto, f.offset, f.length, f.dst),
-				setMark(true, s.Mark, s.Mask),  // ct mark
-				setMark(false, s.Mark, s.Mask), // meta mark
-			),
-		})
-	}
+	queueDeviceRules(c, o, s)
 }
 
 // queueElements queues set elements in messages of bounded size.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"time"
 )
 
 // Defaults applied by Spec when a field is left zero.
@@ -55,6 +56,13 @@ type Spec struct {
 
 	Targets4, Targets6 []netip.Prefix // destinations to tunnel
 	Bypass             []netip.Prefix // never marked: the proxy servers' addresses
+
+	// DomainTimeout is the lifetime of an address dnsmasq adds to the domain sets
+	// (SetDst4DNS, SetDst6DNS); DefaultDomainTimeout when 0.
+	DomainTimeout time.Duration
+	// Include, when not empty, are the only source devices whose connections are
+	// tunnelled; Exclude are never tunnelled.
+	Include, Exclude Devices
 }
 
 // Validate checks spec as Apply would, without touching the kernel: a reload validates
@@ -133,6 +141,12 @@ func (s Spec) validate() error {
 	}
 	if !s.IPv6 && len(s.Targets6) > 0 {
 		bad("targets6: %d prefixes given with IPv6 off", len(s.Targets6))
+	}
+	if err := s.Include.validate(); err != nil {
+		bad("include: %w", err)
+	}
+	if err := s.Exclude.validate(); err != nil {
+		bad("exclude: %w", err)
 	}
 	for _, p := range s.Bypass {
 		if !p.IsValid() {

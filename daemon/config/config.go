@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tgtun/tgtun/daemon/dnsname"
 )
 
 // DefaultPath is where OpenWrt keeps the configuration.
@@ -52,6 +54,32 @@ type Main struct {
 
 	// MaxFlowsPerDevice caps the flows of one LAN address; default MaxFlows/4.
 	MaxFlowsPerDevice int
+	// DNSPort is the port of tgtun's DNS forwarder on 127.0.0.1, to which dnsmasq sends
+	// the queries for listed domains.
+	DNSPort int
+	// DNSUpstream is where the forwarder resolves, through the proxy: "IP:port" (DNS over
+	// TCP) or an https:// URL (DNS over HTTPS).
+	DNSUpstream string
+	// DomainTimeout is how long an address a listed domain resolved to stays in the
+	// domain sets (dst4_dns, dst6_dns) after dnsmasq added it.
+	DomainTimeout time.Duration
+	// IncludeDevices, when not empty, are the only devices tunnelled; ExcludeDevices are
+	// never tunnelled.
+	IncludeDevices []Device
+	ExcludeDevices []Device
+}
+
+// Device is a LAN device by address range or by MAC address (exactly one is set).
+type Device struct {
+	Prefix netip.Prefix // masked; a single address is a /32 or /128
+	MAC    string       // aa:bb:cc:dd:ee:ff, lower case
+}
+
+func (d Device) String() string {
+	if d.MAC != "" {
+		return d.MAC
+	}
+	return d.Prefix.String()
 }
 
 // Values of Main.FailMode.
@@ -108,7 +136,21 @@ type Custom struct {
 	Name    string
 	Subnets []netip.Prefix // masked to their prefix length
 	URLs    []string
+	// Domains are selected by name through dnsmasq; subdomains match. Canonical form
+	// (lower case, no trailing dot).
+	Domains []string
+	// DomainURLs are lists of domains to download, validated like range lists.
+	DomainURLs []string
 }
+
+// Defaults of the DNS options.
+const (
+	// DefaultDNSPort is not 5353, which mDNS responders (umdns, avahi) hold on every address.
+	DefaultDNSPort = 5354
+	// DefaultDNSUpstream is Cloudflare's public resolver, reached over TCP through the proxy.
+	DefaultDNSUpstream   = "1.1.1.1:53"
+	DefaultDomainTimeout = 6 * time.Hour
+)
 
 // Shadowsocks ciphers, with the key length the 2022 ones need.
 var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm"}
@@ -148,6 +190,9 @@ func Default() *Config {
 		LogLevel:       slog.LevelInfo,
 
 		MaxFlowsPerDevice: 4096 / 4,
+		DNSPort:        DefaultDNSPort,
+		DNSUpstream:    DefaultDNSUpstream,
+		DomainTimeout:  DefaultDomainTimeout,
 	}}
 }
 
@@ -494,6 +539,17 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 			m.MaxFlowsPerDevice = int(n)
 		}
 	}
+	r.integer("dns_port", 1, 65535, &m.DNSPort)
+	if v, ok := r.single("dns_upstream"); ok {
+		if u, err := parseDNSUpstream(v.Text); err != nil {
+			r.bad("dns_upstream", v, err.Error())
+		} else {
+			m.DNSUpstream = u
+		}
+	}
+	r.duration("domain_timeout", time.Second, 7*24*time.Hour, false, &m.DomainTimeout)
+	m.IncludeDevices = c.devices(r, "include_device")
+	m.ExcludeDevices = c.devices(r, "exclude_device")
 	if v, ok := r.single("log_level"); ok {
 		switch strings.ToLower(v.Text) {
 		case "debug":
@@ -705,11 +761,44 @@ func (c *checker) custom(s *uciSection, ipv6 bool) Custom {
 			cu.URLs = append(cu.URLs, u)
 		}
 	}
-	if len(cu.Subnets) == 0 && len(cu.URLs) == 0 && len(subnets) == 0 && len(urls) == 0 {
-		c.warn(s.Line, s.label(), "has no subnet and no url; it adds nothing")
+	domains, _ := r.list("domain")
+	for _, v := range domains {
+		if d, err := dnsname.Normalize(v.Text); err != nil {
+			c.fail(s, v.Line, "domain", "domain "+err.Error())
+		} else if !slices.Contains(cu.Domains, d) {
+			cu.Domains = append(cu.Domains, d)
+		}
+	}
+	domainURLs, _ := r.list("domain_url")
+	for _, v := range domainURLs {
+		if u, err := parseURL(v.Text); err != nil {
+			c.fail(s, v.Line, "domain_url", "domain_url is "+err.Error())
+		} else if !slices.Contains(cu.DomainURLs, u) {
+			cu.DomainURLs = append(cu.DomainURLs, u)
+		}
+	}
+	if len(subnets) == 0 && len(urls) == 0 && len(domains) == 0 && len(domainURLs) == 0 {
+		c.warn(s.Line, s.label(), "has no subnet, url, domain or domain_url; it adds nothing")
 	}
 	r.finish()
 	return cu
+}
+
+// devices reads include_device or exclude_device: addresses, prefixes or MACs.
+func (c *checker) devices(r *section, name string) []Device {
+	vals, _ := r.list(name)
+	var out []Device
+	for _, v := range vals {
+		d, err := parseDevice(v.Text)
+		if err != nil {
+			r.bad(name, v, err.Error())
+			continue
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // decodedLen is the length of standard base64 (padded or not), or -1.

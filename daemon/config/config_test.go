@@ -70,7 +70,8 @@ func TestDefault(t *testing.T) {
 		RouterTraffic: false, FwMark: 0x100000, FwMask: 0x100000, BypassMark: 0x200000,
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
 		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
-		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo, MaxFlowsPerDevice: 1024,
+		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo,
+		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 1024,
 	}
 	if !reflect.DeepEqual(d.Main, want) || d.Proxies != nil || d.Services != nil || d.Customs != nil {
 		t.Fatalf("Default() = %+v", d)
@@ -435,7 +436,16 @@ func TestServicesAndCustoms(t *testing.T) {
 		{name: "custom IPv6 with ipv6 off warns", in: "config main 'main'\n\toption ipv6 '0'\nconfig custom 'c'\n\tlist subnet '2001:db8:3::/64'\n",
 			wantWarn: "is IPv6 and is ignored while main ipv6 is '0'"},
 		{name: "custom bad url", in: "config custom 'c'\n\tlist url 'file:///etc/passwd'\n", wantErr: "url is not an http:// or https:// URL"},
-		{name: "custom empty warns", in: "config custom 'c'\n", wantWarn: "custom 'c': has no subnet and no url"},
+		{name: "custom empty warns", in: "config custom 'c'\n", wantWarn: "custom 'c': has no subnet, url, domain or domain_url"},
+		{name: "custom domains", in: "config custom 'c'\n\tlist domain 'Example.ORG.'\n\tlist domain '*.example.net'\n\tlist domain 'example.org'\n\tlist domain_url 'https://example.org/d.lst'\n",
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Customs[0].Domains, []string{"example.org", "example.net"}) &&
+					reflect.DeepEqual(c.Customs[0].DomainURLs, []string{"https://example.org/d.lst"})
+			}},
+		{name: "custom domain tld only", in: "config custom 'c'\n\tlist domain 'org'\n", wantErr: "tgtun.conf:2: custom 'c': domain \"org\" is a top-level domain alone"},
+		{name: "custom domain wildcard all", in: "config custom 'c'\n\tlist domain '*'\n", wantErr: "matches every domain"},
+		{name: "custom domain bad", in: "config custom 'c'\n\tlist domain 'a b.org'\n", wantErr: "is not a host name"},
+		{name: "custom domain_url ftp", in: "config custom 'c'\n\tlist domain_url 'ftp://x.org/d'\n", wantErr: "domain_url is not an http:// or https:// URL"},
 		{name: "anonymous custom", in: "config custom\n\tlist subnet '203.0.113.0/24'\n",
 			check: func(c *Config) bool { return c.Customs[0].Name == "@custom[0]" }},
 
@@ -602,5 +612,55 @@ func TestDocsCoverEveryOption(t *testing.T) {
 		if !strings.Contains(string(data), "`"+opt+"`") {
 			t.Errorf("docs/config.md does not document `%s`", opt)
 		}
+	}
+}
+
+func TestDNSAndDevices(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string
+		check   func(m Main) bool
+	}{
+		{name: "upstream address", in: "option dns_upstream '9.9.9.9'", check: func(m Main) bool { return m.DNSUpstream == "9.9.9.9:53" }},
+		{name: "upstream address and port", in: "option dns_upstream '[2606:4700:4700::1111]:5353'", check: func(m Main) bool { return m.DNSUpstream == "[2606:4700:4700::1111]:5353" }},
+		{name: "upstream doh", in: "option dns_upstream 'https://1.1.1.1/dns-query'", check: func(m Main) bool { return m.DNSUpstream == "https://1.1.1.1/dns-query" }},
+		{name: "upstream host name", in: "option dns_upstream 'dns.google'", wantErr: "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL"},
+		{name: "upstream unspecified", in: "option dns_upstream '0.0.0.0:53'", wantErr: "dns_upstream '0.0.0.0:53' is not"},
+		{name: "upstream http", in: "option dns_upstream 'http://1.1.1.1/dns-query'", wantErr: "dns_upstream"},
+		{name: "port", in: "option dns_port '5399'", check: func(m Main) bool { return m.DNSPort == 5399 }},
+		{name: "port zero", in: "option dns_port '0'", wantErr: "dns_port '0' is"},
+		{name: "domain timeout", in: "option domain_timeout '30m'", check: func(m Main) bool { return m.DomainTimeout == 30*time.Minute }},
+		{name: "domain timeout zero", in: "option domain_timeout '0'", wantErr: "domain_timeout '0' is out of range"},
+		{name: "devices", in: "list include_device '192.168.1.20'\n\tlist include_device '192.168.1.0/28'\n\tlist include_device 'AA:BB:CC:DD:EE:FF'\n\tlist exclude_device '2001:db8::20'\n\tlist exclude_device '192.168.1.20'",
+			check: func(m Main) bool {
+				return reflect.DeepEqual(m.IncludeDevices, []Device{
+					{Prefix: netip.MustParsePrefix("192.168.1.20/32")}, {Prefix: netip.MustParsePrefix("192.168.1.0/28")}, {MAC: "aa:bb:cc:dd:ee:ff"},
+				}) && reflect.DeepEqual(m.ExcludeDevices, []Device{
+					{Prefix: netip.MustParsePrefix("2001:db8::20/128")}, {Prefix: netip.MustParsePrefix("192.168.1.20/32")},
+				})
+			}},
+		{name: "device host bits masked", in: "list exclude_device '192.168.1.7/24'", check: func(m Main) bool {
+			return m.ExcludeDevices[0].Prefix == netip.MustParsePrefix("192.168.1.0/24")
+		}},
+		{name: "device bad", in: "list include_device 'laptop'", wantErr: "include_device 'laptop' is not an IP address, CIDR prefix or MAC address"},
+		{name: "device long mac", in: "list exclude_device '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01'", wantErr: "not a 6-byte MAC"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := Parse("tgtun.conf", strings.NewReader("config main 'main'\n\t"+tt.in+"\n"))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(cfg.Main) {
+				t.Fatalf("unexpected %+v", cfg.Main)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -206,4 +207,45 @@ func parseURL(s string) (string, error) {
 		return "", errors.New("not a URL (it contains spaces or control characters)")
 	}
 	return s, nil
+}
+
+// parseDevice reads an IPv4 or IPv6 address, a CIDR prefix or a MAC address.
+func parseDevice(s string) (Device, error) {
+	if hw, err := net.ParseMAC(s); err == nil {
+		if len(hw) != 6 {
+			return Device{}, errors.New("not a 6-byte MAC address (aa:bb:cc:dd:ee:ff)")
+		}
+		return Device{MAC: hw.String()}, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return Device{Prefix: netip.PrefixFrom(a, a.BitLen())}, nil
+	}
+	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() {
+			return Device{}, errors.New("an IPv4-mapped IPv6 prefix; write the IPv4 prefix")
+		}
+		return Device{Prefix: p.Masked()}, nil
+	}
+	return Device{}, errors.New("not an IP address, CIDR prefix or MAC address (e.g. '192.168.1.20', '192.168.1.0/28', '2001:db8::20', 'aa:bb:cc:dd:ee:ff')")
+}
+
+// parseDNSUpstream reads "IP", "IP:port", "[IPv6]:port" (DNS over TCP) or an https://
+// URL (DNS over HTTPS), returning it with the port made explicit.
+func parseDNSUpstream(s string) (string, error) {
+	if strings.HasPrefix(s, "https://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" || u.Hostname() == "" || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return "", errors.New("not an https:// URL with a host (e.g. 'https://1.1.1.1/dns-query')")
+		}
+		return s, nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return netip.AddrPortFrom(a.Unmap(), 53).String(), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsUnspecified() {
+		return "", errors.New("not an IP address with an optional port, or an https:// URL (e.g. '1.1.1.1', '9.9.9.9:53', '[2606:4700:4700::1111]:53', 'https://1.1.1.1/dns-query')")
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String(), nil
 }

@@ -64,7 +64,7 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 			r.add("tun", true, cfg.Main.TunName+" is up", "")
 		}
 		if err == nil {
-			r.add("nftables", st.Table && st.Targets4+st.Targets6 > 0,
+			r.add("nftables", st.Table && (st.Targets4+st.Targets6 > 0 || len(d.lists.Domains()) > 0),
 				fmt.Sprintf("table inet tgtun present=%v, target ranges v4=%d v6=%d, marking=%v", st.Table, st.Targets4, st.Targets6, st.Marking),
 				"no targets: enable a service (config service 'telegram') or add a custom subnet; a missing table means another program flushed nftables: reload tgtun")
 			rulesOK := st.Rules4 && st.Route4 && (!cfg.Main.IPv6 || (st.Rules6 && st.Route6))
@@ -111,9 +111,11 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 		}
 	}
 
+	d.checkDomains(ctx, &r, n)
+
 	for _, l := range d.lists.Status() {
-		ok := l.Entries4+l.Entries6 > 0
-		detail := fmt.Sprintf("%d IPv4 and %d IPv6 ranges (%s)", l.Entries4, l.Entries6, l.Origin)
+		ok := l.Entries4+l.Entries6+l.Domains > 0
+		detail := fmt.Sprintf("%d IPv4 and %d IPv6 ranges, %d domains (%s)", l.Entries4, l.Entries6, l.Domains, l.Origin)
 		if l.LastError != "" {
 			detail += "; last update failed: " + l.LastError
 		}

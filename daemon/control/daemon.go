@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/dnsmasq"
 	"github.com/tgtun/tgtun/daemon/engine"
 	"github.com/tgtun/tgtun/daemon/lists"
 	"github.com/tgtun/tgtun/daemon/proxy"
@@ -36,6 +37,14 @@ type Options struct {
 	LogOutput  io.Writer
 	// ListCacheDir is where downloaded lists are kept between restarts (tmpfs on OpenWrt).
 	ListCacheDir string
+	// DnsmasqDirs are the conf-dirs tgtun's dnsmasq file goes to (empty: OpenWrt's);
+	// DnsmasqRestart makes dnsmasq read it (empty: /etc/init.d/dnsmasq restart).
+	DnsmasqDirs    []string
+	DnsmasqRestart []string
+	// DnsmasqBinary is run with --version by check ("dnsmasq" when empty); DnsmasqAddr is
+	// where check asks dnsmasq for a listed domain (127.0.0.1:53 when empty).
+	DnsmasqBinary string
+	DnsmasqAddr   string
 }
 
 // Daemon is a running tgtun: the kernel state, the netstack engine, the proxy pool and the
@@ -76,6 +85,10 @@ type Daemon struct {
 	lastRebuildReason string
 	netErr            string
 	lastNetAttempt    time.Time
+
+	// runCtx lives as long as Run: what the DNS forwarder runs under.
+	runCtx context.Context
+	dom    domainSide
 }
 
 // engineEnd is an engine that stopped serving by itself, and why.
@@ -124,11 +137,19 @@ func Run(ctx context.Context, opts Options) error {
 	level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
 
-	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true}
+	if opts.DnsmasqAddr == "" {
+		opts.DnsmasqAddr = "127.0.0.1:53"
+	}
+	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true, runCtx: ctx}
 	d.maxFlows, d.fdWarning = fitDescriptors(sysRlimit{}, cfg.Main.MaxFlows)
 	if d.fdWarning != "" {
 		log.Warn("descriptors", "warning", d.fdWarning)
 	}
+	if len(opts.DnsmasqDirs) > 0 || fileExists(dnsmasqInit) {
+		d.dom.writer = dnsmasq.NewWriter(dnsmasq.Options{Dirs: opts.DnsmasqDirs, Restart: opts.DnsmasqRestart})
+	}
+	d.dom.direct = proxy.NewDirect(proxy.Options{BypassMark: cfg.Main.BypassMark})
+	d.dom.nftset = dnsmasq.CheckNftset(ctx, opts.DnsmasqBinary)
 	d.lists = lists.NewManager(lists.Options{
 		CacheDir:           opts.ListCacheDir,
 		HTTPClient:         d.listClient(),
@@ -145,8 +166,10 @@ func Run(ctx context.Context, opts Options) error {
 	d.engineFailed = make(chan engineEnd, 1)
 	d.startPool(ctx, pool)
 	d.bypass = d.resolveBypass(ctx, cfg)
+	d.startForwarder(ctx, cfg)
 	if err := d.startNet(ctx, cfg, d.bypass); err != nil {
 		d.poolStop()
+		d.stopDomains()
 		return err
 	}
 	log.Info("tgtun running", "version", opts.Version, "tun", cfg.Main.TunName, "proxies", len(cfg.Proxies))
@@ -251,7 +274,9 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []neti
 		}
 	}()
 	d.eng, d.net, d.engineStop, d.engineExited = eng, n, stop, exited
+	d.dom.net.Store(n)
 	d.marking = true
+	d.applyDomains(ctx, cfg)
 	return nil
 }
 
@@ -269,6 +294,7 @@ func (d *Daemon) stopNet(keep bool) {
 		<-d.engineExited
 	}
 	d.eng = nil
+	d.dom.net.Store(nil)
 	if d.net != nil {
 		release := d.net.Close
 		if keep {
@@ -320,6 +346,7 @@ func (d *Daemon) checkNet(ctx context.Context) {
 func (d *Daemon) startPool(ctx context.Context, pool *proxy.Pool) {
 	pctx, stop := context.WithCancel(ctx)
 	d.pool, d.poolStop = pool, stop
+	d.dom.pool.Store(pool)
 	pool.OnChange = func(bool) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -356,6 +383,8 @@ func (d *Daemon) shutdown() {
 	if d.poolStop != nil {
 		d.poolStop()
 	}
+	// dnsmasq first: it must stop adding to (and forwarding for) sets that go away.
+	d.stopDomains()
 	d.stopNet(false)
 }
 
@@ -394,7 +423,9 @@ func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
 		Table: m.RouteTable, RulePriority: m.RulePriority,
 		Block:    m.FailMode == config.FailBlock,
 		Targets4: v4, Targets6: v6, Bypass: bypass,
-		NoOffload: !tunOffload(),
+		NoOffload:     !tunOffload(),
+		DomainTimeout: m.DomainTimeout,
+		Include:       devices(m.IncludeDevices), Exclude: devices(m.ExcludeDevices),
 	}
 }
 
@@ -408,7 +439,8 @@ func tunOffload() bool { return os.Getenv("TGTUN_TUN_OFFLOAD") != "0" }
 func kernelSpecChanged(a, b netcfg.Spec) bool {
 	return a.TunName != b.TunName || a.MTU != b.MTU || !slices.Equal(a.LANIfaces, b.LANIfaces) ||
 		a.RouterTraffic != b.RouterTraffic || a.IPv6 != b.IPv6 || a.Mark != b.Mark || a.Mask != b.Mask ||
-		a.BypassMark != b.BypassMark || a.Table != b.Table || a.RulePriority != b.RulePriority
+		a.BypassMark != b.BypassMark || a.Table != b.Table || a.RulePriority != b.RulePriority ||
+		a.DomainTimeout != b.DomainTimeout
 }
 
 // resolveBypass returns the proxy servers' addresses, which must never be marked even if
@@ -467,11 +499,14 @@ func listSources(cfg *config.Config) []lists.Source {
 		if s.URL != "" {
 			url = s.URL
 		}
-		out = append(out, lists.Source{Name: s.Name, Kind: "service", URL: url, Embedded: entry.Prefixes})
+		out = append(out, lists.Source{Name: s.Name, Kind: "service", URL: url, Embedded: entry.Prefixes, Domains: entry.Domains})
 	}
 	for _, c := range cfg.Customs {
-		if len(c.Subnets) > 0 {
-			out = append(out, lists.Source{Name: c.Name, Kind: "custom", Static: c.Subnets, Trusted: true})
+		if len(c.Subnets) > 0 || len(c.Domains) > 0 {
+			out = append(out, lists.Source{Name: c.Name, Kind: "custom", Static: c.Subnets, Trusted: true, Domains: c.Domains})
+		}
+		for i, u := range c.DomainURLs {
+			out = append(out, lists.Source{Name: c.Name + "#domains" + strconv.Itoa(i+1), Kind: "custom", URL: u, DomainList: true})
 		}
 		for i, u := range c.URLs {
 			out = append(out, lists.Source{Name: c.Name + "#" + strconv.Itoa(i+1), Kind: "custom", URL: u})

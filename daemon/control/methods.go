@@ -65,6 +65,8 @@ type Status struct {
 	// LastRebuild says when and why the last one happened.
 	Rebuilds    int    `json:"rebuilds"`
 	LastRebuild string `json:"last_rebuild,omitempty"`
+	Services        []ServiceStatus      `json:"services"`
+	DNS             DNSStatus            `json:"dns"`
 }
 
 // Status reports the daemon's state.
@@ -107,6 +109,8 @@ func (d *Daemon) Status() Status {
 			st.NetError = err.Error()
 		}
 	}
+	st.Services = d.servicesStatus(st.Lists)
+	st.DNS = d.dnsStatus()
 	return st
 }
 
@@ -197,12 +201,13 @@ func (d *Daemon) Reload(ctx context.Context) error {
 				return &Error{Code: CodeUnknown, Msg: err.Error()}
 			}
 		}
-		if err := d.applyTargets(bypass); err != nil {
+		if err := d.applyTargets(ctx, cfg, bypass); err != nil {
 			d.lastReloadErr = err.Error()
 			return &Error{Code: CodeUnknown, Msg: err.Error()}
 		}
 	}
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
+	d.startForwarder(d.runCtx, cfg)
 	d.syncMarking()
 	d.level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
@@ -212,7 +217,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 
 // applyTargets swaps the target and bypass sets for the current lists. bypass is
 // resolved by the caller, outside d.mu. Called with d.mu held.
-func (d *Daemon) applyTargets(bypass []netip.Prefix) error {
+func (d *Daemon) applyTargets(ctx context.Context, cfg *config.Config, bypass []netip.Prefix) error {
 	d.bypass = bypass
 	if d.net == nil {
 		return nil
@@ -227,6 +232,10 @@ func (d *Daemon) applyTargets(bypass []netip.Prefix) error {
 	if err := d.net.SetTargets(v4, v6); err != nil {
 		return fmt.Errorf("target sets: %w", err)
 	}
+	if err := d.net.SetDevices(devices(cfg.Main.IncludeDevices), devices(cfg.Main.ExcludeDevices)); err != nil {
+		return fmt.Errorf("device sets: %w", err)
+	}
+	d.applyDomains(ctx, cfg)
 	return nil
 }
 
@@ -239,7 +248,7 @@ func (d *Daemon) UpdateLists(ctx context.Context) (any, error) {
 	bypass := d.resolveBypass(ctx, cfg) // DNS, outside d.mu
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.applyTargets(bypass); err != nil {
+	if err := d.applyTargets(ctx, d.cfg, bypass); err != nil {
 		return nil, &Error{Code: CodeUnknown, Msg: err.Error()}
 	}
 	res := map[string]any{"lists": d.lists.Status()}

@@ -9,7 +9,7 @@ import (
 // catalogueFiles holds the built-in lists, so a router with no working download (the
 // list's own host may well be blocked) still knows what to tunnel from the first start.
 //
-//go:embed catalogue/*.txt
+//go:embed catalogue/*.txt catalogue/*.domains
 var catalogueFiles embed.FS
 
 // Entry is one service of the built-in catalogue.
@@ -23,13 +23,16 @@ type Entry struct {
 	Source string
 	// Date is the day the embedded prefixes were taken (YYYY-MM-DD).
 	Date     string
-	Prefixes []netip.Prefix // merged, IPv4 first
+	Prefixes []netip.Prefix // merged, IPv4 first; none when the operator publishes none
+	// Domains select the service by name through dnsmasq (subdomains match), sorted.
+	// Their source is named in the header of catalogue/NAME.domains.
+	Domains []string
 }
 
 // catalogueEntry is an Entry before its file is read.
 type catalogueEntry struct {
 	Entry
-	file string
+	file string // prefixes; "" when the service publishes none
 }
 
 func catalogueTable() []catalogueEntry {
@@ -55,6 +58,32 @@ func catalogueTable() []catalogueEntry {
 			},
 			file: "catalogue/whatsapp.txt",
 		},
+		{
+			Entry: Entry{
+				Name: "signal",
+				Description: "Signal: by domain only (no published ranges; its servers " +
+					"are on shared cloud ranges)",
+				Source: "domains: Signal's documentation and clients (catalogue/signal.domains)",
+				Date:   "2026-11-30",
+			},
+		},
+		{
+			Entry: Entry{
+				Name: "discord",
+				Description: "Discord: by domain only (its web, API and voice sit on " +
+					"Cloudflare's, i3D.net's and Google Cloud's shared ranges)",
+				Source: "domains: Discord's documentation and clients (catalogue/discord.domains)",
+				Date:   "2026-11-30",
+			},
+		},
+		{
+			Entry: Entry{
+				Name:        "viber",
+				Description: "Viber: by domain only (hosted on Amazon, no published ranges)",
+				Source:      "domains: Viber's documentation and clients (catalogue/viber.domains)",
+				Date:        "2026-11-30",
+			},
+		},
 	}
 }
 
@@ -69,6 +98,17 @@ func Catalogue() []Entry {
 			panic(err)
 		}
 		out = append(out, e)
+	}
+	return out
+}
+
+// ServiceNames lists the names of the built-in services, in catalogue order: the only
+// names a `config service` section may have.
+func ServiceNames() []string {
+	table := catalogueTable()
+	out := make([]string, 0, len(table))
+	for _, c := range table {
+		out = append(out, c.Name)
 	}
 	return out
 }
@@ -88,15 +128,25 @@ func Lookup(name string) (Entry, bool) {
 }
 
 func (c catalogueEntry) load() (Entry, error) {
-	data, err := catalogueFiles.ReadFile(c.file)
+	e := c.Entry
+	if c.file != "" {
+		data, err := catalogueFiles.ReadFile(c.file)
+		if err != nil {
+			return Entry{}, fmt.Errorf("catalogue %s: %w", c.Name, err)
+		}
+		ps, err := Parse(data, ParseOptions{})
+		if err != nil {
+			return Entry{}, fmt.Errorf("catalogue %s: %s: %w", c.Name, c.file, err)
+		}
+		e.Prefixes = Merge(ps)
+	}
+	domainFile := "catalogue/" + c.Name + ".domains"
+	data, err := catalogueFiles.ReadFile(domainFile)
 	if err != nil {
 		return Entry{}, fmt.Errorf("catalogue %s: %w", c.Name, err)
 	}
-	ps, err := Parse(data, ParseOptions{})
-	if err != nil {
-		return Entry{}, fmt.Errorf("catalogue %s: %s: %w", c.Name, c.file, err)
+	if e.Domains, err = ParseDomains(data, DomainOptions{}); err != nil {
+		return Entry{}, fmt.Errorf("catalogue %s: %s: %w", c.Name, domainFile, err)
 	}
-	e := c.Entry
-	e.Prefixes = Merge(ps)
 	return e, nil
 }

@@ -27,8 +27,11 @@ func TestCatalogue(t *testing.T) {
 			if _, err := time.Parse(time.DateOnly, e.Date); err != nil {
 				t.Fatalf("date %q: %v", e.Date, err)
 			}
-			if len(e.Prefixes) == 0 {
-				t.Fatal("no prefixes")
+			if len(e.Prefixes) == 0 && len(e.Domains) == 0 {
+				t.Fatal("neither prefixes nor domains")
+			}
+			if len(e.Domains) == 0 {
+				t.Fatal("no domains")
 			}
 			// The embedded list passes the rules a download must pass, untrusted.
 			check := newChecker(ParseOptions{})

@@ -58,6 +58,9 @@ type Options struct {
 	// with the new set, so the caller swaps its nftables sets once. It is not called by
 	// SetSources or Load: the caller reads Targets after those itself.
 	OnChange func(v4, v6 []netip.Prefix)
+	// OnDomainsChange, if set, is called after an Update that changed the domains, with
+	// all of them (Domains).
+	OnDomainsChange func(domains []string)
 }
 
 // Source is one list the Manager tracks.
@@ -73,6 +76,10 @@ type Source struct {
 	Static []netip.Prefix
 	// Trusted lets the downloaded list hold prefixes shorter than /8 or /16.
 	Trusted bool
+	// Domains are always targets, through dnsmasq (the catalogue's, a custom section's).
+	Domains []string
+	// DomainList says that URL serves a list of domains (ParseDomains), not of prefixes.
+	DomainList bool
 }
 
 // ListStatus reports one source.
@@ -83,6 +90,7 @@ type ListStatus struct {
 	Origin      string    `json:"origin"`   // one of the Origin constants
 	Entries4    int       `json:"entries4"` // prefixes after merging
 	Entries6    int       `json:"entries6"`
+	Domains     int       `json:"domains"`             // domains selected through dnsmasq
 	UpdatedAt   time.Time `json:"updated_at,omitzero"` // when the list in use was fetched
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -106,6 +114,7 @@ type listState struct {
 	static    []netip.Prefix // the valid part of src.Static
 	staticErr string
 	list      []netip.Prefix // downloaded, cached or embedded; merged
+	domains   []string       // downloaded or cached domain list (DomainList sources)
 	origin    string
 	loaded    bool
 	updatedAt time.Time
@@ -156,12 +165,13 @@ func (m *Manager) SetSources(srcs []Source) {
 	for _, src := range srcs {
 		src.Embedded = slices.Clone(src.Embedded)
 		src.Static = slices.Clone(src.Static)
+		src.Domains = slices.Clone(src.Domains)
 		st := &listState{src: src}
 		st.static, st.staticErr = m.validStatic(src)
 		for _, old := range m.states {
 			if old.src.Name == src.Name && old.src.URL == src.URL && old.src.Trusted == src.Trusted &&
-				(old.origin == OriginDownload || old.origin == OriginCache) {
-				st.list, st.origin, st.loaded = old.list, old.origin, true
+				old.src.DomainList == src.DomainList && (old.origin == OriginDownload || old.origin == OriginCache) {
+				st.list, st.domains, st.origin, st.loaded = old.list, old.domains, old.origin, true
 				st.updatedAt, st.attempted, st.lastErr = old.updatedAt, old.attempted, old.lastErr
 			}
 		}
@@ -209,10 +219,10 @@ func (m *Manager) Load() {
 		}
 		st.loaded = true
 		if st.src.URL != "" {
-			list, mtime, err := m.readCache(st.src)
+			list, domains, mtime, err := m.readCache(st.src)
 			switch {
 			case err == nil:
-				st.list, st.origin, st.updatedAt = list, OriginCache, mtime
+				st.list, st.domains, st.origin, st.updatedAt = list, domains, OriginCache, mtime
 				continue
 			case !errors.Is(err, fs.ErrNotExist):
 				st.lastErr = err.Error()
@@ -222,7 +232,7 @@ func (m *Manager) Load() {
 		switch {
 		case len(st.src.Embedded) > 0:
 			st.list, st.origin = Merge(st.src.Embedded), OriginEmbedded
-		case st.src.URL == "" && len(st.static) > 0:
+		case st.src.URL == "" && (len(st.static) > 0 || len(st.src.Domains) > 0):
 			st.list, st.origin = nil, OriginStatic
 		default:
 			st.list, st.origin = nil, OriginNone
@@ -246,6 +256,32 @@ func (m *Manager) targetsLocked() (v4, v6 []netip.Prefix) {
 	return Split(Merge(all))
 }
 
+// Domains returns the domains of every source, sorted, without duplicates.
+func (m *Manager) Domains() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var all []string
+	for _, st := range m.states {
+		all = append(all, st.src.Domains...)
+		all = append(all, st.domains...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
+// SourceDomains returns the domains of each source by name (only sources that have some).
+func (m *Manager) SourceDomains() map[string][]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string][]string{}
+	for _, st := range m.states {
+		if d := append(slices.Clone(st.src.Domains), st.domains...); len(d) > 0 {
+			out[st.src.Name] = append(out[st.src.Name], d...)
+		}
+	}
+	return out
+}
+
 // Status reports every source, in the order given to SetSources.
 func (m *Manager) Status() []ListStatus {
 	m.mu.Lock()
@@ -265,6 +301,7 @@ func (m *Manager) Status() []ListStatus {
 			Origin:      origin,
 			Entries4:    len(v4),
 			Entries6:    len(v6),
+			Domains:     len(st.src.Domains) + len(st.domains),
 			UpdatedAt:   st.updatedAt,
 			LastAttempt: st.attempted,
 			LastError:   strings.Join(errs, "; "),
@@ -275,10 +312,11 @@ func (m *Manager) Status() []ListStatus {
 
 // fetchResult is one finished download.
 type fetchResult struct {
-	src  Source
-	list []netip.Prefix // as parsed, unmerged: what the cache stores
-	err  error
-	at   time.Time
+	src     Source
+	list    []netip.Prefix // as parsed, unmerged: what the cache stores
+	domains []string       // DomainList sources
+	err     error
+	at      time.Time
 }
 
 // Update downloads every source that has a URL. A valid list replaces the one in use
@@ -297,11 +335,19 @@ func (m *Manager) Update(ctx context.Context) error {
 	}
 	before4, before6 := m.targetsLocked()
 	m.mu.Unlock()
+	beforeDomains := m.Domains()
 
 	results := make([]fetchResult, 0, len(srcs))
 	for _, src := range srcs {
-		list, err := m.fetch(ctx, src)
-		results = append(results, fetchResult{src: src, list: list, err: err, at: time.Now()})
+		body, err := m.download(ctx, src)
+		r := fetchResult{src: src, err: err, at: time.Now()}
+		if err == nil {
+			r.list, r.domains, r.err = m.parseSource(src, body)
+			if r.err != nil {
+				r.err = fmt.Errorf("invalid list: %w", r.err)
+			}
+		}
+		results = append(results, r)
 	}
 
 	var errs []error
@@ -319,20 +365,23 @@ func (m *Manager) Update(ctx context.Context) error {
 		if st == nil {
 			continue // removed by SetSources while downloading
 		}
-		st.list, st.origin, st.loaded = Merge(r.list), OriginDownload, true
+		st.list, st.domains, st.origin, st.loaded = Merge(r.list), r.domains, OriginDownload, true
 		st.updatedAt, st.attempted, st.lastErr = r.at, r.at, ""
-		if err := m.writeCache(r.src, r.list, r.at); err != nil {
+		if err := m.writeCache(r.src, r.list, r.domains, r.at); err != nil {
 			// The list is good and in use; only the next restart loses it.
 			st.lastErr = "list applied, but not cached: " + err.Error()
 			m.log.Warn("list not cached", "list", r.src.Name, "err", err)
 		}
-		m.log.Info("list updated", "list", r.src.Name, "entries", len(st.list))
+		m.log.Info("list updated", "list", r.src.Name, "entries", len(st.list)+len(st.domains))
 	}
 	after4, after6 := m.targetsLocked()
 	m.mu.Unlock()
 
 	if m.opts.OnChange != nil && (!slices.Equal(before4, after4) || !slices.Equal(before6, after6)) {
 		m.opts.OnChange(after4, after6)
+	}
+	if after := m.Domains(); m.opts.OnDomainsChange != nil && !slices.Equal(beforeDomains, after) {
+		m.opts.OnDomainsChange(after)
 	}
 	return errors.Join(errs...)
 }
@@ -347,14 +396,24 @@ func (m *Manager) stateFor(src Source) *listState {
 	return nil
 }
 
-// fetch downloads and validates the list of src. Its errors never show the URL's
-// credentials (RedactURL).
-func (m *Manager) fetch(ctx context.Context, src Source) ([]netip.Prefix, error) {
-	list, err := m.fetchRaw(ctx, src)
-	return list, scrubURL(err, src.URL)
+// parseSource validates a downloaded or cached list of src.
+func (m *Manager) parseSource(src Source, body []byte) ([]netip.Prefix, []string, error) {
+	if src.DomainList {
+		d, err := ParseDomains(body, DomainOptions{MaxBytes: m.opts.MaxBytes})
+		return nil, d, err
+	}
+	list, err := Parse(body, m.parseOptions(src.Trusted))
+	return list, nil, err
 }
 
-func (m *Manager) fetchRaw(ctx context.Context, src Source) ([]netip.Prefix, error) {
+// download fetches the list of src, bounded in time and size. Its errors never show
+// the URL's credentials (RedactURL).
+func (m *Manager) download(ctx context.Context, src Source) ([]byte, error) {
+	body, err := m.downloadRaw(ctx, src)
+	return body, scrubURL(err, src.URL)
+}
+
+func (m *Manager) downloadRaw(ctx context.Context, src Source) ([]byte, error) {
 	u, err := url.Parse(src.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("URL %s: only http:// and https:// URLs can be fetched", RedactURL(src.URL))
@@ -382,11 +441,7 @@ func (m *Manager) fetchRaw(ctx context.Context, src Source) ([]netip.Prefix, err
 	if int64(len(body)) > m.opts.MaxBytes {
 		return nil, fmt.Errorf("download: larger than the %d-byte limit", m.opts.MaxBytes)
 	}
-	list, err := Parse(body, m.parseOptions(src.Trusted))
-	if err != nil {
-		return nil, fmt.Errorf("invalid list: %w", err)
-	}
-	return list, nil
+	return body, nil
 }
 
 // cachePath names the cache file after the source and a hash of its URL, so a changed
@@ -404,31 +459,31 @@ func (m *Manager) cachePath(src Source) string {
 
 // readCache returns the cached list of src, merged, and when it was fetched. The cache
 // is validated like a download: it is only a file in /var/run.
-func (m *Manager) readCache(src Source) ([]netip.Prefix, time.Time, error) {
+func (m *Manager) readCache(src Source) ([]netip.Prefix, []string, time.Time, error) {
 	path := m.cachePath(src)
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
+		return nil, nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
+		return nil, nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, m.opts.MaxBytes+1))
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
+		return nil, nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
 	}
-	list, err := Parse(data, m.parseOptions(src.Trusted))
+	list, domains, err := m.parseSource(src, data)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
+		return nil, nil, time.Time{}, fmt.Errorf("cache %s: %w", path, err)
 	}
-	return Merge(list), info.ModTime(), nil
+	return Merge(list), domains, info.ModTime(), nil
 }
 
 // writeCache stores list atomically (a temporary file renamed over the old one), so a
 // crash or a full tmpfs never leaves half a list behind. Its time is the fetch time.
-func (m *Manager) writeCache(src Source, list []netip.Prefix, fetched time.Time) (err error) {
+func (m *Manager) writeCache(src Source, list []netip.Prefix, domains []string, fetched time.Time) (err error) {
 	if err := os.MkdirAll(m.opts.CacheDir, 0o755); err != nil {
 		return fmt.Errorf("cache directory: %w", err)
 	}
@@ -447,6 +502,10 @@ func (m *Manager) writeCache(src Source, list []netip.Prefix, fetched time.Time)
 	fmt.Fprintf(&b, "# tgtun cache of list %s\n# from %s\n# fetched %s\n", src.Name, RedactURL(src.URL), fetched.UTC().Format(time.RFC3339))
 	for _, p := range list {
 		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	for _, d := range domains {
+		b.WriteString(d)
 		b.WriteByte('\n')
 	}
 	if _, err = tmp.WriteString(b.String()); err != nil {

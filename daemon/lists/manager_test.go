@@ -397,3 +397,55 @@ func TestManagerConcurrent(t *testing.T) {
 	wg.Wait()
 	wantTargets(t, m, goodV4, goodV6)
 }
+
+// TestDomainListSource: a domain list from a URL is validated like a range list; a bad
+// download keeps the domains in use; the cache brings them back after a restart.
+func TestDomainListSource(t *testing.T) {
+	srv := newListServer(t)
+	dir := t.TempDir()
+	var got [][]string
+	newM := func() *Manager {
+		m := NewManager(Options{CacheDir: dir, OnDomainsChange: func(d []string) { got = append(got, d) }})
+		m.SetSources([]Source{
+			{Name: "telegram", Kind: KindService, Domains: []string{"t.me"}},
+			{Name: "mine#d1", Kind: KindCustom, URL: srv.URL + "/d.lst", DomainList: true},
+		})
+		m.Load()
+		return m
+	}
+	m := newM()
+	if d := m.Domains(); !slices.Equal(d, []string{"t.me"}) {
+		t.Fatalf("before any download: %q", d)
+	}
+	srv.serve(http.StatusOK, "# my list\nExample.org\n*.example.net\nt.me\n")
+	if err := m.Update(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"example.net", "example.org", "t.me"}
+	if d := m.Domains(); !slices.Equal(d, want) || len(got) != 1 || !slices.Equal(got[0], want) {
+		t.Fatalf("after download: %q, OnDomainsChange %q", d, got)
+	}
+	for _, bad := range []string{"example.org\n*\n", "example.org\ncom\n", "<html>blocked</html>", strings.Repeat("a.example.org\n", 1) + "x"} {
+		srv.serve(http.StatusOK, bad)
+		if err := m.Update(context.Background()); err == nil {
+			t.Errorf("list %q accepted", bad)
+		}
+		if d := m.Domains(); !slices.Equal(d, want) {
+			t.Errorf("after bad list %q: domains %q", bad, d)
+		}
+	}
+	if len(got) != 1 {
+		t.Errorf("OnDomainsChange called for refused lists: %q", got)
+	}
+	st := m.Status()
+	if st[1].Domains != 3 || st[1].LastError == "" || st[0].Domains != 1 {
+		t.Errorf("status %+v", st)
+	}
+	// A restart reads the cache.
+	if d := newM().Domains(); !slices.Equal(d, want) {
+		t.Errorf("from the cache: %q", d)
+	}
+	if sd := m.SourceDomains(); !slices.Equal(sd["telegram"], []string{"t.me"}) || len(sd["mine#d1"]) != 3 {
+		t.Errorf("SourceDomains %q", sd)
+	}
+}

@@ -80,6 +80,7 @@ func requiredBinaries() map[string]string {
 		"openssl":    "openssl",
 		"unshare":    "util-linux",
 		"ss-local":   "shadowsocks-libev",
+		"dnsmasq":    "dnsmasq-base",
 	}
 }
 
