@@ -190,9 +190,9 @@ func Default() *Config {
 		LogLevel:       slog.LevelInfo,
 
 		MaxFlowsPerDevice: 4096 / 4,
-		DNSPort:        DefaultDNSPort,
-		DNSUpstream:    DefaultDNSUpstream,
-		DomainTimeout:  DefaultDomainTimeout,
+		DNSPort:           DefaultDNSPort,
+		DNSUpstream:       DefaultDNSUpstream,
+		DomainTimeout:     DefaultDomainTimeout,
 	}}
 }
 

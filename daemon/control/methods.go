@@ -63,10 +63,10 @@ type Status struct {
 	// Rebuilds counts the repairs of the data path (TUN, routes, rules, nft table)
 	// after another program removed part of it or the engine's TUN reader died;
 	// LastRebuild says when and why the last one happened.
-	Rebuilds    int    `json:"rebuilds"`
-	LastRebuild string `json:"last_rebuild,omitempty"`
-	Services        []ServiceStatus      `json:"services"`
-	DNS             DNSStatus            `json:"dns"`
+	Rebuilds    int             `json:"rebuilds"`
+	LastRebuild string          `json:"last_rebuild,omitempty"`
+	Services    []ServiceStatus `json:"services"`
+	DNS         DNSStatus       `json:"dns"`
 }
 
 // Status reports the daemon's state.
