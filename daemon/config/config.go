@@ -95,7 +95,7 @@ type Custom struct {
 }
 
 // Shadowsocks ciphers, with the key length the 2022 ones need.
-var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm"}
+var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm", "2022-blake3-chacha20-poly1305"}
 
 // Bounds of options.
 const (
@@ -546,6 +546,8 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 			c.credential(r, "password", pass, maxCredential)
 			if keyLen := ss2022KeyLen(p.Cipher); keyLen > 0 && !validSS2022Key(pass.Text, keyLen) {
 				r.badSecret("password", pass, fmt.Sprintf("is not a base64 key of %d bytes, as %s needs", keyLen, p.Cipher))
+			} else if keyLen > 0 && strings.Contains(pass.Text, ":") && !strings.Contains(p.Cipher, "-aes-") {
+				r.badSecret("password", pass, "holds several keys (identity headers), which only the AES 2022 ciphers support")
 			}
 		}
 		if hasServer && (!cipherSet || cipher.Text == "") {
@@ -590,7 +592,7 @@ func ss2022KeyLen(cipher string) int {
 	switch cipher {
 	case "2022-blake3-aes-128-gcm":
 		return 16
-	case "2022-blake3-aes-256-gcm":
+	case "2022-blake3-aes-256-gcm", "2022-blake3-chacha20-poly1305":
 		return 32
 	}
 	return 0

@@ -1,6 +1,7 @@
 // Package proxy dials outbound connections through the configured proxy
 // servers (SOCKS5, HTTP CONNECT, Shadowsocks AEAD, or direct) and keeps a
-// health-checked pool of them.
+// health-checked pool of them. Shadowsocks covers SIP004 AEAD and the
+// 2022 (SIP022) ciphers.
 //
 // Every socket towards a proxy server carries the bypass firewall mark so
 // that the daemon's own traffic never loops back into its TUN device.
@@ -132,6 +133,13 @@ func New(spec Spec, opts Options) (Dialer, error) {
 	case TypeHTTP:
 		return &HTTP{base: base}, nil
 	default:
+		if isSS2022(spec.Cipher) {
+			m, err := newSS22Method(spec.Cipher, spec.Password)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", base.prefix, err)
+			}
+			return &Shadowsocks2022{base: base, m: m}, nil
+		}
 		c, err := newSSCipher(spec.Cipher, spec.Password)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", base.prefix, err)
