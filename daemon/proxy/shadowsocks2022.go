@@ -334,12 +334,12 @@ type ss22UDPConn struct {
 	packet uint64
 	wbuf   []byte
 
-	rmu      sync.Mutex
-	rbuf     []byte
-	srv      uint64 // the server's session id, 0 until its first packet
-	srvAEAD  cipher.AEAD
-	srvSeen  time.Time
-	window   replayWindow
+	rmu     sync.Mutex
+	rbuf    []byte
+	srv     uint64 // the server's session id, 0 until its first packet
+	srvAEAD cipher.AEAD
+	srvSeen time.Time
+	window  replayWindow
 }
 
 func (u *ss22UDPConn) Write(p []byte) (int, error) {
