@@ -40,7 +40,9 @@ deps:
 	@gobin=$$($(GO) env GOBIN); sb=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/sing-box; \
 	if ! "$$sb" version 2>/dev/null | grep -q 'sing-box version $(SINGBOX_VERSION)$$'; then \
 		echo "installing sing-box $(SINGBOX_VERSION) into $$sb"; \
-		$(GO) install -tags with_utls github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
+		$(GO) install -tags with_utls \
+			-ldflags '-s -w -X github.com/sagernet/sing-box/constant.Version=$(SINGBOX_VERSION)' \
+			github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
 	fi
 
 build:

@@ -8,9 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +55,7 @@ type proxyConf struct {
 	cipher            string
 	udp               bool
 	priority          int
+	extra             map[string]string // more options (vless, trojan, ...), written in sorted order
 }
 
 // tgtunConf is a configuration for the test network: LAN lan0, the messenger subnets as a
@@ -126,6 +129,9 @@ config custom 'messenger'
 		}
 		if p.cipher != "" {
 			fmt.Fprintf(&b, "\toption cipher '%s'\n", p.cipher)
+		}
+		for _, k := range slices.Sorted(maps.Keys(p.extra)) {
+			fmt.Fprintf(&b, "\toption %s '%s'\n", k, p.extra[k])
 		}
 	}
 	return b.String()

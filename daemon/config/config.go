@@ -62,6 +62,8 @@ const (
 	TypeSOCKS5      = "socks5"
 	TypeHTTP        = "http"
 	TypeShadowsocks = "shadowsocks"
+	TypeVLESS       = "vless"
+	TypeTrojan      = "trojan"
 )
 
 // Proxy is a `config proxy` section that has a server. Username and Password are
@@ -78,6 +80,17 @@ type Proxy struct {
 	UDP      bool   // relay UDP; always false for http
 	Priority int    // lower wins
 	Line     int    // line of the `config proxy` statement
+
+	// vless and trojan (see proxyTLS). UUID is a secret like Password.
+	UUID        string   // vless user id
+	Flow        string   // vless: "" or FlowVision
+	Security    string   // vless: SecurityTLS or SecurityReality; trojan: SecurityTLS
+	SNI         string   // TLS server name ("" = server, tls only)
+	Fingerprint string   // browser ClientHello (Fingerprints)
+	PublicKey   string   // reality: server's X25519 public key, base64url
+	ShortID     string   // reality: hex, 0-16 digits
+	ALPN        []string // TLS ALPN; empty keeps the fingerprint's
+	Insecure    bool     // tls: do not verify the server's certificate
 }
 
 // Service is a `config service` section: an entry of the built-in catalogue.
@@ -492,7 +505,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	r := c.section(s)
 	nerrs := len(c.errs)
 	p = Proxy{Name: s.Name, Type: TypeSOCKS5, UDP: true, Priority: 10, Line: s.Line}
-	r.oneOf("type", []string{TypeSOCKS5, TypeHTTP, TypeShadowsocks}, &p.Type)
+	r.oneOf("type", []string{TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan}, &p.Type)
 	if v, set := r.single("server"); set && v.Text != "" {
 		hasServer = true
 		if srv, err := parseServer(v.Text); err != nil {
@@ -523,6 +536,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	}
 	udpVal, udpSet := r.boolean("udp", &p.UDP)
 	r.integer("priority", 0, maxPriority, &p.Priority)
+	c.proxyTLS(r, &p, hasServer)
 	r.finish()
 
 	switch p.Type {
@@ -537,6 +551,21 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 			c.warn(udpVal.Line, s.label(), "udp '1' has no effect on an http proxy (HTTP CONNECT carries only TCP); UDP to targets is dropped")
 		}
 		p.UDP = false
+	case TypeVLESS:
+		if user.Text != "" || pass.Text != "" {
+			c.warn(s.Line, s.label(), "username and password are not used by vless (it authenticates with uuid)")
+		}
+	case TypeTrojan:
+		if pass.Text == "" {
+			if hasServer {
+				c.fail(s, s.Line, "password", "password is missing (trojan needs the server's password)")
+			}
+		} else {
+			c.credential(r, "password", pass, maxCredential)
+		}
+		if user.Text != "" {
+			c.warn(user.Line, s.label(), "username is not used by trojan")
+		}
 	case TypeShadowsocks:
 		if pass.Text == "" {
 			if hasServer {

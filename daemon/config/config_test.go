@@ -278,7 +278,7 @@ func TestProxy(t *testing.T) {
 			want: &Proxy{Name: "main", Type: "socks5", Server: "2001:db8:2::6", Port: 1080, UDP: true, Priority: 10, Line: 1}},
 		{name: "IPv4-mapped server is unmapped", body: "server '::ffff:198.51.100.6'\nport '1080'",
 			want: &Proxy{Name: "main", Type: "socks5", Server: "198.51.100.6", Port: 1080, UDP: true, Priority: 10, Line: 1}},
-		{name: "bad type", body: "type 'socks4'\nserver 'h'\nport '1'", wantErr: "type 'socks4' is not allowed (allowed: socks5, http, shadowsocks)"},
+		{name: "bad type", body: "type 'socks4'\nserver 'h'\nport '1'", wantErr: "type 'socks4' is not allowed (allowed: socks5, http, shadowsocks"},
 		{name: "server with port", body: "server 'h.example:1080'\nport '1'", wantErr: "server 'h.example:1080' is not a host: the port goes in option port"},
 		{name: "server IPv6 with port", body: "server '[2001:db8:2::6]:1080'\nport '1'", wantErr: "is not an IP address or host name"},
 		{name: "server not a host", body: "server 'bad host!'\nport '1'", wantErr: "server 'bad host!' is not an IP address or host name"},

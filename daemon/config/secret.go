@@ -23,7 +23,7 @@ func redact(s string) string {
 // String describes the proxy without its credentials.
 func (p Proxy) String() string {
 	auth := ""
-	if p.Username != "" || p.Password != "" {
+	if p.Username != "" || p.Password != "" || p.UUID != "" {
 		auth = ", credentials " + redacted
 	}
 	return fmt.Sprintf("proxy '%s' (%s %s, priority %d%s)", p.Name, p.Type,
@@ -77,7 +77,7 @@ func (p Proxy) LogValue() slog.Value {
 		slog.String("type", p.Type),
 		slog.String("server", p.Server),
 		slog.Int("port", int(p.Port)),
-		slog.Bool("auth", p.Username != "" || p.Password != ""),
+		slog.Bool("auth", p.Username != "" || p.Password != "" || p.UUID != ""),
 		slog.String("cipher", p.Cipher),
 		slog.Bool("udp", p.UDP),
 		slog.Int("priority", p.Priority),
@@ -97,5 +97,10 @@ func (p Proxy) MarshalJSON() ([]byte, error) {
 		UDP      bool   `json:"udp"`
 		Priority int    `json:"priority"`
 		Line     int    `json:"line"`
-	}{p.Name, p.Type, p.Server, p.Port, redact(p.Username), redact(p.Password), p.Cipher, p.UDP, p.Priority, p.Line})
+		UUID     string `json:"uuid,omitempty"`
+		Security string `json:"security,omitempty"`
+		Flow     string `json:"flow,omitempty"`
+		SNI      string `json:"sni,omitempty"`
+	}{p.Name, p.Type, p.Server, p.Port, redact(p.Username), redact(p.Password), p.Cipher, p.UDP, p.Priority, p.Line,
+		redact(p.UUID), p.Security, p.Flow, p.SNI})
 }

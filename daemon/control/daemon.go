@@ -270,6 +270,8 @@ func proxySpec(p config.Proxy) proxy.Spec {
 	return proxy.Spec{
 		Name: p.Name, Type: p.Type, Server: p.Server, Port: p.Port,
 		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
+		UUID: p.UUID, Flow: p.Flow, Security: p.Security, SNI: p.SNI, Fingerprint: p.Fingerprint,
+		PublicKey: p.PublicKey, ShortID: p.ShortID, ALPN: p.ALPN, Insecure: p.Insecure,
 	}
 }
 

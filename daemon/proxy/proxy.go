@@ -28,6 +28,8 @@ const (
 	TypeHTTP        = "http"
 	TypeShadowsocks = "shadowsocks"
 	TypeDirect      = "direct"
+	TypeVLESS       = "vless"
+	TypeTrojan      = "trojan"
 )
 
 // DefaultDialTimeout bounds a whole dial (connect plus handshake) when
@@ -51,7 +53,7 @@ var (
 // does not import daemon/config.
 type Spec struct {
 	Name     string
-	Type     string // socks5 | http | shadowsocks | direct
+	Type     string // socks5 | http | shadowsocks | vless | trojan | direct
 	Server   string // host name or IP address, without port
 	Port     uint16
 	Username string
@@ -60,6 +62,17 @@ type Spec struct {
 	UDP      bool   // relay UDP through this proxy
 	Priority int
 	Line     int // line of the config section, for messages
+
+	// VLESS and Trojan (Trojan uses Password and the TLS fields).
+	UUID        string   // vless: the user id
+	Flow        string   // vless: "" or FlowVision
+	Security    string   // vless: SecurityTLS (default) or SecurityReality; trojan: always TLS
+	SNI         string   // TLS server name; default Server (tls), required (reality)
+	Fingerprint string   // browser ClientHello to imitate (Fingerprints); default chrome
+	PublicKey   string   // reality: the server's X25519 public key, base64url
+	ShortID     string   // reality: hex, up to 16 digits
+	ALPN        []string // TLS ALPN protocols; empty keeps the fingerprint's
+	Insecure    bool     // tls only: skip certificate verification
 }
 
 // Address is "server:port" (brackets around IPv6), never with credentials.
@@ -117,9 +130,9 @@ func New(spec Spec, opts Options) (Dialer, error) {
 	switch spec.Type {
 	case TypeDirect:
 		return &Direct{base: base}, nil
-	case TypeSOCKS5, TypeHTTP, TypeShadowsocks:
+	case TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan:
 	default:
-		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, direct)", spec.Name, spec.Type)
+		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, vless, trojan, direct)", spec.Name, spec.Type)
 	}
 	if spec.Server == "" || spec.Port == 0 {
 		return nil, fmt.Errorf("proxy %q: server and port are required", spec.Name)
@@ -132,6 +145,10 @@ func New(spec Spec, opts Options) (Dialer, error) {
 		return &SOCKS5{base: base}, nil
 	case TypeHTTP:
 		return &HTTP{base: base}, nil
+	case TypeVLESS:
+		return newVLESS(base)
+	case TypeTrojan:
+		return newTrojan(base)
 	default:
 		if isSS2022(spec.Cipher) {
 			m, err := newSS22Method(spec.Cipher, spec.Password)
