@@ -140,6 +140,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	}
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
 	d.syncMarking()
+	d.syncRoute()
 	d.level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
 	d.log.Info("configuration reloaded", "proxies", len(cfg.Proxies))

@@ -73,6 +73,8 @@ type Spec struct {
 	ShortID     string   // reality: hex, up to 16 digits
 	ALPN        []string // TLS ALPN protocols; empty keeps the fingerprint's
 	Insecure    bool     // tls only: skip certificate verification
+
+	Interface string // interface: a device or netifd interface name
 }
 
 // Address is "server:port" (brackets around IPv6), never with credentials.
@@ -130,9 +132,11 @@ func New(spec Spec, opts Options) (Dialer, error) {
 	switch spec.Type {
 	case TypeDirect:
 		return &Direct{base: base}, nil
+	case TypeInterface:
+		return newInterface(base, spec, opts)
 	case TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan:
 	default:
-		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, vless, trojan, direct)", spec.Name, spec.Type)
+		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, vless, trojan, interface, direct)", spec.Name, spec.Type)
 	}
 	if spec.Server == "" || spec.Port == 0 {
 		return nil, fmt.Errorf("proxy %q: server and port are required", spec.Name)
