@@ -39,6 +39,9 @@ Usage:
   tgtun update-lists [--socket PATH]                         download the service lists now
   tgtun check [--socket PATH]                                diagnose "why doesn't Telegram work?"
   tgtun config check [-c FILE]                               validate a configuration file
+  tgtun proxy import [--name N] [--write] [-c FILE] LINK     print (or add) the proxy section of a share link
+                     e.g. tgtun proxy import 'vless://UUID@host:443?security=reality&pbk=KEY&sid=ID'
+                          tgtun proxy import --write --name backup 'ss://...@host:8388#Backup'
   tgtun version                                              print the version
 
 Defaults: -c ` + config.DefaultPath + `, --socket ` + control.DefaultSocket + `
@@ -68,6 +71,8 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		return cmdConfigCheck(args[2:], stdout, stderr)
+	case "proxy":
+		return cmdProxy(args[1:], stdout, stderr)
 	case "status", "reload", "update-lists", "check":
 		return cmdCall(args[0], args[1:], stdout, stderr)
 	default:

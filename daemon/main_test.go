@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tgtun/tgtun/daemon/config"
 )
 
 func TestCLI(t *testing.T) {
@@ -26,7 +28,7 @@ func TestCLI(t *testing.T) {
 	}{
 		{"no args", nil, exitUsage, nil, []string{"Usage:"}},
 		{"help lists every subcommand", []string{"--help"}, exitOK,
-			[]string{"run", "status", "reload", "update-lists", "check", "config check", "version"}, nil},
+			[]string{"run", "status", "reload", "update-lists", "check", "config check", "proxy import", "version"}, nil},
 		{"version", []string{"version"}, exitOK, []string{"tgtun "}, nil},
 		{"unknown command", []string{"frobnicate"}, exitUsage, nil, []string{`unknown command "frobnicate"`}},
 		{"config without check", []string{"config"}, exitUsage, nil, []string{"expected 'check'"}},
@@ -57,5 +59,74 @@ func TestCLI(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestProxyImport: every kind of share link becomes a section that passes the same
+// validation as `config check`; --write appends it and keeps the rest of the file.
+func TestProxyImport(t *testing.T) {
+	const (
+		key16 = "AAECAwQFBgcICQoLDA0ODw=="
+		uuid  = "b831381d-6324-4d53-ad4f-8cda48b30811"
+		pbk   = "SbVKOEMjK0sIlbwg4akyBg5mL5KZwwB-ed4eEE7YnRc"
+	)
+	for _, link := range []string{
+		"socks5://u:p@198.51.100.6:1080#Home",
+		"socks://198.51.100.6:1080",
+		"http://u:p@[2001:db8::6]:3128",
+		"ss://YWVzLTI1Ni1nY206cHc@198.51.100.6:8388#ss",
+		"ss://2022-blake3-aes-128-gcm:" + strings.ReplaceAll(key16, "=", "%3D") + "@198.51.100.6:8388",
+		"vless://" + uuid + "@203.0.113.9:443?security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=chrome&pbk=" + pbk + "&sid=6ba85179e30d4fc2&type=tcp#R",
+		"vless://" + uuid + "@vpn.example.org:443?security=tls&alpn=h2,http/1.1&allowInsecure=1",
+		"trojan://secret@198.51.100.7:443?sni=t.example.org&fp=firefox#T",
+	} {
+		var out, errb bytes.Buffer
+		if code := runCLI([]string{"proxy", "import", "-c", filepath.Join(t.TempDir(), "none"), link}, &out, &errb); code != exitOK {
+			t.Errorf("import %s: exit %d: %s", link, code, errb.String())
+			continue
+		}
+		conf := "config main 'main'\n\toption enabled '1'\n\n" + out.String()
+		if _, _, err := config.Parse("imported", strings.NewReader(conf)); err != nil {
+			t.Errorf("import %s: the section fails validation: %v\n%s", link, err, out.String())
+		}
+	}
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tgtun")
+	orig := "# my settings\nconfig main 'main'\n\toption enabled '1'\n\nconfig proxy 'home'\n\toption server '198.51.100.6'\n\toption port '1080'"
+	if err := os.WriteFile(path, []byte(orig), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := runCLI([]string{"proxy", "import", "--write", "-c", path, "socks5://198.51.100.8:1080#Home"}, &out, &errb); code != exitOK {
+		t.Fatalf("--write: exit %d: %s", code, errb.String())
+	}
+	got, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(got), orig+"\n") || !strings.Contains(string(got), "config proxy 'home_2'\n\toption type 'socks5'\n\toption server '198.51.100.8'") {
+		t.Errorf("file after --write:\n%s", got)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want 0640 kept", st.Mode().Perm())
+	}
+	if _, _, err := config.Load(path); err != nil {
+		t.Errorf("file after --write fails config check: %v", err)
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--name", "home", "socks5://198.51.100.9:1080"}, "already has a section 'home'"},
+		{[]string{"vless://" + uuid + "@203.0.113.9:443?type=grpc&security=tls"}, "vless link: type=grpc is not supported; tcp is"},
+		{[]string{"ss://2022-blake3-aes-128-gcm:c2hvcnQ@198.51.100.6:8388"}, "password is not a base64 key of 16 bytes"},
+	} {
+		before, _ := os.ReadFile(path)
+		errb.Reset()
+		args := append([]string{"proxy", "import", "--write", "-c", path}, tt.args...)
+		if code := runCLI(args, &out, &errb); code == exitOK || !strings.Contains(errb.String(), tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want failure with %q", tt.args, code, errb.String(), tt.want)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+			t.Errorf("%v: a refused import changed the file", tt.args)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -79,7 +80,8 @@ func isOurRule(s Spec, r netlink.Rule) bool {
 	}
 	switch r.Priority {
 	case s.RulePriority - 1:
-		return r.IifName == s.TunName && r.Table == mainTable
+		// iif <tun> or, while an interface proxy is routed to, iif <device>
+		return r.IifName != "" && r.Table == mainTable
 	case s.RulePriority:
 		return r.Table == s.Table && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask
 	}
@@ -240,7 +242,9 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route, block bool, err 
 			ones, _ := r.Dst.Mask.Size()
 			isDefault = ones == 0
 		}
-		if isDefault && tunIndex != 0 && r.LinkIndex == tunIndex {
+		// The default route leads to the TUN, or to an interface proxy's
+		// device while that one is active (SetRouteDevice).
+		if isDefault && tunIndex != 0 && r.LinkIndex != 0 {
 			route = true
 		}
 	}
@@ -263,4 +267,65 @@ func (n *Net) RouteDevice(dst netip.Addr) (string, error) {
 		return "", fmt.Errorf("route to %s: device %d: %w", dst, routes[0].LinkIndex, err)
 	}
 	return link.Attrs().Name, nil
+}
+
+// SetRouteDevice points table T's default routes at the device dev (an
+// interface proxy: marked traffic goes straight into it, at kernel speed)
+// or, with dev "", back at the TUN. Replies that come back out of dev carry
+// the restored mark too, so "iif dev lookup main" keeps them out of table T,
+// as the TUN's rule does; and src_valid_mark=1 on dev lets reverse-path
+// filtering see the mark, as on the TUN. The previous device's rule goes.
+func (n *Net) SetRouteDevice(dev string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errClosed
+	}
+	s := n.spec
+	name := dev
+	if name == "" {
+		name = s.TunName
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("route into %s: %w", name, err)
+	}
+	if dev != "" {
+		// Best effort: without it only strict rp_filter setups drop replies.
+		_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/src_valid_mark", []byte("1"), 0)
+	}
+	var errs []error
+	for _, fam := range families(s.IPv6) {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam}
+		if err := netlink.RouteReplace(route); err != nil {
+			errs = append(errs, fmt.Errorf("replace %s route default dev %s table %d: %w", familyName(fam), name, s.Table, err))
+			continue
+		}
+		rules, err := netlink.RuleList(fam)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list %s rules: %w", familyName(fam), err))
+			continue
+		}
+		have := false
+		for _, r := range rules {
+			if r.Priority != s.RulePriority-1 || r.Table != mainTable || r.IifName == s.TunName {
+				continue
+			}
+			if r.IifName == dev {
+				have = true
+				continue
+			}
+			if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete %s rule %s: %w", familyName(fam), r, err))
+			}
+		}
+		if dev != "" && !have {
+			r := netlink.NewRule()
+			r.Family, r.Priority, r.IifName, r.Table = fam, s.RulePriority-1, dev, mainTable
+			if err := netlink.RuleAdd(r); err != nil {
+				errs = append(errs, fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

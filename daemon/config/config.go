@@ -95,6 +95,7 @@ const (
 	TypeShadowsocks = "shadowsocks"
 	TypeVLESS       = "vless"
 	TypeTrojan      = "trojan"
+	TypeInterface   = "interface"
 )
 
 // Proxy is a `config proxy` section that has a server. Username and Password are
@@ -122,6 +123,8 @@ type Proxy struct {
 	ShortID     string   // reality: hex, 0-16 digits
 	ALPN        []string // TLS ALPN; empty keeps the fingerprint's
 	Insecure    bool     // tls: do not verify the server's certificate
+
+	Interface string // interface: a device or netifd interface name (then no server/port)
 }
 
 // Service is a `config service` section: an entry of the built-in catalogue.
@@ -153,7 +156,7 @@ const (
 )
 
 // Shadowsocks ciphers, with the key length the 2022 ones need.
-var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm"}
+var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305", "2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm", "2022-blake3-chacha20-poly1305"}
 
 // Bounds of options.
 const (
@@ -574,8 +577,27 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	r := c.section(s)
 	nerrs := len(c.errs)
 	p = Proxy{Name: s.Name, Type: TypeSOCKS5, UDP: true, Priority: 10, Line: s.Line}
-	r.oneOf("type", []string{TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan}, &p.Type)
-	if v, set := r.single("server"); set && v.Text != "" {
+	r.oneOf("type", []string{TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan, TypeInterface}, &p.Type)
+	isIface := p.Type == TypeInterface
+	if isIface {
+		// An interface proxy is "configured" by its interface; server and port mean nothing.
+		for _, o := range []string{"server", "port"} {
+			if v, set := r.single(o); set {
+				c.warn(v.Line, s.label(), o+" is not used by an interface proxy (marked traffic is routed into the interface)")
+			}
+		}
+		if v, set := r.single("interface"); set && v.Text != "" {
+			hasServer = true
+			if err := checkIfaceName(v.Text); err != nil {
+				r.bad("interface", v, err.Error())
+			} else {
+				p.Interface = v.Text
+			}
+		}
+	} else if v, set := r.single("interface"); set {
+		c.warn(v.Line, s.label(), "interface is only used by interface proxies (type 'interface')")
+	}
+	if v, set := r.single("server"); !isIface && set && v.Text != "" {
 		hasServer = true
 		if srv, err := parseServer(v.Text); err != nil {
 			r.bad("server", v, err.Error())
@@ -583,7 +605,9 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 			p.Server = srv
 		}
 	}
-	if v, set := r.single("port"); set {
+	if v, set := r.single("port"); isIface {
+		// not used
+	} else if set {
 		if n, err := parseInt(v.Text, 1, math.MaxUint16); err != nil {
 			r.bad("port", v, err.Error())
 		} else {
@@ -644,6 +668,8 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 			c.credential(r, "password", pass, maxCredential)
 			if keyLen := ss2022KeyLen(p.Cipher); keyLen > 0 && !validSS2022Key(pass.Text, keyLen) {
 				r.badSecret("password", pass, fmt.Sprintf("is not a base64 key of %d bytes, as %s needs", keyLen, p.Cipher))
+			} else if keyLen > 0 && strings.Contains(pass.Text, ":") && !strings.Contains(p.Cipher, "-aes-") {
+				r.badSecret("password", pass, "holds several keys (identity headers), which only the AES 2022 ciphers support")
 			}
 		}
 		if hasServer && (!cipherSet || cipher.Text == "") {
@@ -656,11 +682,28 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	if p.Type != TypeShadowsocks && cipher.Text != "" {
 		c.warn(cipher.Line, s.label(), "cipher is only used by shadowsocks proxies")
 	}
+	if !hasServer && isIface {
+		c.warn(s.Line, s.label(), "interface proxy has no interface; it is not used until option interface is set (e.g. 'wg0')")
+		return Proxy{}, false, false
+	}
 	if !hasServer {
 		c.warn(s.Line, s.label(), "proxy has no server; it is not used until option server is set")
 		return Proxy{}, false, false
 	}
 	return p, true, len(c.errs) == nerrs
+}
+
+// checkIfaceName accepts a Linux device name or a netifd interface name.
+func checkIfaceName(n string) error {
+	switch {
+	case len(n) > 15:
+		return errors.New("longer than 15 bytes (a device or netifd interface name, e.g. 'wg0')")
+	case n == "." || n == ".." || strings.ContainsAny(n, "/: \t'\""):
+		return errors.New("not a device or netifd interface name (e.g. 'wg0')")
+	case strings.ContainsFunc(n, func(r rune) bool { return r < ' ' || r > '~' }):
+		return errors.New("not a device or netifd interface name (printable ASCII, e.g. 'wg0')")
+	}
+	return nil
 }
 
 // credentials checks a username/password pair without ever showing them.
@@ -688,7 +731,7 @@ func ss2022KeyLen(cipher string) int {
 	switch cipher {
 	case "2022-blake3-aes-128-gcm":
 		return 16
-	case "2022-blake3-aes-256-gcm":
+	case "2022-blake3-aes-256-gcm", "2022-blake3-chacha20-poly1305":
 		return 32
 	}
 	return 0

@@ -47,7 +47,7 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 	}
 
 	d.mu.Lock()
-	n, cfg, pool := d.net, d.cfg, d.pool
+	n, cfg, pool, routeDev := d.net, d.cfg, d.pool, d.routeDev
 	d.mu.Unlock()
 
 	if n == nil {
@@ -82,7 +82,11 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 				if err != nil {
 					r.add("route", false, err.Error(), "the kernel has no route for marked traffic: reload tgtun")
 				} else {
-					r.add("route", dev == cfg.Main.TunName, fmt.Sprintf("a marked packet to %s leaves by %s", sample, dev),
+					want := cfg.Main.TunName
+					if routeDev != "" {
+						want = routeDev // an interface proxy is active
+					}
+					r.add("route", dev == want, fmt.Sprintf("a marked packet to %s leaves by %s", sample, dev),
 						"marked traffic does not reach the TUN: another policy rule (mwan3, pbr) may come first; check ip rule")
 				}
 			}

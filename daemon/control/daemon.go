@@ -70,6 +70,10 @@ type Daemon struct {
 	pool          *proxy.Pool
 	poolStop      context.CancelFunc
 	marking       bool
+	// routeDev is the interface proxy's device table T routes into ("" = the TUN), and
+	// routeIdx its index (a recreated device gets a new one).
+	routeDev string
+	routeIdx int
 	lastReloadErr string
 	lastReload    time.Time
 	// bypass is the proxy servers' addresses as last resolved (outside mu).
@@ -277,6 +281,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []neti
 	d.dom.net.Store(n)
 	d.marking = true
 	d.applyDomains(ctx, cfg)
+	d.routeDev, d.routeIdx = "", 0
 	return nil
 }
 
@@ -354,6 +359,13 @@ func (d *Daemon) startPool(ctx context.Context, pool *proxy.Pool) {
 			d.syncMarking()
 		}
 	}
+	pool.OnProbed = func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.pool == pool {
+			d.syncRoute()
+		}
+	}
 	go pool.Run(pctx)
 }
 
@@ -374,6 +386,42 @@ func (d *Daemon) syncMarking() {
 		d.log.Info("a proxy is healthy again: messenger traffic goes through it")
 	} else {
 		d.log.Warn("no proxy is healthy: messenger traffic takes the normal path (fail_mode direct)")
+	}
+}
+
+// syncRoute points table T at the active member's device when that member is an interface
+// proxy (type 'interface': kernel routing, no netstack), else at the TUN; with no healthy
+// member the TUN gets the traffic, where fail_mode applies. Called with d.mu held.
+func (d *Daemon) syncRoute() {
+	if d.net == nil || d.pool == nil {
+		return
+	}
+	dev, idx := "", 0
+	for _, m := range d.pool.Status() {
+		if !m.Active || m.Type != proxy.TypeInterface {
+			continue
+		}
+		if ifc, ok := d.pool.Dialer(m.Name).(*proxy.Interface); ok {
+			link, err := ifc.Device()
+			if err != nil {
+				d.log.Warn("interface proxy: device not usable; routing into the TUN", "proxy", m.Name, "err", err)
+				break
+			}
+			dev, idx = link.Attrs().Name, link.Attrs().Index
+		}
+	}
+	if dev == d.routeDev && idx == d.routeIdx {
+		return
+	}
+	if err := d.net.SetRouteDevice(dev); err != nil {
+		d.log.Error("route marked traffic", "device", dev, "err", err)
+		return
+	}
+	d.routeDev, d.routeIdx = dev, idx
+	if dev != "" {
+		d.log.Info("marked traffic is routed into the interface proxy's device", "device", dev)
+	} else {
+		d.log.Info("marked traffic is routed into the TUN")
 	}
 }
 
@@ -407,6 +455,7 @@ func proxySpec(p config.Proxy) proxy.Spec {
 		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
 		UUID: p.UUID, Flow: p.Flow, Security: p.Security, SNI: p.SNI, Fingerprint: p.Fingerprint,
 		PublicKey: p.PublicKey, ShortID: p.ShortID, ALPN: p.ALPN, Insecure: p.Insecure,
+		Interface: p.Interface,
 	}
 }
 

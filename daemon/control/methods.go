@@ -209,6 +209,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
 	d.startForwarder(d.runCtx, cfg)
 	d.syncMarking()
+	d.syncRoute()
 	d.level.Set(cfg.Main.LogLevel)
 	applyMemoryLimit(cfg.Main.MemoryLimit)
 	d.log.Info("configuration reloaded", "proxies", len(cfg.Proxies))

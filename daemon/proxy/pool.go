@@ -32,8 +32,11 @@ func NewMember(spec Spec, opts Options) (Member, error) {
 		return Member{}, err
 	}
 	m := Member{Name: spec.Name, Type: spec.Type, Server: spec.Address(), Priority: spec.Priority, Dialer: d}
-	if spec.Type == TypeDirect {
+	switch spec.Type {
+	case TypeDirect:
 		m.Server = ""
+	case TypeInterface:
+		m.Server = spec.Interface
 	}
 	return m, nil
 }
@@ -58,6 +61,9 @@ type Pool struct {
 	// OnChange, when set before Run, is called from the prober whenever
 	// "some member is healthy" flips, e.g. to switch to fail_mode direct.
 	OnChange func(anyHealthy bool)
+	// OnProbed, when set before Run, is called after every round of probes
+	// (after OnChange), e.g. to route into the active member's interface.
+	OnProbed func()
 	// ProbeTimeout bounds one probe; 0 means 5s or the interval if shorter.
 	ProbeTimeout time.Duration
 	// ProbeSettle is how long a probe waits after connecting for the
@@ -266,6 +272,9 @@ func (p *Pool) notify() {
 			p.OnChange(healthy)
 		}
 	}
+	if p.OnProbed != nil {
+		p.OnProbed()
+	}
 }
 
 // AnyHealthy reports whether some member is healthy now.
@@ -293,6 +302,18 @@ func (p *Pool) Status() []MemberStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+// Dialer returns the dialer of the member called name, or nil.
+func (p *Pool) Dialer(name string) Dialer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.members {
+		if m.Name == name {
+			return m.Dialer
+		}
+	}
+	return nil
 }
 
 // healthyMembers lists the members to try, in order.

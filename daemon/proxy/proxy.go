@@ -1,6 +1,7 @@
 // Package proxy dials outbound connections through the configured proxy
 // servers (SOCKS5, HTTP CONNECT, Shadowsocks AEAD, or direct) and keeps a
-// health-checked pool of them.
+// health-checked pool of them. Shadowsocks covers SIP004 AEAD and the
+// 2022 (SIP022) ciphers.
 //
 // Every socket towards a proxy server carries the bypass firewall mark so
 // that the daemon's own traffic never loops back into its TUN device.
@@ -72,6 +73,8 @@ type Spec struct {
 	ShortID     string   // reality: hex, up to 16 digits
 	ALPN        []string // TLS ALPN protocols; empty keeps the fingerprint's
 	Insecure    bool     // tls only: skip certificate verification
+
+	Interface string // interface: a device or netifd interface name
 }
 
 // Address is "server:port" (brackets around IPv6), never with credentials.
@@ -129,9 +132,11 @@ func New(spec Spec, opts Options) (Dialer, error) {
 	switch spec.Type {
 	case TypeDirect:
 		return &Direct{base: base}, nil
+	case TypeInterface:
+		return newInterface(base, spec, opts)
 	case TypeSOCKS5, TypeHTTP, TypeShadowsocks, TypeVLESS, TypeTrojan:
 	default:
-		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, vless, trojan, direct)", spec.Name, spec.Type)
+		return nil, fmt.Errorf("proxy %q: unknown type %q (socks5, http, shadowsocks, vless, trojan, interface, direct)", spec.Name, spec.Type)
 	}
 	if spec.Server == "" || spec.Port == 0 {
 		return nil, fmt.Errorf("proxy %q: server and port are required", spec.Name)
@@ -149,6 +154,13 @@ func New(spec Spec, opts Options) (Dialer, error) {
 	case TypeTrojan:
 		return newTrojan(base)
 	default:
+		if isSS2022(spec.Cipher) {
+			m, err := newSS22Method(spec.Cipher, spec.Password)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", base.prefix, err)
+			}
+			return &Shadowsocks2022{base: base, m: m}, nil
+		}
 		c, err := newSSCipher(spec.Cipher, spec.Password)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", base.prefix, err)

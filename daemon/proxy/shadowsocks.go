@@ -57,10 +57,7 @@ func newSSCipher(method, password string) (*ssCipher, error) {
 	case "chacha20-ietf-poly1305":
 		c.keySize, c.newAEAD = chacha20poly1305.KeySize, chacha20poly1305.New
 	default:
-		if strings.HasPrefix(c.name, "2022-") {
-			return nil, fmt.Errorf("cipher %q (SIP022) is not supported yet; use aes-128-gcm, aes-256-gcm or chacha20-ietf-poly1305", method)
-		}
-		return nil, fmt.Errorf("unknown cipher %q (aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305)", method)
+		return nil, fmt.Errorf("unknown cipher %q (aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, or a 2022-blake3 one)", method)
 	}
 	if password == "" {
 		return nil, errors.New("password is required")
@@ -166,7 +163,10 @@ type ssReader struct {
 	nonce   []byte
 	buf     []byte
 	pending []byte // decrypted, not yet returned
+	max     int    // largest chunk payload; 0 means ssMaxPayload
 }
+
+func (s *ssReader) replied() bool { return s.aead != nil }
 
 func newSSReader(r io.Reader, c *ssCipher) *ssReader {
 	return &ssReader{r: r, cipher: c, nonce: make([]byte, ssNonceSize)}
@@ -214,8 +214,12 @@ func (s *ssReader) readChunk() error {
 	}
 	incNonce(s.nonce)
 	size := int(plainLen[0])<<8 | int(plainLen[1])
-	if size > ssMaxPayload {
-		return fmt.Errorf("chunk length %d exceeds %d", size, ssMaxPayload)
+	limit := s.max
+	if limit == 0 {
+		limit = ssMaxPayload
+	}
+	if size > limit {
+		return fmt.Errorf("chunk length %d exceeds %d", size, limit)
 	}
 	body := s.buf[:size+ssTagSize]
 	if _, err := io.ReadFull(s.r, body); err != nil {
@@ -268,13 +272,20 @@ func (s *Shadowsocks) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn
 	return &ssConn{Conn: c, r: newSSReader(c, s.cipher), w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
 }
 
+// ssReplyReader decrypts the server's side of a stream; replied reports
+// whether the server has sent anything yet.
+type ssReplyReader interface {
+	io.Reader
+	replied() bool
+}
+
 // ssConn is a TCP stream through a Shadowsocks server.
 type ssConn struct {
 	net.Conn
 	prefix     string
 	firstReply time.Duration // <0: wait for the server forever
 	rmu        sync.Mutex
-	r          *ssReader
+	r          ssReplyReader
 	wmu        sync.Mutex
 	w          *ssWriter
 	tmu        sync.Mutex  // not wmu: Close must not wait for a blocked Write
@@ -288,7 +299,7 @@ func (c *ssConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	n, err := c.r.Read(p)
-	if c.r.aead != nil {
+	if c.r.replied() {
 		c.replied.Store(true)
 	}
 	if err == nil || err == io.EOF {

@@ -1,0 +1,449 @@
+// Package links turns proxy share links (socks5://, http://, ss://, vless://,
+// trojan://) into tgtun's UCI `config proxy` options. It only parses: the
+// caller validates the result with daemon/config, the same check as
+// `tgtun config check`.
+package links
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Option is one UCI option (or list, when List is set) of a proxy section.
+type Option struct {
+	Name   string
+	Values []string
+	List   bool
+}
+
+// Proxy is what a link describes: its options in the order they are
+// written, and the name the link suggests (its #fragment, made a valid
+// section name; "" when there is none).
+type Proxy struct {
+	Name    string
+	Options []Option
+}
+
+// Get returns the first value of option name, or "".
+func (p *Proxy) Get(name string) string {
+	for _, o := range p.Options {
+		if o.Name == name && len(o.Values) > 0 {
+			return o.Values[0]
+		}
+	}
+	return ""
+}
+
+func (p *Proxy) set(name, value string) {
+	if value != "" {
+		p.Options = append(p.Options, Option{Name: name, Values: []string{value}})
+	}
+}
+
+// UCI renders the section, named name, as /etc/config/tgtun holds it.
+func (p *Proxy) UCI(name string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "config proxy %s\n", quote(name))
+	for _, o := range p.Options {
+		kw := "option"
+		if o.List {
+			kw = "list"
+		}
+		for _, v := range o.Values {
+			fmt.Fprintf(&b, "\t%s %s %s\n", kw, o.Name, quote(v))
+		}
+	}
+	return b.String()
+}
+
+// quote writes a UCI value in single quotes; a quote inside becomes '\”.
+func quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Schemes lists the link kinds Parse reads, for messages.
+const Schemes = "socks5://, socks://, http://, ss://, vless://, trojan://"
+
+// Parse reads one share link. Errors name the link kind and the part that
+// cannot be used, and never contain the link's secrets.
+func Parse(link string) (*Proxy, error) {
+	link = strings.TrimSpace(link)
+	scheme, _, ok := strings.Cut(link, "://")
+	if !ok {
+		return nil, fmt.Errorf("not a share link (want one of %s)", Schemes)
+	}
+	p, err := parse(strings.ToLower(scheme), link)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range p.Options {
+		for _, v := range o.Values {
+			if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+				return nil, fmt.Errorf("%s link: the %s contains a control character", p.Get("type"), o.Name)
+			}
+		}
+	}
+	return p, nil
+}
+
+func parse(scheme, link string) (*Proxy, error) {
+	switch scheme {
+	case "socks5", "socks", "socks5h":
+		return parseSOCKS(link)
+	case "http":
+		return parseHTTP(link)
+	case "https":
+		return nil, fmt.Errorf("https link: TLS to an HTTP proxy is not supported; http:// (plain HTTP CONNECT) is")
+	case "ss":
+		return parseSS(link)
+	case "vless":
+		return parseVLESS(link)
+	case "trojan":
+		return parseTrojan(link)
+	default:
+		return nil, fmt.Errorf("%s link: not supported (supported: %s)", sanitize(scheme), Schemes)
+	}
+}
+
+// parseURL parses link and checks host and port, naming kind in errors.
+// url.Parse's own errors quote the whole link, secrets included, so they
+// are replaced.
+func parseURL(kind, link string) (*url.URL, *Proxy, error) {
+	u, err := url.Parse(link)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s link: not a valid URL (%s)", kind, urlErrReason(err))
+	}
+	p := &Proxy{Name: SectionName(u.Fragment)}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return nil, nil, fmt.Errorf("%s link: the server is missing", kind)
+	}
+	if port == "" {
+		return nil, nil, fmt.Errorf("%s link: the port is missing", kind)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, nil, fmt.Errorf("%s link: port %q is not 1-65535", kind, sanitize(port))
+	}
+	return u, p, nil
+}
+
+func urlErrReason(err error) string {
+	if ue, ok := err.(*url.Error); ok {
+		err = ue.Err
+	}
+	// url's errors quote the offending part, which may be a password:
+	// keep only the kind of problem.
+	switch err.(type) {
+	case url.EscapeError:
+		return "bad %-escape"
+	case url.InvalidHostError:
+		return "bad character in the server"
+	}
+	if strings.Contains(err.Error(), "port") {
+		return "bad port"
+	}
+	return "malformed"
+}
+
+func addServer(p *Proxy, u *url.URL) {
+	p.set("server", u.Hostname())
+	p.set("port", u.Port())
+}
+
+func parseSOCKS(link string) (*Proxy, error) {
+	u, p, err := parseURL("socks5", link)
+	if err != nil {
+		return nil, err
+	}
+	p.set("type", "socks5")
+	addServer(p, u)
+	if u.User != nil {
+		user := u.User.Username()
+		pass, hasPass := u.User.Password()
+		if !hasPass { // v2rayN writes base64("user:pass")
+			if dec, ok := decodeB64(user); ok {
+				if du, dp, ok := strings.Cut(dec, ":"); ok {
+					user, pass = du, dp
+				}
+			}
+		}
+		p.set("username", user)
+		p.set("password", pass)
+	}
+	return p, nil
+}
+
+func parseHTTP(link string) (*Proxy, error) {
+	u, p, err := parseURL("http", link)
+	if err != nil {
+		return nil, err
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("http link: a path is not part of a proxy address")
+	}
+	p.set("type", "http")
+	addServer(p, u)
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		p.set("username", u.User.Username())
+		p.set("password", pass)
+	}
+	return p, nil
+}
+
+// ssCiphers lists the Shadowsocks ciphers tgtun speaks.
+var ssCiphers = []string{"aes-128-gcm", "aes-256-gcm", "chacha20-ietf-poly1305",
+	"2022-blake3-aes-128-gcm", "2022-blake3-aes-256-gcm", "2022-blake3-chacha20-poly1305"}
+
+// parseSS reads SIP002 (ss://userinfo@host:port/?plugin=…#name, userinfo
+// base64url of method:password, or percent-encoded for 2022 ciphers) and
+// the older ss://base64(method:password@host:port)#name.
+func parseSS(link string) (*Proxy, error) {
+	body := link[len("ss://"):]
+	frag := ""
+	if i := strings.IndexByte(body, '#'); i >= 0 {
+		body, frag = body[:i], body[i:]
+	}
+	if !strings.Contains(body, "@") { // the whole of it is base64
+		rest, query, _ := strings.Cut(body, "?")
+		dec, ok := decodeB64(strings.TrimSuffix(rest, "/"))
+		if !ok {
+			return nil, fmt.Errorf("ss link: neither SIP002 (userinfo@server:port) nor base64 of method:password@server:port")
+		}
+		i := strings.LastIndexByte(dec, '@')
+		if i < 0 {
+			return nil, fmt.Errorf("ss link: the decoded part has no '@' between method:password and server:port")
+		}
+		link = "ss://" + url.PathEscape(dec[:i]) + "@" + dec[i+1:]
+		if query != "" {
+			link += "/?" + query
+		}
+		link += frag
+	}
+	u, p, err := parseURL("ss", link)
+	if err != nil {
+		return nil, err
+	}
+	if pl := u.Query().Get("plugin"); pl != "" {
+		name, _, _ := strings.Cut(pl, ";")
+		return nil, fmt.Errorf("ss link: plugin=%s is not supported; only plugin-less links are", sanitize(name))
+	}
+	if u.User == nil {
+		return nil, fmt.Errorf("ss link: the method and password are missing")
+	}
+	var method, pass string
+	if pw, ok := u.User.Password(); ok {
+		method, pass = u.User.Username(), pw
+	} else {
+		dec, ok := decodeB64(u.User.Username())
+		if !ok {
+			return nil, fmt.Errorf("ss link: userinfo is neither method:password nor its base64")
+		}
+		method, pass, ok = strings.Cut(dec, ":")
+		if !ok {
+			return nil, fmt.Errorf("ss link: decoded userinfo has no ':' between method and password")
+		}
+	}
+	method = strings.ToLower(method)
+	if !slices.Contains(ssCiphers, method) {
+		return nil, fmt.Errorf("ss link: method %s is not supported; %s are", sanitize(method), strings.Join(ssCiphers, ", "))
+	}
+	if pass == "" {
+		return nil, fmt.Errorf("ss link: the password is empty")
+	}
+	p.set("type", "shadowsocks")
+	addServer(p, u)
+	p.set("cipher", method)
+	p.set("password", pass)
+	return p, nil
+}
+
+// checkTransport accepts plain TCP only, naming what else the link asks for.
+func checkTransport(kind string, q url.Values) error {
+	switch t := q.Get("type"); t {
+	case "", "tcp", "raw":
+	default:
+		return fmt.Errorf("%s link: type=%s is not supported; tcp is", kind, sanitize(t))
+	}
+	if h := q.Get("headerType"); h != "" && h != "none" {
+		return fmt.Errorf("%s link: headerType=%s is not supported; none is", kind, sanitize(h))
+	}
+	return nil
+}
+
+// tlsOptions copies sni, fingerprint, alpn and insecure.
+func tlsOptions(p *Proxy, q url.Values) {
+	sni := q.Get("sni")
+	if sni == "" {
+		sni = q.Get("peer")
+	}
+	p.set("sni", sni)
+	p.set("fingerprint", q.Get("fp"))
+	if a := q.Get("alpn"); a != "" {
+		var vals []string
+		for v := range strings.SplitSeq(a, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				vals = append(vals, v)
+			}
+		}
+		if len(vals) > 0 {
+			p.Options = append(p.Options, Option{Name: "alpn", Values: vals, List: true})
+		}
+	}
+	if v := q.Get("allowInsecure"); v == "1" || v == "true" {
+		p.set("insecure", "1")
+	}
+	if v := q.Get("insecure"); v == "1" || v == "true" {
+		p.set("insecure", "1")
+	}
+}
+
+var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+func parseVLESS(link string) (*Proxy, error) {
+	u, p, err := parseURL("vless", link)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	if u.User == nil || u.User.Username() == "" {
+		return nil, fmt.Errorf("vless link: the uuid (before '@') is missing")
+	}
+	id := u.User.Username()
+	if !uuidRe.MatchString(id) {
+		return nil, fmt.Errorf("vless link: the id before '@' is not a UUID")
+	}
+	if err := checkTransport("vless", q); err != nil {
+		return nil, err
+	}
+	if e := q.Get("encryption"); e != "" && e != "none" {
+		return nil, fmt.Errorf("vless link: encryption=%s is not supported; none is", sanitize(e))
+	}
+	sec := q.Get("security")
+	switch sec {
+	case "tls", "reality":
+	case "", "none":
+		return nil, fmt.Errorf("vless link: security=%s is not supported; tls or reality is", orNone(sec))
+	default:
+		return nil, fmt.Errorf("vless link: security=%s is not supported; tls or reality is", sanitize(sec))
+	}
+	flow := q.Get("flow")
+	switch flow {
+	case "", "xtls-rprx-vision":
+	case "xtls-rprx-vision-udp443":
+		flow = "xtls-rprx-vision"
+	default:
+		return nil, fmt.Errorf("vless link: flow=%s is not supported; xtls-rprx-vision or none is", sanitize(flow))
+	}
+	p.set("type", "vless")
+	addServer(p, u)
+	p.set("uuid", strings.ToLower(id))
+	p.set("security", sec)
+	p.set("flow", flow)
+	tlsOptions(p, q)
+	if sec == "reality" {
+		if q.Get("pbk") == "" {
+			return nil, fmt.Errorf("vless link: security=reality needs pbk (the server's public key)")
+		}
+		p.set("public_key", q.Get("pbk"))
+		p.set("short_id", q.Get("sid"))
+		if p.Get("insecure") != "" {
+			return nil, fmt.Errorf("vless link: allowInsecure applies to tls only, not reality")
+		}
+	}
+	return p, nil
+}
+
+func parseTrojan(link string) (*Proxy, error) {
+	u, p, err := parseURL("trojan", link)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	if u.User == nil || u.User.Username() == "" {
+		return nil, fmt.Errorf("trojan link: the password (before '@') is missing")
+	}
+	if err := checkTransport("trojan", q); err != nil {
+		return nil, err
+	}
+	if sec := q.Get("security"); sec != "" && sec != "tls" {
+		return nil, fmt.Errorf("trojan link: security=%s is not supported; tls is", sanitize(sec))
+	}
+	p.set("type", "trojan")
+	addServer(p, u)
+	// A trojan password may itself hold ':' and is written raw.
+	pass := u.User.Username()
+	if pw, ok := u.User.Password(); ok {
+		pass += ":" + pw
+	}
+	p.set("password", pass)
+	tlsOptions(p, q)
+	return p, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// decodeB64 accepts standard and URL alphabets, padded or not.
+func decodeB64(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", false
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.StdEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			return string(b), true
+		}
+	}
+	return "", false
+}
+
+// SectionName turns a link's #name into a UCI section name ([A-Za-z0-9_],
+// at most 32 bytes, not starting with a digit); "" when nothing is left.
+func SectionName(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			b.WriteRune(r)
+		case r == '-' || r == ' ' || r == '.':
+			if b.Len() > 0 && !strings.HasSuffix(b.String(), "_") {
+				b.WriteByte('_')
+			}
+		}
+		if b.Len() >= 32 {
+			break
+		}
+	}
+	name := strings.Trim(b.String(), "_")
+	if name != "" && name[0] >= '0' && name[0] <= '9' {
+		name = "p_" + name
+	}
+	return name
+}
+
+// sanitize keeps a piece of a link printable and short for an error.
+func sanitize(s string) string {
+	const max = 40
+	b := make([]byte, 0, min(len(s), max))
+	for i := 0; i < len(s) && len(b) < max; i++ {
+		c := s[i]
+		if c < 0x20 || c > 0x7e {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	if len(s) > max {
+		return string(b) + "..."
+	}
+	return string(b)
+}
