@@ -66,14 +66,14 @@ type Daemon struct {
 	engineExited chan struct{}
 	// engineFailed carries an engine's unexpected end (its TUN reader died) to Run,
 	// which then rebuilds the data path.
-	engineFailed  chan engineEnd
-	pool          *proxy.Pool
-	poolStop      context.CancelFunc
-	marking       bool
+	engineFailed chan engineEnd
+	pool         *proxy.Pool
+	poolStop     context.CancelFunc
+	marking      bool
 	// routeDev is the interface proxy's device table T routes into ("" = the TUN), and
 	// routeIdx its index (a recreated device gets a new one).
-	routeDev string
-	routeIdx int
+	routeDev      string
+	routeIdx      int
 	lastReloadErr string
 	lastReload    time.Time
 	// bypass is the proxy servers' addresses as last resolved (outside mu).
