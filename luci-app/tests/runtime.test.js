@@ -316,6 +316,23 @@ test('share links: each kind parses into the proxy options; a link it cannot use
 		assert.equal(got[i].error, undefined, link);
 	});
 	bad.forEach(([link, want], i) => assert.deepEqual(got[ok.length + i], { error: want }, link));
+	// Pasted text is outside input: mutations of the links above (a fixed pseudo-random
+	// sequence) either parse or get the parser's own error, never a JavaScript exception.
+	const odd = await page.eval(`L.require('view.tgtun.settings').then(v => {
+		let seed = 7; const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+		const seeds = ${JSON.stringify([...ok, ...bad].map((c) => c[0]))}, alphabet = ':/@?#&=%[]._-+~ aA0zZ9\u00e9\u2603';
+		const out = [];
+		for (let i = 0; i < 3000; i++) {
+			let s = seeds[rnd(seeds.length)].split('');
+			for (let k = 1 + rnd(4); k > 0; k--) {
+				const at = rnd(s.length + 1), op = rnd(3);
+				if (op == 0) s.splice(at, 1); else if (op == 1) s.splice(at, 0, alphabet[rnd(alphabet.length)]); else s = s.slice(0, at);
+			}
+			try { v.parseLink(s.join('')) } catch (e) { if (!e || typeof e.message != 'string' || e instanceof Error) out.push(s.join('') + ' -> ' + e) }
+		}
+		return out.slice(0, 5);
+	})`);
+	assert.deepEqual(odd, []);
 	noPageErrors();
 });
 
