@@ -477,7 +477,14 @@ test('screenshots: settings and status, English and Russian', async () => {
 		await openView('tgtun/settings', SETTINGS_READY);
 		if (lang === 'ru') assert.ok((await text()).includes('Применить'), 'LuCI\'s own strings are not in Russian');
 		await shot(`settings-${lang}.png`);
+		await click('.cbi-tabmenu li[data-tab=services] a');
+		await shot(`settings-services-${lang}.png`);
+		await click('tr[data-sid=reality] .cbi-button-edit');
+		await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+		if (lang === 'ru') assert.ok((await text('.modal')).includes('Вставить ссылку'), 'the editor is not in Russian');
+		await shot(`settings-proxy-vless-${lang}.png`);
 		await openView('tgtun/status', STATUS_READY);
+		if (lang === 'ru') assert.ok((await text('#view')).includes('Адреса из доменов'), 'the status is not in Russian');
 		await shot(`status-${lang}.png`);
 	}
 	rpcd.setLang('en');
