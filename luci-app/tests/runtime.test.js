@@ -418,7 +418,11 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 		return page.eval(`document.querySelector(${JSON.stringify(sel)}).classList.contains('cbi-input-invalid')`);
 	};
 	assert.equal(await typed('include_device', 'laptop'), true, 'laptop accepted as a device');
-	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address");
+	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address (e.g. '192.168.1.20', '192.168.1.0/28', '2001:db8::20', 'aa:bb:cc:dd:ee:ff')");
+	assert.equal(await listCheck('include_device', 'main', '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01'), "include_device '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01' is not a 6-byte MAC address (aa:bb:cc:dd:ee:ff)");
+	assert.equal(await listCheck('include_device', 'main', '::ffff:192.168.1.0/120'), "include_device '::ffff:192.168.1.0/120' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix");
+	for (const good of ['192.168.1.20', '192.168.1.7/24', '2001:db8::20', 'AA:BB:CC:DD:EE:FF', 'aa-bb-cc-dd-ee-ff'])
+		assert.equal(await listCheck('include_device', 'main', good), '', good);
 	assert.equal(await typed('include_device', 'aa:bb:cc:dd:ee:ff'), false);
 	assert.equal(await typed('include_device', ''), false);
 	await setOpt('include_device', 'main', ['02:00:00:00:aa:01', '192.168.1.0/28']);
@@ -426,7 +430,7 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 	await shot('settings-devices.png');
 	await click('.cbi-tabmenu li[data-tab=dns] a');
 	await setOpt('dns_upstream', 'main', 'dns.google');
-	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL");
+	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL (e.g. '1.1.1.1', '9.9.9.9:53', '[2606:4700:4700::1111]:53', 'https://1.1.1.1/dns-query')");
 	await setField('[data-name=dns_port] input', '0');
 	assert.equal(await optError('dns_port', 'main'), "dns_port '0' is out of range 1-65535");
 	await setOpt('dns_upstream', 'main', 'https://1.1.1.1/dns-query');
@@ -438,7 +442,11 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 	await setField('[data-name=max_flows_per_device] input', '512');
 	const custom = rpcd.committed.tgtun.find((x) => x['.type'] === 'custom')['.name'];
 	assert.equal(await typed('domain', '-bad-.org'), true, 'a bad domain accepted');
-	assert.equal(await listCheck('domain', custom, '-bad-.org'), "domain '-bad-.org' is not a domain name (e.g. 'example.org'; its subdomains match too)");
+	assert.equal(await listCheck('domain', custom, '-bad-.org'), `domain "-bad-.org" has a label starting or ending with '-'`);
+	assert.equal(await listCheck('domain', custom, 'org'), 'domain "org" is a top-level domain alone (it would send the whole TLD through the proxy)');
+	assert.equal(await listCheck('domain', custom, 'a.*.org'), `domain "a.*.org": only a leading '*.' is allowed (a domain covers its subdomains anyway)`);
+	assert.equal(await listCheck('domain', custom, '192.0.2.1'), 'domain "192.0.2.1" looks like an IP address, not a domain');
+	assert.equal(await listCheck('domain', custom, '*.Example.ORG.'), '');
 	await typed('domain', '');
 	await setOpt('domain', custom, ['example.org', 'cdn.example.net']);
 	const body = await saveApply();
