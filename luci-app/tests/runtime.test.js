@@ -438,7 +438,7 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 	await shot('settings-dns.png');
 	await click('.cbi-tabmenu li[data-tab=advanced] a');
 	await setField('[data-name=max_flows_per_device] input', '5000');
-	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096");
+	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096 (at most max_flows)");
 	await setField('[data-name=max_flows_per_device] input', '512');
 	const custom = rpcd.committed.tgtun.find((x) => x['.type'] === 'custom')['.name'];
 	assert.equal(await typed('domain', '-bad-.org'), true, 'a bad domain accepted');

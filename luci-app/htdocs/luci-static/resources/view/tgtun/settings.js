@@ -613,7 +613,9 @@ var checks = {
 	max_flows: function(v) { return attempt('max_flows', v, function(s) { parseRange(s, 64, 65536) }) },
 
 	max_flows_per_device: function(v, maxFlows) {
-		return attempt('max_flows_per_device', v, function(s) { parseRange(s, 1, maxFlows) });
+		return attempt('max_flows_per_device', v, function(s) {
+			parseRange(s, 1, maxFlows, _('out of range %d-%d (at most max_flows)').format(1, maxFlows));
+		});
 	},
 
 	dns_port: function(v) { return attempt('dns_port', v, function(s) { parseRange(s, 1, 65535) }) },
