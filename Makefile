@@ -73,7 +73,8 @@ test-bigendian:
 	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-arm-static -run 'TestReadPoller|TestConfigDefaults' ./daemon/engine
 
 # The LuCI app's checks: views parse, ACL matches the calls, translations complete, form
-# validation agrees with `tgtun config check`, screenshots in headless Chromium.
+# validation agrees with `tgtun config check`, and the views under LuCI's real runtime
+# (../shared/luci) in headless Chromium against an rpcd-like server, with screenshots.
 test-luci:
 	bash luci-app/tests/run.sh
 

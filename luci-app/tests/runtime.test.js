@@ -316,6 +316,23 @@ test('share links: each kind parses into the proxy options; a link it cannot use
 		assert.equal(got[i].error, undefined, link);
 	});
 	bad.forEach(([link, want], i) => assert.deepEqual(got[ok.length + i], { error: want }, link));
+	// Pasted text is outside input: mutations of the links above (a fixed pseudo-random
+	// sequence) either parse or get the parser's own error, never a JavaScript exception.
+	const odd = await page.eval(`L.require('view.tgtun.settings').then(v => {
+		let seed = 7; const rnd = (n) => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % n; };
+		const seeds = ${JSON.stringify([...ok, ...bad].map((c) => c[0]))}, alphabet = ':/@?#&=%[]._-+~ aA0zZ9\u00e9\u2603';
+		const out = [];
+		for (let i = 0; i < 3000; i++) {
+			let s = seeds[rnd(seeds.length)].split('');
+			for (let k = 1 + rnd(4); k > 0; k--) {
+				const at = rnd(s.length + 1), op = rnd(3);
+				if (op == 0) s.splice(at, 1); else if (op == 1) s.splice(at, 0, alphabet[rnd(alphabet.length)]); else s = s.slice(0, at);
+			}
+			try { v.parseLink(s.join('')) } catch (e) { if (!e || typeof e.message != 'string' || e instanceof Error) out.push(s.join('') + ' -> ' + e) }
+		}
+		return out.slice(0, 5);
+	})`);
+	assert.deepEqual(odd, []);
 	noPageErrors();
 });
 
@@ -401,7 +418,11 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 		return page.eval(`document.querySelector(${JSON.stringify(sel)}).classList.contains('cbi-input-invalid')`);
 	};
 	assert.equal(await typed('include_device', 'laptop'), true, 'laptop accepted as a device');
-	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address");
+	assert.equal(await listCheck('include_device', 'main', 'laptop'), "include_device 'laptop' is not an IP address, CIDR prefix or MAC address (e.g. '192.168.1.20', '192.168.1.0/28', '2001:db8::20', 'aa:bb:cc:dd:ee:ff')");
+	assert.equal(await listCheck('include_device', 'main', '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01'), "include_device '00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01' is not a 6-byte MAC address (aa:bb:cc:dd:ee:ff)");
+	assert.equal(await listCheck('include_device', 'main', '::ffff:192.168.1.0/120'), "include_device '::ffff:192.168.1.0/120' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix");
+	for (const good of ['192.168.1.20', '192.168.1.7/24', '2001:db8::20', 'AA:BB:CC:DD:EE:FF', 'aa-bb-cc-dd-ee-ff'])
+		assert.equal(await listCheck('include_device', 'main', good), '', good);
 	assert.equal(await typed('include_device', 'aa:bb:cc:dd:ee:ff'), false);
 	assert.equal(await typed('include_device', ''), false);
 	await setOpt('include_device', 'main', ['02:00:00:00:aa:01', '192.168.1.0/28']);
@@ -409,7 +430,7 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 	await shot('settings-devices.png');
 	await click('.cbi-tabmenu li[data-tab=dns] a');
 	await setOpt('dns_upstream', 'main', 'dns.google');
-	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL");
+	assert.equal(await optError('dns_upstream', 'main'), "dns_upstream 'dns.google' is not an IP address with an optional port, or an https:// URL (e.g. '1.1.1.1', '9.9.9.9:53', '[2606:4700:4700::1111]:53', 'https://1.1.1.1/dns-query')");
 	await setField('[data-name=dns_port] input', '0');
 	assert.equal(await optError('dns_port', 'main'), "dns_port '0' is out of range 1-65535");
 	await setOpt('dns_upstream', 'main', 'https://1.1.1.1/dns-query');
@@ -417,11 +438,15 @@ test('devices, DNS, per-device cap and custom domains: choices from DHCP leases,
 	await shot('settings-dns.png');
 	await click('.cbi-tabmenu li[data-tab=advanced] a');
 	await setField('[data-name=max_flows_per_device] input', '5000');
-	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096");
+	assert.equal(await optError('max_flows_per_device', 'main'), "max_flows_per_device '5000' is out of range 1-4096 (at most max_flows)");
 	await setField('[data-name=max_flows_per_device] input', '512');
 	const custom = rpcd.committed.tgtun.find((x) => x['.type'] === 'custom')['.name'];
 	assert.equal(await typed('domain', '-bad-.org'), true, 'a bad domain accepted');
-	assert.equal(await listCheck('domain', custom, '-bad-.org'), "domain '-bad-.org' is not a domain name (e.g. 'example.org'; its subdomains match too)");
+	assert.equal(await listCheck('domain', custom, '-bad-.org'), `domain "-bad-.org" has a label starting or ending with '-'`);
+	assert.equal(await listCheck('domain', custom, 'org'), 'domain "org" is a top-level domain alone (it would send the whole TLD through the proxy)');
+	assert.equal(await listCheck('domain', custom, 'a.*.org'), `domain "a.*.org": only a leading '*.' is allowed (a domain covers its subdomains anyway)`);
+	assert.equal(await listCheck('domain', custom, '192.0.2.1'), 'domain "192.0.2.1" looks like an IP address, not a domain');
+	assert.equal(await listCheck('domain', custom, '*.Example.ORG.'), '');
 	await typed('domain', '');
 	await setOpt('domain', custom, ['example.org', 'cdn.example.net']);
 	const body = await saveApply();
@@ -460,7 +485,14 @@ test('screenshots: settings and status, English and Russian', async () => {
 		await openView('tgtun/settings', SETTINGS_READY);
 		if (lang === 'ru') assert.ok((await text()).includes('Применить'), 'LuCI\'s own strings are not in Russian');
 		await shot(`settings-${lang}.png`);
+		await click('.cbi-tabmenu li[data-tab=services] a');
+		await shot(`settings-services-${lang}.png`);
+		await click('tr[data-sid=reality] .cbi-button-edit');
+		await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+		if (lang === 'ru') assert.ok((await text('.modal')).includes('Вставить ссылку'), 'the editor is not in Russian');
+		await shot(`settings-proxy-vless-${lang}.png`);
 		await openView('tgtun/status', STATUS_READY);
+		if (lang === 'ru') assert.ok((await text('#view')).includes('Адреса из доменов'), 'the status is not in Russian');
 		await shot(`status-${lang}.png`);
 	}
 	rpcd.setLang('en');

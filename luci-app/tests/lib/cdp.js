@@ -102,13 +102,16 @@ class Page {
 		return r.result.value;
 	}
 
-	// Polls until the expression is truthy; bounded.
+	// Polls until the expression is truthy; bounded. An evaluation that fails (the page is
+	// navigating, so the context is gone) counts as not yet.
 	async waitFor(expression, what, timeoutMs = 20000) {
 		const end = Date.now() + timeoutMs;
+		let last = null;
 		for (;;) {
-			const v = await this.eval(expression);
+			let v = null;
+			try { v = await this.eval(expression); last = null; } catch (e) { last = e; }
 			if (v) return v;
-			if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+			if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (${last.message})` : ''}`);
 			await new Promise((r) => setTimeout(r, 100));
 		}
 	}

@@ -13,8 +13,8 @@
 //   ACL checks with rpcd's access lists (the app's acl.d file plus LuCI base's grants),
 //   `session login/access`, `uci get/set/add/delete/rename/order/changes/revert/commit/
 //   apply/confirm` on a per-session delta with rpcd's semantics (`uci add` with the name of
-//   an existing section changes that section's type and keeps its options; an empty string
-//   in `set` deletes the option), `luci getFeatures`, `luci-rpc getDHCPLeases/
+//   an existing section changes that section's type and keeps its options; `set` with an
+//   empty string changes nothing; arrays become lists), `luci getFeatures`, `luci-rpc getDHCPLeases/
 //   getNetworkDevices/…`, `file list` (no preload directory), and the test's own objects
 //   (tgtun status/check/reload/update_lists). Errors as uhttpd returns them: -32002
 //   "Access denied" when the session may not call object/method, -32000 "Object not
@@ -304,7 +304,7 @@ class Rpcd {
 				cfg.push(sec = { '.type': a.type, '.name': name, '.anonymous': true });
 			}
 			this.record(s, cfgName, ['add', name, a.type]);
-			if (a.values) this.merge(s, cfgName, sec, a.values);
+			if (a.values) this.merge(s, cfgName, sec, a.values, true);
 			return { section: name };
 		}
 		case 'delete': {
@@ -344,12 +344,14 @@ class Rpcd {
 			return undefined;
 		}
 		case 'revert': {
+			if (this.pending) return new Status(UBUS.PERMISSION_DENIED);
 			if ((st = need('write'))) return st;
 			delete s.delta[cfgName];
 			delete s.changes[cfgName];
 			return undefined;
 		}
 		case 'commit': {
+			if (this.pending) return new Status(UBUS.PERMISSION_DENIED);
 			if ((st = need('write'))) return st;
 			this.commit(s, [cfgName]);
 			return undefined;
@@ -372,17 +374,28 @@ class Rpcd {
 		return new Status(UBUS.METHOD_NOT_FOUND);
 	}
 
-	// rpcd's merge of `values` into a section: string → option ('' deletes), array → list.
-	merge(s, cfgName, sec, values) {
+	// rpcd's merge of `values` into a section (rpc_uci_merge_set; for `add`, appending):
+	// an array replaces the option by a list (its empty strings skipped); a scalar is set
+	// when it differs (over a list, the list goes first); an empty string or null is no
+	// value at all and changes nothing; numbers and booleans become '1'/'0'-style strings.
+	merge(s, cfgName, sec, values, appending) {
+		const fmt = (v) => (typeof v === 'boolean' ? (v ? '1' : '0') : typeof v === 'number' ? String(v)
+			: (typeof v === 'string' && v !== '') ? v : null);
+		const name = sec['.name'];
 		for (const [k, v] of Object.entries(values)) {
 			if (Array.isArray(v)) {
-				sec[k] = v.map(String);
-				this.record(s, cfgName, ['set', sec['.name'], k, sec[k]]);
-			} else if (v === '' || v == null) {
-				if (k in sec) { delete sec[k]; this.record(s, cfgName, ['remove', sec['.name'], k]); }
+				if (k in sec && !appending) { delete sec[k]; this.record(s, cfgName, ['remove', name, k]); }
+				for (const item of v) {
+					const f = fmt(item);
+					if (f == null) continue;
+					sec[k] = (Array.isArray(sec[k]) ? sec[k] : sec[k] != null ? [sec[k]] : []).concat([f]);
+					this.record(s, cfgName, ['list-add', name, k, f]);
+				}
 			} else {
-				sec[k] = String(v);
-				this.record(s, cfgName, ['set', sec['.name'], k, sec[k]]);
+				const f = fmt(v);
+				if (f == null) continue;
+				if (Array.isArray(sec[k])) { delete sec[k]; this.record(s, cfgName, ['remove', name, k]); }
+				if (sec[k] !== f) { sec[k] = f; this.record(s, cfgName, ['set', name, k, f]); }
 			}
 		}
 	}

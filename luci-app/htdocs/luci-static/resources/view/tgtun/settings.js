@@ -561,43 +561,76 @@ var checks = {
 		}
 	},
 
-	/* A domain of a custom section: its subdomains match too; '*.' in front is allowed. */
+	/* A domain of a custom section, as the daemon reads it (its subdomains match too; a
+	 * leading '*.' or '.' and a trailing dot are allowed). The value is quoted as Go's %q. */
 	domain: function(v) {
-		var d = v.replace(/^\*\./, '').replace(/\.$/, '');
-		if (!validHostname(d) || d.indexOf('.') < 0 || /^[0-9.]+$/.test(d))
-			return bad('domain', v, _("not a domain name (e.g. 'example.org'; its subdomains match too)"));
-		return null;
+		var d = v.trim().toLowerCase().replace(/^\*\./, '').replace(/^\./, '').replace(/\.$/, ''),
+		    q = JSON.stringify(v), msg = null;
+		if (d == '' || d == '*')
+			msg = _('%s matches every domain');
+		else if (d.indexOf('*') >= 0)
+			msg = _("%s: only a leading '*.' is allowed (a domain covers its subdomains anyway)");
+		else if (byteLength(d) > 253)
+			msg = _('%s is longer than 253 characters');
+		else {
+			var labels = d.split('.');
+			if (labels.length < 2)
+				msg = _('%s is a top-level domain alone (it would send the whole TLD through the proxy)');
+			for (var i = 0; !msg && i < labels.length; i++) {
+				var l = labels[i];
+				if (l.length == 0 || byteLength(l) > 63)
+					msg = _('%s has an empty label or one longer than 63 characters');
+				else if (l.charAt(0) == '-' || l.charAt(l.length - 1) == '-')
+					msg = _("%s has a label starting or ending with '-'");
+				else if (!/^[a-z0-9_-]+$/.test(l))
+					msg = _("%s is not a host name (letters, digits, '-'; IDNs in punycode, xn--...)");
+			}
+			if (!msg && /^[0-9]*$/.test(labels[labels.length - 1]))
+				msg = _('%s looks like an IP address, not a domain');
+		}
+		return msg ? 'domain ' + msg.format(q) : null;
 	},
 
 	/* include_device / exclude_device: an IPv4 or IPv6 address, a CIDR prefix or a MAC. */
 	device: function(name, v) {
-		if (/^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/.test(v))
+		var hex = v.replace(/[:.-]/g, '');
+		if (/^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2})*$/.test(v) || /^[0-9A-Fa-f]{4}(\.[0-9A-Fa-f]{4})+$/.test(v)) {
+			if (hex.length == 12)
+				return null;
+			if (hex.length == 16 || hex.length == 40)
+				return bad(name, v, _('not a 6-byte MAC address (aa:bb:cc:dd:ee:ff)'));
+		}
+		var a = parseAddr(v);
+		if (a && a.zone == '')
 			return null;
-		var i = v.lastIndexOf('/'), a = parseAddr(i >= 0 ? v.substring(0, i) : v);
-		if (a && a.zone == '' && (i < 0 || (/^(0|[1-9][0-9]*)$/.test(v.substring(i + 1)) && +v.substring(i + 1) <= (a.v4 ? 32 : 128))))
-			return null;
-		return bad(name, v, _('not an IP address, CIDR prefix or MAC address'));
+		var i = v.lastIndexOf('/');
+		a = i >= 0 ? parseAddr(v.substring(0, i)) : null;
+		if (a && a.zone == '' && /^(0|[1-9][0-9]*)$/.test(v.substring(i + 1)) && +v.substring(i + 1) <= (a.v4 ? 32 : 128))
+			return is4In6(a) ? bad(name, v, _('an IPv4-mapped IPv6 prefix; write the IPv4 prefix')) : null;
+		return bad(name, v, _("not an IP address, CIDR prefix or MAC address (e.g. '192.168.1.20', '192.168.1.0/28', '2001:db8::20', 'aa:bb:cc:dd:ee:ff')"));
 	},
 
-	max_flows: function(v) { return attempt('max_flows', v, function(s) { parseRange(s, 16, 1048576) }) },
+	max_flows: function(v) { return attempt('max_flows', v, function(s) { parseRange(s, 64, 65536) }) },
 
 	max_flows_per_device: function(v, maxFlows) {
-		return attempt('max_flows_per_device', v, function(s) { parseRange(s, 1, maxFlows) });
+		return attempt('max_flows_per_device', v, function(s) {
+			parseRange(s, 1, maxFlows, _('out of range %d-%d (at most max_flows)').format(1, maxFlows));
+		});
 	},
 
 	dns_port: function(v) { return attempt('dns_port', v, function(s) { parseRange(s, 1, 65535) }) },
 
 	dns_upstream: function(v) {
-		if (/^https:\/\//i.test(v)) {
-			try { parseURL(v); return null; }
-			catch (e) { if (!(e instanceof Bad)) throw e; }
+		if (v.indexOf('https://') == 0) {
+			var m = /^https:\/\/([^\/?#]*)/.exec(v), host = m ? m[1].substring(m[1].lastIndexOf('@') + 1).replace(/:[0-9]*$/, '').replace(/^\[|\]$/g, '') : '';
+			if (host == '' || /[\x00-\x20\x7f]/.test(v))
+				return bad('dns_upstream', v, _("not an https:// URL with a host (e.g. 'https://1.1.1.1/dns-query')"));
+			return null;
 		}
-		else {
-			var a = parseAddr(v), ap = a ? null : parseAddrPort(v);
-			if ((a && !isUnspecified(a) && a.zone == '') || (ap && ap.port != 0 && !isUnspecified(ap.addr) && ap.addr.zone == ''))
-				return null;
-		}
-		return bad('dns_upstream', v, _('not an IP address with an optional port, or an https:// URL'));
+		var a = parseAddr(v), ap = a ? null : parseAddrPort(v);
+		if ((a && a.zone == '') || (ap && ap.port != 0 && !isUnspecified(ap.addr) && ap.addr.zone == ''))
+			return null;
+		return bad('dns_upstream', v, _("not an IP address with an optional port, or an https:// URL (e.g. '1.1.1.1', '9.9.9.9:53', '[2606:4700:4700::1111]:53', 'https://1.1.1.1/dns-query')"));
 	},
 
 	uuid: function(v) {
@@ -1024,7 +1057,7 @@ return view.extend({
 		o.validate = optional(checks.memory_limit);
 
 		o = s.taboption('advanced', form.Value, 'max_flows', _('Maximum connections'),
-			_('Connections tunnelled at once, all devices together: 16-1048576. Each idle TCP connection costs about 7 KiB.'));
+			_('Connections tunnelled at once, all devices together: 64-65536. Each idle TCP connection costs about 7 KiB.'));
 		o.placeholder = '4096';
 		o.validate = optional(checks.max_flows);
 
@@ -1035,7 +1068,7 @@ return view.extend({
 			if (v == '')
 				return null;
 			var max = parseInt(sibling(this, section_id, 'max_flows'), 10);
-			return checks.max_flows_per_device(v, (max >= 16 && max <= 1048576) ? max : 4096);
+			return checks.max_flows_per_device(v, (max >= 64 && max <= 65536) ? max : 4096);
 		});
 
 		o = s.taboption('dns', form.DummyValue, '_dns_note', ' ');
