@@ -444,13 +444,13 @@ func ParsePackagesIndex(b []byte) ([]map[string]string, error) {
 			}
 		case strings.HasPrefix(l, " "):
 			if last == "" {
-				return nil, errors.New("Packages: continuation line without a field")
+				return nil, errors.New("opkg index: continuation line without a field")
 			}
 			cur[last] += "\n" + l
 		default:
 			k, v, ok := strings.Cut(l, ": ")
 			if !ok {
-				return nil, fmt.Errorf("Packages: malformed line %q", l)
+				return nil, fmt.Errorf("opkg index: malformed line %q", l)
 			}
 			cur[k], last = v, k
 		}
