@@ -310,3 +310,17 @@ func FuzzUsignDecode(f *testing.F) {
 		_ = UsignVerify(usignKey{pub: make([]byte, 32)}, nil, b)
 	})
 }
+
+func FuzzParsePackagesIndex(f *testing.F) {
+	f.Add([]byte("Package: tgtun\nVersion: 1\nDescription: x\n y\n\nPackage: b\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		pkgs, err := ParsePackagesIndex(b)
+		if err == nil {
+			for _, p := range pkgs {
+				if len(p) == 0 {
+					t.Fatal("empty paragraph returned")
+				}
+			}
+		}
+	})
+}
