@@ -101,7 +101,8 @@ define build-packages
 			-files openwrt/files -scripts openwrt/scripts -out dist/$(1)/$$arch; \
 	done
 	$(MKIPK) -format $(1) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
-		-tree luci-app/htdocs:/www -files luci-app/root $(LUCI_LMO) -out dist/$(1)/all
+		-tree luci-app/htdocs:/www -files luci-app/root -scripts luci-app/scripts $(LUCI_LMO) \
+		-out dist/$(1)/all
 endef
 
 apk: pkg-bins

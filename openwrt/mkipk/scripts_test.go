@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,11 +17,21 @@ func shellScripts(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	generated := map[string]string{"postinst (generated)": defaultPostinst, "prerm (generated)": defaultPrerm}
+	b := &Build{Control: Control{Package: "tgtun"}}
+	s, err := readScripts(scriptsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Scripts = s
+	for i, body := range b.apkScripts() {
+		generated[fmt.Sprintf("apk-script-%d (generated)", i)] = string(body)
+	}
 	scripts := map[string]string{
-		"init.d/tgtun":          initScript,
-		"uci-defaults/99-tgtun": "../files/etc/uci-defaults/99-tgtun",
-		"scripts/postinst":      filepath.Join(scriptsDir, "postinst"),
-		"scripts/postrm":        filepath.Join(scriptsDir, "postrm"),
+		"luci-app/scripts/postinst": "../../luci-app/scripts/postinst",
+		"init.d/tgtun":              initScript,
+		"uci-defaults/99-tgtun":     "../files/etc/uci-defaults/99-tgtun",
+		"scripts/postinst":          filepath.Join(scriptsDir, "postinst"),
+		"scripts/postrm":            filepath.Join(scriptsDir, "postrm"),
 	}
 	for name, body := range generated {
 		p := filepath.Join(dir, strings.Fields(name)[0])
