@@ -115,7 +115,8 @@ define build-packages
 			-files openwrt/files -scripts openwrt/scripts -out dist/$(1)/$$arch; \
 	done
 	$(MKIPK) -format $(1) -name luci-app-tgtun -version $(IPK_VERSION) -arch all \
-		-tree luci-app/htdocs:/www -files luci-app/root $(LUCI_LMO) -out dist/$(1)/all
+		-tree luci-app/htdocs:/www -files luci-app/root -scripts luci-app/scripts $(LUCI_LMO) \
+		-out dist/$(1)/all
 endef
 
 apk: pkg-bins
@@ -128,6 +129,29 @@ ipk: pkg-bins
 	@# Also at dist/ as before, for `make ipk` users.
 	@cp dist/ipk/*/*.ipk dist/
 	@ls -l dist/*.ipk
+
+# Feed keys: private halves stay in feed-keys/ (git-ignored; keep a backup: a new key
+# means every router must trust it anew); the public halves go into dist/feed/keys/.
+FEED_KEYS ?= feed-keys
+feed-key: $(MKIPK)
+	$(MKIPK) -genkeys $(FEED_KEYS)
+	@echo "private keys in $(FEED_KEYS)/ - never commit or upload them"
+
+# dist/feed/<arch>/: both formats of tgtun for the arch and of luci-app-tgtun, with the
+# opkg index (Packages, .gz, .sig) and the apk index (packages.adb), signed.
+feed: packages
+	@test -f $(FEED_KEYS)/usign.sec || { echo "no feed keys: make feed-key first"; exit 1; }
+	@rm -rf dist/feed && mkdir -p dist/feed/keys
+	@set -e; for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
+		mkdir -p dist/feed/$$arch; \
+		cp dist/ipk/$$arch/* dist/ipk/all/* dist/apk/$$arch/* dist/apk/all/* dist/feed/$$arch/; \
+		$(MKIPK) -index dist/feed/$$arch -keys $(FEED_KEYS); \
+	done
+	@fp=$$(sed -n 2p $(FEED_KEYS)/usign.pub | base64 -d | od -An -tx1 -j2 -N8 | tr -d ' \n' | sed 's/^0*//'); \
+	cp $(FEED_KEYS)/usign.pub dist/feed/keys/tgtun-feed.usign.pub; \
+	cp $(FEED_KEYS)/usign.pub dist/feed/keys/$$fp; \
+	cp $(FEED_KEYS)/apk.pub.pem dist/feed/keys/tgtun-feed.pem
+	@ls dist/feed dist/feed/keys
 
 demo: deps build
 	$(GO) run ./e2e/demo -tgtun $(BIN)

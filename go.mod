@@ -1,6 +1,6 @@
 module github.com/tgtun/tgtun
 
-go 1.26.8
+go 1.26.3
 
 require (
 	github.com/google/nftables v0.3.0

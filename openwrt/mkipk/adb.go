@@ -349,7 +349,7 @@ func ReadADB(raw []byte) (*ADBFile, error) {
 			f.Data = append(f.Data, payload)
 		}
 	}
-	if f.ADB == nil || len(f.ADB) < 8 {
+	if len(f.ADB) < 8 {
 		return nil, errors.New("adb: no ADB block")
 	}
 	root, err := adbDecode(f.ADB, binary.LittleEndian.Uint32(f.ADB[4:]), 0)

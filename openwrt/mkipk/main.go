@@ -89,6 +89,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		trees       stringList
 		conffiles   stringList
 		lmos        stringList
+		genKeys     = fs.String("genkeys", "", "write new feed keys (usign and apk) into `dir` and exit")
+		index       = fs.String("index", "", "write the opkg and apk indexes of the packages in `dir` (signed with -keys) and exit")
+		keys        = fs.String("keys", "feed-keys", "`dir` of the feed's private keys, for -index")
 		format      = fs.String("format", "ipk", "package `format`: ipk (opkg, OpenWrt 24.10) or apk (apk-tools v3, OpenWrt 25.12)")
 	)
 	fs.Var(&files, "files", "`dir` whose contents are installed at / (repeatable)")
@@ -103,6 +106,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	switch {
+	case *genKeys != "":
+		return GenerateFeedKeys(*genKeys)
+	case *index != "":
+		return BuildFeedIndex(*index, *keys, "tgtun "+filepath.Base(*index))
 	case *printArchs:
 		return printTargets(stdout, targets[:releaseTargets])
 	case *printAll:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,11 +17,21 @@ func shellScripts(t *testing.T) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
 	generated := map[string]string{"postinst (generated)": defaultPostinst, "prerm (generated)": defaultPrerm}
+	b := &Build{Control: Control{Package: "tgtun"}}
+	s, err := readScripts(scriptsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Scripts = s
+	for i, body := range b.apkScripts() {
+		generated[fmt.Sprintf("apk-script-%d (generated)", i)] = string(body)
+	}
 	scripts := map[string]string{
-		"init.d/tgtun":          initScript,
-		"uci-defaults/99-tgtun": "../files/etc/uci-defaults/99-tgtun",
-		"scripts/postinst":      filepath.Join(scriptsDir, "postinst"),
-		"scripts/postrm":        filepath.Join(scriptsDir, "postrm"),
+		"luci-app/scripts/postinst": "../../luci-app/scripts/postinst",
+		"init.d/tgtun":              initScript,
+		"uci-defaults/99-tgtun":     "../files/etc/uci-defaults/99-tgtun",
+		"scripts/postinst":          filepath.Join(scriptsDir, "postinst"),
+		"scripts/postrm":            filepath.Join(scriptsDir, "postrm"),
 	}
 	for name, body := range generated {
 		p := filepath.Join(dir, strings.Fields(name)[0])
@@ -137,6 +148,32 @@ func TestInitStartService(t *testing.T) {
 				"procd_close_instance",
 			},
 			notWant: []string{"logger", "procd_set_param file"},
+		},
+		{
+			name:    "descriptors for the default max_flows",
+			cfg:     map[string]string{"main_enabled": "1"},
+			want:    []string{"procd_set_param limits nofile=8448 8448"},
+			notWant: []string{"logger"},
+		},
+		{
+			name: "descriptors for max_flows 100",
+			cfg:  map[string]string{"main_enabled": "1", "main_max_flows": "100"},
+			want: []string{"procd_set_param limits nofile=456 456"},
+		},
+		{
+			name: "descriptors for the largest max_flows",
+			cfg:  map[string]string{"main_enabled": "1", "main_max_flows": "65536"},
+			want: []string{"procd_set_param limits nofile=131328 131328"},
+		},
+		{
+			name: "descriptors for a max_flows that is no number",
+			cfg:  map[string]string{"main_enabled": "1", "main_max_flows": "lots"},
+			want: []string{"procd_set_param limits nofile=8448 8448"},
+		},
+		{
+			name: "descriptors for an absurd max_flows",
+			cfg:  map[string]string{"main_enabled": "1", "main_max_flows": "99999999999999999999"},
+			want: []string{"procd_set_param limits nofile=8448 8448"},
 		},
 		{
 			name:    "enabled as 'on' with 64M",
@@ -284,5 +321,45 @@ func TestFirewallFragment(t *testing.T) {
 	i, j := strings.Index(list, rule), strings.Index(list, "ct state established,related accept")
 	if i < 0 || j < 0 || i > j {
 		t.Errorf("forward chain does not start with %q before fw4's established rule:\n%s", rule, list)
+	}
+}
+
+// TestUCIDefaultsRecreatesPrivateConfig runs uci-defaults where the config is missing, with
+// a umask of 022 and a uci that writes a new file (as uci commit does, by rename): the
+// recreated /etc/config/tgtun, which will hold proxy passwords, must end up 0600.
+func TestUCIDefaultsRecreatesPrivateConfig(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tgtun")
+	script := strings.ReplaceAll(string(readFile(t, filesDir+"/etc/uci-defaults/99-tgtun")), "/etc/config/tgtun", cfg)
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	uci := "#!/bin/sh\ncat >/dev/null\nrm -f '" + cfg + "'\nprintf \"config main 'main'\\n\toption enabled '0'\\n\" >'" + cfg + "'\n"
+	if err := os.WriteFile(filepath.Join(bin, "uci"), []byte(uci), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, existing := range []string{"", "config main 'main'\n\toption enabled '1'\n"} {
+		os.Remove(cfg)
+		if existing != "" {
+			if err := os.WriteFile(cfg, []byte(existing), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := exec.Command("sh", "-c", "umask 022; "+script)
+		c.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("uci-defaults: %v\n%s", err, out)
+		}
+		st, err := os.Stat(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case existing == "" && st.Mode().Perm() != 0o600:
+			t.Errorf("recreated config has mode %o, want 600", st.Mode().Perm())
+		case existing != "" && (st.Mode().Perm() != 0o644 || string(readFile(t, cfg)) != existing):
+			t.Errorf("an existing config was changed (mode %o)", st.Mode().Perm())
+		}
 	}
 }
