@@ -341,8 +341,11 @@ func (f *tcpFlow) onProxyReadable() {
 // after a burst that filled the buffer exactly.
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
+	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
+	nb := f.nb
+	f.mu.Unlock()
 	bp := f.e.getBuf()
-	eof, err := f.pumpDownNonblock(*bp)
+	eof, err := f.pumpDownNonblock(nb, *bp)
 	f.e.putBuf(bp)
 	if f.downOver(eof, err) {
 		return
@@ -362,9 +365,9 @@ func (f *tcpFlow) runDown() {
 }
 
 // pumpDownNonblock copies until the conn has nothing more (EAGAIN).
-func (f *tcpFlow) pumpDownNonblock(buf []byte) (eof bool, err error) {
+func (f *tcpFlow) pumpDownNonblock(nb pollableConn, buf []byte) (eof bool, err error) {
 	for {
-		n, err := f.nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(buf)
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return false, nil

@@ -279,8 +279,12 @@ func (f *udpFlow) drainUp() error {
 		case nil:
 		case *tcpip.ErrWouldBlock:
 			return nil
-		default:
+		case *tcpip.ErrClosedForReceive:
 			return fmt.Errorf("read from client: %s", terr)
+		default:
+			// An ICMP error from the client (its port closed, say), reported once:
+			// a NAT keeps the mapping, and so does the flow.
+			continue
 		}
 		if res.Total > res.Count {
 			f.e.droppedUDP.Add(1) // larger than the relay buffer
@@ -341,8 +345,11 @@ func (f *udpFlow) onProxyReadable() {
 // runDown moves what the proxy sockets hold and re-arms the poller.
 func (f *udpFlow) runDown() {
 	defer f.releaseRef()
+	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
+	nb := f.nb
+	f.mu.Unlock()
 	bp := f.e.getBuf()
-	err := f.drainDown(*bp)
+	err := f.drainDown(nb, *bp)
 	f.e.putBuf(bp)
 	f.downBusy.Store(false)
 	if err != nil {
@@ -365,9 +372,9 @@ func (f *udpFlow) runDown() {
 
 // drainDown reads without waiting until the conn is drained (EAGAIN) or a
 // burst is done; the buffer goes back to the pool either way.
-func (f *udpFlow) drainDown(buf []byte) error {
+func (f *udpFlow) drainDown(nb pollableConn, buf []byte) error {
 	for range udpBurst {
-		n, err := f.nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(buf)
 		if errors.Is(err, syscall.EAGAIN) {
 			return nil
 		}
