@@ -37,8 +37,15 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if !e.startDial(src.Addr()) {
+		e.rejected.Add(1)
+		e.freeSlot(src.Addr())
+		r.Complete(true)
+		return
+	}
 	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	if !e.admit(f) {
+		e.endDial(src.Addr())
 		e.freeSlot(src.Addr())
 		r.Complete(true)
 		return
@@ -53,6 +60,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	conn, err := e.currentDialer().DialTCP(dialCtx, dst)
 	cancel()
+	e.endDial(src.Addr())
 	if err != nil {
 		e.rejected.Add(1)
 		e.log.Debug("tcp dial through proxy failed, reset", "src", src, "dst", dst, "err", err)

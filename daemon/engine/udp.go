@@ -49,10 +49,17 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 		e.droppedUDP.Add(1)
 		return true
 	}
+	if !e.startDial(src.Addr()) {
+		e.udpDialing.Add(-1)
+		e.freeSlot(src.Addr())
+		e.droppedUDP.Add(1)
+		return true
+	}
 	f := &udpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	ep, terr := r.CreateEndpoint(&f.wq)
 	if terr != nil {
 		e.udpDialing.Add(-1)
+		e.endDial(src.Addr())
 		e.freeSlot(src.Addr())
 		e.droppedUDP.Add(1)
 		e.log.Debug("udp endpoint for new flow", "src", src, "dst", dst, "err", terr)
@@ -61,6 +68,7 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 	f.ep = ep
 	if !e.admit(f) {
 		e.udpDialing.Add(-1)
+		e.endDial(src.Addr())
 		ep.Close()
 		e.freeSlot(src.Addr())
 		return true
@@ -182,6 +190,7 @@ func (f *udpFlow) dial(ctx context.Context) {
 	conn, err := e.currentDialer().DialUDP(dialCtx, f.dst)
 	cancel()
 	e.udpDialing.Add(-1)
+	e.endDial(f.src.Addr())
 	if err != nil {
 		e.rejected.Add(1)
 		// Later datagrams of the pair are dropped without a dial for a while;
