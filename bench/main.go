@@ -60,15 +60,16 @@ func main() {
 	out := flag.String("o", "bench/results.json", "where to write the figures as JSON")
 	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
+	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes bool) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -111,7 +112,11 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate} {
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate}
+	if !sizes {
+		steps = steps[1:]
+	}
+	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
 		}

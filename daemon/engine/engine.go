@@ -129,7 +129,7 @@ type Stats struct {
 	BytesDown  uint64 `json:"bytes_down"`  // proxy → client
 
 	PerDeviceLimit   int           `json:"per_device_limit"`   // Config.MaxFlowsPerDevice
-	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit
+	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit (flows, or dials in flight)
 	TopDevices       []DeviceFlows `json:"top_devices"`        // the devices holding most flows, up to 5
 }
 
@@ -160,6 +160,7 @@ type Engine struct {
 
 	devMu   sync.Mutex
 	devices map[netip.Addr]int // guarded by devMu: slots held per source address
+	dialing map[netip.Addr]int // guarded by devMu: proxy dials in flight per source address
 
 	poller *readPoller // set by Run
 
@@ -200,7 +201,7 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int),
-		done: make(chan struct{}), readerDied: make(chan struct{})}
+		dialing: make(map[netip.Addr]int), done: make(chan struct{}), readerDied: make(chan struct{})}
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
 	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
@@ -510,6 +511,34 @@ func (e *Engine) reserveSlot(src netip.Addr) bool {
 	e.devices[src] = n + 1
 	e.devMu.Unlock()
 	return true
+}
+
+// startDial counts a proxy dial of src in flight, unless src already has a
+// quarter of MaxHandshakes: dials to unreachable targets take seconds, and one
+// device's flood of them must not take every handshake slot of the netstack
+// (a SYN beyond those is dropped, whoever sent it).
+func (e *Engine) startDial(src netip.Addr) bool {
+	src = src.Unmap()
+	e.devMu.Lock()
+	defer e.devMu.Unlock()
+	if e.dialing[src] >= max(e.cfg.MaxHandshakes/4, 1) {
+		e.refusedPerDevice.Add(1)
+		return false
+	}
+	e.dialing[src]++
+	return true
+}
+
+// endDial ends a dial startDial counted.
+func (e *Engine) endDial(src netip.Addr) {
+	src = src.Unmap()
+	e.devMu.Lock()
+	if n := e.dialing[src] - 1; n > 0 {
+		e.dialing[src] = n
+	} else {
+		delete(e.dialing, src)
+	}
+	e.devMu.Unlock()
 }
 
 // freeSlot gives back a slot reserveSlot(src) took.

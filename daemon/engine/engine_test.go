@@ -429,6 +429,53 @@ func TestMaxFlowsPerDevice(t *testing.T) {
 	}
 }
 
+// One device's slow dials (a SYN flood at unreachable targets) may hold only a
+// quarter of the handshake slots: beyond them its SYNs are reset at once, and
+// another device's dial still goes out.
+func TestDialsPerDevice(t *testing.T) {
+	release := make(chan struct{})
+	echo := startTCPEcho(t)
+	var nd net.Dialer
+	d := &testDialer{tcp: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+		if dst.Port() < 1100 {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return nd.DialContext(ctx, "tcp", echo)
+	}}
+	env := startEngine(t, Config{MaxHandshakes: 8}, d)
+	defer close(release)
+	runCmd(t, "ip", "-n", env.ns, "addr", "add", secondClientV4+"/32", "dev", tunName)
+	for i := range 2 {
+		go func() {
+			if c, err := env.dial("tcp", fmt.Sprintf("203.0.113.42:%d", 1000+i)); err == nil {
+				c.Close()
+			}
+		}()
+	}
+	waitFor(t, 20*time.Second, "two slow dials in flight", func() bool {
+		tcp, _ := d.dialed()
+		return len(tcp) == 2
+	})
+	if c, err := env.dial("tcp", "203.0.113.42:1002"); err == nil {
+		c.Close()
+		t.Fatal("a third dial of one device beyond MaxHandshakes/4 = 2 was accepted")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("third dial of one device: %v, want ECONNREFUSED at once", err)
+	}
+	c, err := env.dialFrom(secondClientV4, "tcp", "203.0.113.42:1200")
+	if err != nil {
+		t.Fatalf("another device's dial while the first has its share in flight: %v", err)
+	}
+	c.Close()
+	if s := env.eng.Stats(); s.RefusedPerDevice != 1 {
+		t.Errorf("RefusedPerDevice = %d, want 1", s.RefusedPerDevice)
+	}
+}
+
 func TestUDPUnsupportedDropped(t *testing.T) {
 	d := echoDialer(t)
 	d.udp = func(context.Context, netip.AddrPort) (net.Conn, error) {

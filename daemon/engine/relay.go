@@ -4,9 +4,6 @@ import (
 	"errors"
 	"sync/atomic"
 	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 var errFlowClosed = errors.New("flow closed")
@@ -49,24 +46,5 @@ func (w *idleWatch) check() {
 func (w *idleWatch) stop() {
 	if t := w.timer.Load(); t != nil {
 		t.Stop()
-	}
-}
-
-// waitReadable blocks until ep has data (or EOF, or an error) to read, or
-// done is closed. ready must be a channel entry for waiter.ReadableEvents
-// registered on ep's queue before the call, so no wake-up is lost.
-func waitReadable(ep tcpip.Endpoint, ready, done <-chan struct{}) bool {
-	for ep.Readiness(waiter.ReadableEvents) == 0 {
-		select {
-		case <-ready:
-		case <-done:
-			return false
-		}
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
 	}
 }

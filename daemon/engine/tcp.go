@@ -37,8 +37,15 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
+	if !e.startDial(src.Addr()) {
+		e.rejected.Add(1)
+		e.freeSlot(src.Addr())
+		r.Complete(true)
+		return
+	}
 	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	if !e.admit(f) {
+		e.endDial(src.Addr())
 		e.freeSlot(src.Addr())
 		r.Complete(true)
 		return
@@ -53,6 +60,7 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	conn, err := e.currentDialer().DialTCP(dialCtx, dst)
 	cancel()
+	e.endDial(src.Addr())
 	if err != nil {
 		e.rejected.Add(1)
 		e.log.Debug("tcp dial through proxy failed, reset", "src", src, "dst", dst, "err", err)
@@ -341,8 +349,11 @@ func (f *tcpFlow) onProxyReadable() {
 // after a burst that filled the buffer exactly.
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
+	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
+	nb := f.nb
+	f.mu.Unlock()
 	bp := f.e.getBuf()
-	eof, err := f.pumpDownNonblock(*bp)
+	eof, err := f.pumpDownNonblock(nb, *bp)
 	f.e.putBuf(bp)
 	if f.downOver(eof, err) {
 		return
@@ -362,9 +373,9 @@ func (f *tcpFlow) runDown() {
 }
 
 // pumpDownNonblock copies until the conn has nothing more (EAGAIN).
-func (f *tcpFlow) pumpDownNonblock(buf []byte) (eof bool, err error) {
+func (f *tcpFlow) pumpDownNonblock(nb pollableConn, buf []byte) (eof bool, err error) {
 	for {
-		n, err := f.nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(buf)
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return false, nil

@@ -49,10 +49,17 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 		e.droppedUDP.Add(1)
 		return true
 	}
+	if !e.startDial(src.Addr()) {
+		e.udpDialing.Add(-1)
+		e.freeSlot(src.Addr())
+		e.droppedUDP.Add(1)
+		return true
+	}
 	f := &udpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
 	ep, terr := r.CreateEndpoint(&f.wq)
 	if terr != nil {
 		e.udpDialing.Add(-1)
+		e.endDial(src.Addr())
 		e.freeSlot(src.Addr())
 		e.droppedUDP.Add(1)
 		e.log.Debug("udp endpoint for new flow", "src", src, "dst", dst, "err", terr)
@@ -61,6 +68,7 @@ func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
 	f.ep = ep
 	if !e.admit(f) {
 		e.udpDialing.Add(-1)
+		e.endDial(src.Addr())
 		ep.Close()
 		e.freeSlot(src.Addr())
 		return true
@@ -182,6 +190,7 @@ func (f *udpFlow) dial(ctx context.Context) {
 	conn, err := e.currentDialer().DialUDP(dialCtx, f.dst)
 	cancel()
 	e.udpDialing.Add(-1)
+	e.endDial(f.src.Addr())
 	if err != nil {
 		e.rejected.Add(1)
 		// Later datagrams of the pair are dropped without a dial for a while;
@@ -279,8 +288,12 @@ func (f *udpFlow) drainUp() error {
 		case nil:
 		case *tcpip.ErrWouldBlock:
 			return nil
-		default:
+		case *tcpip.ErrClosedForReceive:
 			return fmt.Errorf("read from client: %s", terr)
+		default:
+			// An ICMP error from the client (its port closed, say), reported once:
+			// a NAT keeps the mapping, and so does the flow.
+			continue
 		}
 		if res.Total > res.Count {
 			f.e.droppedUDP.Add(1) // larger than the relay buffer
@@ -341,8 +354,11 @@ func (f *udpFlow) onProxyReadable() {
 // runDown moves what the proxy sockets hold and re-arms the poller.
 func (f *udpFlow) runDown() {
 	defer f.releaseRef()
+	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
+	nb := f.nb
+	f.mu.Unlock()
 	bp := f.e.getBuf()
-	err := f.drainDown(*bp)
+	err := f.drainDown(nb, *bp)
 	f.e.putBuf(bp)
 	f.downBusy.Store(false)
 	if err != nil {
@@ -365,9 +381,9 @@ func (f *udpFlow) runDown() {
 
 // drainDown reads without waiting until the conn is drained (EAGAIN) or a
 // burst is done; the buffer goes back to the pool either way.
-func (f *udpFlow) drainDown(buf []byte) error {
+func (f *udpFlow) drainDown(nb pollableConn, buf []byte) error {
 	for range udpBurst {
-		n, err := f.nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(buf)
 		if errors.Is(err, syscall.EAGAIN) {
 			return nil
 		}
