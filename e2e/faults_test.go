@@ -302,6 +302,41 @@ func TestFaults(t *testing.T) {
 		healthy(t, n)
 	})
 
+	t.Run("nft flush ruleset, then reload", func(t *testing.T) {
+		routerExec(t, n, "nft", "flush", "ruleset")
+		nftScript(t, n, n.Router, "nat", routerNATScript)
+		// What `config check` suggests after `fw4 flush`: the reload rebuilds what is
+		// missing (if the watchdog has not yet) instead of failing on the missing sets.
+		if _, err := d.call("reload"); err != nil {
+			t.Fatalf("reload after nft flush ruleset: %v", err)
+		}
+		resetLeak(t, n)
+		healthy(t, n)
+	})
+
+	t.Run("reload applies max_flows", func(t *testing.T) {
+		conf := conf
+		raw := strings.Replace(conf.render(), "config main 'main'\n", "config main 'main'\n\toption max_flows '100'\n", 1)
+		if err := os.WriteFile(d.conf, []byte(raw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		if st := d.status(); st.MaxFlows != 100 {
+			t.Errorf("status max_flows = %d after a reload to 100", st.MaxFlows)
+		}
+		if !strings.Contains(d.proc.Output(), "max_flows=100") {
+			t.Errorf("the engine did not take max_flows 100:\n%s", lastLines(d.proc.Output(), 20))
+		}
+		d.writeConf(conf)
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		resetLeak(t, n)
+		healthy(t, n)
+	})
+
 	t.Run("kill -9 with fail_mode block", func(t *testing.T) {
 		resetLeak(t, n)
 		d.proc.Kill()
