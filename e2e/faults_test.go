@@ -302,6 +302,41 @@ func TestFaults(t *testing.T) {
 		healthy(t, n)
 	})
 
+	t.Run("nft flush ruleset, then reload", func(t *testing.T) {
+		routerExec(t, n, "nft", "flush", "ruleset")
+		nftScript(t, n, n.Router, "nat", routerNATScript)
+		// What `config check` suggests after `fw4 flush`: the reload rebuilds what is
+		// missing (if the watchdog has not yet) instead of failing on the missing sets.
+		if _, err := d.call("reload"); err != nil {
+			t.Fatalf("reload after nft flush ruleset: %v", err)
+		}
+		resetLeak(t, n)
+		healthy(t, n)
+	})
+
+	t.Run("reload applies max_flows", func(t *testing.T) {
+		conf := conf
+		raw := strings.Replace(conf.render(), "config main 'main'\n", "config main 'main'\n\toption max_flows '100'\n", 1)
+		if err := os.WriteFile(d.conf, []byte(raw), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		if st := d.status(); st.MaxFlows != 100 {
+			t.Errorf("status max_flows = %d after a reload to 100", st.MaxFlows)
+		}
+		if !strings.Contains(d.proc.Output(), "max_flows=100") {
+			t.Errorf("the engine did not take max_flows 100:\n%s", lastLines(d.proc.Output(), 20))
+		}
+		d.writeConf(conf)
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		resetLeak(t, n)
+		healthy(t, n)
+	})
+
 	t.Run("kill -9 with fail_mode block", func(t *testing.T) {
 		resetLeak(t, n)
 		d.proc.Kill()
@@ -375,4 +410,86 @@ func TestReloadToLowMTUWithoutIPv6(t *testing.T) {
 		t.Errorf("status after the reload: last_reload_error %q, net_error %q", st.LastReloadError, st.NetError)
 	}
 	d.stop()
+}
+
+// TestDescriptorLimit runs the daemon with a descriptor limit far below what max_flows
+// (4096) needs and without the privilege to raise it, then opens more flows than the
+// limit holds. max_flows is clamped with a warning, and running out of flow slots never
+// costs the control socket, the health probe or the proxy's verdict: status answers,
+// the proxy stays healthy, and a new flow works once the idle ones are gone.
+func TestDescriptorLimit(t *testing.T) {
+	n := testnet.New(t)
+	if err := n.StartMessengerServers(); err != nil {
+		t.Fatal(err)
+	}
+	port, err := n.FreePort(n.Proxy, testnet.ProxyV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMicrosocksOn(t, n, port)
+	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock")}
+	d.writeConf(tgtunConf{healthInterval: "1s", proxies: []proxyConf{{name: "only", typ: "socks5", server: testnet.ProxyV4.String(), port: port}}})
+	const limit = 300
+	p, err := n.Start(n.Router, "prlimit", fmt.Sprintf("--nofile=%d:%d", limit, limit),
+		"setpriv", "--bounding-set", "-sys_resource",
+		"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", tgtunBin, "run", "-c", d.conf, "--socket", d.socket,
+		"--list-cache", filepath.Join(n.Dir, "lists"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.proc = p
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tgtun output:\n%s", lastLines(p.Output(), 60))
+		}
+		_ = p.Stop()
+	})
+	eventually(t, 60*time.Second, "tgtun answers", func() error {
+		if exited, err := p.Exited(); exited {
+			t.Fatalf("tgtun exited at start (%v):\n%s", err, p.Output())
+		}
+		_, err := d.call("status")
+		return err
+	})
+	st := d.status()
+	wantFlows := (limit - 256) / 2
+	if st.MaxFlows != wantFlows {
+		t.Errorf("status max_flows = %d, want %d (what %d descriptors carry)", st.MaxFlows, wantFlows, limit)
+	}
+	if !strings.Contains(strings.Join(st.Warnings, "\n"), "descriptor limit") {
+		t.Errorf("no warning about the descriptor limit in status: %q", st.Warnings)
+	}
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+
+	// More idle flows than the limit could ever hold.
+	var held int
+	for i := 0; i < limit; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, err := n.Dial(ctx, n.Client, "tcp", netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort).String())
+		cancel()
+		if err != nil {
+			continue // refused beyond max_flows: expected
+		}
+		t.Cleanup(func() { c.Close() })
+		held++
+	}
+	t.Logf("%d of %d flows accepted by the netstack", held, limit)
+	if _, err := d.call("status"); err != nil {
+		t.Fatalf("status with the flows held: %v", err)
+	}
+	flood := time.Now()
+	eventually(t, faultBound, "a health probe after the flood finds the proxy healthy", func() error {
+		m := memberStatus(t, d.status(), "only")
+		if !m.LastCheck.After(flood) || !m.Healthy {
+			return fmt.Errorf("proxy %+v", m)
+		}
+		return nil
+	})
+	if exited, err := p.Exited(); exited {
+		t.Fatalf("tgtun exited: %v", err)
+	}
+	st = d.status()
+	if st.Flows.ActiveTCP > int64(wantFlows) {
+		t.Errorf("%d TCP flows active, over max_flows %d", st.Flows.ActiveTCP, wantFlows)
+	}
 }

@@ -680,3 +680,46 @@ func TestLowMTUWithoutIPv6(t *testing.T) {
 		assertNothingLeft(t, s)
 	})
 }
+
+// TestWatchTable: a flushed ruleset is reported at once, without polling.
+func TestWatchTable(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		apply(t, s)
+		ctx, cancel := context.WithCancel(context.Background())
+		deleted := make(chan struct{}, 10)
+		watched := make(chan error, 1)
+		go func() { watched <- WatchTable(ctx, func() { deleted <- struct{}{} }) }()
+		// The monitor subscribes asynchronously: flush until a notification comes.
+		deadline := time.Now().Add(20 * time.Second)
+		for got := false; !got; {
+			n := apply(t, s)
+			run(t, "nft", "flush", "ruleset")
+			select {
+			case <-deleted:
+				got = true
+			case <-time.After(500 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatal("no notification of the deleted table within 20s")
+				}
+			}
+			must(t, n.Close())
+		}
+		cancel()
+		select {
+		case err := <-watched:
+			if err != nil {
+				t.Errorf("WatchTable after cancel: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("WatchTable did not return after cancel")
+		}
+	})
+}
+
+// FuzzIsOurTable: any notification payload is judged without a panic.
+func FuzzIsOurTable(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 0, 10, 0, 1, 0, 't', 'g', 't', 'u', 'n', 0, 0, 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) { _ = isOurTable(b) })
+}

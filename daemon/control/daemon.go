@@ -197,6 +197,23 @@ func Run(ctx context.Context, opts Options) error {
 		d.updateListsLoop(ctx)
 	}()
 
+	// nftables tells at once when its table goes (`fw4 flush`); the watchdog's periodic
+	// check covers the rest (rules, routes, the TUN) and a monitor that stopped.
+	tableGone := make(chan struct{}, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := netcfg.WatchTable(ctx, func() {
+			select {
+			case tableGone <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			log.Warn("nftables notifications stopped; the periodic check remains", "err", err)
+		}
+	}()
+
 	hup := make(chan os.Signal, 1)
 	notifyHUP(hup)
 	defer stopNotify(hup)
@@ -225,6 +242,8 @@ loop:
 			}
 			d.mu.Unlock()
 		case <-watchdog.C:
+			d.checkNet(ctx)
+		case <-tableGone:
 			d.checkNet(ctx)
 		}
 	}

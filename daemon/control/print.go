@@ -71,6 +71,9 @@ func printStatus(w io.Writer, st Status) {
 	if st.NetError != "" {
 		fmt.Fprintf(w, "net error: %s\n", st.NetError)
 	}
+	if st.Rebuilds > 0 {
+		fmt.Fprintf(w, "data path rebuilt %d times, last %s\n", st.Rebuilds, st.LastRebuild)
+	}
 	fmt.Fprintf(w, "fail mode: %s\n\n", st.FailMode)
 
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
