@@ -61,14 +61,15 @@ func main() {
 	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
+	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *domainsOnly); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, domainsOnly bool) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -111,7 +112,11 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate} {
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains}
+	if domainsOnly {
+		steps = []func(context.Context) error{b.domains}
+	}
+	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -247,6 +252,14 @@ config proxy 'dante'
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // let start-up garbage settle before the idle reading
+	return nil
+}
+
+// stopTgtun stops the daemon the earlier steps measured.
+func (b *bench) stopTgtun(ctx context.Context) error {
+	if err := b.tgtunProc.Stop(); err != nil {
+		return fmt.Errorf("stop tgtun: %w", err)
+	}
 	return nil
 }
 
