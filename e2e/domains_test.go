@@ -433,3 +433,32 @@ func mustExec(t *testing.T, n *testnet.Net, ns string, args ...string) string {
 	}
 	return out
 }
+
+// TestDomainsWithoutNftset: with a dnsmasq built without nftset (OpenWrt's default
+// "dnsmasq" package), tgtun writes only the forwarding lines, on which that dnsmasq still
+// starts (nftset lines would stop it and take the LAN's DNS down), and says why in status.
+func TestDomainsWithoutNftset(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	startDNSServer(t, n, n.Inet, testnet.InetV4, dnsAnswers{listedDomain: testnet.DirectV4})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, dnsAnswers{listedDomain: testnet.MsgrV4})
+	dm := startLANDnsmasq(t, n)
+	fake := filepath.Join(n.Dir, "dnsmasq-basic")
+	script := "#!/bin/sh\necho 'Dnsmasq version 2.90'\necho 'Compile time options: IPv6 GNU-getopt no-DBus UBus no-i18n no-IDN DHCP DHCPv6 no-Lua TFTP no-conntrack no-ipset no-nftset auth no-cryptohash no-DNSSEC'\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := danteConf(dante)
+	conf.noStaticTarget = true
+	conf.customExtra = []string{"list domain '" + listedDomain + "'"}
+	conf.mainExtra = []string{fmt.Sprintf("option dns_upstream '%s:53'", testnet.MsgrV4)}
+	d := startTgtun(t, n, conf, "--dnsmasq-dir", dm.confDir, "--dnsmasq-restart", dm.restart, "--dnsmasq-binary", fake)
+	written, err := os.ReadFile(filepath.Join(dm.confDir, "tgtun.conf"))
+	if err != nil || strings.Contains(string(written), "nftset=") || !strings.Contains(string(written), "server=/"+listedDomain+"/127.0.0.1#5354") {
+		t.Fatalf("tgtun's dnsmasq file without nftset support: %v\n%s", err, written)
+	}
+	if st := d.status(); !strings.Contains(st.DNS.Dnsmasq, "no nftset support") {
+		t.Errorf("status dns.dnsmasq = %q", st.DNS.Dnsmasq)
+	}
+	// The forwarding still gives the true answer.
+	resolvesTo(t, n, listedDomain, testnet.MsgrV4)
+}

@@ -108,13 +108,21 @@ func (s *domainSide) stopForwarderLocked() {
 // applyDomains hands the domains of the lists to dnsmasq. Called with d.mu held.
 func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 	s := &d.dom
-	set6 := ""
+	set4, set6 := netcfg.SetDst4DNS, ""
 	if cfg.Main.IPv6 {
 		set6 = netcfg.SetDst6DNS
 	}
+	s.mu.Lock()
+	nftset := s.nftset
+	s.mu.Unlock()
+	if nftset != "ok" {
+		// Only the forwarding: a dnsmasq without nftset support would not start with the
+		// nftset lines. The domains then resolve truthfully but select nothing.
+		set4, set6 = "", ""
+	}
 	content := dnsmasq.Render(dnsmasq.Directives{
 		Domains: d.lists.Domains(), ForwardPort: cfg.Main.DNSPort,
-		Table: netcfg.TableName, Set4: netcfg.SetDst4DNS, Set6: set6,
+		Table: netcfg.TableName, Set4: set4, Set6: set6,
 	})
 	if s.writer == nil {
 		s.mu.Lock()
@@ -131,6 +139,9 @@ func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 		return
 	}
 	s.dnsmasqErr = ""
+	if nftset != "ok" {
+		s.dnsmasqErr = nftset
+	}
 	if restarted {
 		d.log.Info("dnsmasq restarted with tgtun's domains", "domains", len(d.lists.Domains()))
 	}
