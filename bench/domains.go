@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,7 +51,115 @@ config proxy 'dante'
 	}
 	b.add(figure{Name: "memory idle VmRSS, all five services", Value: rssAll, Baseline: rssSmall, Unit: "MiB", Against: "one custom subnet"})
 	b.add(figure{Name: "10000 addresses into dst6_dns, one nft command each", Value: setAdd, Baseline: setBatch, Unit: "ms", Against: "one command for all"})
+	return b.firstConnection(ctx)
+}
+
+// firstConnection measures resolve + connect + first byte from the client to a listed
+// domain through dnsmasq, tgtun's forwarder and the proxy, against the same to an
+// unlisted domain on the direct path without tgtun. Every round asks a new subdomain, so
+// no cache answers. Medians of 30 rounds, in milliseconds.
+func (b *bench) firstConnection(ctx context.Context) error {
+	const listed, unlisted, rounds = "msgr.example", "direct.example", 30
+	n := b.n
+	if err := n.StartDNSServer(n.Inet, testnet.InetV4, testnet.DNSAnswers{listed: testnet.DirectV4, unlisted: testnet.DirectV4}); err != nil {
+		return err
+	}
+	if err := n.StartDNSServer(n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listed: testnet.MsgrV4}); err != nil {
+		return err
+	}
+	dm, err := n.StartLANDnsmasq(testnet.InetV4)
+	if err != nil {
+		return err
+	}
+	measure := func(domain string, want netip.Addr) (float64, error) {
+		var ms []float64
+		for i := range rounds {
+			name := fmt.Sprintf("r%d-%d.%s", i, time.Now().UnixNano(), domain)
+			start := time.Now()
+			if err := firstByte(ctx, n, name, want); err != nil {
+				return 0, err
+			}
+			ms = append(ms, float64(time.Since(start).Microseconds())/1000)
+		}
+		slices.Sort(ms)
+		return ms[len(ms)/2], nil
+	}
+	direct, err := measure(unlisted, testnet.DirectV4)
+	if err != nil {
+		return fmt.Errorf("first connection without tgtun: %w", err)
+	}
+	dir := filepath.Join(n.Dir, "domains-latency")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`config main 'main'
+	option enabled '1'
+	list lan_iface '%s'
+	option health_target '%s:%d'
+	option update_interval '0'
+	option log_level 'warn'
+	option dns_upstream '%s:53'
+
+config service 'telegram'
+	option enabled '0'
+
+config custom 'messenger'
+	list domain '%s'
+
+config proxy 'dante'
+	option server '%s'
+	option port '%d'
+`, testnet.LANIface, testnet.MsgrV4, testnet.EchoPort, testnet.MsgrV4, listed, b.dante.Addr(), b.dante.Port())
+	confPath, sock := filepath.Join(dir, "tgtun.conf"), filepath.Join(dir, "tgtun.sock")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	p, err := n.Start(n.Router, b.tgtun, "run", "-c", confPath, "--socket", sock, "--list-cache", filepath.Join(dir, "lists"),
+		"--dnsmasq-dir", dm.ConfDir, "--dnsmasq-restart", dm.Restart)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.Stop() }()
+	// Warm up: the daemon answers, the proxy is healthy, dnsmasq has tgtun's file.
+	deadline := time.Now().Add(60 * time.Second)
+	for firstByte(ctx, n, "warm."+listed, testnet.MsgrV4) != nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("listed domain never worked through tgtun:\n%s\n%s", p.Output(), dm.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	through, err := measure(listed, testnet.MsgrV4)
+	if err != nil {
+		return fmt.Errorf("first connection through tgtun: %w", err)
+	}
+	b.add(figure{Name: "first connection to a listed domain (resolve+connect+byte)", Value: through, Baseline: direct, Unit: "ms", Against: "unlisted domain, direct, no tgtun"})
 	return nil
+}
+
+// firstByte resolves name through the router's dnsmasq from the client, checks the answer,
+// connects to port 80 there and reads the first byte of the answer to a GET.
+func firstByte(ctx context.Context, n *testnet.Net, name string, want netip.Addr) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addrs, err := n.LookupA(ctx, n.Client, netip.AddrPortFrom(testnet.LANV4, 53), name)
+	if err != nil {
+		return err
+	}
+	if len(addrs) != 1 || addrs[0] != want {
+		return fmt.Errorf("%s resolved to %v, want %s", name, addrs, want)
+	}
+	c, err := n.Dial(ctx, n.Client, "tcp", netip.AddrPortFrom(addrs[0], testnet.HTTPPort).String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\nHost: " + name + "\r\n\r\n")); err != nil {
+		return err
+	}
+	var one [1]byte
+	_, err = c.Read(one[:])
+	return err
 }
 
 // domainsRun runs a daemon with conf (dnsmasq's file goes to a scratch directory), calls
