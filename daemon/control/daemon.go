@@ -104,7 +104,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.DnsmasqAddr = "127.0.0.1:53"
 	}
 	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true, runCtx: ctx}
-	if len(opts.DnsmasqDirs) > 0 || fileExists(dnsmasqInit) {
+	if len(opts.DnsmasqDirs) > 0 || (fileExists(openwrtRelease) && fileExists(dnsmasqInit)) {
 		d.dom.writer = dnsmasq.NewWriter(dnsmasq.Options{Dirs: opts.DnsmasqDirs, Restart: opts.DnsmasqRestart})
 	}
 	d.dom.direct = proxy.NewDirect(proxy.Options{BypassMark: cfg.Main.BypassMark})

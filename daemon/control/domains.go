@@ -126,7 +126,7 @@ func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 	})
 	if s.writer == nil {
 		s.mu.Lock()
-		s.dnsmasqErr = "no " + dnsmasqInit + " (not OpenWrt?) and no --dnsmasq-dir: domains are not handed to dnsmasq"
+		s.dnsmasqErr = "not OpenWrt (" + openwrtRelease + ", " + dnsmasqInit + ") and no --dnsmasq-dir: domains are not handed to dnsmasq"
 		s.mu.Unlock()
 		return
 	}
@@ -162,9 +162,13 @@ func (d *Daemon) stopDomains() {
 	s.mu.Unlock()
 }
 
-// dnsmasqInit is OpenWrt's dnsmasq service; without it (and without --dnsmasq-dir) tgtun
-// writes no dnsmasq file: on a machine that is not a router it would go nowhere useful.
-const dnsmasqInit = "/etc/init.d/dnsmasq"
+// dnsmasqInit is OpenWrt's dnsmasq service. Only on OpenWrt (openwrtRelease) with it, or
+// with --dnsmasq-dir, does tgtun write a dnsmasq file and restart dnsmasq: elsewhere (a
+// Debian test machine with its own dnsmasq) that would change a service it does not own.
+const (
+	dnsmasqInit    = "/etc/init.d/dnsmasq"
+	openwrtRelease = "/etc/openwrt_release"
+)
 
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
