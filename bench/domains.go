@@ -61,10 +61,10 @@ config proxy 'dante'
 func (b *bench) firstConnection(ctx context.Context) error {
 	const listed, unlisted, rounds = "msgr.example", "direct.example", 30
 	n := b.n
-	if err := n.StartDNSServer(n.Inet, testnet.InetV4, testnet.DNSAnswers{listed: testnet.DirectV4, unlisted: testnet.DirectV4}); err != nil {
+	if err := n.StartDNSServer(n.Inet, testnet.InetV4, testnet.DNSAnswers{listed: {testnet.DirectV4}, unlisted: {testnet.DirectV4}}); err != nil {
 		return err
 	}
-	if err := n.StartDNSServer(n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listed: testnet.MsgrV4}); err != nil {
+	if err := n.StartDNSServer(n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listed: {testnet.MsgrV4}}); err != nil {
 		return err
 	}
 	dm, err := n.StartLANDnsmasq(testnet.InetV4)

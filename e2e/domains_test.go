@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/dns/dnsmessage"
+
 	"github.com/tgtun/tgtun/daemon/control"
 	"github.com/tgtun/tgtun/e2e/testnet"
 )
@@ -85,8 +87,8 @@ func setHas(t *testing.T, n *testnet.Net, addr netip.Addr) bool {
 func TestDomainTargets(t *testing.T) {
 	n, dante := newNetWithDante(t)
 	// The ISP's resolver lies about the listed domain; the true one is behind the censor.
-	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: testnet.DirectV4, unlistedDomain: testnet.DirectV4})
-	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: testnet.MsgrV4, unlistedDomain: testnet.DirectV4})
+	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: {testnet.DirectV4, testnet.DirectV6}, unlistedDomain: {testnet.DirectV4, testnet.DirectV6}})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: {testnet.MsgrV4, testnet.MsgrV6}, unlistedDomain: {testnet.DirectV4, testnet.DirectV6}})
 	dm := startLANDnsmasq(t, n)
 
 	// Without tgtun the client gets the poisoned answer, and the messenger is censored.
@@ -125,6 +127,24 @@ func TestDomainTargets(t *testing.T) {
 			t.Fatalf("%s is not in set dst4_dns:\n%s", testnet.MsgrV4, routerExec(t, n, "nft", "list", "set", "inet", "tgtun", "dst4_dns"))
 		}
 		seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	})
+	t.Run("listed domain over IPv6", func(t *testing.T) {
+		eventually(t, 30*time.Second, "AAAA of "+listedDomain, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			got, err := n.Lookup(ctx, n.Client, netip.AddrPortFrom(testnet.LANV4, 53), "v6."+listedDomain, dnsmessage.TypeAAAA)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(got, []netip.Addr{testnet.MsgrV6}) {
+				return fmt.Errorf("AAAA %v, want %s", got, testnet.MsgrV6)
+			}
+			return nil
+		})
+		if out := routerExec(t, n, "nft", "list", "set", "inet", "tgtun", "dst6_dns"); !strings.Contains(out, testnet.MsgrV6.String()) {
+			t.Fatalf("%s is not in set dst6_dns:\n%s", testnet.MsgrV6, out)
+		}
+		seesAs(t, n, msgrURL(true), testnet.ProxyV6.String())
 	})
 	t.Run("subdomain matches", func(t *testing.T) {
 		resolvesTo(t, n, "cdn.eu."+listedDomain, testnet.MsgrV4)
@@ -254,8 +274,8 @@ func mustExec(t *testing.T, n *testnet.Net, ns string, args ...string) string {
 // starts (nftset lines would stop it and take the LAN's DNS down), and says why in status.
 func TestDomainsWithoutNftset(t *testing.T) {
 	n, dante := newNetWithDante(t)
-	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: testnet.DirectV4})
-	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: testnet.MsgrV4})
+	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: {testnet.DirectV4}})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: {testnet.MsgrV4}})
 	dm := startLANDnsmasq(t, n)
 	fake := filepath.Join(n.Dir, "dnsmasq-basic")
 	script := "#!/bin/sh\necho 'Dnsmasq version 2.90'\necho 'Compile time options: IPv6 GNU-getopt no-DBus UBus no-i18n no-IDN DHCP DHCPv6 no-Lua TFTP no-conntrack no-ipset no-nftset auth no-cryptohash no-DNSSEC'\n"

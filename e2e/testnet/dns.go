@@ -17,18 +17,18 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// DNSAnswers maps a domain (and its subdomains) to the A record a test DNS server gives;
-// other names get NXDOMAIN.
-type DNSAnswers map[string]netip.Addr
+// DNSAnswers maps a domain (and its subdomains) to the addresses a test DNS server gives:
+// the IPv4 ones as A records, the IPv6 ones as AAAA; other names get NXDOMAIN.
+type DNSAnswers map[string][]netip.Addr
 
-func (a DNSAnswers) lookup(name string) (netip.Addr, bool) {
+func (a DNSAnswers) lookup(name string) ([]netip.Addr, bool) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	for d, addr := range a {
+	for d, addrs := range a {
 		if name == d || strings.HasSuffix(name, "."+d) {
-			return addr, true
+			return addrs, true
 		}
 	}
-	return netip.Addr{}, false
+	return nil, false
 }
 
 func (a DNSAnswers) answer(query []byte) []byte {
@@ -39,13 +39,18 @@ func (a DNSAnswers) answer(query []byte) []byte {
 	q := m.Questions[0]
 	resp := dnsmessage.Message{Header: dnsmessage.Header{ID: m.Header.ID, Response: true, Authoritative: true,
 		RecursionDesired: m.Header.RecursionDesired, RecursionAvailable: true}, Questions: []dnsmessage.Question{q}}
-	addr, ok := a.lookup(q.Name.String())
-	switch {
-	case !ok:
+	addrs, ok := a.lookup(q.Name.String())
+	if !ok {
 		resp.Header.RCode = dnsmessage.RCodeNameError
-	case q.Type == dnsmessage.TypeA && addr.Is4():
-		resp.Answers = []dnsmessage.Resource{{Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-			Body: &dnsmessage.AResource{A: addr.As4()}}}
+	}
+	for _, addr := range addrs {
+		h := dnsmessage.ResourceHeader{Name: q.Name, Type: q.Type, Class: dnsmessage.ClassINET, TTL: 60}
+		switch {
+		case q.Type == dnsmessage.TypeA && addr.Is4():
+			resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AResource{A: addr.As4()}})
+		case q.Type == dnsmessage.TypeAAAA && addr.Is6():
+			resp.Answers = append(resp.Answers, dnsmessage.Resource{Header: h, Body: &dnsmessage.AAAAResource{AAAA: addr.As16()}})
+		}
 	}
 	b, err := resp.Pack()
 	if err != nil {
@@ -117,6 +122,11 @@ func serveDNSStream(c net.Conn, answers DNSAnswers) {
 
 // LookupA asks the DNS server at server (UDP) from namespace ns for name's A records.
 func (n *Net) LookupA(ctx context.Context, ns string, server netip.AddrPort, name string) ([]netip.Addr, error) {
+	return n.Lookup(ctx, ns, server, name, dnsmessage.TypeA)
+}
+
+// Lookup asks the DNS server at server (UDP) from namespace ns for name's A or AAAA records.
+func (n *Net) Lookup(ctx context.Context, ns string, server netip.AddrPort, name string, typ dnsmessage.Type) ([]netip.Addr, error) {
 	c, err := n.Dial(ctx, ns, "udp", server.String())
 	if err != nil {
 		return nil, err
@@ -128,7 +138,7 @@ func (n *Net) LookupA(ctx context.Context, ns string, server netip.AddrPort, nam
 	}
 	_ = c.SetDeadline(deadline)
 	q := dnsmessage.Message{Header: dnsmessage.Header{ID: uint16(time.Now().UnixNano()), RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(strings.TrimSuffix(name, ".") + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
+		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(strings.TrimSuffix(name, ".") + "."), Type: typ, Class: dnsmessage.ClassINET}}}
 	raw, err := q.Pack()
 	if err != nil {
 		return nil, err
@@ -153,8 +163,11 @@ func (n *Net) LookupA(ctx context.Context, ns string, server netip.AddrPort, nam
 	}
 	var out []netip.Addr
 	for _, r := range m.Answers {
-		if a, ok := r.Body.(*dnsmessage.AResource); ok {
-			out = append(out, netip.AddrFrom4(a.A))
+		switch b := r.Body.(type) {
+		case *dnsmessage.AResource:
+			out = append(out, netip.AddrFrom4(b.A))
+		case *dnsmessage.AAAAResource:
+			out = append(out, netip.AddrFrom16(b.AAAA))
 		}
 	}
 	return out, nil
