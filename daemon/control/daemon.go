@@ -386,6 +386,9 @@ func listSources(cfg *config.Config) []lists.Source {
 			url = s.URL
 		}
 		out = append(out, lists.Source{Name: s.Name, Kind: "service", URL: url, Embedded: entry.Prefixes, Domains: entry.Domains})
+		if s.DomainURL != "" {
+			out = append(out, lists.Source{Name: s.Name + "#domains", Kind: "service", URL: s.DomainURL, DomainList: true})
+		}
 	}
 	for _, c := range cfg.Customs {
 		if len(c.Subnets) > 0 || len(c.Domains) > 0 {

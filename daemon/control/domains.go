@@ -217,6 +217,7 @@ func (d *Daemon) servicesStatus(listStatus []lists.ListStatus) []ServiceStatus {
 		inSet, _ = d.net.DomainAddrs()
 	}
 	names := d.dom.resolved.lookup(inSet)
+	byName := d.lists.SourceDomains()
 	var out []ServiceStatus
 	for _, e := range lists.Catalogue() {
 		st := ServiceStatus{Name: e.Name}
@@ -226,16 +227,23 @@ func (d *Daemon) servicesStatus(listStatus []lists.ListStatus) []ServiceStatus {
 			}
 		}
 		for _, l := range listStatus {
-			if l.Name == e.Name && l.Kind == lists.KindService {
-				st.Ranges, st.Domains = l.Entries4+l.Entries6, l.Domains
+			if l.Kind != lists.KindService {
+				continue
+			}
+			switch l.Name {
+			case e.Name:
+				st.Ranges, st.Domains = l.Entries4+l.Entries6, st.Domains+l.Domains
+			case e.Name + "#domains": // option domain_url
+				st.Domains += l.Domains
 			}
 		}
+		domains := append(slices.Clone(byName[e.Name]), byName[e.Name+"#domains"]...)
 		if !st.Enabled {
 			st.Domains = len(e.Domains)
 			st.Ranges = len(e.Prefixes)
 		}
 		for _, name := range names {
-			if slices.ContainsFunc(e.Domains, func(dom string) bool { return dnsname.CoveredBy(name, dom) }) {
+			if slices.ContainsFunc(domains, func(dom string) bool { return dnsname.CoveredBy(name, dom) }) {
 				st.Resolved++
 			}
 		}

@@ -30,14 +30,18 @@ func TestResolvedLog(t *testing.T) {
 
 func TestListSourcesDomains(t *testing.T) {
 	cfg := &config.Config{
-		Services: []config.Service{{Name: "signal", Enabled: true}, {Name: "viber", Enabled: false}},
+		Services: []config.Service{{Name: "signal", Enabled: true}, {Name: "viber", Enabled: false}, {Name: "discord", Enabled: true, DomainURL: "https://example.org/discord.lst"}},
 		Customs:  []config.Custom{{Name: "mine", Domains: []string{"example.org"}, DomainURLs: []string{"https://example.org/d.lst"}}},
 	}
 	srcs := listSources(cfg)
 	sig, _ := lists.Lookup("signal")
-	if len(srcs) != 3 || srcs[0].Name != "signal" || !slices.Equal(srcs[0].Domains, sig.Domains) || len(srcs[0].Embedded) != 0 {
+	if len(srcs) != 5 || srcs[0].Name != "signal" || !slices.Equal(srcs[0].Domains, sig.Domains) || len(srcs[0].Embedded) != 0 {
 		t.Fatalf("sources %+v", srcs)
 	}
+	if srcs[2].Name != "discord#domains" || srcs[2].URL != "https://example.org/discord.lst" || !srcs[2].DomainList {
+		t.Errorf("service domain_url: %+v", srcs[2])
+	}
+	srcs = append(srcs[:1], srcs[3:]...)
 	if srcs[1].Name != "mine" || !slices.Equal(srcs[1].Domains, []string{"example.org"}) {
 		t.Errorf("custom domains: %+v", srcs[1])
 	}
