@@ -62,14 +62,15 @@ func main() {
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
+	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -112,8 +113,11 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate}
-	if !sizes {
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains}
+	switch {
+	case domainsOnly:
+		steps = []func(context.Context) error{b.domains}
+	case !sizes:
 		steps = steps[1:]
 	}
 	for _, step := range steps {
@@ -253,6 +257,14 @@ config proxy 'dante'
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(time.Second) // let start-up garbage settle before the idle reading
+	return nil
+}
+
+// stopTgtun stops the daemon the earlier steps measured.
+func (b *bench) stopTgtun(ctx context.Context) error {
+	if err := b.tgtunProc.Stop(); err != nil {
+		return fmt.Errorf("stop tgtun: %w", err)
+	}
 	return nil
 }
 

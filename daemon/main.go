@@ -137,6 +137,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	dnsmasqDir := fs.String("dnsmasq-dir", "", "comma-separated dnsmasq conf-`dirs` for tgtun's domains (default: OpenWrt's /tmp/dnsmasq*.d)")
 	dnsmasqRestart := fs.String("dnsmasq-restart", "", "`command` that makes dnsmasq re-read its conf-dir (default: /etc/init.d/dnsmasq restart)")
 	dnsmasqAddr := fs.String("dnsmasq-addr", "127.0.0.1:53", "`address` where check asks dnsmasq for a listed domain")
+	dnsmasqBin := fs.String("dnsmasq-binary", "dnsmasq", "dnsmasq `program` asked for its nftset support (dnsmasq --version)")
 	if rc := parseFlags(fs, args); rc >= 0 {
 		return rc
 	}
@@ -150,6 +151,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		DnsmasqDirs:    splitNonEmpty(*dnsmasqDir, ","),
 		DnsmasqRestart: strings.Fields(*dnsmasqRestart),
 		DnsmasqAddr:    *dnsmasqAddr,
+		DnsmasqBinary:  *dnsmasqBin,
 		Version:        version,
 		LogOutput:      stderr,
 	})

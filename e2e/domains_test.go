@@ -5,14 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,144 +27,11 @@ const (
 	unlistedDomain = "direct.example"
 )
 
-// dnsAnswers maps a domain (and its subdomains) to the A record a test server gives.
-type dnsAnswers map[string]netip.Addr
-
-func (a dnsAnswers) lookup(name string) (netip.Addr, bool) {
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
-	for d, addr := range a {
-		if name == d || strings.HasSuffix(name, "."+d) {
-			return addr, true
-		}
-	}
-	return netip.Addr{}, false
-}
-
-func (a dnsAnswers) answer(query []byte) []byte {
-	var m dnsmessage.Message
-	if err := m.Unpack(query); err != nil || len(m.Questions) != 1 {
-		return nil
-	}
-	q := m.Questions[0]
-	resp := dnsmessage.Message{Header: dnsmessage.Header{ID: m.Header.ID, Response: true, Authoritative: true, RecursionDesired: m.Header.RecursionDesired, RecursionAvailable: true},
-		Questions: []dnsmessage.Question{q}}
-	addr, ok := a.lookup(q.Name.String())
-	switch {
-	case !ok:
-		resp.Header.RCode = dnsmessage.RCodeNameError
-	case q.Type == dnsmessage.TypeA:
-		resp.Answers = []dnsmessage.Resource{{Header: dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: 60},
-			Body: &dnsmessage.AResource{A: addr.As4()}}}
-	}
-	b, err := resp.Pack()
-	if err != nil {
-		return nil
-	}
-	return b
-}
-
-// startDNSServer answers on UDP and TCP port 53 at addr in namespace ns.
-func startDNSServer(t *testing.T, n *testnet.Net, ns string, addr netip.Addr, answers dnsAnswers) {
-	t.Helper()
-	ap := netip.AddrPortFrom(addr, 53).String()
-	pc, err := n.ListenPacket(ns, "udp", ap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := n.Listen(ns, "tcp", ap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if b := answers.answer(buf[:k]); b != nil {
-				_, _ = pc.WriteTo(b, from)
-			}
-		}
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				var l [2]byte
-				for {
-					if _, err := readFull(c, l[:]); err != nil {
-						return
-					}
-					q := make([]byte, int(l[0])<<8|int(l[1]))
-					if _, err := readFull(c, q); err != nil {
-						return
-					}
-					b := answers.answer(q)
-					if b == nil {
-						return
-					}
-					if _, err := c.Write(append([]byte{byte(len(b) >> 8), byte(len(b))}, b...)); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-}
-
-func readFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := c.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
 // lookupA asks the router's dnsmasq from the client, as a LAN device does.
 func lookupA(n *testnet.Net, name string) ([]netip.Addr, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
-	c, err := n.Dial(ctx, n.Client, "udp", netip.AddrPortFrom(testnet.LANV4, 53).String())
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	q := dnsmessage.Message{Header: dnsmessage.Header{ID: uint16(time.Now().UnixNano()), RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName(name + "."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}}}
-	raw, _ := q.Pack()
-	if _, err := c.Write(raw); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 4096)
-	k, err := c.Read(buf)
-	if err != nil {
-		return nil, fmt.Errorf("ask dnsmasq for %s: %w", name, err)
-	}
-	var m dnsmessage.Message
-	if err := m.Unpack(buf[:k]); err != nil {
-		return nil, err
-	}
-	if m.Header.RCode != dnsmessage.RCodeSuccess {
-		return nil, fmt.Errorf("%s: %s", name, m.Header.RCode)
-	}
-	var out []netip.Addr
-	for _, r := range m.Answers {
-		if a, ok := r.Body.(*dnsmessage.AResource); ok {
-			out = append(out, netip.AddrFrom4(a.A))
-		}
-	}
-	return out, nil
+	return n.LookupA(ctx, n.Client, netip.AddrPortFrom(testnet.LANV4, 53), name)
 }
 
 // resolvesTo waits until the client gets exactly want for name.
@@ -185,74 +49,27 @@ func resolvesTo(t *testing.T, n *testnet.Net, name string, want netip.Addr) {
 	})
 }
 
-// lanDnsmasq is Debian's dnsmasq as the router's LAN resolver, restarted by a script the
-// way OpenWrt's init script restarts it.
-type lanDnsmasq struct {
-	dir, confDir, pidFile, restart string
-}
-
-func startLANDnsmasq(t *testing.T, n *testnet.Net) *lanDnsmasq {
+// startLANDnsmasq runs Debian's dnsmasq as the router's LAN resolver, forwarding to the
+// ISP's resolver in inet; its log is shown when the test fails.
+func startLANDnsmasq(t *testing.T, n *testnet.Net) *testnet.Dnsmasq {
 	t.Helper()
-	bin, err := exec.LookPath("dnsmasq")
+	dm, err := n.StartLANDnsmasq(testnet.InetV4)
 	if err != nil {
-		t.Fatal("dnsmasq is not installed (make deps installs dnsmasq-base)")
-	}
-	dm := &lanDnsmasq{dir: filepath.Join(n.Dir, "dnsmasq")}
-	dm.confDir = filepath.Join(dm.dir, "conf.d")
-	dm.pidFile = filepath.Join(dm.dir, "dnsmasq.pid")
-	dm.restart = filepath.Join(dm.dir, "restart")
-	if err := os.MkdirAll(dm.confDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`port=53
-listen-address=%s
-bind-interfaces
-no-resolv
-no-hosts
-server=%s
-conf-dir=%s
-pid-file=%s
-user=root
-group=root
-log-queries
-log-facility=%s
-`, testnet.LANV4, testnet.InetV4, dm.confDir, dm.pidFile, filepath.Join(dm.dir, "dnsmasq.log"))
-	if err := os.WriteFile(filepath.Join(dm.dir, "dnsmasq.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Stop the running dnsmasq (waiting for it to go), then start one that reads the
-	// conf-dir afresh: what /etc/init.d/dnsmasq restart does on OpenWrt.
-	script := fmt.Sprintf(`#!/bin/sh
-pid=$(cat %[1]s 2>/dev/null)
-if [ -n "$pid" ]; then
-	kill "$pid" 2>/dev/null
-	i=0
-	while kill -0 "$pid" 2>/dev/null; do
-		i=$((i+1)); [ $i -gt 200 ] && { echo "dnsmasq $pid does not stop" >&2; exit 1; }
-		sleep 0.05
-	done
-fi
-rm -f %[1]s
-exec %[2]s --conf-file=%[3]s
-`, dm.pidFile, bin, filepath.Join(dm.dir, "dnsmasq.conf"))
-	if err := os.WriteFile(dm.restart, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if b, err := os.ReadFile(dm.pidFile); err == nil {
-			var pid int
-			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
 		if t.Failed() {
-			if b, err := os.ReadFile(filepath.Join(dm.dir, "dnsmasq.log")); err == nil {
-				t.Logf("dnsmasq log:\n%s", lastLines(string(b), 40))
-			}
+			t.Logf("dnsmasq log:\n%s", lastLines(dm.Log(), 40))
 		}
 	})
-	routerExec(t, n, dm.restart)
 	return dm
+}
+
+func startDNSServer(t *testing.T, n *testnet.Net, ns string, addr netip.Addr, answers testnet.DNSAnswers) {
+	t.Helper()
+	if err := n.StartDNSServer(ns, addr, answers); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // setHas tells whether addr is in tgtun's domain set, read with nft in the router.
@@ -270,8 +87,8 @@ func setHas(t *testing.T, n *testnet.Net, addr netip.Addr) bool {
 func TestDomainTargets(t *testing.T) {
 	n, dante := newNetWithDante(t)
 	// The ISP's resolver lies about the listed domain; the true one is behind the censor.
-	startDNSServer(t, n, n.Inet, testnet.InetV4, dnsAnswers{listedDomain: testnet.DirectV4, unlistedDomain: testnet.DirectV4})
-	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, dnsAnswers{listedDomain: testnet.MsgrV4, unlistedDomain: testnet.DirectV4})
+	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: {testnet.DirectV4, testnet.DirectV6}, unlistedDomain: {testnet.DirectV4, testnet.DirectV6}})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: {testnet.MsgrV4, testnet.MsgrV6}, unlistedDomain: {testnet.DirectV4, testnet.DirectV6}})
 	dm := startLANDnsmasq(t, n)
 
 	// Without tgtun the client gets the poisoned answer, and the messenger is censored.
@@ -288,7 +105,7 @@ func TestDomainTargets(t *testing.T) {
 	conf.noStaticTarget = true
 	conf.customExtra = []string{"list domain '" + listedDomain + "'"}
 	conf.mainExtra = []string{fmt.Sprintf("option dns_upstream '%s:53'", testnet.MsgrV4)}
-	d := startTgtun(t, n, conf, "--dnsmasq-dir", dm.confDir, "--dnsmasq-restart", dm.restart,
+	d := startTgtun(t, n, conf, "--dnsmasq-dir", dm.ConfDir, "--dnsmasq-restart", dm.Restart,
 		"--dnsmasq-addr", netip.AddrPortFrom(testnet.LANV4, 53).String())
 	eventually(t, 30*time.Second, "a healthy proxy", func() error {
 		for _, p := range d.status().Proxies {
@@ -298,7 +115,7 @@ func TestDomainTargets(t *testing.T) {
 		}
 		return errors.New("no healthy proxy yet")
 	})
-	written, err := os.ReadFile(filepath.Join(dm.confDir, "tgtun.conf"))
+	written, err := os.ReadFile(filepath.Join(dm.ConfDir, "tgtun.conf"))
 	if err != nil || !strings.Contains(string(written), "nftset=/"+listedDomain+"/4#inet#tgtun#dst4_dns") ||
 		!strings.Contains(string(written), "server=/"+listedDomain+"/127.0.0.1#5354") {
 		t.Fatalf("tgtun's dnsmasq file: %v\n%s", err, written)
@@ -310,6 +127,24 @@ func TestDomainTargets(t *testing.T) {
 			t.Fatalf("%s is not in set dst4_dns:\n%s", testnet.MsgrV4, routerExec(t, n, "nft", "list", "set", "inet", "tgtun", "dst4_dns"))
 		}
 		seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	})
+	t.Run("listed domain over IPv6", func(t *testing.T) {
+		eventually(t, 30*time.Second, "AAAA of "+listedDomain, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+			defer cancel()
+			got, err := n.Lookup(ctx, n.Client, netip.AddrPortFrom(testnet.LANV4, 53), "v6."+listedDomain, dnsmessage.TypeAAAA)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(got, []netip.Addr{testnet.MsgrV6}) {
+				return fmt.Errorf("AAAA %v, want %s", got, testnet.MsgrV6)
+			}
+			return nil
+		})
+		if out := routerExec(t, n, "nft", "list", "set", "inet", "tgtun", "dst6_dns"); !strings.Contains(out, testnet.MsgrV6.String()) {
+			t.Fatalf("%s is not in set dst6_dns:\n%s", testnet.MsgrV6, out)
+		}
+		seesAs(t, n, msgrURL(true), testnet.ProxyV6.String())
 	})
 	t.Run("subdomain matches", func(t *testing.T) {
 		resolvesTo(t, n, "cdn.eu."+listedDomain, testnet.MsgrV4)
@@ -414,7 +249,7 @@ func TestDomainTargets(t *testing.T) {
 
 	t.Run("stopping tgtun leaves dnsmasq without its directives", func(t *testing.T) {
 		d.stop()
-		if _, err := os.Stat(filepath.Join(dm.confDir, "tgtun.conf")); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(dm.ConfDir, "tgtun.conf")); !os.IsNotExist(err) {
 			t.Fatalf("tgtun.conf still in dnsmasq's conf-dir (%v)", err)
 		}
 		// dnsmasq works, and answers as it did before tgtun: from the ISP's resolver.
@@ -432,4 +267,33 @@ func mustExec(t *testing.T, n *testnet.Net, ns string, args ...string) string {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// TestDomainsWithoutNftset: with a dnsmasq built without nftset (OpenWrt's default
+// "dnsmasq" package), tgtun writes only the forwarding lines, on which that dnsmasq still
+// starts (nftset lines would stop it and take the LAN's DNS down), and says why in status.
+func TestDomainsWithoutNftset(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: {testnet.DirectV4}})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: {testnet.MsgrV4}})
+	dm := startLANDnsmasq(t, n)
+	fake := filepath.Join(n.Dir, "dnsmasq-basic")
+	script := "#!/bin/sh\necho 'Dnsmasq version 2.90'\necho 'Compile time options: IPv6 GNU-getopt no-DBus UBus no-i18n no-IDN DHCP DHCPv6 no-Lua TFTP no-conntrack no-ipset no-nftset auth no-cryptohash no-DNSSEC'\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := danteConf(dante)
+	conf.noStaticTarget = true
+	conf.customExtra = []string{"list domain '" + listedDomain + "'"}
+	conf.mainExtra = []string{fmt.Sprintf("option dns_upstream '%s:53'", testnet.MsgrV4)}
+	d := startTgtun(t, n, conf, "--dnsmasq-dir", dm.ConfDir, "--dnsmasq-restart", dm.Restart, "--dnsmasq-binary", fake)
+	written, err := os.ReadFile(filepath.Join(dm.ConfDir, "tgtun.conf"))
+	if err != nil || strings.Contains(string(written), "nftset=") || !strings.Contains(string(written), "server=/"+listedDomain+"/127.0.0.1#5354") {
+		t.Fatalf("tgtun's dnsmasq file without nftset support: %v\n%s", err, written)
+	}
+	if st := d.status(); !strings.Contains(st.DNS.Dnsmasq, "no nftset support") {
+		t.Errorf("status dns.dnsmasq = %q", st.DNS.Dnsmasq)
+	}
+	// The forwarding still gives the true answer.
+	resolvesTo(t, n, listedDomain, testnet.MsgrV4)
 }

@@ -132,6 +132,8 @@ type Service struct {
 	Name    string // the section name: telegram, whatsapp, ...
 	Enabled bool
 	URL     string // overrides the catalogue's update source; "" = the catalogue's
+	// DomainURL is a list of domains downloaded and used with the catalogue's.
+	DomainURL string
 }
 
 // Custom is a `config custom` section: the user's own subnets and list URLs.
@@ -761,6 +763,13 @@ func (c *checker) service(s *uciSection) (Service, bool) {
 			c.fail(s, v.Line, "url", "url is "+err.Error())
 		} else {
 			sv.URL = u
+		}
+	}
+	if v, ok := r.single("domain_url"); ok && v.Text != "" {
+		if u, err := parseURL(v.Text); err != nil {
+			c.fail(s, v.Line, "domain_url", "domain_url is "+err.Error())
+		} else {
+			sv.DomainURL = u
 		}
 	}
 	r.finish()

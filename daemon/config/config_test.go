@@ -409,6 +409,11 @@ func TestServicesAndCustoms(t *testing.T) {
 			check: func(c *Config) bool {
 				return reflect.DeepEqual(c.Services, []Service{{Name: "whatsapp", URL: "https://example.org/wa.txt"}})
 			}},
+		{name: "service domain_url", in: "config service 'discord'\n\toption domain_url 'https://example.org/discord.lst'\n",
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Services, []Service{{Name: "discord", Enabled: true, DomainURL: "https://example.org/discord.lst"}})
+			}},
+		{name: "service domain_url bad", in: "config service 'discord'\n\toption domain_url 'discord.lst'\n", wantErr: "domain_url is not an http:// or https:// URL"},
 		{name: "services in file order", in: "config service 'b'\nconfig service 'a'\n",
 			check: func(c *Config) bool { return c.Services[0].Name == "b" && c.Services[1].Name == "a" }},
 		{name: "service url http", in: "config service 's'\n\toption url 'http://example.org:8080/x'\n",

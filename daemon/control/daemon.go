@@ -149,7 +149,7 @@ func Run(ctx context.Context, opts Options) error {
 	if d.fdWarning != "" {
 		log.Warn("descriptors", "warning", d.fdWarning)
 	}
-	if len(opts.DnsmasqDirs) > 0 || fileExists(dnsmasqInit) {
+	if len(opts.DnsmasqDirs) > 0 || (fileExists(openwrtRelease) && fileExists(dnsmasqInit)) {
 		d.dom.writer = dnsmasq.NewWriter(dnsmasq.Options{Dirs: opts.DnsmasqDirs, Restart: opts.DnsmasqRestart})
 	}
 	d.dom.direct = proxy.NewDirect(proxy.Options{BypassMark: cfg.Main.BypassMark})
@@ -568,6 +568,9 @@ func listSources(cfg *config.Config) []lists.Source {
 			url = s.URL
 		}
 		out = append(out, lists.Source{Name: s.Name, Kind: "service", URL: url, Embedded: entry.Prefixes, Domains: entry.Domains})
+		if s.DomainURL != "" {
+			out = append(out, lists.Source{Name: s.Name + "#domains", Kind: "service", URL: s.DomainURL, DomainList: true})
+		}
 	}
 	for _, c := range cfg.Customs {
 		if len(c.Subnets) > 0 || len(c.Domains) > 0 {

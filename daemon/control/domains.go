@@ -108,17 +108,25 @@ func (s *domainSide) stopForwarderLocked() {
 // applyDomains hands the domains of the lists to dnsmasq. Called with d.mu held.
 func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 	s := &d.dom
-	set6 := ""
+	set4, set6 := netcfg.SetDst4DNS, ""
 	if cfg.Main.IPv6 {
 		set6 = netcfg.SetDst6DNS
 	}
+	s.mu.Lock()
+	nftset := s.nftset
+	s.mu.Unlock()
+	if nftset != "ok" {
+		// Only the forwarding: a dnsmasq without nftset support would not start with the
+		// nftset lines. The domains then resolve truthfully but select nothing.
+		set4, set6 = "", ""
+	}
 	content := dnsmasq.Render(dnsmasq.Directives{
 		Domains: d.lists.Domains(), ForwardPort: cfg.Main.DNSPort,
-		Table: netcfg.TableName, Set4: netcfg.SetDst4DNS, Set6: set6,
+		Table: netcfg.TableName, Set4: set4, Set6: set6,
 	})
 	if s.writer == nil {
 		s.mu.Lock()
-		s.dnsmasqErr = "no " + dnsmasqInit + " (not OpenWrt?) and no --dnsmasq-dir: domains are not handed to dnsmasq"
+		s.dnsmasqErr = "not OpenWrt (" + openwrtRelease + ", " + dnsmasqInit + ") and no --dnsmasq-dir: domains are not handed to dnsmasq"
 		s.mu.Unlock()
 		return
 	}
@@ -131,6 +139,9 @@ func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 		return
 	}
 	s.dnsmasqErr = ""
+	if nftset != "ok" {
+		s.dnsmasqErr = nftset
+	}
 	if restarted {
 		d.log.Info("dnsmasq restarted with tgtun's domains", "domains", len(d.lists.Domains()))
 	}
@@ -151,9 +162,13 @@ func (d *Daemon) stopDomains() {
 	s.mu.Unlock()
 }
 
-// dnsmasqInit is OpenWrt's dnsmasq service; without it (and without --dnsmasq-dir) tgtun
-// writes no dnsmasq file: on a machine that is not a router it would go nowhere useful.
-const dnsmasqInit = "/etc/init.d/dnsmasq"
+// dnsmasqInit is OpenWrt's dnsmasq service. Only on OpenWrt (openwrtRelease) with it, or
+// with --dnsmasq-dir, does tgtun write a dnsmasq file and restart dnsmasq: elsewhere (a
+// Debian test machine with its own dnsmasq) that would change a service it does not own.
+const (
+	dnsmasqInit    = "/etc/init.d/dnsmasq"
+	openwrtRelease = "/etc/openwrt_release"
+)
 
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
@@ -202,6 +217,7 @@ func (d *Daemon) servicesStatus(listStatus []lists.ListStatus) []ServiceStatus {
 		inSet, _ = d.net.DomainAddrs()
 	}
 	names := d.dom.resolved.lookup(inSet)
+	byName := d.lists.SourceDomains()
 	var out []ServiceStatus
 	for _, e := range lists.Catalogue() {
 		st := ServiceStatus{Name: e.Name}
@@ -211,16 +227,23 @@ func (d *Daemon) servicesStatus(listStatus []lists.ListStatus) []ServiceStatus {
 			}
 		}
 		for _, l := range listStatus {
-			if l.Name == e.Name && l.Kind == lists.KindService {
-				st.Ranges, st.Domains = l.Entries4+l.Entries6, l.Domains
+			if l.Kind != lists.KindService {
+				continue
+			}
+			switch l.Name {
+			case e.Name:
+				st.Ranges, st.Domains = l.Entries4+l.Entries6, st.Domains+l.Domains
+			case e.Name + "#domains": // option domain_url
+				st.Domains += l.Domains
 			}
 		}
+		domains := append(slices.Clone(byName[e.Name]), byName[e.Name+"#domains"]...)
 		if !st.Enabled {
 			st.Domains = len(e.Domains)
 			st.Ranges = len(e.Prefixes)
 		}
 		for _, name := range names {
-			if slices.ContainsFunc(e.Domains, func(dom string) bool { return dnsname.CoveredBy(name, dom) }) {
+			if slices.ContainsFunc(domains, func(dom string) bool { return dnsname.CoveredBy(name, dom) }) {
 				st.Resolved++
 			}
 		}

@@ -97,6 +97,19 @@ func printStatus(w io.Writer, st Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", l.Name, l.Kind, l.Entries4, l.Entries6, l.Origin, updated, l.LastError)
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tENABLED\tRANGES\tDOMAINS\tRESOLVED")
+	for _, s := range st.Services {
+		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\n", s.Name, s.Enabled, s.Ranges, s.Domains, s.Resolved)
+	}
+	tw.Flush()
+	d := st.DNS
+	fmt.Fprintf(w, "\ndns: forwarder %s, upstream %s (through the proxy), dnsmasq: %s; %d queries, %d from cache, %d SERVFAIL\n",
+		d.Listen, d.Upstream, d.Dnsmasq, d.Queries, d.CacheHits, d.Failures)
+	if d.LastError != "" {
+		fmt.Fprintf(w, "dns last error: %s\n", d.LastError)
+	}
 	f := st.Flows
 	fmt.Fprintf(w, "\nflows: tcp %d active / %d total, udp %d active / %d total, rejected %d, udp dropped %d\n",
 		f.ActiveTCP, f.TotalTCP, f.ActiveUDP, f.TotalUDP, f.Rejected, f.DroppedUDP)

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,19 +379,23 @@ func (s *Server) store(k cacheKey, m dnsmessage.Message) {
 			delete(s.cache, key) // map order: an arbitrary victim
 		}
 	}
+	// The cache keeps its own record slices: packing a message writes into its records'
+	// headers, and the caller goes on to pack m.
+	m.Answers, m.Authorities, m.Additionals = slices.Clone(m.Answers), slices.Clone(m.Authorities), slices.Clone(m.Additionals)
 	s.cache[k] = cacheEntry{msg: m, stored: now, expires: now.Add(ttl)}
 }
 
 // resolve asks the upstream, through the proxy.
 func (s *Server) resolve(ctx context.Context, q dnsmessage.Question) (dnsmessage.Message, error) {
+	// The timeout covers the wait for a slot too: a burst of queries cannot pile up.
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
 	select {
 	case s.sem <- struct{}{}:
 		defer func() { <-s.sem }()
 	case <-ctx.Done():
-		return dnsmessage.Message{}, ctx.Err()
+		return dnsmessage.Message{}, fmt.Errorf("too many queries in flight: %w", ctx.Err())
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
 	id := uint16(time.Now().UnixNano())
 	req := dnsmessage.Message{
 		Header:    dnsmessage.Header{ID: id, RecursionDesired: true},

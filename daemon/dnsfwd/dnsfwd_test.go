@@ -3,7 +3,10 @@ package dnsfwd
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"sync"
@@ -352,4 +355,36 @@ func FuzzHandle(f *testing.F) {
 			t.Fatal("oversized")
 		}
 	})
+}
+
+// TestDoH resolves over DNS over HTTPS (RFC 8484: POST application/dns-message, ID 0).
+func TestDoH(t *testing.T) {
+	var gotType, gotMethod string
+	var gotID uint16 = 1
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotType, gotMethod = r.Header.Get("Content-Type"), r.Method
+		body, _ := io.ReadAll(r.Body)
+		var m dnsmessage.Message
+		if err := m.Unpack(body); err != nil || len(m.Questions) != 1 {
+			http.Error(w, "bad query", http.StatusBadRequest)
+			return
+		}
+		gotID = m.Header.ID
+		w.Header().Set("Content-Type", "application/dns-message")
+		_, _ = w.Write(reply(t, m.Header.ID, m.Questions[0], 120, netip.MustParseAddr("203.0.113.8")))
+	}))
+	defer srv.Close()
+	s := New(Options{Upstream: srv.URL + "/dns-query", HTTPClient: srv.Client()})
+	m := unpack(t, s.Handle(context.Background(), query(t, 77, "t.me.", dnsmessage.TypeA, 0), true))
+	if m.Header.ID != 77 || len(m.Answers) != 1 || netip.AddrFrom4(m.Answers[0].Body.(*dnsmessage.AResource).A) != netip.MustParseAddr("203.0.113.8") {
+		t.Fatalf("answer %+v", m)
+	}
+	if gotType != "application/dns-message" || gotMethod != http.MethodPost || gotID != 0 {
+		t.Errorf("request: %s %s, ID %d", gotMethod, gotType, gotID)
+	}
+	bad := New(Options{Upstream: srv.URL + "/nothing", HTTPClient: &http.Client{Transport: srv.Client().Transport, Timeout: time.Second}})
+	srv.Config.Handler = http.NotFoundHandler()
+	if m := unpack(t, bad.Handle(context.Background(), query(t, 78, "t.me.", dnsmessage.TypeA, 0), true)); m.Header.RCode != dnsmessage.RCodeServerFailure {
+		t.Errorf("HTTP 404 gave %s, want SERVFAIL", m.Header.RCode)
+	}
 }

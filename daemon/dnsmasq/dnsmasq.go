@@ -27,7 +27,10 @@ type Directives struct {
 	// with dnsmasq's usual servers (only the nftset lines are written).
 	ForwardPort int
 	Table       string // nft table (family inet), e.g. "tgtun"
-	Set4, Set6  string // nft sets; Set6 "" with IPv6 off
+	// Set4, Set6 are the nft sets; Set6 "" with IPv6 off. Set4 "" writes no nftset lines:
+	// a dnsmasq built without nftset refuses to start on them, which would take the
+	// network's DNS down.
+	Set4, Set6 string
 }
 
 // Render returns the configuration file for d: for every domain an nftset line and a
@@ -46,7 +49,9 @@ func Render(d Directives) []byte {
 		if dom == "" || strings.ContainsAny(dom, "/#\n\r \t") {
 			continue // never reached with validated domains; never break the file
 		}
-		fmt.Fprintf(&b, "nftset=/%s/%s\n", dom, sets)
+		if d.Set4 != "" {
+			fmt.Fprintf(&b, "nftset=/%s/%s\n", dom, sets)
+		}
 		if d.ForwardPort > 0 {
 			fmt.Fprintf(&b, "server=/%s/127.0.0.1#%d\n", dom, d.ForwardPort)
 		}

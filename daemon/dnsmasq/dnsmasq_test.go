@@ -19,6 +19,10 @@ func TestRender(t *testing.T) {
 	if got != want {
 		t.Errorf("Render =\n%s\nwant\n%s", got, want)
 	}
+	got = string(Render(Directives{Domains: []string{"t.me"}, ForwardPort: 5354, Table: "tgtun"}))
+	if got != "# Written by tgtun; removed when tgtun stops. Do not edit.\nserver=/t.me/127.0.0.1#5354\n" {
+		t.Errorf("without nftset support: %q", got)
+	}
 	got = string(Render(Directives{Domains: []string{"t.me", "bad/x.org", ""}, Table: "tgtun", Set4: "dst4_dns"}))
 	if got != "# Written by tgtun; removed when tgtun stops. Do not edit.\nnftset=/t.me/4#inet#tgtun#dst4_dns\n" {
 		t.Errorf("IPv4 only, no forwarder, unsafe domains dropped: %q", got)
