@@ -53,14 +53,14 @@ type Daemon struct {
 	engineStop   context.CancelFunc
 	engineExited chan struct{}
 	// engineFailed carries an engine's unexpected end to Run, which then stops the daemon.
-	engineFailed  chan error
-	pool          *proxy.Pool
-	poolStop      context.CancelFunc
-	marking       bool
+	engineFailed chan error
+	pool         *proxy.Pool
+	poolStop     context.CancelFunc
+	marking      bool
 	// routeDev is the interface proxy's device table T routes into ("" = the TUN), and
 	// routeIdx its index (a recreated device gets a new one).
-	routeDev string
-	routeIdx int
+	routeDev      string
+	routeIdx      int
 	lastReloadErr string
 	lastReload    time.Time
 }
@@ -355,6 +355,9 @@ func kernelSpecChanged(a, b netcfg.Spec) bool {
 func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range cfg.Proxies {
+		if p.Server == "" { // an interface proxy: no server of its own
+			continue
+		}
 		if a, err := netip.ParseAddr(p.Server); err == nil {
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 			continue
