@@ -164,19 +164,17 @@ func TestVLESSTrojan(t *testing.T) {
 	s := startSingBoxServers(t, n)
 	tlsEcho := startTLSEcho(t, n)
 	cases := []struct {
-		name  string
-		conf  proxyConf
-		noUDP bool
+		name string
+		conf proxyConf
 	}{
-		{"vless-reality", s.realityConf("vr", s.uuid, "", s.realityPort), false},
-		// TODO(h13a): UDP for Vision users goes through XUDP (mux), not yet done.
-		{"vless-reality-vision", s.realityConf("vv", s.visionUUID, "xtls-rprx-vision", s.visionPort), true},
+		{"vless-reality", s.realityConf("vr", s.uuid, "", s.realityPort)},
+		{"vless-reality-vision", s.realityConf("vv", s.visionUUID, "xtls-rprx-vision", s.visionPort)},
 		{"vless-tls", proxyConf{name: "vt", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}, false},
+			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}},
 		{"vless-tls-server-v6", proxyConf{name: "vt6", typ: "vless", server: testnet.ProxyV6.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "insecure": "1"}}, false},
+			extra: map[string]string{"uuid": s.uuid, "insecure": "1"}}},
 		{"trojan", proxyConf{name: "tr", typ: "trojan", server: testnet.ProxyV4.String(), port: s.trojanPort, udp: true,
-			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}, false},
+			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -197,10 +195,6 @@ func TestVLESSTrojan(t *testing.T) {
 				if err := tlsEchoRoundTrip(n, dst, 1<<20); err != nil {
 					t.Errorf("TLS echo %s: %v", dst, err)
 				}
-			}
-			if c.noUDP {
-				d.stop()
-				return
 			}
 			for _, dst := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
 				udpEchoThrough(t, n, netip.AddrPortFrom(dst, testnet.EchoPort))
