@@ -25,6 +25,9 @@ import (
 // server started by the test on the ordinary internet host (DirectV4:443).
 const realitySNI = "www.example.com"
 
+// textUUID is a VLESS user id given as text rather than a UUID.
+const textUUID = "tgtun-text-user"
+
 // singBoxServers is one sing-box process with every inbound the tests use.
 type singBoxServers struct {
 	realityPort, visionPort, tlsPort, trojanPort uint16
@@ -128,8 +131,9 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": reality()},
 			map[string]any{"type": "vless", "tag": "vision", "listen": "::", "listen_port": s.visionPort,
 				"users": []any{map[string]any{"uuid": s.visionUUID, "flow": "xtls-rprx-vision"}}, "tls": reality()},
+			// The second user's id is a text (servers map it to a name-based UUID).
 			map[string]any{"type": "vless", "tag": "tls", "listen": "::", "listen_port": s.tlsPort,
-				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": certTLS},
+				"users": []any{map[string]any{"uuid": s.uuid}, map[string]any{"uuid": textUUID}}, "tls": certTLS},
 			map[string]any{"type": "trojan", "tag": "trojan", "listen": "::", "listen_port": s.trojanPort,
 				"users": []any{map[string]any{"name": "u", "password": s.trojanPass}}, "tls": certTLS},
 		},
@@ -172,7 +176,7 @@ func TestVLESSTrojan(t *testing.T) {
 		{"vless-tls", proxyConf{name: "vt", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
 			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}},
 		{"vless-tls-server-v6", proxyConf{name: "vt6", typ: "vless", server: testnet.ProxyV6.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "insecure": "1"}}},
+			extra: map[string]string{"uuid": textUUID, "insecure": "1"}}},
 		{"trojan", proxyConf{name: "tr", typ: "trojan", server: testnet.ProxyV4.String(), port: s.trojanPort, udp: true,
 			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}},
 	}

@@ -131,6 +131,14 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 func proxyHint(msg string) string {
 	m := strings.ToLower(msg)
 	switch {
+	case strings.Contains(m, "reality handshake failed"):
+		return "the REALITY server did not prove it holds the key: check public_key (pbk) and short_id (sid) against the server's; if they are right, something on the way intercepts the connection"
+	case strings.Contains(m, "reality"):
+		return "the REALITY handshake failed: check sni (a name the server accepts), fingerprint, server and port"
+	case strings.Contains(m, "certificate"):
+		return "the server's TLS certificate is not valid for sni: check sni; only for your own server with a self-signed certificate set insecure '1'"
+	case strings.Contains(m, "closed right after it opened"), strings.Contains(m, "without answering"):
+		return "the server closed the connection at once: check the credentials (vless: uuid and flow; trojan: password) and that it allows the target"
 	case strings.Contains(m, "auth"), strings.Contains(m, "password"):
 		return "the proxy refused the username or password: check them (for Shadowsocks, the password and cipher)"
 	case strings.Contains(m, "refused"):
