@@ -35,58 +35,7 @@ type singBoxServers struct {
 	publicKey, shortID                           string
 	// camouflage counts what the imitated site received: TLS handshakes and the
 	// application bytes after them.
-	camouflage *camouflageSite
-}
-
-// camouflageSite is a TLS 1.3 web server that records what clients send after the
-// handshake (REALITY servers hand unauthenticated clients to it).
-type camouflageSite struct {
-	handshakes atomic.Int64
-	appBytes   atomic.Int64
-}
-
-func startCamouflageSite(t *testing.T, n *testnet.Net) *camouflageSite {
-	t.Helper()
-	certPath, keyPath, _, err := n.SelfSignedCert(realitySNI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := n.Listen(n.Inet, "tcp", netip.AddrPortFrom(testnet.DirectV4, 443).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := &camouflageSite{}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				site.handshakes.Add(1)
-				buf := make([]byte, 4096)
-				for {
-					k, err := c.Read(buf)
-					site.appBytes.Add(int64(k))
-					if err != nil {
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
-	return site
+	camouflage *testnet.TLSSite
 }
 
 func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
@@ -97,7 +46,10 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 		trojanPass: "trojan-secret",
 		shortID:    "0123abcd",
 	}
-	s.camouflage = startCamouflageSite(t, n)
+	var err error
+	if s.camouflage, err = n.StartTLSSite(n.Inet, netip.AddrPortFrom(testnet.DirectV4, 443), realitySNI); err != nil {
+		t.Fatal(err)
+	}
 	priv, pub, err := testnet.RealityKeyPair()
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +218,7 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 					c.Close()
 				}
 			}()
-			siteBytes := s.camouflage.appBytes.Load()
+			siteBytes := s.camouflage.AppBytes.Load()
 
 			d := startTgtun(t, n, tgtunConf{proxies: []proxyConf{c.conf}})
 			t.Cleanup(func() { _ = d.proc.Stop() })
@@ -300,10 +252,10 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 				if got := accepted.Load(); got != 0 {
 					t.Errorf("the target accepted %d connections through a REALITY server that did not prove the key", got)
 				}
-				if got := s.camouflage.appBytes.Load() - siteBytes; got != 0 {
+				if got := s.camouflage.AppBytes.Load() - siteBytes; got != 0 {
 					t.Errorf("the imitated site received %d bytes of application data from the client", got)
 				}
-				if s.camouflage.handshakes.Load() != 0 {
+				if s.camouflage.Handshakes.Load() != 0 {
 					t.Errorf("a TLS handshake through the REALITY server to the imitated site completed: the client accepted a certificate it should not have")
 				}
 				// The check command shows the hint.
