@@ -249,6 +249,9 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 						conn.Close()
 					}
 				}
+				if !strings.Contains(p.Hint, "public_key (pbk)") {
+					t.Errorf("status hint %q does not point at public_key", p.Hint)
+				}
 				if got := accepted.Load(); got != 0 {
 					t.Errorf("the target accepted %d connections through a REALITY server that did not prove the key", got)
 				}

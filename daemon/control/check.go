@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/proxy"
 )
 
 // CheckStep is one diagnostic of `check`: what was looked at, whether it is fine, and what
@@ -125,6 +126,16 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 		r.OK = r.OK && s.OK
 	}
 	return r
+}
+
+// withHints fills in the hint of every proxy that is not healthy.
+func withHints(ms []proxy.MemberStatus) []proxy.MemberStatus {
+	for i := range ms {
+		if !ms[i].Healthy && ms[i].LastError != "" {
+			ms[i].Hint = proxyHint(ms[i].LastError)
+		}
+	}
+	return ms
 }
 
 // proxyHint turns a proxy error into what to do about it.

@@ -3,6 +3,8 @@ package control
 import (
 	"strings"
 	"testing"
+
+	"github.com/tgtun/tgtun/daemon/proxy"
 )
 
 func TestProxyHintNewTypes(t *testing.T) {
@@ -18,5 +20,15 @@ func TestProxyHintNewTypes(t *testing.T) {
 		if got := proxyHint(tt.err); !strings.Contains(got, tt.want) {
 			t.Errorf("proxyHint(%q) = %q, want it to contain %q", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestWithHints(t *testing.T) {
+	ms := withHints([]proxy.MemberStatus{
+		{Name: "ok", Healthy: true},
+		{Name: "bad", LastError: "vless+reality 198.51.100.6:443: REALITY handshake failed: server did not prove the key — wrong public_key or short_id?"},
+	})
+	if ms[0].Hint != "" || !strings.Contains(ms[1].Hint, "public_key") {
+		t.Fatalf("hints %q, %q", ms[0].Hint, ms[1].Hint)
 	}
 }
