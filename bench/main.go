@@ -53,8 +53,8 @@ type bench struct {
 	tgtunPID  int
 	tgtunProc *testnet.Proc
 	offload   bool
-	// extraConf is appended to tgtun's configuration (the interface proxy of ifaceThroughput).
-	extraConf string
+	// proxyConf replaces the dante proxy section of tgtun's configuration when set.
+	proxyConf string
 }
 
 func main() {
@@ -113,7 +113,7 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.ifaceThroughput} {
+	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ifaceThroughput} {
 		if err := step(ctx); err != nil {
 			return err
 		}
@@ -226,7 +226,9 @@ config proxy 'dante'
 	option port '%d'
 	option priority '10'
 `, testnet.LANIface, testnet.MsgrV4, testnet.EchoPort, testnet.MsgrPrefixV4, testnet.MsgrPrefixV6, b.dante.Addr(), b.dante.Port())
-	text += b.extraConf
+	if b.proxyConf != "" {
+		text = text[:strings.Index(text, "config proxy 'dante'")] + b.proxyConf
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}
@@ -409,8 +411,8 @@ func (b *bench) ifaceThroughput(ctx context.Context) error {
 		return fmt.Errorf("%w: %s", err, out)
 	}
 	// ...then tgtun with the interface proxy routing the messenger into the same device.
-	b.extraConf = fmt.Sprintf("\nconfig proxy 'wg'\n\toption type 'interface'\n\toption interface '%s'\n\toption priority '1'\n", wg.RouterDev)
-	defer func() { b.extraConf = "" }()
+	b.proxyConf = fmt.Sprintf("config proxy 'wg'\n\toption type 'interface'\n\toption interface '%s'\n\toption priority '1'\n", wg.RouterDev)
+	defer func() { b.proxyConf = "" }()
 	if err := b.launchTgtun(ctx); err != nil {
 		return err
 	}
@@ -438,6 +440,12 @@ func (b *bench) ifaceThroughput(ctx context.Context) error {
 // socksRelay listens on 127.0.0.1 in the router namespace and relays each connection
 // to dst through dante, from the router: the proxy's own ceiling on this path.
 func (b *bench) socksRelay(dst netip.AddrPort) (netip.AddrPort, error) {
+	return b.socksRelayVia(b.dante, dst)
+}
+
+// socksRelayVia is socksRelay through the SOCKS5 server at server (reached from the
+// router namespace).
+func (b *bench) socksRelayVia(server, dst netip.AddrPort) (netip.AddrPort, error) {
 	ln, err := b.n.Listen(b.n.Router, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -450,7 +458,7 @@ func (b *bench) socksRelay(dst netip.AddrPort) (netip.AddrPort, error) {
 			}
 			go func() {
 				defer c.Close()
-				up, err := b.socksDial(context.Background(), b.n.Router, dst)
+				up, err := b.socksDialVia(context.Background(), b.n.Router, server, dst)
 				if err != nil {
 					return
 				}
@@ -479,7 +487,12 @@ func pipe(a, b net.Conn) {
 
 // socksDial opens a connection from ns to dst through dante (SOCKS5, no auth).
 func (b *bench) socksDial(ctx context.Context, ns string, dst netip.AddrPort) (net.Conn, error) {
-	c, err := b.n.Dial(ctx, ns, "tcp", b.dante.String())
+	return b.socksDialVia(ctx, ns, b.dante, dst)
+}
+
+// socksDialVia is socksDial through the SOCKS5 server at server.
+func (b *bench) socksDialVia(ctx context.Context, ns string, server, dst netip.AddrPort) (net.Conn, error) {
+	c, err := b.n.Dial(ctx, ns, "tcp", server.String())
 	if err != nil {
 		return nil, err
 	}

@@ -3,8 +3,11 @@ package e2e
 // Issue 13: VLESS (TLS, REALITY, Vision) and Trojan against real sing-box servers.
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +25,9 @@ import (
 // server started by the test on the ordinary internet host (DirectV4:443).
 const realitySNI = "www.example.com"
 
+// textUUID is a VLESS user id given as text rather than a UUID.
+const textUUID = "tgtun-text-user"
+
 // singBoxServers is one sing-box process with every inbound the tests use.
 type singBoxServers struct {
 	realityPort, visionPort, tlsPort, trojanPort uint16
@@ -29,58 +35,7 @@ type singBoxServers struct {
 	publicKey, shortID                           string
 	// camouflage counts what the imitated site received: TLS handshakes and the
 	// application bytes after them.
-	camouflage *camouflageSite
-}
-
-// camouflageSite is a TLS 1.3 web server that records what clients send after the
-// handshake (REALITY servers hand unauthenticated clients to it).
-type camouflageSite struct {
-	handshakes atomic.Int64
-	appBytes   atomic.Int64
-}
-
-func startCamouflageSite(t *testing.T, n *testnet.Net) *camouflageSite {
-	t.Helper()
-	certPath, keyPath, _, err := n.SelfSignedCert(realitySNI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := n.Listen(n.Inet, "tcp", netip.AddrPortFrom(testnet.DirectV4, 443).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := &camouflageSite{}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				site.handshakes.Add(1)
-				buf := make([]byte, 4096)
-				for {
-					k, err := c.Read(buf)
-					site.appBytes.Add(int64(k))
-					if err != nil {
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
-	return site
+	camouflage *testnet.TLSSite
 }
 
 func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
@@ -91,7 +46,10 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 		trojanPass: "trojan-secret",
 		shortID:    "0123abcd",
 	}
-	s.camouflage = startCamouflageSite(t, n)
+	var err error
+	if s.camouflage, err = n.StartTLSSite(n.Inet, netip.AddrPortFrom(testnet.DirectV4, 443), realitySNI); err != nil {
+		t.Fatal(err)
+	}
 	priv, pub, err := testnet.RealityKeyPair()
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +83,9 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": reality()},
 			map[string]any{"type": "vless", "tag": "vision", "listen": "::", "listen_port": s.visionPort,
 				"users": []any{map[string]any{"uuid": s.visionUUID, "flow": "xtls-rprx-vision"}}, "tls": reality()},
+			// The second user's id is a text (servers map it to a name-based UUID).
 			map[string]any{"type": "vless", "tag": "tls", "listen": "::", "listen_port": s.tlsPort,
-				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": certTLS},
+				"users": []any{map[string]any{"uuid": s.uuid}, map[string]any{"uuid": textUUID}}, "tls": certTLS},
 			map[string]any{"type": "trojan", "tag": "trojan", "listen": "::", "listen_port": s.trojanPort,
 				"users": []any{map[string]any{"name": "u", "password": s.trojanPass}}, "tls": certTLS},
 		},
@@ -159,6 +118,7 @@ func TestVLESSTrojan(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startSingBoxServers(t, n)
+	tlsEcho := startTLSEcho(t, n)
 	cases := []struct {
 		name string
 		conf proxyConf
@@ -168,7 +128,7 @@ func TestVLESSTrojan(t *testing.T) {
 		{"vless-tls", proxyConf{name: "vt", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
 			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}},
 		{"vless-tls-server-v6", proxyConf{name: "vt6", typ: "vless", server: testnet.ProxyV6.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "insecure": "1"}}},
+			extra: map[string]string{"uuid": textUUID, "insecure": "1"}}},
 		{"trojan", proxyConf{name: "tr", typ: "trojan", server: testnet.ProxyV4.String(), port: s.trojanPort, udp: true,
 			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}},
 	}
@@ -183,6 +143,13 @@ func TestVLESSTrojan(t *testing.T) {
 			for range 20 {
 				if err := e.roundTrip(); err != nil {
 					t.Fatal(err)
+				}
+			}
+			// An inner TLS 1.3 stream (what Vision moves to the raw connection), 1 MiB each
+			// way, both address families.
+			for _, dst := range tlsEcho {
+				if err := tlsEchoRoundTrip(n, dst, 1<<20); err != nil {
+					t.Errorf("TLS echo %s: %v", dst, err)
 				}
 			}
 			for _, dst := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
@@ -251,7 +218,7 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 					c.Close()
 				}
 			}()
-			siteBytes := s.camouflage.appBytes.Load()
+			siteBytes := s.camouflage.AppBytes.Load()
 
 			d := startTgtun(t, n, tgtunConf{proxies: []proxyConf{c.conf}})
 			t.Cleanup(func() { _ = d.proc.Stop() })
@@ -282,13 +249,16 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 						conn.Close()
 					}
 				}
+				if !strings.Contains(p.Hint, "public_key (pbk)") {
+					t.Errorf("status hint %q does not point at public_key", p.Hint)
+				}
 				if got := accepted.Load(); got != 0 {
 					t.Errorf("the target accepted %d connections through a REALITY server that did not prove the key", got)
 				}
-				if got := s.camouflage.appBytes.Load() - siteBytes; got != 0 {
+				if got := s.camouflage.AppBytes.Load() - siteBytes; got != 0 {
 					t.Errorf("the imitated site received %d bytes of application data from the client", got)
 				}
-				if s.camouflage.handshakes.Load() != 0 {
+				if s.camouflage.Handshakes.Load() != 0 {
 					t.Errorf("a TLS handshake through the REALITY server to the imitated site completed: the client accepted a certificate it should not have")
 				}
 				// The check command shows the hint.
@@ -304,3 +274,72 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 	}
 }
 
+// startTLSEcho runs a TLS 1.3 echo server on the messenger host (IPv4 and IPv6).
+func startTLSEcho(t *testing.T, n *testnet.Net) []netip.AddrPort {
+	t.Helper()
+	certPath, keyPath, _, err := n.SelfSignedCert("messenger.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []netip.AddrPort
+	for _, a := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
+		l, err := n.Listen(n.Messenger, "tcp", netip.AddrPortFrom(a, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().(*net.TCPAddr).AddrPort())
+		tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+		go func() {
+			for {
+				c, err := tl.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					_, _ = io.Copy(c, c)
+				}()
+			}
+		}()
+	}
+	return addrs
+}
+
+// tlsEchoRoundTrip sends size random bytes over TLS from the client to dst and checks
+// that the same bytes come back.
+func tlsEchoRoundTrip(n *testnet.Net, dst netip.AddrPort, size int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	raw, err := n.Dial(ctx, n.Client, "tcp", dst.String())
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	if err := c.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		errc <- err
+	}()
+	got := make([]byte, size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(got, data) {
+		return errors.New("the echo differs from what was sent")
+	}
+	return nil
+}
