@@ -113,7 +113,7 @@ func run(tgtunPath, out string, seconds, conns int, offload bool) error {
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ifaceThroughput} {
+	for _, step := range []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput} {
 		if err := step(ctx); err != nil {
 			return err
 		}
