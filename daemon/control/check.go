@@ -146,6 +146,12 @@ func withHints(ms []proxy.MemberStatus) []proxy.MemberStatus {
 func proxyHint(msg string) string {
 	m := strings.ToLower(msg)
 	switch {
+	case strings.HasPrefix(m, "interface ") && (strings.Contains(m, " is down") || strings.Contains(m, "no such device")):
+		return "the VPN interface is down or missing: check it (ifstatus NAME, wg show); while it is down the next proxy by priority, or fail_mode, takes over"
+	case strings.HasPrefix(m, "interface "):
+		return "the VPN interface is up but the health probe does not get through it: check the tunnel's peer (wg show: latest handshake) and that its firewall zone masquerades"
+	case strings.Contains(m, "server clock differs"):
+		return "Shadowsocks 2022 needs the router's clock within 30 s of the server's: check NTP on the router (System → System → Time synchronization)"
 	case strings.Contains(m, "reality handshake failed"):
 		return "the REALITY server did not prove it holds the key: check public_key (pbk) and short_id (sid) against the server's; if they are right, something on the way intercepts the connection"
 	case strings.Contains(m, "reality"):

@@ -15,6 +15,10 @@ func TestProxyHintNewTypes(t *testing.T) {
 		{"connection to 203.0.113.10:7 closed right after it opened", "vless: uuid and flow; trojan: password"},
 		{"read from proxy: server closed the connection without answering: wrong uuid or flow? (EOF)", "vless: uuid and flow"},
 		{"socks5 198.51.100.6:1080: authentication failed", "username or password"},
+		{"interface wg0: device wg0 is down (state down)", "VPN interface is down or missing"},
+		{"interface vpn: no such device, and no netifd interface of that name is up (x)", "VPN interface is down or missing"},
+		{"interface wg0: dial tcp 203.0.113.10:7: i/o timeout", "latest handshake"},
+		{"shadowsocks 198.51.100.6:8388: server clock differs by more than 30s (check the router's time)", "NTP"},
 	}
 	for _, tt := range tests {
 		if got := proxyHint(tt.err); !strings.Contains(got, tt.want) {
