@@ -8,10 +8,13 @@ BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # sing-box release the e2e tests run as VLESS/Trojan/SS-2022 server (e2e/testnet/singbox.go).
 SINGBOX_VERSION := 1.14.1
+# wireguard-go (userspace WireGuard; the kernel of CI may have no wireguard module): the
+# link of the interface-proxy e2e test. Installed as $GOPATH/bin/wireguard.
+WIREGUARD_GO    := golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446
 # Debian packages the tests and the demo use: the kernel tools, real proxy servers and
 # clients, qemu for the big-endian test run, shellcheck and gettext for the packaging checks.
 DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
-               tinyproxy qemu-user-static shellcheck gettext
+               tinyproxy qemu-user-static shellcheck gettext wireguard-tools
 # dnsmasq-base: the binary alone (the dnsmasq package would enable and start a service).
 DEB_PKGS    += dnsmasq-base
 # Packages whose tests need no root and no network namespaces: they also run under qemu
@@ -48,6 +51,10 @@ deps:
 		$(GO) install -tags with_utls \
 			-ldflags '-s -w -X github.com/sagernet/sing-box/constant.Version=$(SINGBOX_VERSION)' \
 			github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
+	fi
+	@gobin=$$($(GO) env GOBIN); wg=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/wireguard; \
+	if ! "$$wg" --version 2>/dev/null | grep -q 'wireguard-go'; then \
+		echo "installing wireguard-go into $$wg"; $(GO) install $(WIREGUARD_GO); \
 	fi
 
 build:

@@ -53,6 +53,8 @@ type bench struct {
 	tgtunPID  int
 	tgtunProc *testnet.Proc
 	offload   bool
+	// proxyConf replaces the dante proxy section of tgtun's configuration when set.
+	proxyConf string
 }
 
 func main() {
@@ -113,7 +115,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains}
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
@@ -234,6 +236,9 @@ config proxy 'dante'
 	option port '%d'
 	option priority '10'
 `, testnet.LANIface, testnet.MsgrV4, testnet.EchoPort, testnet.MsgrPrefixV4, testnet.MsgrPrefixV6, b.dante.Addr(), b.dante.Port())
+	if b.proxyConf != "" {
+		text = text[:strings.Index(text, "config proxy 'dante'")] + b.proxyConf
+	}
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}
@@ -378,9 +383,87 @@ func (b *bench) throughput(ctx context.Context) error {
 	return nil
 }
 
+// ifaceThroughput compares iperf3 to the messenger routed by tgtun into a WireGuard
+// interface (type 'interface', the policy table pointing at the device) with the kernel
+// forwarding the same traffic into the same interface by a plain route, tgtun stopped.
+func (b *bench) ifaceThroughput(ctx context.Context) error {
+	wg, err := b.n.StartWireGuard()
+	if err != nil {
+		return err
+	}
+	port, err := b.n.FreePort(b.n.Messenger, testnet.MsgrV4)
+	if err != nil {
+		return err
+	}
+	if _, err := b.n.Start(b.n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
+		return err
+	}
+	// best of two runs: the bench machine's other load varies more than these paths do.
+	best := func(streams int) (float64, error) {
+		var top float64
+		for range 2 {
+			v, err := b.iperf(ctx, b.n.Client, testnet.MsgrV4.String(), port, streams, false)
+			if err != nil {
+				return 0, err
+			}
+			top = max(top, v)
+		}
+		return top, nil
+	}
+	// The kernel alone first (tgtun stopped, a plain route into the device)...
+	if err := b.tgtunProc.Stop(); err != nil {
+		return fmt.Errorf("stop tgtun: %w", err)
+	}
+	route := []string{"ip", "route", "add", testnet.MsgrV4.String() + "/32", "dev", wg.RouterDev}
+	if out, err := b.n.Exec(ctx, b.n.Router, route...); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	kernel := map[int]float64{}
+	for _, streams := range []int{1, 4} {
+		if kernel[streams], err = best(streams); err != nil {
+			return err
+		}
+	}
+	route[2] = "del"
+	if out, err := b.n.Exec(ctx, b.n.Router, route...); err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	// ...then tgtun with the interface proxy routing the messenger into the same device.
+	b.proxyConf = fmt.Sprintf("config proxy 'wg'\n\toption type 'interface'\n\toption interface '%s'\n\toption priority '1'\n", wg.RouterDev)
+	defer func() { b.proxyConf = "" }()
+	if err := b.launchTgtun(ctx); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		out, err := b.n.Exec(ctx, b.n.Router, "ip", "route", "show", "table", "7470")
+		if err == nil && strings.Contains(out, "dev "+wg.RouterDev) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tgtun did not route into %s: %s %v\n%s", wg.RouterDev, out, err, b.tgtunProc.Output())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, streams := range []int{1, 4} {
+		via, err := best(streams)
+		if err != nil {
+			return err
+		}
+		b.add(figure{Name: fmt.Sprintf("interface (WireGuard) throughput %d stream(s) up", streams), Value: via, Baseline: kernel[streams],
+			Unit: "Gbit/s", Against: "kernel route into the same interface", Target: ">= 0.9 x kernel", Met: met(via >= 0.9*kernel[streams])})
+	}
+	return nil
+}
+
 // socksRelay listens on 127.0.0.1 in the router namespace and relays each connection
 // to dst through dante, from the router: the proxy's own ceiling on this path.
 func (b *bench) socksRelay(dst netip.AddrPort) (netip.AddrPort, error) {
+	return b.socksRelayVia(b.dante, dst)
+}
+
+// socksRelayVia is socksRelay through the SOCKS5 server at server (reached from the
+// router namespace).
+func (b *bench) socksRelayVia(server, dst netip.AddrPort) (netip.AddrPort, error) {
 	ln, err := b.n.Listen(b.n.Router, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return netip.AddrPort{}, err
@@ -393,7 +476,7 @@ func (b *bench) socksRelay(dst netip.AddrPort) (netip.AddrPort, error) {
 			}
 			go func() {
 				defer c.Close()
-				up, err := b.socksDial(context.Background(), b.n.Router, dst)
+				up, err := b.socksDialVia(context.Background(), b.n.Router, server, dst)
 				if err != nil {
 					return
 				}
@@ -422,7 +505,12 @@ func pipe(a, b net.Conn) {
 
 // socksDial opens a connection from ns to dst through dante (SOCKS5, no auth).
 func (b *bench) socksDial(ctx context.Context, ns string, dst netip.AddrPort) (net.Conn, error) {
-	c, err := b.n.Dial(ctx, ns, "tcp", b.dante.String())
+	return b.socksDialVia(ctx, ns, b.dante, dst)
+}
+
+// socksDialVia is socksDial through the SOCKS5 server at server.
+func (b *bench) socksDialVia(ctx context.Context, ns string, server, dst netip.AddrPort) (net.Conn, error) {
+	c, err := b.n.Dial(ctx, ns, "tcp", server.String())
 	if err != nil {
 		return nil, err
 	}

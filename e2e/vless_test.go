@@ -25,6 +25,9 @@ import (
 // server started by the test on the ordinary internet host (DirectV4:443).
 const realitySNI = "www.example.com"
 
+// textUUID is a VLESS user id given as text rather than a UUID.
+const textUUID = "tgtun-text-user"
+
 // singBoxServers is one sing-box process with every inbound the tests use.
 type singBoxServers struct {
 	realityPort, visionPort, tlsPort, trojanPort uint16
@@ -32,58 +35,7 @@ type singBoxServers struct {
 	publicKey, shortID                           string
 	// camouflage counts what the imitated site received: TLS handshakes and the
 	// application bytes after them.
-	camouflage *camouflageSite
-}
-
-// camouflageSite is a TLS 1.3 web server that records what clients send after the
-// handshake (REALITY servers hand unauthenticated clients to it).
-type camouflageSite struct {
-	handshakes atomic.Int64
-	appBytes   atomic.Int64
-}
-
-func startCamouflageSite(t *testing.T, n *testnet.Net) *camouflageSite {
-	t.Helper()
-	certPath, keyPath, _, err := n.SelfSignedCert(realitySNI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := n.Listen(n.Inet, "tcp", netip.AddrPortFrom(testnet.DirectV4, 443).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := &camouflageSite{}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				site.handshakes.Add(1)
-				buf := make([]byte, 4096)
-				for {
-					k, err := c.Read(buf)
-					site.appBytes.Add(int64(k))
-					if err != nil {
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
-		}
-	}()
-	return site
+	camouflage *testnet.TLSSite
 }
 
 func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
@@ -94,7 +46,10 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 		trojanPass: "trojan-secret",
 		shortID:    "0123abcd",
 	}
-	s.camouflage = startCamouflageSite(t, n)
+	var err error
+	if s.camouflage, err = n.StartTLSSite(n.Inet, netip.AddrPortFrom(testnet.DirectV4, 443), realitySNI); err != nil {
+		t.Fatal(err)
+	}
 	priv, pub, err := testnet.RealityKeyPair()
 	if err != nil {
 		t.Fatal(err)
@@ -128,8 +83,9 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": reality()},
 			map[string]any{"type": "vless", "tag": "vision", "listen": "::", "listen_port": s.visionPort,
 				"users": []any{map[string]any{"uuid": s.visionUUID, "flow": "xtls-rprx-vision"}}, "tls": reality()},
+			// The second user's id is a text (servers map it to a name-based UUID).
 			map[string]any{"type": "vless", "tag": "tls", "listen": "::", "listen_port": s.tlsPort,
-				"users": []any{map[string]any{"uuid": s.uuid}}, "tls": certTLS},
+				"users": []any{map[string]any{"uuid": s.uuid}, map[string]any{"uuid": textUUID}}, "tls": certTLS},
 			map[string]any{"type": "trojan", "tag": "trojan", "listen": "::", "listen_port": s.trojanPort,
 				"users": []any{map[string]any{"name": "u", "password": s.trojanPass}}, "tls": certTLS},
 		},
@@ -164,19 +120,17 @@ func TestVLESSTrojan(t *testing.T) {
 	s := startSingBoxServers(t, n)
 	tlsEcho := startTLSEcho(t, n)
 	cases := []struct {
-		name  string
-		conf  proxyConf
-		noUDP bool
+		name string
+		conf proxyConf
 	}{
-		{"vless-reality", s.realityConf("vr", s.uuid, "", s.realityPort), false},
-		// TODO(h13a): UDP for Vision users goes through XUDP (mux), not yet done.
-		{"vless-reality-vision", s.realityConf("vv", s.visionUUID, "xtls-rprx-vision", s.visionPort), true},
+		{"vless-reality", s.realityConf("vr", s.uuid, "", s.realityPort)},
+		{"vless-reality-vision", s.realityConf("vv", s.visionUUID, "xtls-rprx-vision", s.visionPort)},
 		{"vless-tls", proxyConf{name: "vt", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}, false},
+			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}},
 		{"vless-tls-server-v6", proxyConf{name: "vt6", typ: "vless", server: testnet.ProxyV6.String(), port: s.tlsPort, udp: true,
-			extra: map[string]string{"uuid": s.uuid, "insecure": "1"}}, false},
+			extra: map[string]string{"uuid": textUUID, "insecure": "1"}}},
 		{"trojan", proxyConf{name: "tr", typ: "trojan", server: testnet.ProxyV4.String(), port: s.trojanPort, udp: true,
-			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}, false},
+			pass: s.trojanPass, extra: map[string]string{"sni": "proxy.test", "insecure": "1"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -197,10 +151,6 @@ func TestVLESSTrojan(t *testing.T) {
 				if err := tlsEchoRoundTrip(n, dst, 1<<20); err != nil {
 					t.Errorf("TLS echo %s: %v", dst, err)
 				}
-			}
-			if c.noUDP {
-				d.stop()
-				return
 			}
 			for _, dst := range []netip.Addr{testnet.MsgrV4, testnet.MsgrV6} {
 				udpEchoThrough(t, n, netip.AddrPortFrom(dst, testnet.EchoPort))
@@ -268,7 +218,7 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 					c.Close()
 				}
 			}()
-			siteBytes := s.camouflage.appBytes.Load()
+			siteBytes := s.camouflage.AppBytes.Load()
 
 			d := startTgtun(t, n, tgtunConf{proxies: []proxyConf{c.conf}})
 			t.Cleanup(func() { _ = d.proc.Stop() })
@@ -299,13 +249,16 @@ func TestVLESSTrojanWrongSecrets(t *testing.T) {
 						conn.Close()
 					}
 				}
+				if !strings.Contains(p.Hint, "public_key (pbk)") {
+					t.Errorf("status hint %q does not point at public_key", p.Hint)
+				}
 				if got := accepted.Load(); got != 0 {
 					t.Errorf("the target accepted %d connections through a REALITY server that did not prove the key", got)
 				}
-				if got := s.camouflage.appBytes.Load() - siteBytes; got != 0 {
+				if got := s.camouflage.AppBytes.Load() - siteBytes; got != 0 {
 					t.Errorf("the imitated site received %d bytes of application data from the client", got)
 				}
-				if s.camouflage.handshakes.Load() != 0 {
+				if s.camouflage.Handshakes.Load() != 0 {
 					t.Errorf("a TLS handshake through the REALITY server to the imitated site completed: the client accepted a certificate it should not have")
 				}
 				// The check command shows the hint.

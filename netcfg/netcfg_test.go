@@ -723,3 +723,61 @@ func FuzzIsOurTable(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) { _ = isOurTable(b) })
 }
+// TestSetRouteDevice points table T at an interface proxy's device and back at the TUN:
+// one default route per family, the device's "iif lookup main" rule only while it is
+// routed to, strict rp_filter made loose on that device only, and Close removes all.
+func TestSetRouteDevice(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		s := testSpec()
+		run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1") // no dummy module everywhere
+		run(t, "ip", "link", "set", "wgt0", "up")
+		run(t, "ip", "link", "set", "wgt1", "up")
+		run(t, "sysctl", "-qw", "net.ipv4.conf.wgt0.rp_filter=1", "net.ipv4.conf.lo.rp_filter=1")
+		n := apply(t, s)
+		devRule := fmt.Sprintf("%d: from all iif wgt0 lookup main", s.RulePriority-1)
+		for _, dev := range []string{"wgt0", "wgt0", "", "wgt0", ""} {
+			must(t, PrepareRouteDevice("wgt0"))
+			must(t, n.SetRouteDevice(dev))
+			want := dev
+			if want == "" {
+				want = s.TunName
+			}
+			for _, fam := range []string{"-4", "-6"} {
+				routes := tableRoutes(t, fam, s)
+				if len(routes) != 1 || !strings.HasPrefix(routes[0]+" ", "default dev "+want+" ") {
+					t.Errorf("SetRouteDevice(%q): ip %s table routes %q, want one default dev %s", dev, fam, routes, want)
+				}
+				rules := ourRules(t, fam, s)
+				wantRules := wantRules(s)
+				if dev != "" {
+					wantRules = append(wantRules, devRule)
+				}
+				slices.Sort(rules)
+				slices.Sort(wantRules)
+				if !slices.Equal(rules, wantRules) {
+					t.Errorf("SetRouteDevice(%q): ip %s rules %q, want %q", dev, fam, rules, wantRules)
+				}
+			}
+			st, err := n.Status()
+			must(t, err)
+			if !st.Route4 || !st.Route6 || !st.Rules4 || !st.Rules6 {
+				t.Errorf("SetRouteDevice(%q): status %+v, want routes and rules reported", dev, st)
+			}
+		}
+		for path, want := range map[string]int{
+			"/proc/sys/net/ipv4/conf/wgt0/rp_filter":      2,
+			"/proc/sys/net/ipv4/conf/wgt0/src_valid_mark": 1,
+			"/proc/sys/net/ipv4/conf/lo/rp_filter":        1,
+		} {
+			if got, err := readSysctl(path); err != nil || got != want {
+				t.Errorf("%s = %d (%v), want %d", path, got, err, want)
+			}
+		}
+		must(t, n.SetRouteDevice("wgt0"))
+		must(t, n.Close())
+		assertNothingLeft(t, s)
+		if err := n.SetRouteDevice(""); err == nil {
+			t.Error("SetRouteDevice after Close succeeded")
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -269,6 +270,29 @@ func (n *Net) RouteDevice(dst netip.Addr) (string, error) {
 	return link.Attrs().Name, nil
 }
 
+// PrepareRouteDevice readies an interface proxy's device for traffic that comes back out
+// of it with a source the main table routes elsewhere (a messenger's address, routed via
+// the WAN): src_valid_mark=1, so reverse-path filtering sees the restored mark (as on the
+// TUN), and a strict rp_filter (1) made loose (2), since the health probe's replies carry
+// no mark. Only that device's settings change, and only when they differ.
+func PrepareRouteDevice(dev string) error {
+	var errs []error
+	for _, kv := range [][3]string{{"src_valid_mark", "0", "1"}, {"rp_filter", "1", "2"}} {
+		p := "/proc/sys/net/ipv4/conf/" + dev + "/" + kv[0]
+		cur, err := os.ReadFile(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if strings.TrimSpace(string(cur)) == kv[1] {
+			if err := os.WriteFile(p, []byte(kv[2]), 0); err != nil {
+				errs = append(errs, fmt.Errorf("set %s=%s on %s: %w", kv[0], kv[2], dev, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // SetRouteDevice points table T's default routes at the device dev (an
 // interface proxy: marked traffic goes straight into it, at kernel speed)
 // or, with dev "", back at the TUN. Replies that come back out of dev carry
@@ -289,10 +313,6 @@ func (n *Net) SetRouteDevice(dev string) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("route into %s: %w", name, err)
-	}
-	if dev != "" {
-		// Best effort: without it only strict rp_filter setups drop replies.
-		_ = os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/src_valid_mark", []byte("1"), 0)
 	}
 	var errs []error
 	for _, fam := range families(s.IPv6) {

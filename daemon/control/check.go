@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/proxy"
 )
 
 // CheckStep is one diagnostic of `check`: what was looked at, whether it is fine, and what
@@ -133,10 +134,34 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 	return r
 }
 
+// withHints fills in the hint of every proxy that is not healthy.
+func withHints(ms []proxy.MemberStatus) []proxy.MemberStatus {
+	for i := range ms {
+		if !ms[i].Healthy && ms[i].LastError != "" {
+			ms[i].Hint = proxyHint(ms[i].LastError)
+		}
+	}
+	return ms
+}
+
 // proxyHint turns a proxy error into what to do about it.
 func proxyHint(msg string) string {
 	m := strings.ToLower(msg)
 	switch {
+	case strings.HasPrefix(m, "interface ") && (strings.Contains(m, " is down") || strings.Contains(m, "no such device")):
+		return "the VPN interface is down or missing: check it (ifstatus NAME, wg show); while it is down the next proxy by priority, or fail_mode, takes over"
+	case strings.HasPrefix(m, "interface "):
+		return "the VPN interface is up but the health probe does not get through it: check the tunnel's peer (wg show: latest handshake) and that its firewall zone masquerades"
+	case strings.Contains(m, "server clock differs"):
+		return "Shadowsocks 2022 needs the router's clock within 30 s of the server's: check NTP on the router (System → System → Time synchronization)"
+	case strings.Contains(m, "reality handshake failed"):
+		return "the REALITY server did not prove it holds the key: check public_key (pbk) and short_id (sid) against the server's; if they are right, something on the way intercepts the connection"
+	case strings.Contains(m, "reality"):
+		return "the REALITY handshake failed: check sni (a name the server accepts), fingerprint, server and port"
+	case strings.Contains(m, "certificate"):
+		return "the server's TLS certificate is not valid for sni: check sni; only for your own server with a self-signed certificate set insecure '1'"
+	case strings.Contains(m, "closed right after it opened"), strings.Contains(m, "without answering"):
+		return "the server closed the connection at once: check the credentials (vless: uuid and flow; trojan: password) and that it allows the target"
 	case strings.Contains(m, "auth"), strings.Contains(m, "password"):
 		return "the proxy refused the username or password: check them (for Shadowsocks, the password and cipher)"
 	case strings.Contains(m, "refused"):

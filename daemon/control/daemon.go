@@ -518,6 +518,9 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 	resolver := bypassResolver(cfg.Main.BypassMark)
 	var out []netip.Prefix
 	for _, p := range cfg.Proxies {
+		if p.Server == "" { // an interface proxy: no server of its own
+			continue
+		}
 		if a, err := netip.ParseAddr(p.Server); err == nil {
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 			continue

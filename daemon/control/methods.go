@@ -81,7 +81,7 @@ func (d *Daemon) Status() Status {
 		LastReloadError: d.lastReloadErr,
 		FailMode:        d.cfg.Main.FailMode,
 		Marking:         d.marking,
-		Proxies:         d.pool.Status(),
+		Proxies:         withHints(d.pool.Status()),
 		Lists:           d.lists.Status(),
 		MaxFlows:        d.maxFlows,
 		Rebuilds:        d.rebuilds,

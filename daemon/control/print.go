@@ -86,6 +86,11 @@ func printStatus(w io.Writer, st Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%s\n", name, p.Type, p.Server, p.Healthy, p.Latency.Round(time.Millisecond), p.Flows, p.LastError)
 	}
 	tw.Flush()
+	for _, p := range st.Proxies {
+		if p.Hint != "" {
+			fmt.Fprintf(w, "hint for %s: %s\n", p.Name, p.Hint)
+		}
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "LIST\tKIND\tV4\tV6\tORIGIN\tUPDATED\tLAST ERROR")

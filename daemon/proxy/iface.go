@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tgtun/tgtun/netcfg"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -55,6 +56,9 @@ func (i *Interface) Device() (netlink.Link, error) {
 	a := link.Attrs()
 	if a.Flags&net.FlagUp == 0 || (a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown) {
 		return nil, fmt.Errorf("%s: device %s is down (state %s)", i.base.prefix, a.Name, a.OperState)
+	}
+	if err := netcfg.PrepareRouteDevice(a.Name); err != nil {
+		return nil, fmt.Errorf("%s: %w", i.base.prefix, err)
 	}
 	return link, nil
 }

@@ -52,6 +52,9 @@ type MemberStatus struct {
 	LastCheck time.Time     `json:"last_check"`
 	Flows     uint64        `json:"flows"`  // dials carried
 	Active    bool          `json:"active"` // the member new flows use now
+	// Hint says what to do about LastError; the caller that knows the
+	// configuration fills it in (empty while healthy).
+	Hint string `json:"hint,omitempty"`
 }
 
 // Pool dials through the healthy member with the lowest priority, falling

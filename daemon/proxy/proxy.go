@@ -79,6 +79,9 @@ type Spec struct {
 
 // Address is "server:port" (brackets around IPv6), never with credentials.
 func (s Spec) Address() string {
+	if s.Type == TypeInterface {
+		return s.Interface
+	}
 	return net.JoinHostPort(s.Server, strconv.Itoa(int(s.Port)))
 }
 

@@ -23,14 +23,17 @@ const (
 	vlessVersion = 0
 	vlessCmdTCP  = 1
 	vlessCmdUDP  = 2
+	vlessCmdMux  = 3
 	vlessIPv4    = 1
+	vlessDomain  = 2
 	vlessIPv6    = 3
 )
 
 // VLESS dials through a VLESS server over TLS or REALITY, optionally with the
 // Vision flow. UDP uses VLESS's own packet command: one destination per
 // connection, each datagram prefixed by its 16-bit length (what sing-box and Xray
-// servers accept without a mux).
+// servers accept without a mux). Servers refuse that command to Vision users:
+// their UDP goes as XUDP (one Mux.Cool session) inside a Vision stream.
 type VLESS struct {
 	base base
 	id   [16]byte
@@ -96,7 +99,7 @@ func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Con
 		return nil, fmt.Errorf("%s: %w", v.base.prefix, handshakeErr(ctx, err))
 	}
 	flow := ""
-	if cmd == vlessCmdTCP {
+	if cmd != vlessCmdUDP {
 		flow = v.flow
 	}
 	hdr := appendVLESSRequest(nil, v.id, flow, cmd, dst)
@@ -129,6 +132,13 @@ func (v *VLESS) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 	if !v.base.spec.UDP {
 		return nil, fmt.Errorf("%s: udp is off for this proxy: %w", v.base.prefix, errors.ErrUnsupported)
 	}
+	if v.flow == FlowVision {
+		c, err := v.dial(ctx, vlessCmdMux, dst)
+		if err != nil {
+			return nil, err
+		}
+		return &xudpConn{Conn: c, dst: dst}, nil
+	}
 	c, err := v.dial(ctx, vlessCmdUDP, dst)
 	if err != nil {
 		return nil, err
@@ -148,6 +158,14 @@ func appendVLESSRequest(b []byte, id [16]byte, flow string, cmd byte, dst netip.
 		b = append(b, flow...)
 	}
 	b = append(b, cmd)
+	if cmd == vlessCmdMux {
+		return b // the sessions carry the addresses
+	}
+	return appendVLESSAddr(b, dst)
+}
+
+// appendVLESSAddr appends port, type and address as VLESS and Mux.Cool write them.
+func appendVLESSAddr(b []byte, dst netip.AddrPort) []byte {
 	b = binary.BigEndian.AppendUint16(b, dst.Port())
 	ip := dst.Addr().Unmap()
 	if ip.Is4() {
@@ -258,4 +276,146 @@ func readLengthPacket(r io.Reader, p []byte) (int, error) {
 		}
 	}
 	return m, nil
+}
+
+// Mux.Cool frame status and options, as XUDP uses them.
+const (
+	muxNew       = 1
+	muxKeep      = 2
+	muxEnd       = 3
+	muxKeepAlive = 4
+	muxOptData   = 1
+	muxOptError  = 2
+	muxNetUDP    = 2
+)
+
+// xudpConn is one UDP session in Mux.Cool framing (XUDP): each datagram is a frame
+//
+//	metadata length(2) session(2) status(1) option(1) network(1) port(2) type(1) address
+//	data length(2) data
+//
+// with status new on the first datagram and keep afterwards.
+type xudpConn struct {
+	net.Conn
+	dst     netip.AddrPort
+	wmu     sync.Mutex
+	started bool
+	rmu     sync.Mutex
+	meta    [2 + 255]byte
+}
+
+func (c *xudpConn) RemoteAddr() net.Addr { return udpAddr(c.dst) }
+
+func (c *xudpConn) Write(p []byte) (int, error) {
+	if len(p) > 0xffff {
+		return 0, fmt.Errorf("datagram of %d bytes is too large", len(p))
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	status := byte(muxKeep)
+	if !c.started {
+		status = muxNew
+	}
+	b := make([]byte, 2, 2+5+19+2+len(p))
+	b = append(b, 0, 0, status, muxOptData, muxNetUDP)
+	b = appendVLESSAddr(b, c.dst)
+	binary.BigEndian.PutUint16(b, uint16(len(b)-2))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(p)))
+	b = append(b, p...)
+	if _, err := c.Conn.Write(b); err != nil {
+		return 0, err
+	}
+	c.started = true
+	return len(p), nil
+}
+
+// Read returns the next datagram from dst; a longer one than p is truncated.
+func (c *xudpConn) Read(p []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		from, n, data, err := readXUDPFrame(c.Conn, c.meta[:], p)
+		if err != nil {
+			return 0, err
+		}
+		if data && (!from.IsValid() || sameAddrPort(from, c.dst)) {
+			return n, nil
+		}
+	}
+}
+
+// readXUDPFrame reads one Mux.Cool frame from r, using meta as scratch space, and
+// copies its data into p. from is the datagram's source when the frame names one;
+// data tells whether the frame carried a datagram.
+func readXUDPFrame(r io.Reader, meta, p []byte) (from netip.AddrPort, n int, data bool, err error) {
+	if _, err := io.ReadFull(r, meta[:2]); err != nil {
+		return from, 0, false, err
+	}
+	ml := int(binary.BigEndian.Uint16(meta[:2]))
+	if ml < 4 || ml > len(meta)-2 {
+		return from, 0, false, fmt.Errorf("xudp: frame metadata of %d bytes", ml)
+	}
+	m := meta[2 : 2+ml]
+	if _, err := io.ReadFull(r, m); err != nil {
+		return from, 0, false, noEOF(err)
+	}
+	status, opt := m[2], m[3]
+	switch status {
+	case muxEnd:
+		return from, 0, false, io.EOF
+	case muxKeep, muxKeepAlive, muxNew:
+	default:
+		return from, 0, false, fmt.Errorf("xudp: unknown frame status %d", status)
+	}
+	if opt&muxOptError != 0 {
+		return from, 0, false, errors.New("xudp: the server closed the session with an error")
+	}
+	if ml > 5 {
+		from, err = parseVLESSAddr(m[5:])
+		if err != nil {
+			return from, 0, false, fmt.Errorf("xudp: %w", err)
+		}
+	}
+	if opt&muxOptData == 0 {
+		return from, 0, false, nil
+	}
+	var l [2]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return from, 0, false, noEOF(err)
+	}
+	dl := int(binary.BigEndian.Uint16(l[:]))
+	k := min(dl, len(p))
+	if _, err := io.ReadFull(r, p[:k]); err != nil {
+		return from, 0, false, noEOF(err)
+	}
+	if dl > k {
+		if _, err := io.CopyN(io.Discard, r, int64(dl-k)); err != nil {
+			return from, 0, false, noEOF(err)
+		}
+	}
+	return from, k, true, nil
+}
+
+// parseVLESSAddr reads port, type and address. A domain name yields an invalid
+// AddrPort with no error (the caller cannot compare it).
+func parseVLESSAddr(b []byte) (netip.AddrPort, error) {
+	if len(b) < 3 {
+		return netip.AddrPort{}, errShortAddr
+	}
+	port := binary.BigEndian.Uint16(b)
+	switch b[2] {
+	case vlessIPv4:
+		if len(b) < 3+4 {
+			return netip.AddrPort{}, errShortAddr
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[3:7])), port), nil
+	case vlessIPv6:
+		if len(b) < 3+16 {
+			return netip.AddrPort{}, errShortAddr
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[3:19])), port), nil
+	case vlessDomain:
+		return netip.AddrPort{}, nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("unknown address type %d", b[2])
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -13,12 +14,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -182,4 +185,59 @@ func (n *Net) SelfSignedCert(names ...string) (certPath, keyPath string, certPEM
 		return "", "", nil, fmt.Errorf("self-signed cert: %w", err)
 	}
 	return certPath, keyPath, certPEM, nil
+}
+
+// TLSSite is a TLS 1.3 server started by StartTLSSite: the "real" site a REALITY
+// server imitates. It answers every request with a short HTTP response and counts
+// what clients did.
+type TLSSite struct {
+	Addr netip.AddrPort
+	// Handshakes counts completed TLS handshakes, AppBytes the application bytes
+	// received after them.
+	Handshakes, AppBytes atomic.Int64
+}
+
+// StartTLSSite runs a TLS 1.3 server with a self-signed certificate for name on addr
+// in namespace ns, inside this process; it stops at cleanup.
+func (n *Net) StartTLSSite(ns string, addr netip.AddrPort, name string) (*TLSSite, error) {
+	certPath, keyPath, _, err := n.SelfSignedCert(name)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("tls site: %w", err)
+	}
+	l, err := n.Listen(ns, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	site := &TLSSite{Addr: addr}
+	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				if err := c.(*tls.Conn).Handshake(); err != nil {
+					return
+				}
+				site.Handshakes.Add(1)
+				buf := make([]byte, 4096)
+				for {
+					k, err := c.Read(buf)
+					site.AppBytes.Add(int64(k))
+					if err != nil {
+						return
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	return site, nil
 }
