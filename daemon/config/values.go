@@ -45,6 +45,9 @@ func parseIfname(s string) (string, error) {
 // parseInt parses a decimal integer within [min, max].
 func parseInt(s string, min, max int64) (int64, error) {
 	v, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrSyntax) {
+		return 0, fmt.Errorf("not a number (%d-%d)", min, max)
+	}
 	if err != nil || v < min || v > max {
 		return 0, fmt.Errorf("out of range %d-%d", min, max)
 	}

@@ -95,7 +95,7 @@ func (d *Daemon) Status() Status {
 // configuration stays and the error says why. Established flows are kept unless the
 // kernel side itself (TUN, marks, table, LAN interfaces) changed.
 func (d *Daemon) Reload(ctx context.Context) error {
-	cfg, warnings, err := config.Load(d.opts.ConfigPath)
+	cfg, warnings, err := LoadConfig(d.opts.ConfigPath)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lastReload = time.Now()
@@ -108,7 +108,6 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.lastReloadErr = "main.enabled is '0'; stop the service to disable tgtun"
 		return &Error{Code: CodeInvalidArgument, Msg: d.lastReloadErr}
 	}
-	warnings = append(warnings, serviceWarnings(d.opts.ConfigPath, cfg)...)
 	pool, err := newPool(cfg, d.log)
 	if err != nil {
 		d.lastReloadErr = err.Error()
