@@ -19,7 +19,7 @@ DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shado
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/...
 
-.PHONY: help go-check deps build test lint unit test-bigendian test-luci cross demo bench ipk clean fuzz
+.PHONY: docs-img help go-check deps build test lint unit test-bigendian test-luci cross demo bench ipk clean fuzz
 
 help:
 	@echo "make demo   - set up, build and run the end-to-end demo (root; 2-5 min the first time, 1 min after)"
@@ -136,6 +136,11 @@ fuzz:
 			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
 		done; \
 	done
+
+# The README's two LuCI screenshots (docs/img), taken by the LuCI screenshot test.
+docs-img:
+	cd luci-app/tests && node --test screenshot.test.js
+	cp e2e/artifacts/luci/settings.png e2e/artifacts/luci/status.png docs/img/
 
 clean:
 	rm -rf bin dist
