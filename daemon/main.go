@@ -40,6 +40,9 @@ type command struct {
 	args     string // positional arguments after the flags, "" for none
 	examples []string
 	setup    func(fs *flag.FlagSet, stdout, stderr io.Writer) func(args []string) int
+	// raw, instead of setup, is a command that parses its own arguments (flags after a
+	// positional argument, say); runCLI still answers -h/--help with the help above.
+	raw func(args []string, stdout, stderr io.Writer) int
 }
 
 func commands() []*command {
@@ -111,8 +114,23 @@ func main() {
 	os.Exit(runCLI(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// usage is the overview `tgtun help` prints.
-func usage(w io.Writer) {
+// usage is the overview, for commands that print it themselves.
+var usage = func() string {
+	var b strings.Builder
+	printUsage(&b)
+	return b.String()
+}()
+
+// newFlags makes a flag set that reports errors to stderr and never exits by itself,
+// for commands that parse their own flags (command.raw).
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tgtun "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// printUsage prints the overview `tgtun help` shows.
+func printUsage(w io.Writer) {
 	fmt.Fprint(w, "tgtun tunnels messenger traffic (Telegram and others) of a whole network through a proxy.\n\nUsage: tgtun COMMAND [flags]\n\nCommands:\n")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
@@ -135,22 +153,22 @@ func lookup(args []string) (*command, []string) {
 
 func runCLI(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		usage(stderr)
+		printUsage(stderr)
 		return exitUsage
 	}
 	switch args[0] {
 	case "-h", "-help", "--help":
-		usage(stdout)
+		printUsage(stdout)
 		return exitOK
 	case "help":
 		if len(args) == 1 {
-			usage(stdout)
+			printUsage(stdout)
 			return exitOK
 		}
 		c, rest := lookup(args[1:])
 		if c == nil || len(rest) > 0 {
 			fmt.Fprintf(stderr, "tgtun help: unknown command %q\n\n", strings.Join(args[1:], " "))
-			usage(stderr)
+			printUsage(stderr)
 			return exitUsage
 		}
 		fs, _ := c.flags(stdout, stderr)
@@ -165,13 +183,21 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 		for _, k := range commands() {
 			if first, second, ok := strings.Cut(k.name, " "); ok && first == args[0] {
 				fmt.Fprintf(stderr, "tgtun %s: expected '%s'\n\n", first, second)
-				usage(stderr)
+				printUsage(stderr)
 				return exitUsage
 			}
 		}
 		fmt.Fprintf(stderr, "tgtun: unknown command %q\n\n", args[0])
-		usage(stderr)
+		printUsage(stderr)
 		return exitUsage
+	}
+	if c.raw != nil {
+		if len(rest) > 0 && (rest[0] == "-h" || rest[0] == "-help" || rest[0] == "--help") {
+			fs, _ := c.flags(stdout, stderr)
+			c.help(stdout, fs)
+			return exitOK
+		}
+		return c.raw(rest, stdout, stderr)
 	}
 	fs, run := c.flags(stdout, stderr)
 	if err := fs.Parse(rest); err != nil {
@@ -191,9 +217,11 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 
 // flags makes the command's flag set, which reports errors to stderr and never exits.
 func (c *command) flags(stdout, stderr io.Writer) (*flag.FlagSet, func([]string) int) {
-	fs := flag.NewFlagSet("tgtun "+c.name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags(c.name, stderr)
 	fs.Usage = func() {} // runCLI prints help for -h, and a pointer to it for mistakes
+	if c.setup == nil {
+		return fs, nil
+	}
 	return fs, c.setup(fs, stdout, stderr)
 }
 

@@ -427,7 +427,9 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		if !m.IPv6 {
 			lo, hint = minMTUv4, ""
 		}
-		if n, err := parseInt(v.Text, lo, maxMTU); err != nil {
+		if n, err := parseInt(v.Text, lo, maxMTU); errors.Is(err, errNotNumber) {
+			r.bad("tun_mtu", v, err.Error())
+		} else if err != nil {
 			r.bad("tun_mtu", v, err.Error()+hint)
 		} else {
 			m.TunMTU = int(n)
@@ -480,6 +482,8 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 	if v, ok := r.single("route_table"); ok {
 		n, err := parseInt(v.Text, 1, math.MaxInt32)
 		switch {
+		case errors.Is(err, errNotNumber):
+			r.bad("route_table", v, err.Error())
 		case err != nil:
 			r.bad("route_table", v, err.Error()+" (except 253-255)")
 		case n >= 253 && n <= 255:
