@@ -187,8 +187,7 @@ func runCLI(args []string, stdout, stderr io.Writer) int {
 				return exitUsage
 			}
 		}
-		fmt.Fprintf(stderr, "tgtun: unknown command %q\n\n", args[0])
-		printUsage(stderr)
+		fmt.Fprintf(stderr, "tgtun: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
 	if c.raw != nil {
