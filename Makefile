@@ -63,6 +63,9 @@ lint: go-check
 	GOARCH=mips GOMIPS=softfloat $(GO) vet ./...
 	@echo "lint: staticcheck (builds it first: a minute or two the first time)"
 	$(GO) run $(STATICCHECK) ./...
+	@echo "lint: tools/*.sh (shellcheck; deps.sh against stand-ins for apt and systemctl)"
+	shellcheck tools/*.sh
+	bash tools/deps_test.sh
 
 # Every package but e2e, then e2e (root, network namespaces) with a line per test as it
 # starts and ends, so a slow or hanging test shows; a failing test's whole log is printed.

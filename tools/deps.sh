@@ -27,7 +27,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 log=$(mktemp /tmp/tgtun-deps.XXXXXX)
-policy=/usr/sbin/policy-rc.d
+policy=${POLICY_RC_D:-/usr/sbin/policy-rc.d} # overridable for tools/deps_test.sh
 own_policy=0
 cleanup() {
 	if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
