@@ -242,7 +242,11 @@ func (c *checker) build(f *uciFile) *Config {
 		case "custom":
 			cfg.Customs = append(cfg.Customs, c.custom(s, cfg.Main.IPv6))
 		default:
-			c.warn(s.Line, "", fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type)))
+			msg := fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type))
+			if near := closest(s.Type, []string{"main", "proxy", "service", "custom"}); near != "" {
+				msg = fmt.Sprintf("unknown section type %s is ignored; did you mean '%s'?", quoteValue(s.Type), near)
+			}
+			c.warn(s.Line, "", msg)
 		}
 	}
 	slices.SortStableFunc(proxies, func(a, b Proxy) int { return cmp.Compare(a.Priority, b.Priority) })

@@ -436,6 +436,7 @@ func TestServicesAndCustoms(t *testing.T) {
 			check: func(c *Config) bool { return c.Customs[0].Name == "@custom[0]" }},
 
 		{name: "unknown section type warns", in: "config tunnel 'x'\n\toption a 'b'\n", wantWarn: "tgtun.conf:1: unknown section type 'tunnel' is ignored"},
+		{name: "misspelt section type names the closest", in: "config porxy 'x'\n\toption a 'b'\n", wantWarn: "tgtun.conf:1: unknown section type 'porxy' is ignored; did you mean 'proxy'?"},
 		{name: "two main sections", in: "config main 'main'\nconfig main 'other'\n", wantErr: "tgtun.conf:2: main 'other': only one main section is allowed (the first is at line 1)"},
 		{name: "anonymous main is fine", in: "config main\n\toption log_level 'debug'\n",
 			check: func(c *Config) bool { return c.Main.LogLevel == slog.LevelDebug }},
