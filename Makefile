@@ -3,7 +3,9 @@ SHELL       := /bin/bash
 # Go: the one in PATH, else /usr/local/go (where go.dev's tarball unpacks). GO_NEED is the
 # version go.mod asks for; go-check says so when Go is missing or older.
 GO_NEED     := $(shell sed -n 's/^go //p' go.mod)
-GO          ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+ifeq ($(origin GO),undefined)
+GO          := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+endif
 # The e2e tests build tgtun with the go in PATH, and sing-box is `go install`ed: both
 # must be found without the caller's PATH knowing /usr/local/go/bin.
 export PATH := $(if $(filter /%,$(GO)),$(patsubst %/,%,$(dir $(GO))):)$(HOME)/go/bin:$(PATH)
@@ -86,7 +88,11 @@ test-bigendian: go-check
 
 # The LuCI app's checks: views parse, ACL matches the calls, translations complete, form
 # validation agrees with `tgtun config check`, screenshots in headless Chromium.
+# Its Debian packages go through tools/deps.sh first (lock wait, quiet), so run.sh finds
+# them installed.
+LUCI_PKGS   := nodejs chromium gettext fonts-dejavu-core
 test-luci:
+	@bash tools/deps.sh $(LUCI_PKGS)
 	bash luci-app/tests/run.sh
 
 # The stages of `make test`, each under a banner with its elapsed time, then a summary.
