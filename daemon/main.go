@@ -258,7 +258,7 @@ func setupConfigCheck(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string)
 	path := fs.String("c", config.DefaultPath, "configuration `file`")
 	strict := fs.Bool("strict", false, "treat warnings (unknown options, unused values) as errors")
 	return func([]string) int {
-		_, warnings, err := control.LoadConfig(*path)
+		cfg, warnings, err := control.LoadConfig(*path)
 		for _, w := range warnings {
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
@@ -277,6 +277,10 @@ func setupConfigCheck(fs *flag.FlagSet, stdout, stderr io.Writer) func([]string)
 		if *strict && len(warnings) > 0 {
 			fmt.Fprintf(stderr, "%s: %d warning(s), which --strict counts as errors\n", *path, len(warnings))
 			return exitFail
+		}
+		if !cfg.Main.Enabled {
+			fmt.Fprintf(stdout, "%s: ok (but enabled '0': tgtun does not start until uci set tgtun.main.enabled=1)\n", *path)
+			return exitOK
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return exitOK

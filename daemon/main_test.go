@@ -42,6 +42,7 @@ func TestCLI(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, exitUsage, nil, []string{`unknown command "frobnicate"`}},
 		{"config without check", []string{"config"}, exitUsage, nil, []string{"expected 'check'"}},
 		{"config check ok", []string{"config", "check", "-c", good}, exitOK, []string{"ok"}, nil},
+		{"config check ok but disabled says so", []string{"config", "check", "-c", good}, exitOK, []string{"enabled '0'", "uci set tgtun.main.enabled=1"}, nil},
 		{"shipped default config", []string{"config", "check", "-c", "../openwrt/files/etc/config/tgtun"}, exitOK, []string{"ok"}, nil},
 		{"config check reports every error with file:line", []string{"config", "check", "-c", bad}, exitFail, nil,
 			[]string{bad + ":2:", "tun_mtu", bad + ":6:", "port '70000' is out of range 1-65535", "2 error(s)"}},
