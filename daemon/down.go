@@ -36,6 +36,18 @@ func systemLogread() ([]string, bool) {
 	return lines, true
 }
 
+// explainCallError says what to do about a failed call to the daemon: "" when the
+// error says it all, otherwise why the daemon does not answer.
+func explainCallError(err error, socket, path string, tail logTail) string {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Sprintf("Only root may use the control socket %s: run this as root.\n", socket)
+	case errors.Is(err, control.ErrUnreachable):
+		return explainDown(path, tail)
+	}
+	return ""
+}
+
 // explainDown says, in steps a user can take, why the daemon does not answer: not
 // enabled, a configuration it refuses, never started, or started and exited (with its
 // last log lines where logread exists).

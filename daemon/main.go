@@ -324,9 +324,7 @@ func setupCall(method string) func(*flag.FlagSet, io.Writer, io.Writer) func([]s
 			raw, err := control.Call(ctx, *socket, method, nil)
 			if err != nil {
 				fmt.Fprintf(stderr, "tgtun %s: %v\n", name, err)
-				if errors.Is(err, control.ErrUnreachable) {
-					fmt.Fprint(stderr, explainDown(*path, systemLogread))
-				}
+				fmt.Fprint(stderr, explainCallError(err, *socket, *path, systemLogread))
 				return exitFail
 			}
 			if *asJSON {

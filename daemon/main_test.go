@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/tgtun/tgtun/daemon/control"
 )
 
 func TestCLI(t *testing.T) {
@@ -133,5 +137,27 @@ func TestExplainDown(t *testing.T) {
 				t.Errorf("shows more than the last lines:\n%s", got)
 			}
 		})
+	}
+}
+
+// TestExplainCallError: a socket the user may not open says so (root bypasses file modes,
+// so the error is built here rather than provoked), an unreachable daemon is explained,
+// and a daemon's own error needs nothing more.
+func TestExplainCallError(t *testing.T) {
+	none := func() ([]string, bool) { return nil, false }
+	good := filepath.Join(t.TempDir(), "tgtun")
+	if err := os.WriteFile(good, []byte("config main 'main'\n\toption enabled '0'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	denied := fmt.Errorf("%w: connect to /s: %w", control.ErrUnreachable, syscall.EACCES)
+	if got := explainCallError(denied, "/s", good, none); !strings.Contains(got, "Only root may use the control socket /s") {
+		t.Errorf("permission denied: %q", got)
+	}
+	down := fmt.Errorf("%w: connect to /s: %w", control.ErrUnreachable, syscall.ECONNREFUSED)
+	if got := explainCallError(down, "/s", good, none); !strings.Contains(got, "uci set tgtun.main.enabled=1") {
+		t.Errorf("daemon down: %q", got)
+	}
+	if got := explainCallError(errors.New("reload: configuration not reloaded"), "/s", good, none); got != "" {
+		t.Errorf("daemon error: %q", got)
 	}
 }
