@@ -47,10 +47,28 @@ stop) grep -vx "$unit" "$STATE/active" >"$STATE/a.tmp" || true; mv "$STATE/a.tmp
 esac
 F
 printf '#!/bin/sh\necho 0\n' >"$tmp/bin/id"
+# update-rc.d must never reach the host's /etc/rc?.d: a stand-in that only logs.
+# shellcheck disable=SC2016 # expanded by the stand-in, not here
+printf '#!/bin/sh\necho "update-rc.d $*" >>"$STATE/update-rc.d.log"\n' >"$tmp/bin/update-rc.d"
 chmod +x "$tmp/bin/"*
 export PATH="$tmp/bin:$PATH"
-# deps.sh stops services only under a running systemd; the stand-in always is one.
-sed "s|\[ -d /run/systemd/system \]|true|" "$here/deps.sh" >"$tmp/deps.sh"
+# deps.sh stops services only under a running systemd (the stand-in always is one), and
+# disables sysv links of the units in /etc/init.d (here: every unit, in no real place).
+# shellcheck disable=SC2016 # literal $unit in the patterns
+sed -e "s|\[ -d /run/systemd/system \]|true|" -e 's|\[ -e "/etc/init.d/\$unit" \]|true|' "$here/deps.sh" >"$tmp/deps.sh"
+# shellcheck disable=SC2016 # literal $unit in the pattern
+if grep -q '/etc/init.d/\$unit\|/run/systemd/system' "$tmp/deps.sh"; then
+	echo "FAIL: tools/deps_test.sh could not replace deps.sh's host paths"
+	exit 1
+fi
+
+# Every command that could change the host must be a stand-in.
+for c in apt-get dpkg-query systemctl update-rc.d id; do
+	if [ "$(command -v "$c")" != "$tmp/bin/$c" ]; then
+		echo "FAIL: $c is not the stand-in; not running deps.sh"
+		exit 1
+	fi
+done
 
 reset() { rm -rf "$STATE"; mkdir -p "$STATE"; touch "$STATE/installed" "$STATE/active" "$STATE/enabled"; }
 
@@ -67,6 +85,8 @@ grep -qx tinyproxy "$STATE/active" && fail "tinyproxy (started despite policy-rc
 grep -Eqx 'danted|tinyproxy' "$STATE/enabled" && fail "services left enabled: $(cat "$STATE/enabled")"
 grep -qx shadowsocks-libev "$STATE/active" || fail "the host's running shadowsocks-libev was stopped"
 grep -q "stop shadowsocks-libev" "$STATE/systemctl.log" && fail "tried to stop the host's shadowsocks-libev"
+grep -q "update-rc.d danted disable" "$STATE/update-rc.d.log" || fail "danted's sysv links not disabled"
+grep -q "update-rc.d shadowsocks-libev" "$STATE/update-rc.d.log" && fail "the host's shadowsocks-libev links touched"
 
 # 2. Everything there: no apt at all.
 rm -f "$STATE/apt.log"
