@@ -1,6 +1,14 @@
 # tgtun — build, test and package. `make help` lists the targets.
 SHELL       := /bin/bash
-GO          ?= go
+# Go: the one in PATH, else /usr/local/go (where go.dev's tarball unpacks). GO_NEED is the
+# version go.mod asks for; go-check says so when Go is missing or older.
+GO_NEED     := $(shell sed -n 's/^go //p' go.mod)
+ifeq ($(origin GO),undefined)
+GO          := $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
+endif
+# The e2e tests build tgtun with the go in PATH, and sing-box is `go install`ed: both
+# must be found without the caller's PATH knowing /usr/local/go/bin.
+export PATH := $(if $(filter /%,$(GO)),$(patsubst %/,%,$(dir $(GO))):)$(HOME)/go/bin:$(PATH)
 # X.Y.Z-rN from the last vX.Y.Z tag (0.0.0-rN without one): valid for opkg and apk alike.
 VERSION     ?= $(shell sh openwrt/version.sh)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
@@ -21,11 +29,11 @@ DEB_PKGS    += dnsmasq-base
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/... ./daemon/dnsfwd/... ./daemon/dnsname/...
 
-.PHONY: help deps build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
+.PHONY: docs-img help go-check deps build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
 
 help:
-	@echo "make demo   - set up, build and run the end-to-end demo (root)"
-	@echo "make test   - set up and run every test: lint, unit+e2e (root), big-endian, cross"
+	@echo "make demo   - set up, build and run the end-to-end demo (root; 2-5 min the first time, 1 min after)"
+	@echo "make test   - set up and run every test: lint, unit+e2e (root), big-endian, LuCI, cross (20-40 min)"
 	@echo "make build  - build bin/tgtun"
 	@echo "make lint   - gofmt, go vet, staticcheck"
 	@echo "make cross  - static binaries for the OpenWrt targets, with sizes"
@@ -34,15 +42,24 @@ help:
 	@echo "make feed   - signed package feed in dist/feed/ (keys: make feed-key)"
 	@echo "make bench  - figures against same-run baselines (root): docs/performance.md"
 
-# deps installs what the tests need on a fresh Debian machine (root). It is quick when
-# everything is already there.
-deps:
-	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+go-check:
+	@if ! command -v $(GO) >/dev/null 2>&1; then \
+		echo "Go $(GO_NEED) or newer is needed and is neither in PATH nor in /usr/local/go/bin."; \
+		echo "Install it from https://go.dev/dl/: tar -C /usr/local -xzf go$(GO_NEED).linux-amd64.tar.gz"; \
+		exit 1; \
 	fi
-	$(GO) mod download
+	@have=$$($(GO) env GOVERSION 2>/dev/null); have=$${have#go}; \
+	if [ "$$(printf '%s\n%s\n' "$(GO_NEED)" "$$have" | sort -V | head -n1)" != "$(GO_NEED)" ]; then \
+		echo "$(GO) is Go $$have; tgtun needs Go $(GO_NEED) or newer (https://go.dev/dl/)."; exit 1; \
+	fi
+
+# deps installs what the tests need on a fresh Debian machine (root): quietly, waiting for
+# a held apt lock, leaving the test servers' services disabled (tools/deps.sh). It takes a
+# few minutes the first time and a second when everything is there.
+deps: go-check
+	@bash tools/deps.sh $(DEB_PKGS)
+	@echo "deps: go mod download"
+	@$(GO) mod download
 	@# sing-box: the VLESS (TLS, REALITY, Vision), Trojan and Shadowsocks-2022 servers of the
 	@# e2e tests and the bench's reference client. with_utls enables REALITY; no QUIC.
 	@gobin=$$($(GO) env GOBIN); sb=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/sing-box; \
@@ -57,21 +74,34 @@ deps:
 		echo "installing wireguard-go into $$wg"; $(GO) install $(WIREGUARD_GO); \
 	fi
 
-build:
+build: go-check
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
 
-lint:
+lint: go-check
+	@echo "lint: gofmt"
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@echo "lint: go vet (amd64)"
 	$(GO) vet ./...
 	@# Most routers are 32-bit: a constant that overflows a 32-bit int must fail here, early.
+	@echo "lint: go vet for 32-bit big-endian mips (about a minute the first time)"
 	GOARCH=mips GOMIPS=softfloat $(GO) vet ./...
+	@echo "lint: staticcheck (builds it first: a minute or two the first time)"
 	$(GO) run $(STATICCHECK) ./...
+	@echo "lint: tools/*.sh (shellcheck; deps.sh against stand-ins for apt and systemctl)"
+	shellcheck tools/*.sh
+	bash tools/deps_test.sh
 
-unit:
-	$(GO) test -count=1 -timeout 20m ./...
+# Every package but e2e, then e2e (root, network namespaces) with a line per test as it
+# starts and ends, so a slow or hanging test shows; a failing test's whole log is printed.
+unit: go-check
+	@echo "unit: go test, every package except e2e"
+	$(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/e2e')
+	@echo "unit: go test ./e2e/... (root: real TUN, nftables, proxies in network namespaces; 5-15 min)"
+	set -o pipefail; $(GO) test -count=1 -timeout 20m -json ./e2e/... | $(GO) run ./e2e/testlog
 
-test-bigendian:
+test-bigendian: go-check
+	@echo "test-bigendian: the pure packages' tests under qemu-mips-static, then qemu-arm-static"
 	GOARCH=mips GOMIPS=softfloat CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-mips-static $(PURE_PKGS)
 	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-arm-static $(PURE_PKGS)
 	@# The engine's tests need root and a TUN, except its epoll poller's (the kernel hands
@@ -82,10 +112,17 @@ test-bigendian:
 # The LuCI app's checks: views parse, ACL matches the calls, translations complete, form
 # validation agrees with `tgtun config check`, and the views under LuCI's real runtime
 # (../shared/luci) in headless Chromium against an rpcd-like server, with screenshots.
+# Its Debian packages go through tools/deps.sh first (lock wait, quiet), so run.sh finds
+# them installed.
+LUCI_PKGS   := nodejs chromium gettext fonts-dejavu-core
 test-luci:
+	@bash tools/deps.sh $(LUCI_PKGS)
 	bash luci-app/tests/run.sh
 
-test: deps lint unit test-bigendian test-luci cross
+# The stages of `make test`, each under a banner with its elapsed time, then a summary.
+TEST_STAGES := deps lint unit test-bigendian test-luci cross
+test:
+	@MAKE="$(MAKE)" bash tools/stages.sh $(TEST_STAGES)
 
 # The OpenWrt architectures and their Go settings live in one place: openwrt/mkipk.
 MKIPK := bin/mkipk
@@ -93,7 +130,8 @@ $(MKIPK): $(wildcard openwrt/mkipk/*.go)
 	@mkdir -p bin
 	$(GO) build -o $@ ./openwrt/mkipk
 
-cross: $(MKIPK)
+cross: go-check $(MKIPK)
+	@echo "cross: static binaries for each OpenWrt architecture, with their sizes"
 	@mkdir -p dist/bin
 	@set -e; for arch in $$($(MKIPK) -print-archs | cut -d' ' -f1); do \
 		env $$($(MKIPK) -print-env $$arch) $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
@@ -174,6 +212,11 @@ fuzz:
 			echo "== $$p $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$p || exit 1; \
 		done; \
 	done
+
+# The README's two LuCI screenshots (docs/img), taken by the LuCI screenshot test.
+docs-img:
+	cd luci-app/tests && node --test screenshot.test.js
+	cp e2e/artifacts/luci/settings.png e2e/artifacts/luci/status.png docs/img/
 
 clean:
 	rm -rf bin dist

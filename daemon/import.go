@@ -20,7 +20,7 @@ import (
 // cmdProxy runs `tgtun proxy import`.
 func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "import" {
-		fmt.Fprintf(stderr, "tgtun proxy: expected 'import'\n\n%s", usage)
+		fmt.Fprintln(stderr, "tgtun proxy: expected 'import' (see tgtun help proxy import)")
 		return exitUsage
 	}
 	flags := newFlags("proxy import", stderr)

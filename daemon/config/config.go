@@ -201,28 +201,60 @@ func Default() *Config {
 	}}
 }
 
+// Rules are the checks whose knowledge lives outside this package: which services the
+// catalogue knows (daemon/lists), which subnets a list may hold (daemon/lists) and which
+// proxies the proxy package can build (daemon/proxy). control.ConfigRules supplies the
+// daemon's; `tgtun config check`, start and reload all load through control.LoadConfig
+// with them, so that whatever check accepts the daemon runs. Each problem is reported at
+// the line of the section or value it concerns.
+type Rules interface {
+	// Services lists the known service names, in the catalogue's order.
+	Services() []string
+	// CheckSubnet says why a custom subnet (masked) may not be a target, or nil.
+	CheckSubnet(netip.Prefix) error
+	// CheckProxy builds p as the daemon would and says why that fails, or nil. It is
+	// called only for a proxy section that has a server and no other error.
+	CheckProxy(Proxy) error
+}
+
 // Load reads and validates the file at path. The error, if any, is an Errors holding
 // every problem (errors.As works with Errors and *Errors; errors.Is reaches I/O causes).
+// Load checks syntax and values only; the daemon and `config check` use LoadWith with
+// the daemon's Rules.
 func Load(path string) (*Config, []Warning, error) {
+	return LoadWith(path, nil)
+}
+
+// LoadWith is Load with the checks of rules (nil: none) on top.
+func LoadWith(path string, rules Rules) (*Config, []Warning, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, Errors{{File: path, Msg: "cannot read the file: " + errText(err), err: err}}
 	}
 	defer f.Close()
-	return Parse(path, f)
+	return ParseWith(path, f, rules)
 }
 
 // Parse reads and validates a configuration; name is used in messages.
 func Parse(name string, r io.Reader) (*Config, []Warning, error) {
+	return ParseWith(name, r, nil)
+}
+
+// ParseWith is Parse with the checks of rules (nil: none) on top.
+//
+// A syntax error (an unterminated quote, a statement the parser cannot read) is reported
+// first and alone: what follows from a line that could not be read (a missing option,
+// an option outside its section) would only mislead.
+func ParseWith(name string, r io.Reader, rules Rules) (*Config, []Warning, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
 	if err != nil {
 		return nil, nil, Errors{{File: name, Msg: "cannot read the file: " + errText(err), err: err}}
 	}
 	file, warnings, errs := parseUCI(name, data)
-	if file == nil {
+	if file == nil || len(errs) > 0 {
 		return nil, nil, errs
 	}
-	c := &checker{file: name, errs: errs, warnings: warnings}
+	c := &checker{file: name, errs: errs, warnings: warnings, rules: rules}
 	cfg := c.build(file)
 	slices.SortStableFunc(c.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
 	slices.SortStableFunc(c.warnings, func(a, b Warning) int { return cmp.Compare(a.Line, b.Line) })
@@ -245,6 +277,7 @@ type checker struct {
 	file     string
 	errs     Errors
 	warnings []Warning
+	rules    Rules // nil: syntax and values only
 }
 
 func (c *checker) build(f *uciFile) *Config {
@@ -277,7 +310,11 @@ func (c *checker) build(f *uciFile) *Config {
 		case "custom":
 			cfg.Customs = append(cfg.Customs, c.custom(s, cfg.Main.IPv6))
 		default:
-			c.warn(s.Line, "", fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type)))
+			msg := fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type))
+			if near := closest(s.Type, []string{"main", "proxy", "service", "custom"}); near != "" {
+				msg = fmt.Sprintf("unknown section type %s is ignored; did you mean '%s'?", quoteValue(s.Type), near)
+			}
+			c.warn(s.Line, "", msg)
 		}
 	}
 	slices.SortStableFunc(proxies, func(a, b Proxy) int { return cmp.Compare(a.Priority, b.Priority) })
@@ -421,12 +458,22 @@ func (r *section) oneOf(name string, allowed []string, dst *string) {
 	}
 }
 
-// finish warns about options nobody asked for: old or misspelt ones.
-// Their values are not shown: a misspelt password option is still a password.
+// finish warns about options nobody asked for: old or misspelt ones, naming the closest
+// option the section knows. Their values are not shown: a misspelt password option is
+// still a password.
 func (r *section) finish() {
+	var known []string
+	for name := range r.used {
+		known = append(known, name)
+	}
+	slices.Sort(known)
 	for _, o := range r.s.Options {
 		if !r.used[o.Name] {
-			r.c.warn(o.Line, r.s.label(), fmt.Sprintf("unknown option '%s' is ignored", o.Name))
+			msg := fmt.Sprintf("unknown option %s is ignored", quoteValue(o.Name))
+			if near := closest(o.Name, known); near != "" {
+				msg = fmt.Sprintf("unknown option %s; did you mean '%s'? (it is ignored)", quoteValue(o.Name), near)
+			}
+			r.c.warn(o.Line, r.s.label(), msg)
 		}
 	}
 }
@@ -452,7 +499,9 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		if !m.IPv6 {
 			lo, hint = minMTUv4, ""
 		}
-		if n, err := parseInt(v.Text, lo, maxMTU); err != nil {
+		if n, err := parseInt(v.Text, lo, maxMTU); errors.Is(err, errNotNumber) {
+			r.bad("tun_mtu", v, err.Error())
+		} else if err != nil {
 			r.bad("tun_mtu", v, err.Error()+hint)
 		} else {
 			m.TunMTU = int(n)
@@ -505,6 +554,8 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 	if v, ok := r.single("route_table"); ok {
 		n, err := parseInt(v.Text, 1, math.MaxInt32)
 		switch {
+		case errors.Is(err, errNotNumber):
+			r.bad("route_table", v, err.Error())
 		case err != nil:
 			r.bad("route_table", v, err.Error()+" (except 253-255)")
 		case n >= 253 && n <= 255:
@@ -692,6 +743,15 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 		c.warn(s.Line, s.label(), "proxy has no server; it is not used until option server is set")
 		return Proxy{}, false, false
 	}
+	if len(c.errs) == nerrs && c.rules != nil {
+		if err := c.rules.CheckProxy(p); err != nil {
+			line := s.Line
+			if cipherSet {
+				line = cipher.Line // what the proxy package refuses is most often the cipher
+			}
+			c.fail(s, line, "", "the daemon cannot use this proxy: "+err.Error())
+		}
+	}
 	return p, true, len(c.errs) == nerrs
 }
 
@@ -758,6 +818,15 @@ func (c *checker) service(s *uciSection) (Service, bool) {
 		c.fail(s, s.Line, "", "a service section needs a name, the service's: config service 'telegram'")
 	}
 	r.boolean("enabled", &sv.Enabled)
+	if c.rules != nil && !s.Anonymous {
+		if known := c.rules.Services(); !slices.Contains(known, s.Name) {
+			msg := fmt.Sprintf("service %s is not in the catalogue (known: %s)", quoteValue(s.Name), strings.Join(known, ", "))
+			if near := closest(s.Name, known); near != "" {
+				msg += fmt.Sprintf("; did you mean '%s'?", near)
+			}
+			c.fail(s, s.Line, "", msg)
+		}
+	}
 	if v, ok := r.single("url"); ok && v.Text != "" {
 		if u, err := parseURL(v.Text); err != nil {
 			c.fail(s, v.Line, "url", "url is "+err.Error())
@@ -793,6 +862,12 @@ func (c *checker) custom(s *uciSection, ipv6 bool) Custom {
 		if p.Addr().Is4In6() {
 			r.bad("subnet", v, "an IPv4-mapped IPv6 prefix; write the IPv4 prefix")
 			continue
+		}
+		if c.rules != nil {
+			if err := c.rules.CheckSubnet(p); err != nil {
+				r.bad("subnet", v, "refused: "+err.Error())
+				continue
+			}
 		}
 		if (p.Addr().Is4() && p.Bits() < 8) || (p.Addr().Is6() && p.Bits() < 16) {
 			c.warn(v.Line, s.label(), fmt.Sprintf("subnet '%s' is very broad: all of it goes through the proxy", p))

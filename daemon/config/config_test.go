@@ -119,7 +119,7 @@ func TestMainOptions(t *testing.T) {
 		{opt: "tun_mtu", val: "1279", wantErr: "tun_mtu '1279' is out of range 1280-9000 (IPv6 needs at least 1280"},
 		{opt: "tun_mtu", val: "9001", wantErr: "tun_mtu '9001' is out of range 1280-9000"},
 		{opt: "tun_mtu", val: "576", wantErr: "out of range 1280-9000"},
-		{opt: "tun_mtu", val: "1.5k", wantErr: "tun_mtu '1.5k' is out of range"},
+		{opt: "tun_mtu", val: "1.5k", wantErr: "tun_mtu '1.5k' is not a number (1280-9000)"},
 		{opt: "tun_mtu", val: "576", extra: "option ipv6 '0'", check: func(m Main) bool { return m.TunMTU == 576 && !m.IPv6 }},
 		{opt: "tun_mtu", val: "575", extra: "option ipv6 '0'", wantErr: "tun_mtu '575' is out of range 576-9000"},
 
@@ -169,7 +169,7 @@ func TestMainOptions(t *testing.T) {
 		{opt: "route_table", val: "255", wantErr: "route_table '255' is reserved"},
 		{opt: "route_table", val: "0", wantErr: "route_table '0' is out of range 1-2147483647 (except 253-255)"},
 		{opt: "route_table", val: "4294967296", wantErr: "route_table '4294967296' is out of range"},
-		{opt: "route_table", val: "main", wantErr: "route_table 'main' is out of range"},
+		{opt: "route_table", val: "main", wantErr: "route_table 'main' is not a number"},
 
 		{opt: "rule_priority", val: "2", check: func(m Main) bool { return m.RulePriority == 2 }},
 		{opt: "rule_priority", val: "32765", check: func(m Main) bool { return m.RulePriority == 32765 }},
@@ -292,7 +292,7 @@ func TestProxy(t *testing.T) {
 		{name: "server unspecified", body: "server '0.0.0.0'\nport '1'", wantErr: "server '0.0.0.0' is an unspecified address"},
 		{name: "port out of range", body: "server 'h'\nport '70000'", wantErr: "tgtun.conf:3: proxy 'main': port '70000' is out of range 1-65535"},
 		{name: "port zero", body: "server 'h'\nport '0'", wantErr: "port '0' is out of range 1-65535"},
-		{name: "port not a number", body: "server 'h'\nport 'socks'", wantErr: "port 'socks' is out of range 1-65535"},
+		{name: "port not a number", body: "server 'h'\nport 'socks'", wantErr: "port 'socks' is not a number (1-65535)"},
 		{name: "port missing", body: "server 'h'", wantErr: "tgtun.conf:1: proxy 'main': port is missing (1-65535)"},
 		{name: "priority bounds", body: "server 'h'\nport '1'\npriority '1000'",
 			want: &Proxy{Name: "main", Type: "socks5", Server: "h", Port: 1, UDP: true, Priority: 1000, Line: 1}},
@@ -340,6 +340,7 @@ func TestProxy(t *testing.T) {
 		{name: "shadowsocks username warns", body: "type 'shadowsocks'\nserver 'h'\nport '1'\ncipher 'aes-256-gcm'\npassword 'pw'\nusername 'u'", wantWarn: "username is not used by shadowsocks"},
 		{name: "cipher on socks5 warns", body: "server 'h'\nport '1'\ncipher 'aes-256-gcm'", wantWarn: "cipher is only used by shadowsocks"},
 		{name: "unknown option warns", body: "server 'h'\nport '1'\ntimeout '5'", wantWarn: "proxy 'main': unknown option 'timeout' is ignored"},
+		{name: "misspelt option names the closest", body: "server 'h'\nport '1'\nprot '5'", wantWarn: "proxy 'main': unknown option 'prot'; did you mean 'port'?"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -464,6 +465,7 @@ func TestServicesAndCustoms(t *testing.T) {
 			check: func(c *Config) bool { return c.Customs[0].Name == "@custom[0]" }},
 
 		{name: "unknown section type warns", in: "config tunnel 'x'\n\toption a 'b'\n", wantWarn: "tgtun.conf:1: unknown section type 'tunnel' is ignored"},
+		{name: "misspelt section type names the closest", in: "config porxy 'x'\n\toption a 'b'\n", wantWarn: "tgtun.conf:1: unknown section type 'porxy' is ignored; did you mean 'proxy'?"},
 		{name: "two main sections", in: "config main 'main'\nconfig main 'other'\n", wantErr: "tgtun.conf:2: main 'other': only one main section is allowed (the first is at line 1)"},
 		{name: "anonymous main is fine", in: "config main\n\toption log_level 'debug'\n",
 			check: func(c *Config) bool { return c.Main.LogLevel == slog.LevelDebug }},
@@ -487,9 +489,8 @@ func TestAllErrorsAreCollected(t *testing.T) {
 	option enabled '1'
 	option tun_mtu '100'
 	option fail_mode 'panic'
-	option unterminated 'x
 
-config proxy 'main'
+config proxy 'p'
 	option server 'h'
 	option port '70000'
 
@@ -506,11 +507,10 @@ config custom 'c'
 	want := []string{
 		"tgtun.conf:3: main 'main': tun_mtu '100' is out of range 1280-9000",
 		"tgtun.conf:4: main 'main': fail_mode 'panic' is not allowed (allowed: block, direct)",
-		"tgtun.conf:5: unterminated ' quote",
-		"tgtun.conf:7: section name 'main' is already used by the main section at line 1",
-		"tgtun.conf:12: proxy 'b': type 'socks4' is not allowed",
-		"tgtun.conf:17: custom 'c': subnet 'nope' is not a CIDR prefix",
-		"tgtun.conf:18: custom 'c': url is not an http:// or https:// URL",
+		"tgtun.conf:8: proxy 'p': port '70000' is out of range 1-65535",
+		"tgtun.conf:11: proxy 'b': type 'socks4' is not allowed",
+		"tgtun.conf:16: custom 'c': subnet 'nope' is not a CIDR prefix",
+		"tgtun.conf:17: custom 'c': url is not an http:// or https:// URL",
 	}
 	if len(errs) != len(want) {
 		t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), errs)
@@ -523,11 +523,39 @@ config custom 'c'
 	if len(warns) != 0 {
 		t.Errorf("warnings: %v", warns)
 	}
-	// The options of the rejected duplicate section are dropped, not misattributed.
-	for _, e := range errs {
-		if strings.Contains(e.Error(), "70000") {
-			t.Errorf("option of the discarded section was checked: %v", e)
+}
+
+// A line the parser cannot read is reported first and alone: the value errors after it
+// (and the options it would have held) could be its consequences and would mislead.
+func TestSyntaxErrorsAlone(t *testing.T) {
+	in := `config main 'main'
+	option enabled '1'
+	option tun_mtu '100'
+	option fail_mode 'panic'
+	option unterminated 'x
+
+config proxy 'main'
+	option server 'h'
+	option port '70000'
+
+config proxy 'b'
+	option type 'socks4'
+`
+	_, warns, errs := parse(t, in)
+	want := []string{
+		"tgtun.conf:5: unterminated ' quote",
+		"tgtun.conf:7: section name 'main' is already used by the main section at line 1",
+	}
+	if len(errs) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(errs), len(want), errs)
+	}
+	for i, e := range errs {
+		if !strings.HasPrefix(e.Error(), want[i]) {
+			t.Errorf("error %d = %q\nwant prefix %q", i, e, want[i])
 		}
+	}
+	if len(warns) != 0 {
+		t.Errorf("warnings: %v", warns)
 	}
 }
 
@@ -545,7 +573,7 @@ func TestErrorsAPI(t *testing.T) {
 	if !errors.As(err, &e) || e.Option != "tun_mtu" || e.Line != 2 || e.Section != "main 'main'" || e.File != "x.conf" {
 		t.Fatalf("errors.As(*Error): %#v", e)
 	}
-	if got := err.Error(); got != "x.conf:2: main 'main': tun_mtu 'big' is out of range 1280-9000 (IPv6 needs at least 1280; with ipv6 '0' the minimum is 576)\n"+
+	if got := err.Error(); got != "x.conf:2: main 'main': tun_mtu 'big' is not a number (1280-9000)\n"+
 		"x.conf:3: main 'main': log_level 'loud' is not allowed (allowed: debug, info, warn, error)" {
 		t.Fatalf("Error() = %q", got)
 	}

@@ -43,9 +43,16 @@ func parseIfname(s string) (string, error) {
 	return s, nil
 }
 
+// errNotNumber is parseInt's error for text that is no decimal number at all: the
+// message says so rather than "out of range", and range hints are left off.
+var errNotNumber = errors.New("not a number")
+
 // parseInt parses a decimal integer within [min, max].
 func parseInt(s string, min, max int64) (int64, error) {
 	v, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrSyntax) {
+		return 0, fmt.Errorf("%w (%d-%d)", errNotNumber, min, max)
+	}
 	if err != nil || v < min || v > max {
 		return 0, fmt.Errorf("out of range %d-%d", min, max)
 	}

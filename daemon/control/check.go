@@ -39,7 +39,7 @@ func (r *CheckResult) add(name string, ok bool, detail, hint string) {
 func (d *Daemon) Check(ctx context.Context) CheckResult {
 	var r CheckResult
 
-	_, _, err := config.Load(d.opts.ConfigPath)
+	_, _, err := LoadConfig(d.opts.ConfigPath)
 	if err != nil {
 		r.add("config", false, oneLine(err.Error()),
 			"fix the file (tgtun config check -c "+d.opts.ConfigPath+" lists every error), then reload; the last good configuration keeps running meanwhile")

@@ -121,11 +121,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	log := slog.New(slog.NewTextHandler(opts.LogOutput, &slog.HandlerOptions{Level: level}))
 
-	cfg, warnings, err := config.Load(opts.ConfigPath)
+	cfg, warnings, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return fmt.Errorf("configuration %s: %w", opts.ConfigPath, err)
 	}
-	warnings = append(warnings, serviceWarnings(opts.ConfigPath, cfg)...)
 	for _, w := range warnings {
 		log.Warn("configuration", "warning", w.String())
 	}
@@ -539,22 +538,6 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 	return out
 }
 
-// serviceWarnings names the service sections the catalogue does not know: config cannot
-// tell, since the catalogue lives in lists.
-func serviceWarnings(path string, cfg *config.Config) []config.Warning {
-	var known []string
-	for _, e := range lists.Catalogue() {
-		known = append(known, e.Name)
-	}
-	var out []config.Warning
-	for _, s := range cfg.Services {
-		if _, ok := lists.Lookup(s.Name); !ok {
-			out = append(out, config.Warning{File: path, Msg: fmt.Sprintf("service '%s' is not in the catalogue (%s); it is ignored", s.Name, strings.Join(known, ", "))})
-		}
-	}
-	return out
-}
-
 // listSources turns the enabled services and custom sections into list sources.
 func listSources(cfg *config.Config) []lists.Source {
 	var out []lists.Source
@@ -564,7 +547,7 @@ func listSources(cfg *config.Config) []lists.Source {
 		}
 		entry, ok := lists.Lookup(s.Name)
 		if !ok {
-			continue // config check already warned about an unknown service
+			continue // LoadConfig refuses an unknown service; this is only defensive
 		}
 		url := entry.UpdateURL
 		if s.URL != "" {

@@ -121,7 +121,7 @@ func (d *Daemon) Status() Status {
 // (max_flows) changed, or part of the kernel state is missing: then the data path is
 // rebuilt.
 func (d *Daemon) Reload(ctx context.Context) error {
-	cfg, warnings, err := config.Load(d.opts.ConfigPath)
+	cfg, warnings, err := LoadConfig(d.opts.ConfigPath)
 	var bypass []netip.Prefix
 	if err == nil && cfg.Main.Enabled {
 		bypass = d.resolveBypass(ctx, cfg) // DNS, outside d.mu
@@ -138,7 +138,6 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.lastReloadErr = "main.enabled is '0'; stop the service to disable tgtun"
 		return &Error{Code: CodeInvalidArgument, Msg: d.lastReloadErr}
 	}
-	warnings = append(warnings, serviceWarnings(d.opts.ConfigPath, cfg)...)
 	reject := func(err error) error {
 		d.lastReloadErr = err.Error()
 		d.log.Error("reload: configuration rejected, the running one stays", "err", err)

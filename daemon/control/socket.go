@@ -17,6 +17,10 @@ import (
 // DefaultSocket is where the daemon listens for the CLI.
 const DefaultSocket = "/var/run/tgtun.sock"
 
+// ErrUnreachable is wrapped by Call when nothing answers on the socket: the daemon is not
+// running (not enabled, not started, or exited).
+var ErrUnreachable = errors.New("the tgtun daemon is not reachable (is it running?)")
+
 // maxRequest bounds one request line on the CLI socket: requests are tiny, and a peer
 // that sends more is not a tgtun CLI.
 const maxRequest = 64 << 10
@@ -145,7 +149,7 @@ func Call(ctx context.Context, socket, method string, args map[string]any) (json
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", socket)
 	if err != nil {
-		return nil, fmt.Errorf("is tgtun running? connect to %s: %w", socket, err)
+		return nil, fmt.Errorf("%w: connect to %s: %w", ErrUnreachable, socket, err)
 	}
 	defer conn.Close()
 	if dl, ok := ctx.Deadline(); ok {

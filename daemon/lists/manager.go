@@ -186,9 +186,6 @@ func (m *Manager) validStatic(src Source) ([]netip.Prefix, string) {
 	// The user typed these: they may be any length and may be documentation ranges (a lab
 	// or the e2e network), but private, loopback and similar ranges would still break the
 	// network they run on.
-	opts := m.parseOptions(true)
-	opts.AllowDocumentation = true
-	check := newChecker(opts)
 	var ok []netip.Prefix
 	var bad []string
 	for _, p := range src.Static {
@@ -196,7 +193,7 @@ func (m *Manager) validStatic(src Source) ([]netip.Prefix, string) {
 			continue
 		}
 		p = p.Masked()
-		if err := check.check(p); err != nil {
+		if err := CheckUserPrefix(p); err != nil {
 			bad = append(bad, err.Error())
 			continue
 		}

@@ -260,3 +260,13 @@ func (c *checker) check(p netip.Prefix) error {
 	}
 	return nil
 }
+
+// CheckUserPrefix says why a subnet the user typed (config custom, list subnet) may not be
+// a target, or returns nil. Such a subnet may be any length and may be a documentation
+// range (a lab, the e2e network), but a default route, private, loopback, link-local or
+// multicast space is refused: it would capture the LAN or the router itself. The lists
+// manager and `tgtun config check` (through control's config rules) both call it, so
+// check refuses exactly what the daemon would drop.
+func CheckUserPrefix(p netip.Prefix) error {
+	return newChecker(ParseOptions{Trusted: true, AllowDocumentation: true}).check(p.Masked())
+}

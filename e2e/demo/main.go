@@ -1,14 +1,17 @@
 // Command demo shows tgtun's job end to end in a throw-away test network: a LAN
 // client behind a router cannot reach a censored messenger; with tgtun running on
 // the router, the messenger's traffic goes through a SOCKS5 proxy (dante) while
-// everything else stays direct. It prints every step with PASS/FAIL and exits
-// non-zero if any step failed. Needs root.
+// everything else stays direct. It also shows the real Telegram ranges in the target
+// set, that direct traffic never reaches tgtun's flow counters, what fail_mode block does
+// when the proxy dies and how it recovers, and a kill -9 followed by a restart. It
+// prints every step with PASS/FAIL and exits non-zero if any step failed. Needs root.
 //
 //	go run ./e2e/demo -tgtun ./bin/tgtun
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +36,85 @@ func main() {
 type demo struct {
 	net     *testnet.Net
 	results []result
+	dante   *testnet.Proc
+	// the running daemon and how to reach it
+	tgtun          *testnet.Proc
+	bin, conf, ctl string
+}
+
+func (d *demo) stopDante() {
+	if d.dante != nil {
+		d.dante.Kill()
+		d.dante = nil
+	}
+}
+
+// startDaemon runs tgtun in the router and waits until its control socket answers.
+func (d *demo) startDaemon(ctx context.Context, b *strings.Builder) error {
+	n := d.net
+	p, err := n.Start(n.Router, d.bin, "run", "-c", d.conf, "--socket", d.ctl)
+	if err != nil {
+		return err
+	}
+	d.tgtun = p
+	for {
+		if exited, werr := p.Exited(); exited {
+			b.WriteString("\ntgtun log:\n" + p.Output())
+			return fmt.Errorf("tgtun exited: %v", werr)
+		}
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := n.Exec(qctx, n.Router, d.bin, "status", "--socket", d.ctl)
+		cancel()
+		if err == nil {
+			b.WriteString("tgtun answers on its control socket\n")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			b.WriteString("\ntgtun log:\n" + p.Output())
+			return fmt.Errorf("status never answered: %w", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// status is the part of `tgtun status --json` the demo looks at.
+type status struct {
+	Proxies []struct {
+		Name    string `json:"name"`
+		Healthy bool   `json:"healthy"`
+	} `json:"proxies"`
+	Flows struct {
+		TotalTCP uint64 `json:"total_tcp"`
+		TotalUDP uint64 `json:"total_udp"`
+	} `json:"flows"`
+}
+
+func (d *demo) status(ctx context.Context) (status, error) {
+	var st status
+	out, err := d.net.Exec(ctx, d.net.Router, d.bin, "status", "--json", "--socket", d.ctl)
+	if err != nil {
+		return st, fmt.Errorf("%w: %s", err, out)
+	}
+	return st, json.Unmarshal([]byte(out), &st)
+}
+
+// waitHealthy waits until the proxy's health in status is want.
+func (d *demo) waitHealthy(ctx context.Context, b *strings.Builder, want bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		st, err := d.status(ctx)
+		if err == nil && len(st.Proxies) > 0 && st.Proxies[0].Healthy == want {
+			fmt.Fprintf(b, "tgtun status: proxy '%s' healthy=%v\n", st.Proxies[0].Name, want)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("proxy never became healthy=%v (%v)", want, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 type result struct {
@@ -168,6 +250,7 @@ func run(tgtunPath string, verbose bool) int {
 	}
 	d := &demo{net: n}
 	code := d.run(tgtunPath)
+	d.stopDante()
 	fmt.Println("\ntearing down the test network")
 	return code
 }
@@ -184,7 +267,7 @@ func (d *demo) run(tgtunPath string) int {
 				return "", err
 			}
 			var err error
-			dante, err = n.StartDante(testnet.DanteOptions{Port: 1080})
+			dante, d.dante, err = n.StartDanteProc(testnet.DanteOptions{Port: 1080})
 			if err != nil {
 				return "", err
 			}
@@ -214,6 +297,8 @@ func (d *demo) run(tgtunPath string) int {
 	list lan_iface '%s'
 	option health_target '%s:80'
 	option health_interval '2s'
+	option fail_mode 'block'
+	option update_interval '0'
 	option log_level 'debug'
 
 config proxy 'dante'
@@ -224,14 +309,14 @@ config proxy 'dante'
 	option priority '10'
 
 config service 'telegram'
-	option enabled '0'
+	option enabled '1'
 
 config custom 'demo'
 	list subnet '%s'
 	list subnet '%s'
 `, testnet.LANIface, testnet.MsgrV4, dante.Addr(), dante.Port(), testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
 
-	var daemon *testnet.Proc
+	d.conf, d.ctl = confPath, sockPath
 	started := d.step("start tgtun in the router: "+tgtunPath+" run -c tgtun.conf --socket tgtun.sock",
 		func(ctx context.Context) (string, error) {
 			abs, err := filepath.Abs(tgtunPath)
@@ -241,7 +326,7 @@ config custom 'demo'
 			if st, err := os.Stat(abs); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
 				return "", fmt.Errorf("no tgtun binary at %s (build it first, or pass -tgtun PATH)", abs)
 			}
-			tgtunPath = abs
+			tgtunPath, d.bin = abs, abs
 			if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 				return "", fmt.Errorf("write config: %w", err)
 			}
@@ -250,27 +335,9 @@ config custom 'demo'
 			if _, err := d.show(ctx, &b, n.Router, "router", tgtunPath, "config", "check", "-c", confPath); err != nil {
 				return b.String(), err
 			}
-			daemon, err = n.Start(n.Router, tgtunPath, "run", "-c", confPath, "--socket", sockPath)
-			if err != nil {
-				return b.String(), err
-			}
-			for {
-				if exited, werr := daemon.Exited(); exited {
-					return b.String() + "\ntgtun log:\n" + daemon.Output(), fmt.Errorf("tgtun exited: %v", werr)
-				}
-				qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				_, err := n.Exec(qctx, n.Router, tgtunPath, "status", "--socket", sockPath)
-				cancel()
-				if err == nil {
-					b.WriteString("\ntgtun answers on its control socket\n")
-					return b.String(), nil
-				}
-				select {
-				case <-ctx.Done():
-					return b.String() + "\ntgtun log:\n" + daemon.Output(), fmt.Errorf("status never answered: %w", err)
-				case <-time.After(300 * time.Millisecond):
-				}
-			}
+			b.WriteString("\n")
+			err = d.startDaemon(ctx, &b)
+			return b.String(), err
 		})
 
 	if started {
@@ -294,6 +361,31 @@ config custom 'demo'
 			}
 			return b.String(), errors.Join(errs...)
 		})
+		d.step("the real Telegram ranges are in the target set (config service 'telegram', built-in list)",
+			func(ctx context.Context) (string, error) {
+				var b strings.Builder
+				// nft merges neighbouring ranges, so ask which element holds an address.
+				var errs []error
+				for _, c := range []struct{ set, addr, what string }{
+					{"dst4", "149.154.167.51", "Telegram (149.154.160.0/20), also the default health target"},
+					{"dst4", "91.108.56.100", "Telegram (91.108.56.0/22)"},
+					{"dst6", "2001:b28:f23d::a", "Telegram (2001:b28:f23d::/48)"},
+					{"dst4", testnet.MsgrV4.String(), "the demo's stand-in messenger, config custom 'demo'"},
+				} {
+					args := []string{"nft", "get", "element", "inet", "tgtun", c.set, "{ " + c.addr + " }"}
+					fmt.Fprintf(&b, "[router]$ %s\n", strings.Join(args, " "))
+					out, err := n.Exec(ctx, n.Router, args...)
+					_, elems, found := strings.Cut(out, "elements = ")
+					if err != nil || !found {
+						b.WriteString(out)
+						errs = append(errs, fmt.Errorf("%s (%s) not in set %s", c.addr, c.what, c.set))
+						continue
+					}
+					elems, _, _ = strings.Cut(elems, "\n")
+					fmt.Fprintf(&b, "    elements = %s  <- %s\n", elems, c.what)
+				}
+				return b.String(), errors.Join(errs...)
+			})
 		d.step("with tgtun: messenger over IPv4 goes through the proxy",
 			d.expectSeenAs(msgr4, testnet.ProxyV4, "the proxy host's address = tunnelled"))
 		d.step("with tgtun: ordinary internet over IPv4 stays direct",
@@ -322,6 +414,74 @@ config custom 'demo'
 			_, err := d.show(ctx, &b, n.Router, "router", tgtunPath, "check", "--socket", sockPath)
 			return b.String(), err
 		})
+		d.step("direct requests never reach tgtun: its flow counters do not move for them", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			before, err := d.status(ctx)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(&b, "flows relayed so far: %d TCP, %d UDP\n", before.Flows.TotalTCP, before.Flows.TotalUDP)
+			for _, u := range []string{direct4, direct6, direct4} {
+				if _, err := d.fetch(ctx, &b, u); err != nil {
+					return b.String(), err
+				}
+			}
+			after, err := d.status(ctx)
+			if err != nil {
+				return b.String(), err
+			}
+			fmt.Fprintf(&b, "after 3 direct requests: %d TCP, %d UDP: unchanged, they took the normal path\n", after.Flows.TotalTCP, after.Flows.TotalUDP)
+			if after.Flows.TotalTCP != before.Flows.TotalTCP {
+				return b.String(), fmt.Errorf("direct requests were counted as tunnelled flows")
+			}
+			if _, err := d.fetch(ctx, &b, msgr4); err != nil {
+				return b.String(), err
+			}
+			msgr, err := d.status(ctx)
+			if err != nil {
+				return b.String(), err
+			}
+			fmt.Fprintf(&b, "after 1 messenger request: %d TCP: one more, it went through tgtun\n", msgr.Flows.TotalTCP)
+			if msgr.Flows.TotalTCP != after.Flows.TotalTCP+1 {
+				return b.String(), fmt.Errorf("a messenger request added %d flows, want 1", msgr.Flows.TotalTCP-after.Flows.TotalTCP)
+			}
+			return b.String(), nil
+		})
+		d.step("the proxy dies (fail_mode 'block'): messenger blocked, everything else fine", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			b.WriteString("killing dante on the proxy host\n")
+			d.stopDante()
+			if err := d.waitHealthy(ctx, &b, false); err != nil {
+				return b.String(), err
+			}
+			if got, err := d.fetch(ctx, &b, msgr4); err == nil {
+				return b.String(), fmt.Errorf("messenger reached (seen as %s) with the only proxy dead", got)
+			}
+			b.WriteString("messenger blocked: with fail_mode 'block' its traffic never leaks onto the direct path\n")
+			out, err := d.expectSeenAs(direct4, testnet.WANV4, "the router's WAN address = ordinary internet unaffected")(ctx)
+			return b.String() + out, err
+		})
+		d.step("the proxy is back: messenger through it again, nothing to do on the router", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			b.WriteString("starting dante again on the same port\n")
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				_, p, err := n.StartDanteProc(testnet.DanteOptions{Port: dante.Port()})
+				if err == nil {
+					d.dante = p
+					break
+				}
+				if time.Now().After(deadline) { // the old sockets may hold the port a moment
+					return b.String(), err
+				}
+				time.Sleep(time.Second)
+			}
+			if err := d.waitHealthy(ctx, &b, true); err != nil {
+				return b.String(), err
+			}
+			out, err := d.expectSeenAs(msgr4, testnet.ProxyV4, "the proxy host's address = tunnelled again")(ctx)
+			return b.String() + out, err
+		})
 		d.step("tgtun reload keeps the messenger reachable", func(ctx context.Context) (string, error) {
 			var b strings.Builder
 			if _, err := d.show(ctx, &b, n.Router, "router", tgtunPath, "reload", "--socket", sockPath); err != nil {
@@ -330,8 +490,36 @@ config custom 'demo'
 			out, err := d.expectSeenAs(msgr4, testnet.ProxyV4, "still tunnelled")(ctx)
 			return b.String() + out, err
 		})
+		d.step("kill -9 tgtun: ordinary internet unaffected; messenger traffic takes the normal path (censored here)", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			b.WriteString("[router]$ kill -9 <tgtun>\n")
+			d.tgtun.Kill()
+			b.WriteString("tgtun had no chance to clean up: its TUN is gone with the process, so the route into it is\n" +
+				"gone too; the nftables table it left still marks, but marked packets fall back to the main table\n")
+			d.show(ctx, &b, n.Router, "router", "nft", "list", "tables")
+			out, err := d.expectSeenAs(direct4, testnet.WANV4, "ordinary internet unaffected")(ctx)
+			b.WriteString(out)
+			if err != nil {
+				return b.String(), err
+			}
+			out, err = d.expectCensored(msgr4)(ctx)
+			return b.String() + out, err
+		})
+		d.step("start tgtun again: it removes the leftovers and tunnels again", func(ctx context.Context) (string, error) {
+			var b strings.Builder
+			if err := d.startDaemon(ctx, &b); err != nil {
+				return b.String(), err
+			}
+			out, _ := d.show(ctx, &b, n.Router, "router", "nft", "list", "tables")
+			if c := strings.Count(out, "table inet tgtun"); c != 1 {
+				return b.String(), fmt.Errorf("%d copies of table inet tgtun, want 1", c)
+			}
+			out, err := d.expectSeenAs(msgr4, testnet.ProxyV4, "tunnelled again")(ctx)
+			return b.String() + out, err
+		})
 		d.step("stop tgtun (SIGTERM): clean exit, its table and rules removed", func(ctx context.Context) (string, error) {
 			var b strings.Builder
+			daemon := d.tgtun
 			if exited, err := daemon.Exited(); exited {
 				return daemon.Output(), fmt.Errorf("tgtun had already exited: %v", err)
 			}
@@ -357,8 +545,8 @@ config custom 'demo'
 		d.step("after tgtun: messenger censored again", d.expectCensored(msgr4))
 		d.step("after tgtun: ordinary internet still works",
 			d.expectSeenAs(direct4, testnet.WANV4, "the router's WAN address"))
-		if failed(d.results) && daemon != nil {
-			fmt.Printf("\n=== tgtun log (last 40 lines)\n%s\n", indent(tail(daemon.Output(), 40)))
+		if failed(d.results) && d.tgtun != nil {
+			fmt.Printf("\n=== tgtun log (last 40 lines)\n%s\n", indent(tail(d.tgtun.Output(), 40)))
 		}
 	}
 

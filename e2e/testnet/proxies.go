@@ -34,19 +34,37 @@ type DanteOptions struct {
 // of /etc/passwd and /etc/shadow that also holds the test user is bind-mounted over
 // the originals.
 func (n *Net) StartDante(opts DanteOptions) (netip.AddrPort, error) {
+	addr, _, err := n.StartDanteProc(opts)
+	return addr, err
+}
+
+// StartDanteProc is StartDante that also returns the process, for a caller that kills
+// the proxy (and may start it again on the same port).
+func (n *Net) StartDanteProc(opts DanteOptions) (netip.AddrPort, *Proc, error) {
+	addr, p, err := n.startDante(opts)
+	if err != nil {
+		if p != nil {
+			p.Kill()
+		}
+		return netip.AddrPort{}, nil, err
+	}
+	return addr, p, nil
+}
+
+func (n *Net) startDante(opts DanteOptions) (netip.AddrPort, *Proc, error) {
 	port, err := n.pickPort(opts.Port)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, nil, err
 	}
 	dir, err := os.MkdirTemp(n.Dir, "dante-")
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("dante dir: %w", err)
+		return netip.AddrPort{}, nil, fmt.Errorf("dante dir: %w", err)
 	}
 	method := "none"
 	if opts.Auth {
 		method = "username"
 		if err := validCredential(opts.User, opts.Pass); err != nil {
-			return netip.AddrPort{}, fmt.Errorf("dante: %w", err)
+			return netip.AddrPort{}, nil, fmt.Errorf("dante: %w", err)
 		}
 	}
 	conf := fmt.Sprintf(`logoutput: stderr
@@ -69,29 +87,29 @@ socks pass {
 `, ProxyV4, ProxyV6, port, method)
 	confPath := filepath.Join(dir, "danted.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("dante config: %w", err)
+		return netip.AddrPort{}, nil, fmt.Errorf("dante config: %w", err)
 	}
 	args := []string{"danted", "-f", confPath}
 	if opts.Auth {
 		script, err := n.passwdOverlay(dir, opts.User, opts.Pass)
 		if err != nil {
-			return netip.AddrPort{}, fmt.Errorf("dante: %w", err)
+			return netip.AddrPort{}, nil, fmt.Errorf("dante: %w", err)
 		}
 		args = []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
 			script + ` exec danted -f "$0"`, confPath}
 	}
 	p, err := n.Start(n.Proxy, args...)
 	if err != nil {
-		return netip.AddrPort{}, err
+		return netip.AddrPort{}, nil, err
 	}
 	addr := netip.AddrPortFrom(ProxyV4, port)
 	if err := n.waitListening(n.Proxy, addr, p, listenTimeout); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("danted: %w", err)
+		return netip.AddrPort{}, p, fmt.Errorf("danted: %w", err)
 	}
 	if err := n.waitListening(n.Proxy, netip.AddrPortFrom(ProxyV6, port), p, listenTimeout); err != nil {
-		return netip.AddrPort{}, fmt.Errorf("danted: %w", err)
+		return netip.AddrPort{}, p, fmt.Errorf("danted: %w", err)
 	}
-	return addr, nil
+	return addr, p, nil
 }
 
 // passwdOverlay writes passwd and shadow files with the test user added and returns

@@ -69,11 +69,11 @@ function quoteValue(v) {
 }
 
 function parseRange(s, lo, hi, phrase) {
-	if (/^[+-]?[0-9]+$/.test(s)) {
-		var n = BigInt(s);
-		if (n >= BigInt(lo) && n <= BigInt(hi))
-			return Number(n);
-	}
+	if (!/^[+-]?[0-9]+$/.test(s))
+		throw new Bad(_('not a number (%d-%d)').format(lo, hi));
+	var n = BigInt(s);
+	if (n >= BigInt(lo) && n <= BigInt(hi))
+		return Number(n);
 	throw new Bad(phrase || _('out of range %d-%d').format(lo, hi));
 }
 
