@@ -723,6 +723,7 @@ func FuzzIsOurTable(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) { _ = isOurTable(b) })
 }
+
 // TestSetRouteDevice points table T at an interface proxy's device and back at the TUN:
 // one default route per family, the device's "iif lookup main" rule only while it is
 // routed to, strict rp_filter made loose on that device only, and Close removes all.
