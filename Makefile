@@ -10,7 +10,10 @@ endif
 # must be found without the caller's PATH knowing /usr/local/go/bin.
 export PATH := $(if $(filter /%,$(GO)),$(patsubst %/,%,$(dir $(GO))):)$(HOME)/go/bin:$(PATH)
 # X.Y.Z-rN from the last vX.Y.Z tag (0.0.0-rN without one): valid for opkg and apk alike.
-VERSION     ?= $(shell sh openwrt/version.sh)
+# Expanded once (:=), so every binary and package of one make run has the same version.
+ifeq ($(origin VERSION),undefined)
+VERSION     := $(shell sh openwrt/version.sh)
+endif
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -141,7 +144,9 @@ cross: go-check $(MKIPK)
 
 IPK_VERSION ?= $(patsubst v%,%,$(VERSION))
 # One file time for every package of a build: the last commit's.
-SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+endif
 export SOURCE_DATE_EPOCH
 # mkipk compiles each luci-app/po/LANG/tgtun.po into LuCI's .lmo (po2lmo's format),
 # installed where LuCI reads it: /usr/lib/lua/luci/i18n/tgtun.LANG.lmo.
