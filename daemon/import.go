@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -126,13 +125,14 @@ func checkConfig(name string, data []byte, stderr io.Writer) int {
 	return exitFail
 }
 
-var sectionRe = regexp.MustCompile(`(?m)^\s*config\s+\S+\s+['"]?([A-Za-z0-9_]+)`)
-
-// sectionNames lists the named sections of a UCI file.
+// sectionNames lists the named sections of a UCI file ("config TYPE 'NAME'" lines).
 func sectionNames(data []byte) map[string]bool {
 	names := map[string]bool{}
-	for _, m := range sectionRe.FindAllSubmatch(data, -1) {
-		names[string(m[1])] = true
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == "config" {
+			names[strings.Trim(f[2], `'"`)] = true
+		}
 	}
 	return names
 }

@@ -26,6 +26,8 @@ func FuzzParse(f *testing.F) {
 		"config main 'main'\n option fwmark '0x10/0xff'\n option bypass_mark 0x100\n option update_interval 7d\n",
 		"option a 'unterminated\nconfig 'x y'\n\x00\\",
 		"config t n\n option a \\\n b\n",
+		"config proxy 'w'\n option type interface\n option interface wg0\n option server x\n",
+		"config proxy 's'\n option type shadowsocks\n option server h\n option port 1\n option cipher 2022-blake3-chacha20-poly1305\n option password 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='\n",
 	} {
 		f.Add(seed)
 	}

@@ -155,15 +155,29 @@ func (s *ssWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// ssBodies holds chunk buffers (large enough for a 2022 chunk). A stream borrows one
+// from a chunk's length to the end of returning its plaintext, so a stream that waits
+// for the server (most of them: messengers idle) holds none.
+var ssBodies = sync.Pool{New: func() any { b := make([]byte, ss22MaxPayload+ssTagSize); return &b }}
+
 // ssReader decrypts the server's stream: its salt, then chunks.
 type ssReader struct {
 	r       io.Reader
 	cipher  *ssCipher
 	aead    cipher.AEAD // nil until the salt has arrived
 	nonce   []byte
-	buf     []byte
-	pending []byte // decrypted, not yet returned
-	max     int    // largest chunk payload; 0 means ssMaxPayload
+	lenBuf  [2 + ssTagSize]byte
+	body    *[]byte // borrowed from ssBodies while pending is in it
+	pending []byte  // decrypted, not yet returned
+	max     int     // largest chunk payload; 0 means ssMaxPayload
+}
+
+// release gives the chunk buffer back once pending is used up.
+func (s *ssReader) release() {
+	if s.body != nil && len(s.pending) == 0 {
+		ssBodies.Put(s.body)
+		s.body = nil
+	}
 }
 
 func (s *ssReader) replied() bool { return s.aead != nil }
@@ -180,6 +194,7 @@ func (s *ssReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, s.pending)
 	s.pending = s.pending[n:]
+	s.release()
 	return n, nil
 }
 
@@ -199,9 +214,8 @@ func (s *ssReader) readChunk() error {
 			return err
 		}
 		s.aead = aead
-		s.buf = make([]byte, ssMaxPayload+ssTagSize)
 	}
-	lenBuf := s.buf[:2+ssTagSize]
+	lenBuf := s.lenBuf[:]
 	if n, err := io.ReadFull(s.r, lenBuf); err != nil {
 		if n == 0 && errors.Is(err, io.EOF) {
 			return io.EOF
@@ -221,7 +235,10 @@ func (s *ssReader) readChunk() error {
 	if size > limit {
 		return fmt.Errorf("chunk length %d exceeds %d", size, limit)
 	}
-	body := s.buf[:size+ssTagSize]
+	if s.body == nil {
+		s.body = ssBodies.Get().(*[]byte)
+	}
+	body := (*s.body)[:size+ssTagSize]
 	if _, err := io.ReadFull(s.r, body); err != nil {
 		return fmt.Errorf("truncated chunk: %w", noEOF(err))
 	}
@@ -231,6 +248,7 @@ func (s *ssReader) readChunk() error {
 	}
 	incNonce(s.nonce)
 	s.pending = payload
+	s.release() // an empty chunk
 	return nil
 }
 

@@ -282,18 +282,20 @@ func (s *ss22Reader) readHeader() error {
 		return errSS22Replay
 	}
 	size := int(binary.BigEndian.Uint16(plain[9+m.keySize:]))
-	buf := make([]byte, ss22MaxPayload+ssTagSize)
-	body := buf[:size+ssTagSize]
+	buf := ssBodies.Get().(*[]byte)
+	body := (*buf)[:size+ssTagSize]
 	if _, err := io.ReadFull(s.r, body); err != nil {
+		ssBodies.Put(buf)
 		return fmt.Errorf("read first chunk: %w", noEOF(err))
 	}
 	payload, err := aead.Open(body[:0], nonce, body, nil)
 	if err != nil {
+		ssBodies.Put(buf)
 		return fmt.Errorf("decrypt first chunk: %w", ErrAuthFailed)
 	}
 	incNonce(nonce)
-	// The payload is read out of buf before the next chunk reuses it.
-	s.inner = &ssReader{r: s.r, aead: aead, nonce: nonce, buf: buf, max: ss22MaxPayload, pending: payload}
+	s.inner = &ssReader{r: s.r, aead: aead, nonce: nonce, body: buf, max: ss22MaxPayload, pending: payload}
+	s.inner.release() // an empty first chunk
 	return nil
 }
 

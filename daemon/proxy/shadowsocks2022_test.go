@@ -348,3 +348,21 @@ func FuzzSS22Server(f *testing.F) {
 		}
 	})
 }
+
+// TestSSReaderIdleHoldsNoBuffer: once a chunk's plaintext is returned, the stream gives
+// its 64 KiB chunk buffer back, so an idle Shadowsocks flow (waiting for the server) holds
+// none; one still returning a chunk keeps it.
+func TestSSReaderIdleHoldsNoBuffer(t *testing.T) {
+	c, err := newSSCipher("aes-128-gcm", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newSSReader(bytes.NewReader(ssStream(t, c, []byte("hello"), []byte{})), c)
+	p := make([]byte, 3)
+	if n, err := r.Read(p); err != nil || n != 3 || r.body == nil {
+		t.Fatalf("first Read: %d %v, body held %v; want 3 bytes and the buffer still held", n, err, r.body != nil)
+	}
+	if n, err := r.Read(p); err != nil || n != 2 || r.body != nil {
+		t.Fatalf("second Read: %d %v, body held %v; want the rest and the buffer given back", n, err, r.body != nil)
+	}
+}
