@@ -221,6 +221,20 @@ func TestDomainTargets(t *testing.T) {
 		})
 	}
 
+	t.Run("removing the domain removes its directives", func(t *testing.T) {
+		c := conf
+		c.customExtra = []string{"list domain 'other.example'"}
+		d.writeConf(c)
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		written, err := os.ReadFile(filepath.Join(dm.ConfDir, "tgtun.conf"))
+		if err != nil || strings.Contains(string(written), listedDomain) || !strings.Contains(string(written), "server=/other.example/") {
+			t.Fatalf("tgtun's dnsmasq file after removing %s: %v\n%s", listedDomain, err, written)
+		}
+		// dnsmasq was restarted with the new file: the ISP answers the name again.
+		resolvesTo(t, n, "again."+listedDomain, testnet.DirectV4)
+	})
 	t.Run("entries expire", func(t *testing.T) {
 		c := conf
 		c.mainExtra = append(slices.Clone(conf.mainExtra), "option domain_timeout '3s'")
