@@ -310,4 +310,17 @@ func TestDomainsWithoutNftset(t *testing.T) {
 	}
 	// The forwarding still gives the true answer.
 	resolvesTo(t, n, listedDomain, testnet.MsgrV4)
+	// check names the problem and what to install.
+	raw, err := d.call("check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res control.CheckResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("decode check: %v\n%s", err, raw)
+	}
+	i := slices.IndexFunc(res.Steps, func(s control.CheckStep) bool { return s.Name == "dnsmasq" })
+	if i < 0 || res.Steps[i].OK || !strings.Contains(res.Steps[i].Hint, "dnsmasq-full") || res.OK {
+		t.Errorf("check without nftset support:\n%s", raw)
+	}
 }
