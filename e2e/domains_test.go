@@ -221,6 +221,20 @@ func TestDomainTargets(t *testing.T) {
 		})
 	}
 
+	t.Run("removing the domain removes its directives", func(t *testing.T) {
+		c := conf
+		c.customExtra = []string{"list domain 'other.example'"}
+		d.writeConf(c)
+		if _, err := d.call("reload"); err != nil {
+			t.Fatal(err)
+		}
+		written, err := os.ReadFile(filepath.Join(dm.ConfDir, "tgtun.conf"))
+		if err != nil || strings.Contains(string(written), listedDomain) || !strings.Contains(string(written), "server=/other.example/") {
+			t.Fatalf("tgtun's dnsmasq file after removing %s: %v\n%s", listedDomain, err, written)
+		}
+		// dnsmasq was restarted with the new file: the ISP answers the name again.
+		resolvesTo(t, n, "again."+listedDomain, testnet.DirectV4)
+	})
 	t.Run("entries expire", func(t *testing.T) {
 		c := conf
 		c.mainExtra = append(slices.Clone(conf.mainExtra), "option domain_timeout '3s'")
@@ -296,4 +310,17 @@ func TestDomainsWithoutNftset(t *testing.T) {
 	}
 	// The forwarding still gives the true answer.
 	resolvesTo(t, n, listedDomain, testnet.MsgrV4)
+	// check names the problem and what to install.
+	raw, err := d.call("check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res control.CheckResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatalf("decode check: %v\n%s", err, raw)
+	}
+	i := slices.IndexFunc(res.Steps, func(s control.CheckStep) bool { return s.Name == "dnsmasq" })
+	if i < 0 || res.Steps[i].OK || !strings.Contains(res.Steps[i].Hint, "dnsmasq-full") || res.OK {
+		t.Errorf("check without nftset support:\n%s", raw)
+	}
 }

@@ -81,6 +81,10 @@ type Server struct {
 	mu      sync.Mutex
 	cache   map[cacheKey]cacheEntry
 	lastErr string
+
+	idleMu sync.Mutex
+	idle   []idleConn // upstream connections to reuse, newest last
+	closed bool
 }
 
 type cacheKey struct {
@@ -141,6 +145,7 @@ func (s *Server) Serve(ctx context.Context, addr netip.AddrPort) error {
 	pc.Close()
 	ln.Close()
 	wg.Wait()
+	s.closeIdle()
 	return nil
 }
 
@@ -468,21 +473,95 @@ func (s *Server) tcp(ctx context.Context, query []byte) ([]byte, error) {
 	if s.opts.Dialer == nil {
 		return nil, errors.New("no dialer")
 	}
+	// A connection kept from an earlier query saves the proxy handshake and the TCP
+	// set-up; the upstream may have closed it meanwhile, so a failure on a reused one is
+	// retried once on a fresh one.
+	if c := s.idleConn(); c != nil {
+		// Half the time left at most: a connection a middlebox dropped silently must
+		// leave time for the fresh one.
+		rctx, cancel := context.WithTimeout(ctx, s.opts.Timeout/2)
+		resp, err := s.exchange(rctx, c, query)
+		cancel()
+		if err == nil {
+			return resp, nil
+		}
+	}
 	c, err := s.opts.Dialer().DialTCP(ctx, up)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s through the proxy: %w", up, err)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
-	defer stop()
-	if _, err := c.Write(tcpFrame(query)); err != nil {
-		return nil, fmt.Errorf("send to %s: %w", up, err)
-	}
-	resp, err := readTCPMessage(c)
+	resp, err := s.exchange(ctx, c, query)
 	if err != nil {
-		return nil, fmt.Errorf("read from %s: %w", up, err)
+		return nil, fmt.Errorf("%s: %w", up, err)
 	}
 	return resp, nil
+}
+
+// exchange sends query on c and reads one answer. On success c goes back to the idle
+// connections; on failure it is closed (the stream may be out of step).
+func (s *Server) exchange(ctx context.Context, c net.Conn, query []byte) ([]byte, error) {
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
+	if _, err := c.Write(tcpFrame(query)); err != nil {
+		stop()
+		c.Close()
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	resp, err := readTCPMessage(c)
+	if !stop() || err != nil {
+		c.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	s.putIdle(c)
+	return resp, nil
+}
+
+// Idle upstream connections: a few, for a short while (public resolvers close idle TCP
+// connections after about 10 s).
+const (
+	maxIdleConns   = 4
+	idleConnMaxAge = 8 * time.Second
+)
+
+type idleConn struct {
+	c     net.Conn
+	since time.Time
+}
+
+func (s *Server) idleConn() net.Conn {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	for len(s.idle) > 0 {
+		last := s.idle[len(s.idle)-1]
+		s.idle = s.idle[:len(s.idle)-1]
+		if time.Since(last.since) < idleConnMaxAge {
+			return last.c
+		}
+		last.c.Close()
+	}
+	return nil
+}
+
+func (s *Server) putIdle(c net.Conn) {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if len(s.idle) >= maxIdleConns || s.closed {
+		c.Close()
+		return
+	}
+	s.idle = append(s.idle, idleConn{c: c, since: time.Now()})
+}
+
+// closeIdle closes the idle connections; Serve calls it when it stops.
+func (s *Server) closeIdle() {
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	for _, ic := range s.idle {
+		ic.c.Close()
+	}
+	s.idle, s.closed = nil, true
 }
 
 func (s *Server) doh(ctx context.Context, query []byte) ([]byte, error) {

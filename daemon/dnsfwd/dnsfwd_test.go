@@ -21,6 +21,8 @@ import (
 type upstream struct {
 	addr    netip.AddrPort
 	queries atomic.Int32
+	conns   atomic.Int32
+	keep    bool // answer several queries on one connection
 	mu      sync.Mutex
 	answer  func(q dnsmessage.Question, id uint16) []byte // nil: close without answer
 }
@@ -42,22 +44,29 @@ func newUpstream(t *testing.T) *upstream {
 			if err != nil {
 				return
 			}
+			u.conns.Add(1)
 			go func() {
 				defer c.Close()
-				raw, err := readTCPMessage(c)
-				if err != nil {
-					return
-				}
-				u.queries.Add(1)
-				var m dnsmessage.Message
-				if err := m.Unpack(raw); err != nil || len(m.Questions) != 1 {
-					return
-				}
-				u.mu.Lock()
-				f := u.answer
-				u.mu.Unlock()
-				if b := f(m.Questions[0], m.Header.ID); b != nil {
-					_, _ = c.Write(tcpFrame(b))
+				for {
+					raw, err := readTCPMessage(c)
+					if err != nil {
+						return
+					}
+					u.queries.Add(1)
+					var m dnsmessage.Message
+					if err := m.Unpack(raw); err != nil || len(m.Questions) != 1 {
+						return
+					}
+					u.mu.Lock()
+					f, keep := u.answer, u.keep
+					u.mu.Unlock()
+					b := f(m.Questions[0], m.Header.ID)
+					if b == nil {
+						return
+					}
+					if _, err := c.Write(tcpFrame(b)); err != nil || !keep {
+						return
+					}
 				}
 			}()
 		}
@@ -158,6 +167,35 @@ func TestForwardAndCache(t *testing.T) {
 	unpack(t, s.Handle(ctx, query(t, 1, "web.telegram.org.", dnsmessage.TypeAAAA, 0), true))
 	if n := u.queries.Load(); n != 2 {
 		t.Errorf("upstream asked %d times, want 2", n)
+	}
+}
+
+// TestReuse: a second query goes over the connection of the first; a connection the
+// upstream closed meanwhile is replaced without a failure.
+func TestReuse(t *testing.T) {
+	u := newUpstream(t)
+	u.mu.Lock()
+	u.keep = true
+	u.mu.Unlock()
+	s := newServer(u, directDialer{}, nil)
+	for i, name := range []string{"a.example.", "b.example.", "c.example."} {
+		if m := unpack(t, s.Handle(context.Background(), query(t, uint16(i), name, dnsmessage.TypeA, 0), true)); len(m.Answers) != 1 {
+			t.Fatalf("%s: %+v", name, m)
+		}
+	}
+	if n := u.conns.Load(); n != 1 {
+		t.Errorf("%d upstream connections for 3 queries, want 1", n)
+	}
+	u.mu.Lock()
+	u.keep = false // the next answer closes the connection
+	u.mu.Unlock()
+	for i, name := range []string{"d.example.", "e.example."} {
+		if m := unpack(t, s.Handle(context.Background(), query(t, uint16(i), name, dnsmessage.TypeA, 0), true)); len(m.Answers) != 1 || m.Header.RCode != dnsmessage.RCodeSuccess {
+			t.Fatalf("%s after the upstream closed: %+v", name, m)
+		}
+	}
+	if n := u.conns.Load(); n != 2 {
+		t.Errorf("%d upstream connections, want 2 (one new after the close)", n)
 	}
 }
 
