@@ -15,10 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tgtun/tgtun/daemon/config"
 	"github.com/tgtun/tgtun/daemon/dnsmasq"
@@ -514,7 +511,7 @@ func kernelSpecChanged(a, b netcfg.Spec) bool {
 // a list covers them (the proxy would then be dialled through itself). It may wait on
 // DNS: call it without d.mu, so status and the CLI keep answering meanwhile.
 func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.Prefix {
-	resolver := bypassResolver(cfg.Main.BypassMark)
+	resolver := proxy.MarkedResolver(cfg.Main.BypassMark)
 	var out []netip.Prefix
 	for _, p := range cfg.Proxies {
 		if p.Server == "" { // an interface proxy: no server of its own
@@ -589,7 +586,7 @@ func (d *Daemon) listClient() *http.Client {
 			d.mu.Lock()
 			pool, mark := d.pool, d.cfg.Main.BypassMark
 			d.mu.Unlock()
-			ips, err := bypassResolver(mark).LookupNetIP(ctx, "ip", host)
+			ips, err := proxy.MarkedResolver(mark).LookupNetIP(ctx, "ip", host)
 			if err != nil {
 				return nil, err
 			}
@@ -609,30 +606,6 @@ func (d *Daemon) listClient() *http.Client {
 		IdleConnTimeout:       10 * time.Second,
 	}
 	return &http.Client{Transport: tr, Timeout: 2 * time.Minute}
-}
-
-// bypassResolver looks names up with the bypass mark on its sockets, like every other
-// connection of the daemon's: with router_traffic a DNS query to a messenger-owned or
-// listed resolver address would otherwise be marked and sent into the TUN.
-func bypassResolver(mark uint32) *net.Resolver {
-	dialer := &net.Dialer{Control: markControl(mark)}
-	return &net.Resolver{PreferGo: true, Dial: dialer.DialContext}
-}
-
-// markControl sets SO_MARK on a socket before it connects.
-func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
-	return func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
-		}); err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("set SO_MARK %#x: %w", mark, serr)
-		}
-		return nil
-	}
 }
 
 // allowDocumentation lets lists hold the documentation ranges. Only the e2e test network
