@@ -115,7 +115,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.flows, b.restartTgtun, b.udpFlows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput}
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
@@ -275,8 +275,10 @@ func (b *bench) stopTgtun(ctx context.Context) error {
 
 // restartTgtun stops the daemon and starts another one with the same configuration.
 func (b *bench) restartTgtun(ctx context.Context) error {
+	start := time.Now()
 	if err := b.tgtunProc.Stop(); err != nil {
-		return fmt.Errorf("stop tgtun: %w", err)
+		// Said, not fatal: the next daemon cleans up what this one left.
+		fmt.Printf("note: tgtun did not stop cleanly (%v after %v)\n", err, time.Since(start).Round(time.Millisecond))
 	}
 	return b.launchTgtun(ctx)
 }

@@ -86,7 +86,8 @@ type Pool struct {
 type poolMember struct {
 	Member
 	healthy   bool
-	failures  int // consecutive failed probes
+	failures  int  // consecutive failed probes
+	refused   bool // the last probe failed on the credentials
 	latency   time.Duration
 	lastErr   string
 	lastCheck time.Time
@@ -238,6 +239,7 @@ func (p *Pool) record(m *poolMember, latency time.Duration, err error) {
 	m.lastCheck = time.Now()
 	m.latency = latency
 	m.lastErr = ""
+	m.refused = errors.Is(err, ErrAuthFailed)
 	if err != nil {
 		m.lastErr = err.Error()
 		m.failures++
@@ -332,11 +334,14 @@ func (p *Pool) healthyMembers() []*poolMember {
 	return out
 }
 
-// bestMember is the member of lowest priority, healthy or not.
+// bestMember is the member of lowest priority, healthy or not, when trying it
+// can tell: not when it refused the credentials, and not a Shadowsocks server,
+// whose dial succeeds whatever the key (a flow through a broken one would hang
+// until its first-reply timeout instead of being refused at once).
 func (p *Pool) bestMember() *poolMember {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.members) == 0 {
+	if len(p.members) == 0 || p.members[0].refused || p.members[0].Type == TypeShadowsocks {
 		return nil
 	}
 	return p.members[0]

@@ -199,6 +199,21 @@ func TestPoolTriesBestWhenNoneHealthy(t *testing.T) {
 	if len(f[1].dialed) != unhealthyAfter+1 || len(f[0].dialed) != unhealthyAfter {
 		t.Errorf("dials: best %d, other %d; want the best tried once more", len(f[1].dialed), len(f[0].dialed))
 	}
+
+	// Not when trying cannot tell: refused credentials, or a Shadowsocks server
+	// (its dial succeeds whatever the key).
+	f[1].set(fmt.Errorf("socks5: %w", ErrAuthFailed))
+	p.ProbeAll(ctx)
+	if _, err := p.DialTCP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) || len(f[1].dialed) != unhealthyAfter+2 {
+		t.Errorf("dial with the best refusing the credentials: %v after %d dials, want ErrNoHealthyProxy without a dial", err, len(f[1].dialed))
+	}
+	ss, fs := newTestPool(1)
+	ss.members[0].Type = TypeShadowsocks
+	fs[0].set(errors.New("no answer"))
+	probeTimes(ctx, ss, unhealthyAfter)
+	if _, err := ss.DialTCP(ctx, testDst); !errors.Is(err, ErrNoHealthyProxy) || len(fs[0].dialed) != unhealthyAfter {
+		t.Errorf("dial with an unhealthy Shadowsocks proxy: %v, want ErrNoHealthyProxy without a dial", err)
+	}
 }
 
 func TestPoolDialFallback(t *testing.T) {
