@@ -115,7 +115,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.stopTgtun, b.domains, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput}
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
