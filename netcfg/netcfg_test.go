@@ -735,7 +735,7 @@ func TestSetRouteDevice(t *testing.T) {
 		run(t, "ip", "link", "set", "wgt1", "up")
 		run(t, "sysctl", "-qw", "net.ipv4.conf.wgt0.rp_filter=1", "net.ipv4.conf.lo.rp_filter=1")
 		n := apply(t, s)
-		devRule := fmt.Sprintf("%d: from all iif wgt0 lookup main", s.RulePriority-1)
+		devRule := fmt.Sprintf("%d: from all iif wgt0 lookup main proto %d", s.RulePriority-1, RouteProtocol)
 		for _, dev := range []string{"wgt0", "wgt0", "", "wgt0", ""} {
 			must(t, PrepareRouteDevice("wgt0"))
 			must(t, n.SetRouteDevice(dev))

@@ -316,7 +316,7 @@ func (n *Net) SetRouteDevice(dev string) error {
 	}
 	var errs []error
 	for _, fam := range families(s.IPv6) {
-		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam, Protocol: RouteProtocol}
 		if err := netlink.RouteReplace(route); err != nil {
 			errs = append(errs, fmt.Errorf("replace %s route default dev %s table %d: %w", familyName(fam), name, s.Table, err))
 			continue
@@ -328,7 +328,7 @@ func (n *Net) SetRouteDevice(dev string) error {
 		}
 		have := false
 		for _, r := range rules {
-			if r.Priority != s.RulePriority-1 || r.Table != mainTable || r.IifName == s.TunName {
+			if r.Priority != s.RulePriority-1 || r.Table != mainTable || r.IifName == s.TunName || !isOurRule(s, r) {
 				continue
 			}
 			if r.IifName == dev {
@@ -342,6 +342,7 @@ func (n *Net) SetRouteDevice(dev string) error {
 		if dev != "" && !have {
 			r := netlink.NewRule()
 			r.Family, r.Priority, r.IifName, r.Table = fam, s.RulePriority-1, dev, mainTable
+			r.Protocol = RouteProtocol
 			if err := netlink.RuleAdd(r); err != nil {
 				errs = append(errs, fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err))
 			}
