@@ -11,6 +11,7 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -86,6 +87,8 @@ type visionConn struct {
 	padding     bool
 	writeID     bool
 	directWrite bool
+	// rawOnly is set with directWrite, for Close (which must not take wmu).
+	rawOnly atomic.Bool
 
 	// Read side.
 	rstate      int
@@ -192,6 +195,7 @@ func (c *visionConn) Write(p []byte) (int, error) {
 			if direct {
 				cmd = visionDirect
 				c.directWrite = true
+				c.rawOnly.Store(true)
 			}
 		case !tls12 && filterLeft <= 1:
 			cmd = visionEnd
@@ -385,7 +389,15 @@ func (c *visionConn) CloseWrite() error {
 	return nil
 }
 
-func (c *visionConn) Close() error                       { return c.tls.Close() }
+// Close closes the connection. Once this side writes directly, a TLS close_notify
+// would land inside the raw stream the server forwards: only the socket is closed.
+func (c *visionConn) Close() error {
+	if c.rawOnly.Load() {
+		return c.raw.Close()
+	}
+	return c.tls.Close()
+}
+
 func (c *visionConn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
 func (c *visionConn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
 func (c *visionConn) SetDeadline(t time.Time) error      { return c.raw.SetDeadline(t) }
