@@ -54,15 +54,17 @@ var (
 // direct, what the TLS layer has already read from the socket but not yet
 // returned belongs to the raw stream. Computed once; a missing field (a changed
 // uTLS) makes Vision dials fail instead of corrupting data.
-var utlsBuffers = sync.OnceValues(func() ([2]uintptr, error) {
+var utlsBuffers = sync.OnceValues(func() (utlsOffsets, error) {
 	t := reflect.TypeFor[utls.Conn]()
 	in, ok1 := t.FieldByName("input")
 	raw, ok2 := t.FieldByName("rawInput")
 	if !ok1 || !ok2 || in.Type != reflect.TypeFor[bytes.Reader]() || raw.Type != reflect.TypeFor[bytes.Buffer]() {
-		return [2]uintptr{}, errors.New("vision: this uTLS version does not have the expected read buffers")
+		return utlsOffsets{}, errors.New("vision: this uTLS version does not have the expected read buffers")
 	}
-	return [2]uintptr{in.Offset, raw.Offset}, nil
+	return utlsOffsets{input: in.Offset, rawInput: raw.Offset}, nil
 })
+
+type utlsOffsets struct{ input, rawInput uintptr }
 
 // visionConn is a VLESS stream with the Vision flow. Reads must come from one
 // goroutine at a time, as do writes; a read and a write may run together.
@@ -117,7 +119,7 @@ func newVisionConn(tc *utls.UConn, raw net.Conn, id [16]byte) (*visionConn, erro
 	if err != nil {
 		return nil, err
 	}
-	inOff, rawOff := offs[0], offs[1]
+	inOff, rawOff := offs.input, offs.rawInput
 	base := unsafe.Pointer(tc.Conn)
 	return &visionConn{
 		tls:        tc,
@@ -128,7 +130,6 @@ func newVisionConn(tc *utls.UConn, raw net.Conn, id [16]byte) (*visionConn, erro
 		filterLeft: visionFilterPackets,
 		padding:    true,
 		writeID:    true,
-		rbuf:       make([]byte, 16<<10+512),
 	}, nil
 }
 
@@ -267,11 +268,17 @@ func (c *visionConn) Read(p []byte) (int, error) {
 			}
 			return n, err
 		}
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 16<<10+512) // a whole TLS record; dropped once the padding ends
+		}
 		n, err := c.tls.Read(c.rbuf)
 		if n > 0 {
 			if perr := c.parse(c.rbuf[:n]); perr != nil {
 				return 0, perr
 			}
+		}
+		if c.rstate == vrPlain {
+			c.rbuf = nil // pending holds copies
 		}
 		if err != nil && len(c.pending) == 0 {
 			return 0, err
@@ -279,6 +286,9 @@ func (c *visionConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
+	if len(c.pending) == 0 {
+		c.pending = nil // an idle flow keeps no buffer
+	}
 	return n, nil
 }
 
