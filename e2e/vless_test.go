@@ -85,7 +85,8 @@ func startSingBoxServers(t *testing.T, n *testnet.Net) *singBoxServers {
 				"users": []any{map[string]any{"uuid": s.visionUUID, "flow": "xtls-rprx-vision"}}, "tls": reality()},
 			// The second user's id is a text (servers map it to a name-based UUID).
 			map[string]any{"type": "vless", "tag": "tls", "listen": "::", "listen_port": s.tlsPort,
-				"users": []any{map[string]any{"uuid": s.uuid}, map[string]any{"uuid": textUUID}}, "tls": certTLS},
+				"users": []any{map[string]any{"uuid": s.uuid}, map[string]any{"uuid": textUUID},
+					map[string]any{"uuid": s.visionUUID, "flow": "xtls-rprx-vision"}}, "tls": certTLS},
 			map[string]any{"type": "trojan", "tag": "trojan", "listen": "::", "listen_port": s.trojanPort,
 				"users": []any{map[string]any{"name": "u", "password": s.trojanPass}}, "tls": certTLS},
 		},
@@ -127,6 +128,8 @@ func TestVLESSTrojan(t *testing.T) {
 		{"vless-reality-vision", s.realityConf("vv", s.visionUUID, "xtls-rprx-vision", s.visionPort)},
 		{"vless-tls", proxyConf{name: "vt", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
 			extra: map[string]string{"uuid": s.uuid, "sni": "proxy.test", "insecure": "1", "fingerprint": "firefox"}}},
+		{"vless-tls-vision", proxyConf{name: "vtv", typ: "vless", server: testnet.ProxyV4.String(), port: s.tlsPort, udp: true,
+			extra: map[string]string{"uuid": s.visionUUID, "flow": "xtls-rprx-vision", "sni": "proxy.test", "insecure": "1"}}},
 		{"vless-tls-server-v6", proxyConf{name: "vt6", typ: "vless", server: testnet.ProxyV6.String(), port: s.tlsPort, udp: true,
 			extra: map[string]string{"uuid": textUUID, "insecure": "1"}}},
 		{"trojan", proxyConf{name: "tr", typ: "trojan", server: testnet.ProxyV4.String(), port: s.trojanPort, udp: true,

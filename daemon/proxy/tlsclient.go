@@ -154,9 +154,11 @@ func newTLSClient(spec Spec) (*tlsClient, error) {
 // handshake runs the TLS or REALITY handshake on raw, bounded by ctx.
 func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, error) {
 	conf := &utls.Config{
-		ServerName:             t.sni,
-		NextProtos:             t.alpn,
-		InsecureSkipVerify:     t.insecure,
+		ServerName:         t.sni,
+		NextProtos:         t.alpn,
+		InsecureSkipVerify: t.insecure,
+		// As sing-box: a REALITY hello offers no ticket. A TLS hello keeps the
+		// browser's (with no session cache, tickets are not stored).
 		SessionTicketsDisabled: t.reality,
 	}
 	var authKey []byte
@@ -214,6 +216,10 @@ func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, e
 		}
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
+	// The hello, its extensions and the key shares (an ML-KEM key is over 7 KiB)
+	// are not needed once the handshake is done: an idle flow should not keep them.
+	u.HandshakeState = utls.PubClientHandshakeState{}
+	u.Extensions = nil
 	return u, nil
 }
 

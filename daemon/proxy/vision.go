@@ -11,6 +11,7 @@ import (
 	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -53,15 +54,17 @@ var (
 // direct, what the TLS layer has already read from the socket but not yet
 // returned belongs to the raw stream. Computed once; a missing field (a changed
 // uTLS) makes Vision dials fail instead of corrupting data.
-var utlsBuffers = sync.OnceValues(func() ([2]uintptr, error) {
+var utlsBuffers = sync.OnceValues(func() (utlsOffsets, error) {
 	t := reflect.TypeFor[utls.Conn]()
 	in, ok1 := t.FieldByName("input")
 	raw, ok2 := t.FieldByName("rawInput")
 	if !ok1 || !ok2 || in.Type != reflect.TypeFor[bytes.Reader]() || raw.Type != reflect.TypeFor[bytes.Buffer]() {
-		return [2]uintptr{}, errors.New("vision: this uTLS version does not have the expected read buffers")
+		return utlsOffsets{}, errors.New("vision: this uTLS version does not have the expected read buffers")
 	}
-	return [2]uintptr{in.Offset, raw.Offset}, nil
+	return utlsOffsets{input: in.Offset, rawInput: raw.Offset}, nil
 })
+
+type utlsOffsets struct{ input, rawInput uintptr }
 
 // visionConn is a VLESS stream with the Vision flow. Reads must come from one
 // goroutine at a time, as do writes; a read and a write may run together.
@@ -86,6 +89,8 @@ type visionConn struct {
 	padding     bool
 	writeID     bool
 	directWrite bool
+	// rawOnly is set with directWrite, for Close (which must not take wmu).
+	rawOnly atomic.Bool
 
 	// Read side.
 	rstate      int
@@ -114,7 +119,7 @@ func newVisionConn(tc *utls.UConn, raw net.Conn, id [16]byte) (*visionConn, erro
 	if err != nil {
 		return nil, err
 	}
-	inOff, rawOff := offs[0], offs[1]
+	inOff, rawOff := offs.input, offs.rawInput
 	base := unsafe.Pointer(tc.Conn)
 	return &visionConn{
 		tls:        tc,
@@ -125,7 +130,6 @@ func newVisionConn(tc *utls.UConn, raw net.Conn, id [16]byte) (*visionConn, erro
 		filterLeft: visionFilterPackets,
 		padding:    true,
 		writeID:    true,
-		rbuf:       make([]byte, 16<<10+512),
 	}, nil
 }
 
@@ -192,6 +196,7 @@ func (c *visionConn) Write(p []byte) (int, error) {
 			if direct {
 				cmd = visionDirect
 				c.directWrite = true
+				c.rawOnly.Store(true)
 			}
 		case !tls12 && filterLeft <= 1:
 			cmd = visionEnd
@@ -263,11 +268,17 @@ func (c *visionConn) Read(p []byte) (int, error) {
 			}
 			return n, err
 		}
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 16<<10+512) // a whole TLS record; dropped once the padding ends
+		}
 		n, err := c.tls.Read(c.rbuf)
 		if n > 0 {
 			if perr := c.parse(c.rbuf[:n]); perr != nil {
 				return 0, perr
 			}
+		}
+		if c.rstate == vrPlain {
+			c.rbuf = nil // pending holds copies
 		}
 		if err != nil && len(c.pending) == 0 {
 			return 0, err
@@ -275,6 +286,9 @@ func (c *visionConn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
+	if len(c.pending) == 0 {
+		c.pending = nil // an idle flow keeps no buffer
+	}
 	return n, nil
 }
 
@@ -385,7 +399,15 @@ func (c *visionConn) CloseWrite() error {
 	return nil
 }
 
-func (c *visionConn) Close() error                       { return c.tls.Close() }
+// Close closes the connection. Once this side writes directly, a TLS close_notify
+// would land inside the raw stream the server forwards: only the socket is closed.
+func (c *visionConn) Close() error {
+	if c.rawOnly.Load() {
+		return c.raw.Close()
+	}
+	return c.tls.Close()
+}
+
 func (c *visionConn) LocalAddr() net.Addr                { return c.raw.LocalAddr() }
 func (c *visionConn) RemoteAddr() net.Addr               { return c.raw.RemoteAddr() }
 func (c *visionConn) SetDeadline(t time.Time) error      { return c.raw.SetDeadline(t) }
