@@ -103,12 +103,8 @@ func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Con
 		flow = v.flow
 	}
 	hdr := appendVLESSRequest(nil, v.id, flow, cmd, dst)
-	done = handshakeDeadline(ctx, tc)
-	_, err = tc.Write(hdr)
-	done()
-	if err != nil {
-		tc.Close()
-		return nil, fmt.Errorf("%s: send request: %w", v.base.prefix, handshakeErr(ctx, err))
+	if err := v.base.sendRequest(ctx, tc, tc, hdr); err != nil {
+		return nil, err
 	}
 	if flow == FlowVision {
 		// The request and response headers are outside Vision's frames.
