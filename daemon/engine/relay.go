@@ -72,6 +72,20 @@ func (r *flowRefs) acquire() bool {
 	}
 }
 
+// claim counts in a worker for the direction busy guards, unless one runs
+// there or the flow is over; the caller then starts it. busy stays set until
+// the worker clears it.
+func (r *flowRefs) claim(busy *atomic.Bool) bool {
+	if !busy.CompareAndSwap(false, true) {
+		return false
+	}
+	if !r.acquire() {
+		busy.Store(false)
+		return false
+	}
+	return true
+}
+
 // release counts a worker out and reports whether it was the last one.
 func (r *flowRefs) release() bool { return r.Add(-1) == 0 }
 

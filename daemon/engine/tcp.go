@@ -224,14 +224,9 @@ func (f *tcpFlow) fail(dir string, err error) {
 // startUp starts a client → proxy worker unless one runs or that direction is over.
 // It is called by the endpoint's waiter queue, so it must not block.
 func (f *tcpFlow) startUp() {
-	if !f.upBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.upBusy) {
+		go f.runUp()
 	}
-	if !f.acquire() {
-		f.upBusy.Store(false)
-		return
-	}
-	go f.runUp()
 }
 
 func (f *tcpFlow) runUp() {

@@ -235,14 +235,9 @@ func (f *udpFlow) discardQueued() {
 // startUp starts a client → proxy worker unless one runs. It is called by the
 // endpoint's waiter queue, so it must not block.
 func (f *udpFlow) startUp() {
-	if !f.upBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.upBusy) {
+		go f.runUp()
 	}
-	if !f.acquire() {
-		f.upBusy.Store(false)
-		return
-	}
-	go f.runUp()
 }
 
 func (f *udpFlow) runUp() {
@@ -305,14 +300,9 @@ func (f *udpFlow) startDown() {
 // onProxyReadable runs in the poller's goroutine. With two sockets polled both
 // may fire: one worker is enough, and it re-arms both when it is done.
 func (f *udpFlow) onProxyReadable() {
-	if !f.downBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.downBusy) {
+		go f.runDown()
 	}
-	if !f.acquire() {
-		f.downBusy.Store(false)
-		return
-	}
-	go f.runDown()
 }
 
 // runDown moves what the proxy sockets hold and re-arms the poller.
