@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strconv"
-	"time"
 
 	"github.com/tgtun/tgtun/e2e/testnet"
 )
@@ -43,29 +41,13 @@ func (b *bench) vlessThroughput(ctx context.Context) error {
 		}},
 		"outbounds": []any{map[string]any{"type": "direct"}},
 	}
-	if _, err := b.n.StartSingBox(testnet.SingBoxOptions{Config: server, WaitTCP: []netip.AddrPort{netip.AddrPortFrom(testnet.ProxyV4, port)}}); err != nil {
-		return err
+	outbound := map[string]any{
+		"type": "vless", "server": testnet.ProxyV4.String(), "server_port": port, "uuid": uuid,
+		"tls": map[string]any{"enabled": true, "server_name": sni,
+			"utls":    map[string]any{"enabled": true, "fingerprint": "chrome"},
+			"reality": map[string]any{"enabled": true, "public_key": pub, "short_id": shortID}},
 	}
-	socksPort, err := b.n.FreePort(b.n.Router, netip.MustParseAddr("127.0.0.1"))
-	if err != nil {
-		return err
-	}
-	socks := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), socksPort)
-	client := map[string]any{
-		"log":      map[string]any{"level": "warn"},
-		"inbounds": []any{map[string]any{"type": "socks", "listen": "127.0.0.1", "listen_port": socksPort}},
-		"outbounds": []any{map[string]any{
-			"type": "vless", "server": testnet.ProxyV4.String(), "server_port": port, "uuid": uuid,
-			"tls": map[string]any{"enabled": true, "server_name": sni,
-				"utls":    map[string]any{"enabled": true, "fingerprint": "chrome"},
-				"reality": map[string]any{"enabled": true, "public_key": pub, "short_id": shortID}},
-		}},
-	}
-	if _, err := b.n.StartSingBox(testnet.SingBoxOptions{Namespace: b.n.Router, Config: client, WaitTCP: []netip.AddrPort{socks}}); err != nil {
-		return err
-	}
-
-	b.proxyConf = fmt.Sprintf(`config proxy 'reality'
+	conf := fmt.Sprintf(`config proxy 'reality'
 	option type 'vless'
 	option server '%s'
 	option port '%d'
@@ -75,40 +57,5 @@ func (b *bench) vlessThroughput(ctx context.Context) error {
 	option public_key '%s'
 	option short_id '%s'
 `, testnet.ProxyV4, port, uuid, sni, pub, shortID)
-	if err := b.restartTgtun(ctx); err != nil {
-		return err
-	}
-
-	iperfPort, err := b.n.FreePort(b.n.Messenger, testnet.MsgrV4)
-	if err != nil {
-		return err
-	}
-	if _, err := b.n.Start(b.n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(iperfPort))); err != nil {
-		return err
-	}
-	relay, err := b.socksRelayVia(socks, netip.AddrPortFrom(testnet.MsgrV4, iperfPort))
-	if err != nil {
-		return err
-	}
-	time.Sleep(500 * time.Millisecond) // iperf3 server listening
-	for _, streams := range []int{1, 4} {
-		for _, reverse := range []bool{false, true} {
-			dir := "up"
-			if reverse {
-				dir = "down"
-			}
-			via, err := b.iperf(ctx, b.n.Client, testnet.MsgrV4.String(), iperfPort, streams, reverse)
-			if err != nil {
-				return err
-			}
-			ref, err := b.iperf(ctx, b.n.Router, "127.0.0.1", relay.Port(), streams, reverse)
-			if err != nil {
-				return err
-			}
-			b.add(figure{Name: fmt.Sprintf("vless+reality %d stream(s) %s vs sing-box", streams, dir), Value: via, Baseline: ref,
-				Unit: "Gbit/s", Against: "the same sing-box server through a sing-box client's SOCKS inbound",
-				Target: ">= 0.8 x sing-box", Met: met(via >= 0.8*ref)})
-		}
-	}
-	return nil
+	return b.throughputVsSingBox(ctx, "vless+reality", server, port, outbound, conf)
 }

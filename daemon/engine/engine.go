@@ -533,23 +533,25 @@ func (e *Engine) startDial(src netip.Addr) bool {
 func (e *Engine) endDial(src netip.Addr) {
 	src = src.Unmap()
 	e.devMu.Lock()
-	if n := e.dialing[src] - 1; n > 0 {
-		e.dialing[src] = n
-	} else {
-		delete(e.dialing, src)
-	}
+	decrement(e.dialing, src)
 	e.devMu.Unlock()
+}
+
+// decrement counts one off src's entry in a per-source count, dropping the
+// entry at zero so that the map holds only sources with something counted.
+func decrement(m map[netip.Addr]int, src netip.Addr) {
+	if n := m[src] - 1; n > 0 {
+		m[src] = n
+	} else {
+		delete(m, src)
+	}
 }
 
 // freeSlot gives back a slot reserveSlot(src) took.
 func (e *Engine) freeSlot(src netip.Addr) {
 	src = src.Unmap()
 	e.devMu.Lock()
-	if n := e.devices[src] - 1; n > 0 {
-		e.devices[src] = n
-	} else {
-		delete(e.devices, src)
-	}
+	decrement(e.devices, src)
 	e.devMu.Unlock()
 	e.slots.Add(-1)
 }

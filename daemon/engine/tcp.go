@@ -107,9 +107,7 @@ type tcpFlow struct {
 	conn       net.Conn
 	ep         tcpip.Endpoint
 
-	// refs counts running workers, plus one from attach until terminate; the
-	// last one out finishes the flow.
-	refs atomic.Int32
+	refs flowRefs
 	// upBusy is set while a worker copies client → proxy, and for good once that
 	// direction has ended.
 	upBusy atomic.Bool
@@ -118,9 +116,7 @@ type tcpFlow struct {
 	readable   waiter.Entry // calls startUp
 	writable   waiter.Entry
 	writableCh chan struct{}
-	nb         pollableConn      // the proxy conn read without waiting, when it is polled
-	raws       []syscall.RawConn // its sockets, nil when not polled
-	token      uint32            // their readPoller token
+	watch      proxyWatch // the proxy conn's sockets on the poller, when it is polled
 
 	// Reused per flow so that the relay path does not allocate.
 	upW   tcpip.SliceWriter
@@ -165,29 +161,16 @@ func (f *tcpFlow) finish() {
 	f.idle.stop()
 	f.wq.EventUnregister(&f.readable)
 	f.wq.EventUnregister(&f.writable)
-	if f.raws != nil {
-		f.e.poller.unregister(f.token)
-	}
+	f.watch.stop(f.e)
 	f.e.activeTCP.Add(-1)
 	f.e.release(f)
 	f.e.freeSlot(f.src.Addr())
 }
 
-// acquire counts in a new worker, unless the flow is already over.
-func (f *tcpFlow) acquire() bool {
-	for {
-		n := f.refs.Load()
-		if n == 0 {
-			return false
-		}
-		if f.refs.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
+func (f *tcpFlow) acquire() bool { return f.refs.acquire() }
 
 func (f *tcpFlow) releaseRef() {
-	if f.refs.Add(-1) == 0 {
+	if f.refs.release() {
 		f.finish()
 	}
 }
@@ -241,14 +224,9 @@ func (f *tcpFlow) fail(dir string, err error) {
 // startUp starts a client → proxy worker unless one runs or that direction is over.
 // It is called by the endpoint's waiter queue, so it must not block.
 func (f *tcpFlow) startUp() {
-	if !f.upBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.upBusy) {
+		go f.runUp()
 	}
-	if !f.acquire() {
-		f.upBusy.Store(false)
-		return
-	}
-	go f.runUp()
 }
 
 func (f *tcpFlow) runUp() {
@@ -309,28 +287,8 @@ func (f *tcpFlow) drainUp() (eof bool, err error) {
 // startDown arranges for proxy → client copies: through the poller when the
 // conn allows, else with a worker that blocks in Read.
 func (f *tcpFlow) startDown() {
-	if nb := asPollable(f.conn); nb != nil {
-		raws, err := nb.RawConns()
-		if err == nil {
-			// Under mu, as runDown reads them: the poller's goroutine starts it
-			// without synchronising with this one.
-			f.mu.Lock()
-			f.nb, f.raws, f.token = nb, raws, f.e.poller.register(f.onProxyReadable)
-			for _, raw := range raws {
-				if err = f.e.poller.arm(raw, f.token, true); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				f.e.poller.unregister(f.token)
-				f.raws = nil
-			}
-			f.mu.Unlock()
-			if err == nil {
-				return
-			}
-		}
-		f.e.log.Debug("tcp flow falls back to a blocking reader", "src", f.src, "dst", f.dst, "err", err)
+	if f.watch.watch(f.e, &f.mu, f.conn, f.onProxyReadable, "tcp", f.src, f.dst) {
+		return
 	}
 	if f.acquire() {
 		go f.blockingDown()
@@ -349,25 +307,13 @@ func (f *tcpFlow) onProxyReadable() {
 // after a burst that filled the buffer exactly.
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
-	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
-	nb := f.nb
-	f.mu.Unlock()
 	bp := f.e.getBuf()
-	eof, err := f.pumpDownNonblock(nb, *bp)
+	eof, err := f.pumpDownNonblock(f.watch.conn(&f.mu), *bp)
 	f.e.putBuf(bp)
 	if f.downOver(eof, err) {
 		return
 	}
-	f.mu.Lock()
-	if !f.terminated {
-		for _, raw := range f.raws {
-			if err = f.e.poller.arm(raw, f.token, false); err != nil {
-				break
-			}
-		}
-	}
-	f.mu.Unlock()
-	if err != nil {
+	if err := f.watch.rearm(f.e, &f.mu, &f.terminated); err != nil {
 		f.fail("proxy→client", err)
 	}
 }

@@ -98,16 +98,12 @@ type udpFlow struct {
 	conn       net.Conn
 	attached   bool // conn set; activeUDP counts the flow
 
-	// refs counts running workers, plus one from attach until terminate; the
-	// last one out finishes the flow.
-	refs     atomic.Int32
+	refs     flowRefs
 	upBusy   atomic.Bool
 	downBusy atomic.Bool
 	readable waiter.Entry
-	hooked   bool              // readable is registered; set by start
-	nb       pollableConn      // set with raws, under mu
-	raws     []syscall.RawConn // the polled sockets, nil when not polled
-	token    uint32
+	hooked   bool       // readable is registered; set by start
+	watch    proxyWatch // the proxy conn's sockets on the poller, when it is polled
 
 	upW   tcpip.SliceWriter
 	downR bytes.Reader
@@ -148,20 +144,10 @@ func (f *udpFlow) attach(conn net.Conn) bool {
 	return true
 }
 
-func (f *udpFlow) acquire() bool {
-	for {
-		n := f.refs.Load()
-		if n == 0 {
-			return false
-		}
-		if f.refs.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
+func (f *udpFlow) acquire() bool { return f.refs.acquire() }
 
 func (f *udpFlow) releaseRef() {
-	if f.refs.Add(-1) == 0 {
+	if f.refs.release() {
 		f.finish()
 	}
 }
@@ -173,9 +159,7 @@ func (f *udpFlow) finish() {
 	if f.hooked {
 		f.wq.EventUnregister(&f.readable)
 	}
-	if f.raws != nil {
-		f.e.poller.unregister(f.token)
-	}
+	f.watch.stop(f.e)
 	if f.attached {
 		f.e.activeUDP.Add(-1)
 	}
@@ -251,14 +235,9 @@ func (f *udpFlow) discardQueued() {
 // startUp starts a client → proxy worker unless one runs. It is called by the
 // endpoint's waiter queue, so it must not block.
 func (f *udpFlow) startUp() {
-	if !f.upBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.upBusy) {
+		go f.runUp()
 	}
-	if !f.acquire() {
-		f.upBusy.Store(false)
-		return
-	}
-	go f.runUp()
 }
 
 func (f *udpFlow) runUp() {
@@ -310,28 +289,8 @@ func (f *udpFlow) drainUp() error {
 // startDown arranges for proxy → client datagrams: through the poller when
 // the conn allows, else with a worker that blocks in Read.
 func (f *udpFlow) startDown() {
-	if nb := asPollable(f.conn); nb != nil {
-		raws, err := nb.RawConns()
-		if err == nil {
-			// Under mu, as runDown re-arms under it: the poller may start one
-			// before every socket is armed.
-			f.mu.Lock()
-			f.nb, f.raws, f.token = nb, raws, f.e.poller.register(f.onProxyReadable)
-			for _, raw := range raws {
-				if err = f.e.poller.arm(raw, f.token, true); err != nil {
-					break
-				}
-			}
-			if err != nil {
-				f.e.poller.unregister(f.token)
-				f.raws = nil
-			}
-			f.mu.Unlock()
-			if err == nil {
-				return
-			}
-		}
-		f.e.log.Debug("udp flow falls back to a blocking reader", "src", f.src, "dst", f.dst, "err", err)
+	if f.watch.watch(f.e, &f.mu, f.conn, f.onProxyReadable, "udp", f.src, f.dst) {
+		return
 	}
 	if f.acquire() {
 		go f.blockingDown()
@@ -341,40 +300,23 @@ func (f *udpFlow) startDown() {
 // onProxyReadable runs in the poller's goroutine. With two sockets polled both
 // may fire: one worker is enough, and it re-arms both when it is done.
 func (f *udpFlow) onProxyReadable() {
-	if !f.downBusy.CompareAndSwap(false, true) {
-		return
+	if f.refs.claim(&f.downBusy) {
+		go f.runDown()
 	}
-	if !f.acquire() {
-		f.downBusy.Store(false)
-		return
-	}
-	go f.runDown()
 }
 
 // runDown moves what the proxy sockets hold and re-arms the poller.
 func (f *udpFlow) runDown() {
 	defer f.releaseRef()
-	f.mu.Lock() // the poller's goroutine started this one without synchronising with startDown
-	nb := f.nb
-	f.mu.Unlock()
 	bp := f.e.getBuf()
-	err := f.drainDown(nb, *bp)
+	err := f.drainDown(f.watch.conn(&f.mu), *bp)
 	f.e.putBuf(bp)
 	f.downBusy.Store(false)
 	if err != nil {
 		f.fail("proxy→client", err)
 		return
 	}
-	f.mu.Lock()
-	if !f.terminated {
-		for _, raw := range f.raws {
-			if err = f.e.poller.arm(raw, f.token, false); err != nil {
-				break
-			}
-		}
-	}
-	f.mu.Unlock()
-	if err != nil {
+	if err := f.watch.rearm(f.e, &f.mu, &f.terminated); err != nil {
 		f.fail("proxy→client", err)
 	}
 }

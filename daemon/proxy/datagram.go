@@ -32,6 +32,24 @@ func newDatagramBufs() *datagramBufs {
 func (b *datagramBufs) get() *[]byte  { return b.pool.Get().(*[]byte) }
 func (b *datagramBufs) put(p *[]byte) { b.pool.Put(p) }
 
+// writeFramed sends p as one datagram over a stream (Trojan, VLESS): header
+// appends the datagram's header to the buffer it is given, which has room
+// for headerMax bytes of it and p, and the whole frame goes out in one Write
+// under mu, so that the frames of concurrent writers do not interleave.
+func writeFramed(w io.Writer, mu *sync.Mutex, p []byte, headerMax int, header func([]byte) []byte) (int, error) {
+	if len(p) > 0xffff {
+		return 0, fmt.Errorf("datagram of %d bytes is too large", len(p))
+	}
+	b := header(make([]byte, 0, headerMax+len(p)))
+	b = append(b, p...)
+	mu.Lock()
+	defer mu.Unlock()
+	if _, err := w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // readDatagram reads datagrams with read until accept finds one to return: it
 // returns where, within the buffer read into, the payload lies. It reads
 // straight into p when p holds any datagram, else into a borrowed buffer, and

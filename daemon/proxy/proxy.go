@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -230,6 +231,30 @@ func handshakeDeadline(ctx context.Context, c net.Conn) (done func()) {
 		stop()
 		_ = c.SetDeadline(time.Time{})
 	}
+}
+
+// sendRequest writes a handshake's request to c (through w, which may wrap
+// it) within ctx's time. On failure it closes c and says the request failed.
+func (b *base) sendRequest(ctx context.Context, c net.Conn, w io.Writer, req []byte) error {
+	done := handshakeDeadline(ctx, c)
+	_, err := w.Write(req)
+	done()
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("%s: send request: %w", b.prefix, handshakeErr(ctx, err))
+	}
+	return nil
+}
+
+// dialUDPServer opens the socket to a server's UDP relay, which has no
+// handshake; it is refused when UDP is off for the proxy.
+func (b *base) dialUDPServer(ctx context.Context) (net.Conn, error) {
+	if !b.spec.UDP {
+		return nil, fmt.Errorf("%s: udp is disabled for this proxy: %w", b.prefix, errors.ErrUnsupported)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return b.dialServer(ctx, "udp")
 }
 
 // handshakeErr reports the context's error rather than an i/o timeout when

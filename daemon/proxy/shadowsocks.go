@@ -280,12 +280,8 @@ func (s *Shadowsocks) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn
 		c.Close()
 		return nil, fmt.Errorf("%s: %w", s.base.prefix, err)
 	}
-	done := handshakeDeadline(ctx, c)
-	_, err = w.Write(appendSocksAddr(nil, dst))
-	done()
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: send request: %w", s.base.prefix, handshakeErr(ctx, err))
+	if err := s.base.sendRequest(ctx, c, w, appendSocksAddr(nil, dst)); err != nil {
+		return nil, err
 	}
 	return &ssConn{Conn: c, r: newSSReader(c, s.cipher), w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
 }
@@ -379,12 +375,7 @@ func (c *ssConn) CloseWrite() error {
 // DialUDP returns a datagram conn through the server's UDP relay; each
 // datagram is salt + AEAD(address + payload) under a fresh subkey.
 func (s *Shadowsocks) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	if !s.base.spec.UDP {
-		return nil, fmt.Errorf("%s: udp is disabled for this proxy: %w", s.base.prefix, errors.ErrUnsupported)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.base.timeout)
-	defer cancel()
-	c, err := s.base.dialServer(ctx, "udp")
+	c, err := s.base.dialUDPServer(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -176,12 +176,8 @@ func (s *Shadowsocks2022) DialTCP(ctx context.Context, dst netip.AddrPort) (net.
 		c.Close()
 		return nil, fmt.Errorf("%s: %w", s.base.prefix, err)
 	}
-	done := handshakeDeadline(ctx, c)
-	_, err = c.Write(req)
-	done()
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("%s: send request: %w", s.base.prefix, handshakeErr(ctx, err))
+	if err := s.base.sendRequest(ctx, c, c, req); err != nil {
+		return nil, err
 	}
 	r := &ss22Reader{r: c, m: s.m, reqSalt: salt}
 	return &ssConn{Conn: c, r: r, w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
@@ -302,12 +298,7 @@ func (s *ss22Reader) readHeader() error {
 // DialUDP returns a datagram conn to dst through the server's UDP relay:
 // one client session per conn.
 func (s *Shadowsocks2022) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	if !s.base.spec.UDP {
-		return nil, fmt.Errorf("%s: udp is disabled for this proxy: %w", s.base.prefix, errors.ErrUnsupported)
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.base.timeout)
-	defer cancel()
-	c, err := s.base.dialServer(ctx, "udp")
+	c, err := s.base.dialUDPServer(ctx)
 	if err != nil {
 		return nil, err
 	}

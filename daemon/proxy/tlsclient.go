@@ -151,6 +151,24 @@ func newTLSClient(spec Spec) (*tlsClient, error) {
 	return t, nil
 }
 
+// dialTLS connects to the server and runs t's handshake within ctx's time
+// (Trojan, VLESS). It returns the raw conn too: Vision reads it under the
+// TLS layer.
+func (b *base) dialTLS(ctx context.Context, t *tlsClient) (raw net.Conn, tc *utls.UConn, err error) {
+	raw, err = b.dialServer(ctx, "tcp")
+	if err != nil {
+		return nil, nil, err
+	}
+	done := handshakeDeadline(ctx, raw)
+	tc, err = t.handshake(ctx, raw)
+	done()
+	if err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("%s: %w", b.prefix, handshakeErr(ctx, err))
+	}
+	return raw, tc, nil
+}
+
 // handshake runs the TLS or REALITY handshake on raw, bounded by ctx.
 func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, error) {
 	conf := &utls.Config{

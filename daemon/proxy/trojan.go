@@ -52,25 +52,17 @@ func newTrojan(b base) (*Trojan, error) {
 func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.base.timeout)
 	defer cancel()
-	raw, err := t.base.dialServer(ctx, "tcp")
+	_, tc, err := t.base.dialTLS(ctx, t.tls)
 	if err != nil {
 		return nil, err
-	}
-	done := handshakeDeadline(ctx, raw)
-	defer done()
-	tc, err := t.tls.handshake(ctx, raw)
-	if err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("%s: %w", t.base.prefix, handshakeErr(ctx, err))
 	}
 	hdr := make([]byte, 0, 56+2+1+19+2)
 	hdr = append(hdr, t.key[:]...)
 	hdr = append(hdr, '\r', '\n', cmd)
 	hdr = appendSocksAddr(hdr, dst)
 	hdr = append(hdr, '\r', '\n')
-	if _, err := tc.Write(hdr); err != nil {
-		tc.Close()
-		return nil, fmt.Errorf("%s: send request: %w", t.base.prefix, handshakeErr(ctx, err))
+	if err := t.base.sendRequest(ctx, tc, tc, hdr); err != nil {
+		return nil, err
 	}
 	return tc, nil
 }
@@ -104,20 +96,11 @@ type trojanPacketConn struct {
 func (c *trojanPacketConn) RemoteAddr() net.Addr { return udpAddr(c.dst) }
 
 func (c *trojanPacketConn) Write(p []byte) (int, error) {
-	if len(p) > 0xffff {
-		return 0, fmt.Errorf("datagram of %d bytes is too large", len(p))
-	}
-	b := make([]byte, 0, 19+4+len(p))
-	b = appendSocksAddr(b, c.dst)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(p)))
-	b = append(b, '\r', '\n')
-	b = append(b, p...)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if _, err := c.Conn.Write(b); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return writeFramed(c.Conn, &c.wmu, p, 19+4, func(b []byte) []byte {
+		b = appendSocksAddr(b, c.dst)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(p)))
+		return append(b, '\r', '\n')
+	})
 }
 
 // Read returns the next datagram from dst (others are dropped); a longer one

@@ -87,28 +87,17 @@ func ParseVLESSUUID(s string) ([16]byte, error) {
 func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.base.timeout)
 	defer cancel()
-	raw, err := v.base.dialServer(ctx, "tcp")
+	raw, tc, err := v.base.dialTLS(ctx, v.tls)
 	if err != nil {
 		return nil, err
-	}
-	done := handshakeDeadline(ctx, raw)
-	tc, err := v.tls.handshake(ctx, raw)
-	done()
-	if err != nil {
-		raw.Close()
-		return nil, fmt.Errorf("%s: %w", v.base.prefix, handshakeErr(ctx, err))
 	}
 	flow := ""
 	if cmd != vlessCmdUDP {
 		flow = v.flow
 	}
 	hdr := appendVLESSRequest(nil, v.id, flow, cmd, dst)
-	done = handshakeDeadline(ctx, tc)
-	_, err = tc.Write(hdr)
-	done()
-	if err != nil {
-		tc.Close()
-		return nil, fmt.Errorf("%s: send request: %w", v.base.prefix, handshakeErr(ctx, err))
+	if err := v.base.sendRequest(ctx, tc, tc, hdr); err != nil {
+		return nil, err
 	}
 	if flow == FlowVision {
 		// The request and response headers are outside Vision's frames.
@@ -234,18 +223,9 @@ type vlessPacketConn struct {
 func (c *vlessPacketConn) RemoteAddr() net.Addr { return udpAddr(c.dst) }
 
 func (c *vlessPacketConn) Write(p []byte) (int, error) {
-	if len(p) > 0xffff {
-		return 0, fmt.Errorf("datagram of %d bytes is too large", len(p))
-	}
-	b := make([]byte, 2, 2+len(p))
-	binary.BigEndian.PutUint16(b, uint16(len(p)))
-	b = append(b, p...)
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if _, err := c.Conn.Write(b); err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return writeFramed(c.Conn, &c.wmu, p, 2, func(b []byte) []byte {
+		return binary.BigEndian.AppendUint16(b, uint16(len(p)))
+	})
 }
 
 // Read returns one datagram; a longer one than p is truncated.

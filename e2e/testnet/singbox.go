@@ -40,6 +40,15 @@ func SingBoxPath() (string, error) {
 	if p, err := exec.LookPath("sing-box"); err == nil {
 		return p, nil
 	}
+	if p, ok := goInstalled("sing-box"); ok {
+		return p, nil
+	}
+	return "", fmt.Errorf("sing-box %s not found in $PATH, $GOBIN, $GOPATH/bin or ~/go/bin: run `make deps`", SingBoxVersion)
+}
+
+// goInstalled finds an executable `go install` wrote: in $GOBIN, each
+// $GOPATH/bin, then ~/go/bin.
+func goInstalled(name string) (string, bool) {
 	var dirs []string
 	if d := os.Getenv("GOBIN"); d != "" {
 		dirs = append(dirs, d)
@@ -53,12 +62,12 @@ func SingBoxPath() (string, error) {
 		dirs = append(dirs, filepath.Join(h, "go", "bin"))
 	}
 	for _, d := range dirs {
-		p := filepath.Join(d, "sing-box")
+		p := filepath.Join(d, name)
 		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
+			return p, true
 		}
 	}
-	return "", fmt.Errorf("sing-box %s not found in $PATH, $GOBIN, $GOPATH/bin or ~/go/bin: run `make deps`", SingBoxVersion)
+	return "", false
 }
 
 // SingBoxOptions configures StartSingBox.

@@ -45,23 +45,8 @@ func WireGuardGoPath() (string, error) {
 			return p, nil
 		}
 	}
-	var dirs []string
-	if d := os.Getenv("GOBIN"); d != "" {
-		dirs = append(dirs, d)
-	}
-	if d := os.Getenv("GOPATH"); d != "" {
-		for _, p := range filepath.SplitList(d) {
-			dirs = append(dirs, filepath.Join(p, "bin"))
-		}
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(h, "go", "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "wireguard")
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
+	if p, ok := goInstalled("wireguard"); ok {
+		return p, nil
 	}
 	return "", fmt.Errorf("wireguard-go not found in $PATH, $GOBIN, $GOPATH/bin or ~/go/bin: run `make deps`")
 }
