@@ -40,6 +40,8 @@ type demo struct {
 	// the running daemon and how to reach it
 	tgtun          *testnet.Proc
 	bin, conf, ctl string
+	// the router's LAN resolver (Debian's dnsmasq, as OpenWrt's), fed tgtun's directives
+	dnsmasq *testnet.Dnsmasq
 }
 
 func (d *demo) stopDante() {
@@ -52,7 +54,9 @@ func (d *demo) stopDante() {
 // startDaemon runs tgtun in the router and waits until its control socket answers.
 func (d *demo) startDaemon(ctx context.Context, b *strings.Builder) error {
 	n := d.net
-	p, err := n.Start(n.Router, d.bin, "run", "-c", d.conf, "--socket", d.ctl)
+	p, err := n.Start(n.Router, d.bin, "run", "-c", d.conf, "--socket", d.ctl,
+		"--dnsmasq-dir", d.dnsmasq.ConfDir, "--dnsmasq-restart", d.dnsmasq.Restart,
+		"--dnsmasq-addr", netip.AddrPortFrom(testnet.LANV4, 53).String())
 	if err != nil {
 		return err
 	}
@@ -274,6 +278,35 @@ func (d *demo) run(tgtunPath string) int {
 			return fmt.Sprintf("dante listening on %s and [%s]:%d", dante, testnet.ProxyV6, dante.Port()), nil
 		})
 
+	d.step("start DNS: the ISP's resolver lies about telegram.org, the true one is behind the censor; dnsmasq is the router's LAN resolver",
+		func(context.Context) (string, error) {
+			// What a censor's resolver does: a listed name gets an address of its choosing.
+			if err := n.StartDNSServer(n.Inet, testnet.InetV4, testnet.DNSAnswers{"telegram.org": {testnet.DirectV4}}); err != nil {
+				return "", err
+			}
+			if err := n.StartDNSServer(n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{"telegram.org": {testnet.MsgrV4}}); err != nil {
+				return "", err
+			}
+			dm, err := n.StartLANDnsmasq(testnet.InetV4)
+			if err != nil {
+				return "", err
+			}
+			d.dnsmasq = dm
+			return fmt.Sprintf("ISP resolver %s: telegram.org = %s (poisoned); true resolver %s:53 (reachable only through the proxy): telegram.org = %s; dnsmasq on %s:53 forwards to the ISP's",
+				testnet.InetV4, testnet.DirectV4, testnet.MsgrV4, testnet.MsgrV4, testnet.LANV4), nil
+		})
+	lanDNS := netip.AddrPortFrom(testnet.LANV4, 53)
+	d.step("without tgtun: telegram.org resolves to the ISP's poisoned address", func(ctx context.Context) (string, error) {
+		got, err := n.LookupA(ctx, n.Client, lanDNS, "telegram.org")
+		if err != nil {
+			return "", err
+		}
+		if len(got) != 1 || got[0] != testnet.DirectV4 {
+			return "", fmt.Errorf("telegram.org = %v, want the poisoned %s", got, testnet.DirectV4)
+		}
+		return fmt.Sprintf("[client] ask %s: telegram.org = %s (poisoned)", lanDNS, got[0]), nil
+	})
+
 	msgr4 := "http://" + testnet.MsgrV4.String() + "/"
 	msgr6 := "http://[" + testnet.MsgrV6.String() + "]/"
 	direct4 := "http://" + testnet.DirectV4.String() + "/"
@@ -300,6 +333,7 @@ func (d *demo) run(tgtunPath string) int {
 	option fail_mode 'block'
 	option update_interval '0'
 	option log_level 'debug'
+	option dns_upstream '%s:53'
 
 config proxy 'dante'
 	option type 'socks5'
@@ -314,7 +348,7 @@ config service 'telegram'
 config custom 'demo'
 	list subnet '%s'
 	list subnet '%s'
-`, testnet.LANIface, testnet.MsgrV4, dante.Addr(), dante.Port(), testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
+`, testnet.LANIface, testnet.MsgrV4, testnet.MsgrV4, dante.Addr(), dante.Port(), testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
 
 	d.conf, d.ctl = confPath, sockPath
 	started := d.step("start tgtun in the router: "+tgtunPath+" run -c tgtun.conf --socket tgtun.sock",
@@ -394,6 +428,26 @@ config custom 'demo'
 			d.expectSeenAs(msgr6, testnet.ProxyV6, "the proxy host's address = tunnelled"))
 		d.step("with tgtun: ordinary internet over IPv6 stays direct",
 			d.expectSeenAs(direct6, testnet.ClientV6, "the client's own address = direct, routed"))
+		d.step("with tgtun: telegram.org resolves to its true address, asked through the proxy, and lands in the domain set",
+			func(ctx context.Context) (string, error) {
+				// tgtun hands its domains to dnsmasq at start; the answer comes once a
+				// proxy is healthy (until then its forwarder answers SERVFAIL, never a guess).
+				var b strings.Builder
+				for {
+					got, err := n.LookupA(ctx, n.Client, lanDNS, "telegram.org")
+					if err == nil && len(got) == 1 && got[0] == testnet.MsgrV4 {
+						fmt.Fprintf(&b, "[client] ask %s: telegram.org = %s (the true address: dnsmasq asked tgtun, tgtun asked %s:53 through the proxy)\n", lanDNS, got[0], testnet.MsgrV4)
+						break
+					}
+					select {
+					case <-ctx.Done():
+						return b.String(), fmt.Errorf("telegram.org = %v (%v), want %s", got, err, testnet.MsgrV4)
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				_, err := d.show(ctx, &b, n.Router, "router", "nft", "list", "set", "inet", "tgtun", "dst4_dns")
+				return b.String(), err
+			})
 		d.step("with tgtun: TCP echo with the messenger (IPv4)",
 			d.echo("TCP", netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort)))
 		d.step("with tgtun: UDP round trip with the messenger through dante's UDP ASSOCIATE (IPv4)",
