@@ -372,6 +372,9 @@ func parseVLESS(link string) (*Proxy, error) {
 		if p.Get("insecure") != "" {
 			return nil, fmt.Errorf("vless link: allowInsecure applies to tls only, not reality")
 		}
+		// REALITY's hello is the fingerprint's, ALPN included (Xray ignores
+		// alpn there too); the LuCI form offers alpn with tls only.
+		p.Options = slices.DeleteFunc(p.Options, func(o Option) bool { return o.Name == "alpn" })
 	}
 	return p, nil
 }

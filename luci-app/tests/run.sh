@@ -32,7 +32,7 @@ rc=0
 # without it the view tests cannot run, and that is a failure, not a skip.
 node -e 'console.log("LuCI runtime: " + require("./lib/luci-runtime").luciRoot())' || exit 1
 
-for t in static.test.js validate.test.js rpcd.test.js runtime.test.js; do
+for t in static.test.js validate.test.js links.test.js rpcd.test.js runtime.test.js; do
 	echo "== luci-app: $t"
 	node --test --test-reporter=spec "$t" || rc=1
 done

@@ -32,7 +32,7 @@ var SS_CIPHERS = [ 'aes-128-gcm', 'aes-256-gcm', 'chacha20-ietf-poly1305',
 var SS2022_KEYS = { '2022-blake3-aes-128-gcm': 16, '2022-blake3-aes-256-gcm': 32, '2022-blake3-chacha20-poly1305': 32 };
 
 /* TLS ClientHello fingerprints (uTLS) of vless and trojan proxies. */
-var FINGERPRINTS = [ 'chrome', 'firefox', 'safari', 'ios', 'edge', 'android', 'random' ];
+var FINGERPRINTS = [ 'chrome', 'firefox', 'safari', 'ios', 'edge', 'android', '360', 'qq', 'random', 'randomized' ];
 
 /* Proxy types: [ value, label, carries UDP, has server/port ]. */
 var PROXY_TYPES = [
@@ -723,7 +723,7 @@ function parseLink(link) {
 
 	var onlyTcp = function() {
 		var t = query.get('type');
-		if (t != null && t != '' && t != 'tcp')
+		if (t != null && t != '' && t != 'tcp' && t != 'raw')
 			throw fail(_('type=%s is not supported; tcp is'), t);
 		var h = query.get('headerType');
 		if (h != null && h != '' && h != 'none')
@@ -746,6 +746,12 @@ function parseLink(link) {
 			var c = userinfo.indexOf(':');
 			out.username = dec(c >= 0 ? userinfo.substring(0, c) : userinfo, _('the user name'));
 			out.password = c >= 0 ? dec(userinfo.substring(c + 1), _('the password')) : '';
+			/* v2rayN writes socks5://BASE64(user:pass)@host:port */
+			var b = (kind == 'socks5' && c < 0) ? b64decode(userinfo) : null;
+			if (b != null && b.indexOf(':') >= 0) {
+				out.username = b.substring(0, b.indexOf(':'));
+				out.password = b.substring(b.indexOf(':') + 1);
+			}
 		}
 		break;
 
@@ -767,7 +773,7 @@ function parseLink(link) {
 		break;
 
 	case 'vless':
-		out.uuid = dec(userinfo || '', 'uuid');
+		out.uuid = dec(userinfo || '', 'uuid').toLowerCase();
 		if (checks.uuid(out.uuid))
 			throw fail('%s', checks.uuid(out.uuid));
 		onlyTcp();
@@ -778,6 +784,8 @@ function parseLink(link) {
 		if (out.security != 'tls' && out.security != 'reality')
 			throw fail(_('security=%s is not supported; tls or reality is'), out.security);
 		out.flow = query.get('flow') || '';
+		if (out.flow == 'xtls-rprx-vision-udp443')
+			out.flow = 'xtls-rprx-vision';
 		if (out.flow != '' && out.flow != 'xtls-rprx-vision')
 			throw fail(_('flow=%s is not supported; xtls-rprx-vision or none is'), out.flow);
 		tlsParams();
@@ -790,8 +798,13 @@ function parseLink(link) {
 				throw fail('%s', checks.public_key(out.public_key));
 			if (checks.short_id(out.short_id))
 				throw fail('%s', checks.short_id(out.short_id));
-			out.insecure = '0';
+			if (out.insecure == '1')
+				throw fail(_('allowInsecure applies to tls only, not reality'));
 			out.alpn = [];
+			if (out.sni == '')
+				throw fail(_('sni is missing (REALITY needs a server name the server accepts)'));
+			if (out.fingerprint == 'randomized')
+				throw fail(_('fp=randomized is not allowed with security=reality (its hello may lack the X25519 share REALITY needs)'));
 		}
 		break;
 
