@@ -302,24 +302,25 @@ func tlsOptions(p *Proxy, q url.Values) {
 	}
 }
 
-// isUUID accepts the 8-4-4-4-12 hex form (no regexp: it would add ~150 KiB to the binary).
+// isUUID accepts 32 hex digits in the 8-4-4-4-12 groups, each '-' between
+// them optional, as config check and the LuCI form do (no regexp: it would
+// add ~150 KiB to the binary).
 func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, c := range []byte(s) {
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
+	for i, n := range []int{8, 4, 4, 4, 12} {
+		if i > 0 && strings.HasPrefix(s, "-") {
+			s = s[1:]
+		}
+		if len(s) < n {
+			return false
+		}
+		for _, c := range []byte(s[:n]) {
 			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
 				return false
 			}
 		}
+		s = s[n:]
 	}
-	return true
+	return s == ""
 }
 
 func parseVLESS(link string) (*Proxy, error) {
