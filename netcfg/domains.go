@@ -131,27 +131,60 @@ func queueDevices(c *nftables.Conn, o *nftObjects, ipv6 bool, include, exclude D
 	return nil
 }
 
-// queueMarkDstRules fills chain mark_dst: the static ranges and the domain sets.
-func queueMarkDstRules(c *nftables.Conn, o *nftObjects, s Spec) {
-	type family struct {
-		proto          byte
-		offset, length uint32
-		sets           []*nftables.Set
-	}
-	fams := []family{{unix.NFPROTO_IPV4, 16, 4, []*nftables.Set{o.dst4, o.dev.dst4DNS}}}
-	if s.IPv6 {
-		fams = append(fams, family{unix.NFPROTO_IPV6, 24, 16, []*nftables.Set{o.dst6, o.dev.dst6DNS}})
-	}
-	for _, f := range fams {
+// queueMarkDstRules fills chain mark_dst: the static ranges and the domain sets. With
+// TCP on the kernel's stack (tproxy, unless an interface proxy is routed to) TCP goes to
+// the listener and the rest is marked for the TUN (queueTProxyDstRules); otherwise every
+// packet is marked.
+func queueMarkDstRules(c *nftables.Conn, o *nftObjects, s Spec, tproxy bool) {
+	for _, f := range targetFamilies(o, s) {
 		for _, set := range f.sets {
+			match := addrIn(f.proto, f.offset, f.length, set)
+			if tproxy {
+				queueTProxyDstRules(c, o, s, match, f.proto)
+				continue
+			}
 			c.AddRule(&nftables.Rule{Table: o.table, Chain: o.dev.markDst,
-				Exprs: concat(addrIn(f.proto, f.offset, f.length, set),
+				Exprs: concat(match,
 					setMark(true, s.Mark, s.Mask),  // ct mark
 					setMark(false, s.Mark, s.Mask), // meta mark
 				),
 			})
 		}
 	}
+}
+
+// queueMarkOutRules fills chain mark_out, the output chain's: the proxies' addresses
+// return, every packet to a target is marked (TCP then goes to the listener through lo,
+// see tproxy.go). Devices play no part: these are the router's own connections.
+func queueMarkOutRules(c *nftables.Conn, o *nftObjects, s Spec) {
+	for _, f := range targetFamilies(o, s) {
+		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.markOut,
+			Exprs: concat(daddrIn(f.proto, f.offset, f.length, f.bypass), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
+		})
+		for _, set := range f.sets {
+			c.AddRule(&nftables.Rule{Table: o.table, Chain: o.markOut,
+				Exprs: concat(addrIn(f.proto, f.offset, f.length, set),
+					setMark(true, s.Mark, s.Mask), setMark(false, s.Mark, s.Mask)),
+			})
+		}
+	}
+}
+
+// targetFamily is one address family's part of the table: where its destination
+// address sits in the header, its target sets and its bypass set.
+type targetFamily struct {
+	proto          byte
+	offset, length uint32
+	sets           []*nftables.Set
+	bypass         *nftables.Set
+}
+
+func targetFamilies(o *nftObjects, s Spec) []targetFamily {
+	fams := []targetFamily{{unix.NFPROTO_IPV4, 16, 4, []*nftables.Set{o.dst4, o.dev.dst4DNS}, o.bypass4}}
+	if s.IPv6 {
+		fams = append(fams, targetFamily{unix.NFPROTO_IPV6, 24, 16, []*nftables.Set{o.dst6, o.dev.dst6DNS}, o.bypass6})
+	}
+	return fams
 }
 
 // queueDeviceRules queues the device part of mark_new: excluded devices return, then

@@ -265,7 +265,7 @@ func TestForwarding(t *testing.T) {
 
 		// Without the "iif <tun> lookup main" rule the marked reply would be
 		// routed by table T straight back into the TUN.
-		prio := fmt.Sprint(s.RulePriority - 1)
+		prio := fmt.Sprint(s.RulePriority - 2)
 		run(t, "ip", "rule", "del", "priority", prio)
 		waitFor(t, captured, "looped", func() { reply("looped") })
 		run(t, "ip", "rule", "add", "priority", prio, "iif", s.TunName, "lookup", "main")

@@ -23,6 +23,9 @@ type Net struct {
 	nft    *nftables.Conn
 	objs   *nftObjects
 	closed bool
+	// routeDev is the interface proxy's device that tables T and T+1 route into, ""
+	// for the TUN (and, with TProxyPort, the listener).
+	routeDev string
 }
 
 // Status is what is installed, as read back from the kernel.
@@ -168,7 +171,21 @@ func (n *Net) SetBlock(on bool) error {
 		}
 	}
 	n.spec.Block = on
+	if n.spec.TProxyPort != 0 {
+		// mark_dst's reset of TCP that found no listener follows Block.
+		if err := n.requeueMarkDst(); err != nil {
+			return fmt.Errorf("set block %t: %w", on, err)
+		}
+	}
 	return nil
+}
+
+// requeueMarkDst rebuilds chain mark_dst for the spec and route device in force, in one
+// transaction. Called with n.mu held.
+func (n *Net) requeueMarkDst() error {
+	n.nft.FlushChain(n.objs.dev.markDst)
+	queueMarkDstRules(n.nft, n.objs, n.spec, n.spec.TProxyPort != 0 && n.routeDev == "")
+	return n.nft.Flush()
 }
 
 // Missing names what of the installed state is gone (the TUN, its routes, the rules,
@@ -274,8 +291,14 @@ func (n *Net) SetMarking(on bool) error {
 		return errClosed
 	}
 	n.nft.FlushChain(n.objs.markNew)
+	if n.objs.markOut != nil {
+		n.nft.FlushChain(n.objs.markOut)
+	}
 	if on {
 		queueMarkNewRules(n.nft, n.objs, n.spec)
+		if n.objs.markOut != nil {
+			queueMarkOutRules(n.nft, n.objs, n.spec)
+		}
 	}
 	if err := n.nft.Flush(); err != nil {
 		return fmt.Errorf("set marking %t: %w", on, err)

@@ -26,6 +26,7 @@ func testSpec() Spec {
 		BypassMark:   0x200000,
 		Table:        7470,
 		RulePriority: 7470,
+		TProxyPort:   7477, // netcfg only points at it: no listener needed
 		Targets4:     []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")},
 		Targets6:     []netip.Prefix{netip.MustParsePrefix("2001:db8:3::/64")},
 		Bypass:       []netip.Prefix{netip.MustParsePrefix("198.51.100.6/32"), netip.MustParsePrefix("2001:db8:2::6/128")},
@@ -151,12 +152,13 @@ func (s nftSet) elements(t *testing.T) []string {
 	return out
 }
 
-// ourRules lists `ip rule` lines at priorities P-1 and P.
+// ourRules lists `ip rule` lines at priorities P-2 to P.
 func ourRules(t *testing.T, family string, s Spec) []string {
 	t.Helper()
 	var out []string
 	for _, line := range strings.Split(run(t, "ip", family, "rule", "show"), "\n") {
-		if strings.HasPrefix(line, fmt.Sprint(s.RulePriority-1)+":") || strings.HasPrefix(line, fmt.Sprint(s.RulePriority)+":") {
+		prio, _, _ := strings.Cut(line, ":")
+		if p, err := strconv.Atoi(prio); err == nil && p >= s.RulePriority-2 && p <= s.RulePriority {
 			out = append(out, strings.Join(strings.Fields(line), " "))
 		}
 	}
@@ -165,13 +167,18 @@ func ourRules(t *testing.T, family string, s Spec) []string {
 
 func tableRoutes(t *testing.T, family string, s Spec) []string {
 	t.Helper()
+	return routesOf(t, family, s.Table)
+}
+
+func routesOf(t *testing.T, family string, table int) []string {
+	t.Helper()
 	var out []string
-	list, err := exec.Command("ip", family, "route", "show", "table", fmt.Sprint(s.Table)).CombinedOutput()
+	list, err := exec.Command("ip", family, "route", "show", "table", fmt.Sprint(table)).CombinedOutput()
 	if err != nil {
 		if strings.Contains(string(list), "FIB table does not exist") {
 			return nil
 		}
-		t.Fatalf("ip %s route show table %d: %v\n%s", family, s.Table, err, list)
+		t.Fatalf("ip %s route show table %d: %v\n%s", family, table, err, list)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(list)), "\n") {
 		if line != "" {
@@ -187,10 +194,22 @@ func linkExists(t *testing.T, name string) bool {
 }
 
 func wantRules(s Spec) []string {
-	return []string{
-		fmt.Sprintf("%d: from all iif %s lookup main proto %d", s.RulePriority-1, s.TunName, RouteProtocol),
-		fmt.Sprintf("%d: from all fwmark %#x/%#x lookup %d proto %d", s.RulePriority, s.Mark, s.Mark, s.Table, RouteProtocol),
+	out := []string{fmt.Sprintf("%d: from all iif %s lookup main proto %d", s.RulePriority-2, s.TunName, RouteProtocol)}
+	if s.TProxyPort != 0 {
+		out = append(out, fmt.Sprintf("%d: from all fwmark %#x/%#x ipproto tcp lookup %d proto %d", s.RulePriority-1, s.Mark, s.Mark, s.Table+1, RouteProtocol))
 	}
+	return append(out, fmt.Sprintf("%d: from all fwmark %#x/%#x lookup %d proto %d", s.RulePriority, s.Mark, s.Mark, s.Table, RouteProtocol))
+}
+
+// wantTCPRoutes is table T+1 with TCP on the kernel's stack.
+func wantTCPRoutes(s Spec, family string) []string {
+	if s.TProxyPort == 0 || (family == "-6" && !s.IPv6) {
+		return nil
+	}
+	if family == "-6" {
+		return []string{"local default dev lo proto 116 metric 1024 pref medium"}
+	}
+	return []string{"local default dev lo proto 116 scope host"}
 }
 
 // assertInstalledOnce checks one copy of everything Apply makes for s.
@@ -226,8 +245,12 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if got := st.chains[chainPrerouting]; got != (nftChain{Type: "filter", Hook: "prerouting", Prio: -149}) {
 		t.Errorf("chain prerouting = %+v, want filter hook prerouting priority mangle + 1", got)
 	}
-	if st.rules[chainPrerouting] != 2 || st.rules[chainMarkNew] != wantMarkNew {
-		t.Errorf("rules per chain = %v, want prerouting 2, mark_new %d", st.rules, wantMarkNew)
+	wantPre := 2 // restore the mark, jump to mark_new from the LAN
+	if s.RouterTraffic && s.TProxyPort != 0 {
+		wantPre += len(families(s.IPv6)) // the router's own TCP, from lo, to the listener
+	}
+	if st.rules[chainPrerouting] != wantPre || st.rules[chainMarkNew] != wantMarkNew {
+		t.Errorf("rules per chain = %v, want prerouting %d, mark_new %d", st.rules, wantPre, wantMarkNew)
 	}
 	if got, ok := st.chains[chainOutput]; ok != s.RouterTraffic {
 		t.Errorf("output chain present = %t, want %t", ok, s.RouterTraffic)
@@ -264,6 +287,11 @@ func assertInstalledOnce(t *testing.T, s Spec) {
 	if got := tableRoutes(t, "-6", s); !slices.Equal(got, want6Routes) {
 		t.Errorf("ip -6 route table %d = %q, want %q", s.Table, got, want6Routes)
 	}
+	for _, fam := range []string{"-4", "-6"} {
+		if got, want := routesOf(t, fam, s.Table+1), wantTCPRoutes(s, fam); !slices.Equal(got, want) {
+			t.Errorf("ip %s route table %d = %q, want %q", fam, s.Table+1, got, want)
+		}
+	}
 
 	link := run(t, "ip", "-d", "link", "show", "dev", s.TunName)
 	for _, want := range []string{"mtu 1500", "qlen 1000", "state UNKNOWN", "tun type tun", ",UP"} {
@@ -291,6 +319,9 @@ func assertNothingLeft(t *testing.T, s Spec) {
 		}
 		if got := tableRoutes(t, fam, s); len(got) != 0 {
 			t.Errorf("ip %s routes left in table %d: %q", fam, s.Table, got)
+		}
+		if got := routesOf(t, fam, s.Table+1); len(got) != 0 {
+			t.Errorf("ip %s routes left in table %d: %q", fam, s.Table+1, got)
 		}
 	}
 	if linkExists(t, s.TunName) {
@@ -361,7 +392,7 @@ func TestCleanupAfterKill(t *testing.T) {
 			must(t, cmd.Process.Signal(syscall.SIGKILL))
 			_ = cmd.Wait()
 			st := listTable(t)
-			if !st.present || len(ourRules(t, "-4", s)) != 2 {
+			if !st.present || len(ourRules(t, "-4", s)) != len(wantRules(s)) {
 				t.Fatalf("the killed run left no state to clean up (table %t, rules %q)", st.present, ourRules(t, "-4", s))
 			}
 		}
@@ -735,7 +766,7 @@ func TestSetRouteDevice(t *testing.T) {
 		run(t, "ip", "link", "set", "wgt1", "up")
 		run(t, "sysctl", "-qw", "net.ipv4.conf.wgt0.rp_filter=1", "net.ipv4.conf.lo.rp_filter=1")
 		n := apply(t, s)
-		devRule := fmt.Sprintf("%d: from all iif wgt0 lookup main proto %d", s.RulePriority-1, RouteProtocol)
+		devRule := fmt.Sprintf("%d: from all iif wgt0 lookup main proto %d", s.RulePriority-2, RouteProtocol)
 		for _, dev := range []string{"wgt0", "wgt0", "", "wgt0", ""} {
 			must(t, PrepareRouteDevice("wgt0"))
 			must(t, n.SetRouteDevice(dev))
@@ -747,6 +778,17 @@ func TestSetRouteDevice(t *testing.T) {
 				routes := tableRoutes(t, fam, s)
 				if len(routes) != 1 || !strings.HasPrefix(routes[0]+" ", "default dev "+want+" ") {
 					t.Errorf("SetRouteDevice(%q): ip %s table routes %q, want one default dev %s", dev, fam, routes, want)
+				}
+				// TCP follows: into the device, or back to the listener (local via lo).
+				tcpRoutes, wantTCP := routesOf(t, fam, s.Table+1), "local default dev lo "
+				if dev != "" {
+					wantTCP = "default dev " + dev + " "
+				}
+				if len(tcpRoutes) != 1 || !strings.HasPrefix(tcpRoutes[0]+" ", wantTCP) {
+					t.Errorf("SetRouteDevice(%q): ip %s table %d routes %q, want one %q", dev, fam, s.Table+1, tcpRoutes, wantTCP)
+				}
+				if tproxied := strings.Contains(run(t, "nft", "list", "chain", "inet", TableName, chainMarkDst), "tproxy"); tproxied != (dev == "") {
+					t.Errorf("SetRouteDevice(%q): mark_dst hands TCP to the listener: %t, want %t", dev, tproxied, dev == "")
 				}
 				rules := ourRules(t, fam, s)
 				wantRules := wantRules(s)

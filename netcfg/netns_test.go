@@ -57,6 +57,10 @@ func newNetns(t *testing.T) string {
 			t.Errorf("ip netns del %s: %v\n%s", name, err, out)
 		}
 	})
+	// A router's loopback is up: tgtun's TCP route (local default dev lo) needs it.
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("ip -n %s link set lo up: %v\n%s", name, err, out)
+	}
 	return name
 }
 

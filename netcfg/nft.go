@@ -28,6 +28,9 @@ const (
 	// SetMarking(false) empties it; established flows keep their conntrack
 	// mark, which the base chains restore.
 	chainMarkNew = "mark_new"
+	// chainMarkOut marks the router's own new connections to targets (the output
+	// chain's counterpart of mark_new; SetMarking empties it too).
+	chainMarkOut = "mark_out"
 )
 
 // chainPriority is where tgtun's base chains hook: mangle + 1 (-149), just after fw4's
@@ -92,6 +95,7 @@ type nftObjects struct {
 	table                             *nftables.Table
 	lan, dst4, dst6, bypass4, bypass6 *nftables.Set
 	prerouting, output, markNew       *nftables.Chain
+	markOut                           *nftables.Chain // with RouterTraffic
 	dev                               deviceObjects // domain and device sets (domains.go)
 }
 
@@ -168,9 +172,13 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 	if err := queueDeviceSets(c, o, s); err != nil {
 		return nil, err
 	}
-	queueMarkDstRules(c, o, s)
+	queueMarkDstRules(c, o, s, s.TProxyPort != 0)
 	o.markNew = c.AddChain(&nftables.Chain{Table: o.table, Name: chainMarkNew})
 	queueMarkNewRules(c, o, s)
+	if s.RouterTraffic {
+		o.markOut = c.AddChain(&nftables.Chain{Table: o.table, Name: chainMarkOut})
+		queueMarkOutRules(c, o, s)
+	}
 
 	accept := nftables.ChainPolicyAccept
 	o.prerouting = c.AddChain(&nftables.Chain{
@@ -182,6 +190,9 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 		Exprs:    restoreMark(s),
 		UserData: comment("keep tunnelled connections on the tunnel, replies from the TUN included"),
 	})
+	if s.RouterTraffic && s.TProxyPort != 0 {
+		queueLocalTProxy(c, o, s)
+	}
 	c.AddRule(&nftables.Rule{Table: o.table, Chain: o.prerouting,
 		Exprs: concat(
 			[]expr.Any{
@@ -203,9 +214,11 @@ func installTable(c *nftables.Conn, s Spec) (*nftObjects, error) {
 			Exprs:    concat(packetMarkHas(s.BypassMark, s.BypassMark), []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}),
 			UserData: comment("the daemon's own sockets: never tunnelled"),
 		})
-		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.output, Exprs: restoreMark(s)})
+		// Only the original direction: the listener's own answers to LAN clients
+		// (replies of a tunnelled connection) must take the main table, not lo.
+		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.output, Exprs: concat(ctOriginal(), restoreMark(s))})
 		c.AddRule(&nftables.Rule{Table: o.table, Chain: o.output,
-			Exprs: concat(ctStateNew(), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainMarkNew}}),
+			Exprs: concat(ctStateNew(), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainMarkOut}}),
 		})
 	}
 	if err := c.Flush(); err != nil {

@@ -50,13 +50,14 @@ const RouteProtocol = 116
 // (metric 0, 1024 for IPv6) always wins while it exists.
 const blockMetric = math.MaxInt32
 
-// wantedRules are "priority P-1 iif <tun> lookup main" (replies coming out of
+// wantedRules are "priority P-2 iif <tun> lookup main" (replies coming out of
 // the TUN carry the mark but must be forwarded by the main table, not looped
-// back into the TUN) and "priority P fwmark M/Mask lookup T".
+// back into the TUN), with TCP on the kernel's stack "priority P-1 fwmark M/Mask
+// ipproto tcp lookup T+1" (tproxy.go), and "priority P fwmark M/Mask lookup T".
 func wantedRules(s Spec, family int) []*netlink.Rule {
 	fromTUN := netlink.NewRule()
 	fromTUN.Family = family
-	fromTUN.Priority = s.RulePriority - 1
+	fromTUN.Priority = iifPriority(s)
 	fromTUN.IifName = s.TunName
 	fromTUN.Table = mainTable
 	fromTUN.Protocol = RouteProtocol
@@ -69,8 +70,16 @@ func wantedRules(s Spec, family int) []*netlink.Rule {
 	marked.Mask = &mask
 	marked.Table = s.Table
 	marked.Protocol = RouteProtocol
+	if s.TProxyPort != 0 {
+		return []*netlink.Rule{tcpRule(s, family), fromTUN, marked}
+	}
 	return []*netlink.Rule{fromTUN, marked}
 }
+
+// iifPriority is P-2, where "iif <tun> lookup main" (and an interface proxy's device's)
+// sits: before every rule that looks at the mark, since replies that come out of the
+// TUN or the device carry it too.
+func iifPriority(s Spec) int { return s.RulePriority - 2 }
 
 // isOurRule tells a rule tgtun installed: it carries RouteProtocol. A rule of an older
 // tgtun (without the protocol) is recognised by everything else it carries: the TUN's
@@ -80,7 +89,14 @@ func isOurRule(s Spec, r netlink.Rule) bool {
 		return true
 	}
 	switch r.Priority {
+	case iifPriority(s):
+		// iif <tun> or, while an interface proxy is routed to, iif <device>
+		return r.IifName != "" && r.Table == mainTable
 	case s.RulePriority - 1:
+		if r.Table == tcpTable(s) && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask {
+			return true
+		}
+		// An older tgtun's iif rule sat here.
 		// iif <tun> or, while an interface proxy is routed to, iif <device>
 		return r.IifName != "" && r.Table == mainTable
 	case s.RulePriority:
@@ -99,7 +115,7 @@ func sameRule(a netlink.Rule, b *netlink.Rule) bool {
 		bm = *b.Mask
 	}
 	return a.Protocol == b.Protocol && a.Priority == b.Priority && a.Table == b.Table &&
-		a.IifName == b.IifName && a.Mark == b.Mark && am == bm
+		a.IifName == b.IifName && a.Mark == b.Mark && am == bm && a.IPProto == b.IPProto
 }
 
 // blockRoute is fail_mode block's "unreachable default metric 4294967295 table T": with
@@ -135,6 +151,9 @@ func installRouting(s Spec, link netlink.Link) error {
 				return fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err)
 			}
 		}
+	}
+	if s.TProxyPort != 0 {
+		return installTCPRouting(s)
 	}
 	return nil
 }
@@ -209,6 +228,11 @@ func removeRouting(s Spec, keep bool) error {
 				errs = append(errs, fmt.Errorf("delete %s route %s: %w", familyName(fam), r, err))
 			}
 		}
+		// Table T+1 holds only the TCP default, which a rebuild installs again (the
+		// listener, and so the port, is new).
+		if err := removeTCPRoutes(s, fam); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -220,12 +244,17 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route, block bool, err 
 	if err != nil {
 		return false, false, false, fmt.Errorf("list %s rules: %w", familyName(family), err)
 	}
-	var fromTUN, marked bool
+	fromTUN, marked, tcp := false, false, s.TProxyPort == 0
+	if !tcp {
+		if tcp, err = tcpRoutingStatus(s, family, list); err != nil {
+			return false, false, false, err
+		}
+	}
 	for _, r := range list {
 		switch {
-		case r.Priority == s.RulePriority-1 && r.IifName == s.TunName && r.Table == mainTable:
+		case r.Priority == iifPriority(s) && r.IifName == s.TunName && r.Table == mainTable:
 			fromTUN = true
-		case r.Priority == s.RulePriority && r.Table == s.Table && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask:
+		case r.Priority == s.RulePriority && r.Table == s.Table && r.Mark == s.Mark && r.Mask != nil && *r.Mask == s.Mask && r.IPProto == 0:
 			marked = true
 		}
 	}
@@ -238,18 +267,19 @@ func routingStatus(s Spec, family, tunIndex int) (rules, route, block bool, err 
 			block = true
 			continue
 		}
-		isDefault := r.Dst == nil
-		if r.Dst != nil {
-			ones, _ := r.Dst.Mask.Size()
-			isDefault = ones == 0
-		}
+		isDefault := r.Dst == nil || isDefaultDst(r.Dst)
 		// The default route leads to the TUN, or to an interface proxy's
 		// device while that one is active (SetRouteDevice).
 		if isDefault && tunIndex != 0 && r.LinkIndex != 0 {
 			route = true
 		}
 	}
-	return fromTUN && marked, route, block, nil
+	return fromTUN && marked && tcp, route, block, nil
+}
+
+func isDefaultDst(dst *net.IPNet) bool {
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }
 
 // RouteDevice is the device a packet to dst carrying the mark leaves by, as the kernel
@@ -315,6 +345,31 @@ func (n *Net) SetRouteDevice(dev string) error {
 		return fmt.Errorf("route into %s: %w", name, err)
 	}
 	var errs []error
+	if s.TProxyPort != 0 {
+		// TCP: table T+1 into the device too, and mark_dst marks TCP instead of handing
+		// it to the listener; back at the TUN, T+1 delivers locally again.
+		var devLink netlink.Link
+		if dev != "" {
+			devLink = link
+		}
+		for _, fam := range families(s.IPv6) {
+			route, err := tcpRoute(s, fam, devLink)
+			if err == nil {
+				err = netlink.RouteReplace(route)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("replace %s route default table %d: %w", familyName(fam), tcpTable(s), err))
+			}
+		}
+		if n.routeDev != dev {
+			prev := n.routeDev
+			n.routeDev = dev
+			if err := n.requeueMarkDst(); err != nil {
+				n.routeDev = prev
+				errs = append(errs, fmt.Errorf("route tcp into %s: %w", name, err))
+			}
+		}
+	}
 	for _, fam := range families(s.IPv6) {
 		route := &netlink.Route{LinkIndex: link.Attrs().Index, Table: s.Table, Dst: defaultDst(fam), Family: fam, Protocol: RouteProtocol}
 		if err := netlink.RouteReplace(route); err != nil {
@@ -328,7 +383,7 @@ func (n *Net) SetRouteDevice(dev string) error {
 		}
 		have := false
 		for _, r := range rules {
-			if r.Priority != s.RulePriority-1 || r.Table != mainTable || r.IifName == s.TunName || !isOurRule(s, r) {
+			if r.Priority != iifPriority(s) || r.Table != mainTable || r.IifName == s.TunName || !isOurRule(s, r) {
 				continue
 			}
 			if r.IifName == dev {
@@ -341,7 +396,7 @@ func (n *Net) SetRouteDevice(dev string) error {
 		}
 		if dev != "" && !have {
 			r := netlink.NewRule()
-			r.Family, r.Priority, r.IifName, r.Table = fam, s.RulePriority-1, dev, mainTable
+			r.Family, r.Priority, r.IifName, r.Table = fam, iifPriority(s), dev, mainTable
 			r.Protocol = RouteProtocol
 			if err := netlink.RuleAdd(r); err != nil {
 				errs = append(errs, fmt.Errorf("add %s rule %s: %w", familyName(fam), r, err))

@@ -45,9 +45,16 @@ type Spec struct {
 	Mask       uint32 // bits of the mark tgtun owns; Mark when 0
 	BypassMark uint32 // carried by the daemon's own sockets; the output chain skips it
 	Table      int    // routing table holding "default dev <tun>"
-	// RulePriority P: "fwmark M/Mask lookup Table" sits at P, "iif <tun> lookup
-	// main" at P-1.
+	// RulePriority P: "fwmark M/Mask lookup Table" sits at P, "fwmark M/Mask ipproto
+	// tcp lookup Table+1" at P-1 (with TProxyPort), "iif <tun> lookup main" at P-2.
 	RulePriority int
+
+	// TProxyPort, when not 0, keeps TCP on the kernel's stack: new TCP connections to
+	// targets go to the daemon's transparent listener on 127.0.0.1:TProxyPort (and
+	// [::1]:TProxyPort) through nftables' tproxy, delivered locally by "priority P-1
+	// fwmark M/Mask ipproto tcp lookup T+1" (tproxy.go); only UDP goes into the TUN.
+	// 0: every marked packet goes into the TUN.
+	TProxyPort uint16
 
 	// Block keeps fail_mode block when nothing else does: table T holds an unreachable
 	// default of the lowest preference, so marked packets are refused, never sent
@@ -130,8 +137,11 @@ func (s Spec) validate() error {
 	case s.Table == 253 || s.Table == 254 || s.Table == 255:
 		bad("route table %d: reserved (default, main, local)", s.Table)
 	}
-	if s.RulePriority < 2 || s.RulePriority > 32765 {
-		bad("rule priority %d: must be 2..32765 (P-1 is used too, 0 and 32766 belong to local and main)", s.RulePriority)
+	if s.RulePriority < 3 || s.RulePriority > 32765 {
+		bad("rule priority %d: must be 3..32765 (P-1 and P-2 are used too, 0 and 32766 belong to local and main)", s.RulePriority)
+	}
+	if t := tcpTable(s); s.TProxyPort != 0 && (t <= 0 || t == 253 || t == 254 || t == 255 || int64(t) > math.MaxInt32) {
+		bad("route table %d: table %d (the next one, for TCP) is reserved or out of range", s.Table, t)
 	}
 	if _, err := splitFamily(s.Targets4, true); err != nil {
 		bad("targets4: %w", err)

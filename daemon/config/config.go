@@ -168,6 +168,9 @@ const (
 	minHealthInterval        = time.Second
 	maxHealthInterval        = time.Hour
 	maxRulePriority          = 32765
+	// minRulePriority leaves P-1 (replies out of the TUN) and P-2 (TCP to the listener)
+	// above 0, the local table's rule.
+	minRulePriority = 3
 	maxPriority              = 1000
 	maxSOCKSCredential       = 255  // RFC 1929
 	maxCredential            = 1024 // http and shadowsocks
@@ -552,19 +555,20 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		c.fail(s, fwmark.Line, "fwmark", fmt.Sprintf("fwmark mask 0x%x overlaps the default bypass_mark 0x%x (set option bypass_mark to a bit outside the mask)", m.FwMask, m.BypassMark))
 	}
 	if v, ok := r.single("route_table"); ok {
-		n, err := parseInt(v.Text, 1, math.MaxInt32)
+		// TCP uses the next table (route_table + 1), which must be free too.
+		n, err := parseInt(v.Text, 1, math.MaxInt32-1)
 		switch {
 		case errors.Is(err, errNotNumber):
 			r.bad("route_table", v, err.Error())
 		case err != nil:
-			r.bad("route_table", v, err.Error()+" (except 253-255)")
-		case n >= 253 && n <= 255:
-			r.bad("route_table", v, "reserved (253 default, 254 main, 255 local); pick another table number")
+			r.bad("route_table", v, err.Error()+" (except 252-255)")
+		case n >= 252 && n <= 255:
+			r.bad("route_table", v, "reserved (253 default, 254 main, 255 local; tgtun also uses the next number, for TCP); pick another table number")
 		default:
 			m.RouteTable = int(n)
 		}
 	}
-	r.integer("rule_priority", 2, maxRulePriority, &m.RulePriority)
+	r.integer("rule_priority", minRulePriority, maxRulePriority, &m.RulePriority)
 	r.oneOf("fail_mode", []string{FailBlock, FailDirect}, &m.FailMode)
 	r.duration("update_interval", minUpdateInterval, maxUpdateInterval, true, &m.UpdateInterval)
 	if v, ok := r.single("health_target"); ok {

@@ -6,62 +6,54 @@ import (
 	"log/slog"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestTUNDeletedReported: `ip link del` of the TUN under a running engine ends its
 // reader; the engine reports it (Done, Err) and Run returns the reason instead of
 // serving nothing for ever.
 func TestTUNDeletedReported(t *testing.T) {
-	for _, mode := range []tunMode{tunVnet, tunPlain} {
-		t.Run(mode.String(), func(t *testing.T) {
-			requireRoot(t)
-			ns := newNetns(t)
-			fd := openTUN(t, ns, mode)
-			t.Cleanup(func() { unix.Close(fd) })
-			eng, err := New(Config{}, echoDialer(t), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			ran := make(chan error, 1)
-			go func() { ran <- eng.Run(ctx, fd) }()
-			env := &testEnv{ns: ns, eng: eng}
-			c := env.mustDial(t, "tcp", "203.0.113.70:443")
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			if _, err := c.Write([]byte("hi")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-eng.Done():
-				t.Fatal("Done closed while the engine serves")
-			default:
-			}
+	env := setupNet(t, Config{})
+	ns := env.ns
+	eng, err := New(Config{}, echoDialer(t), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.eng = eng
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() { ran <- eng.Run(ctx, env.tunFD, env.ln) }()
+	c := env.mustDial(t, "tcp", "203.0.113.70:443")
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 2)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-eng.Done():
+		t.Fatal("Done closed while the engine serves")
+	default:
+	}
 
-			runCmd(t, "ip", "-n", ns, "link", "del", tunName)
-			select {
-			case <-eng.Done():
-			case <-time.After(20 * time.Second):
-				t.Fatal("the TUN was deleted and the engine did not report it within 20s")
-			}
-			if eng.Err() == nil {
-				t.Error("Err() = nil after the TUN reader died")
-			}
-			select {
-			case err := <-ran:
-				if err == nil {
-					t.Error("Run returned nil after the TUN reader died")
-				}
-				t.Logf("Run: %v", err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("Run did not return after the TUN reader died")
-			}
-		})
+	runCmd(t, "ip", "-n", ns, "link", "del", tunName)
+	select {
+	case <-eng.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the TUN was deleted and the engine did not report it within 20s")
+	}
+	if eng.Err() == nil {
+		t.Error("Err() = nil after the TUN reader died")
+	}
+	select {
+	case err := <-ran:
+		if err == nil {
+			t.Error("Run returned nil after the TUN reader died")
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the TUN reader died")
 	}
 }
 

@@ -1,7 +1,12 @@
-// Package engine is tgtun's userspace TCP/IP stack: a gVisor netstack attached
-// to the TUN device. Every TCP connection and UDP flow that the kernel routes
-// into the TUN is for some messenger address; the engine terminates it in the
-// netstack and relays its bytes through a proxy Dialer.
+// Package engine relays the flows the kernel hands tgtun through a proxy Dialer.
+//
+// TCP stays on the kernel's stack: nftables' tproxy gives every new LAN
+// connection to a target to a transparent listener of the engine (Listen),
+// which accepts it, dials the proxy and relays socket to socket (splice(2)
+// when the proxy conn is a plain socket, a pooled buffer otherwise). UDP comes
+// through the TUN device: the engine parses the IP and UDP headers itself,
+// relays each (client, destination) pair as one proxy conn and writes the
+// answers back as IP packets.
 package engine
 
 import (
@@ -16,15 +21,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/fdbased"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
 // Dialer is what the engine needs from an outbound proxy.
@@ -41,22 +37,26 @@ type Dialer interface {
 // Config tunes the engine. Zero values take the defaults below.
 type Config struct {
 	// MTU of the TUN device (default 1500, at least 1280 because of IPv6;
-	// 576 with IPv4Only).
+	// 576 with IPv4Only). Answers larger than it are dropped (IPv6) or left
+	// to the kernel to fragment (IPv4).
 	MTU int
-	// IPv4Only leaves IPv6 out of the netstack (config ipv6 '0'), which lets
-	// the MTU go down to 576 like the rest of tgtun's settings.
+	// IPv4Only: no IPv6 listener, IPv6 packets on the TUN are dropped
+	// (config ipv6 '0'), which lets the MTU go down to 576.
 	IPv4Only bool
 	// MaxFlows caps concurrent TCP plus UDP flows, TCP flows still dialling
-	// included (default 4096). Beyond it TCP SYNs get a RST and UDP
-	// datagrams are dropped; both count as Rejected.
+	// included (default 4096). Beyond it TCP connections are reset and UDP
+	// datagrams dropped; both count as Rejected.
 	MaxFlows int
 	// MaxFlowsPerDevice caps the flows of one client (source) address
 	// (default MaxFlows/4, at least 1), so that one device cannot take
-	// every slot. Beyond it flows are refused as over MaxFlows, and counted
-	// in RefusedPerDevice.
+	// every slot. At its cap a device's new flow takes the place of its
+	// least recently active UDP flow (a new UDP flow only of one idle for
+	// UDPEvictIdle); only when that is not possible is it refused, counted in
+	// RefusedPerDevice.
 	MaxFlowsPerDevice int
-	// MaxHandshakes caps TCP connections whose proxy dial is in progress
-	// (default 256); SYNs beyond it are dropped and the client retransmits.
+	// MaxHandshakes caps proxy dials in progress, for TCP and for UDP each
+	// (default 256); a device may hold a quarter of them. Beyond either a TCP
+	// connection is reset and a datagram dropped.
 	MaxHandshakes int
 	// DialTimeout bounds one proxy dial (default 10s).
 	DialTimeout time.Duration
@@ -72,20 +72,22 @@ type Config struct {
 	// (default 1s); it doubles with each failure in a row, up to 32 times.
 	// A proxy that cannot carry UDP is asked again after UDPIdleTimeout.
 	UDPDialBackoff time.Duration
-	// BufferSize is the buffer a busy TCP flow borrows from a pool while data
-	// moves in one direction (default 64 KiB: against 16 KiB, 10-40% more
-	// throughput from fewer syscalls; an idle flow holds none).
+	// BufferSize is the buffer a busy flow borrows from a pool while data
+	// moves in one direction and cannot be spliced (default 64 KiB; an idle
+	// flow holds none).
 	BufferSize int
 	// HeldBufferSize is the buffer a flow holds for its whole life when
-	// nothing can tell it that data is waiting: each UDP flow, and a TCP flow
-	// whose proxy conn is not a plain socket (default 16 KiB). A UDP datagram
-	// larger than it is dropped.
+	// nothing can tell it that data is waiting: a proxy conn that can only be
+	// read blocking (default 16 KiB).
 	HeldBufferSize int
 }
 
 // MinMTUv4 is the lowest MTU the engine takes with IPv4Only: what every IPv4 host must
 // accept (RFC 791).
 const MinMTUv4 = 576
+
+// minMTUv6 is the lowest MTU an IPv6 link may have (RFC 8200).
+const minMTUv6 = 1280
 
 const (
 	defaultMTU            = 1500
@@ -99,23 +101,10 @@ const (
 	defaultHeldBufferSize = 16 << 10
 )
 
-// TCP buffer sizes of the netstack, chosen for a 128 MB router. The client
-// side is a LAN hop (RTT of a few ms), so a 128 KiB window already fills
-// ~100 Mbit/s at 10 ms and 1 Gbit/s at 1 ms; the WAN path to the proxy is a
-// kernel socket with its own buffers. Receive buffers are auto-tuned
-// ("moderated"): a window only grows when the relay actually drains it fast,
-// so a flow behind a slow proxy stays small; 512 KiB caps the growth. The
-// gVisor defaults (1 MiB, growing to 4 MiB) would let a few dozen stalled
-// flows eat the router's memory. Memory is only taken while data is queued.
-const (
-	tcpBufMin        = 4 << 10
-	tcpRcvBufDefault = 128 << 10
-	tcpRcvBufMax     = 512 << 10
-	tcpSndBufDefault = 256 << 10
-	tcpSndBufMax     = 1 << 20
-)
-
-const nicID tcpip.NICID = 1
+// UDPEvictIdle is how long a UDP flow must have been silent before a new UDP
+// flow of the same device, at the device's cap, may take its place. A new TCP
+// flow may take the place of any of the device's UDP flows.
+const UDPEvictIdle = 10 * time.Second
 
 // Stats is a snapshot of the engine's counters.
 type Stats struct {
@@ -130,6 +119,7 @@ type Stats struct {
 
 	PerDeviceLimit   int           `json:"per_device_limit"`   // Config.MaxFlowsPerDevice
 	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit (flows, or dials in flight)
+	Evicted          uint64        `json:"evicted"`            // UDP flows closed to make room for a new flow of the same device
 	TopDevices       []DeviceFlows `json:"top_devices"`        // the devices holding most flows, up to 5
 }
 
@@ -142,12 +132,14 @@ type DeviceFlows struct {
 // topDevicesShown is how many devices Stats lists.
 const topDevicesShown = 5
 
-// Engine relays the flows of a TUN device through a Dialer.
+// Engine relays the TCP connections of its listeners and the UDP flows of a
+// TUN device through a Dialer.
 type Engine struct {
 	cfg      Config
 	log      *slog.Logger
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	heldBufs sync.Pool // *[]byte of cfg.HeldBufferSize
+	pipes    pipePool
 
 	dialer  atomic.Pointer[dialerRef]
 	started atomic.Bool
@@ -156,22 +148,25 @@ type Engine struct {
 	activeTCP, activeUDP                     atomic.Int64
 	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
-	refusedPerDevice                         atomic.Uint64
+	refusedPerDevice, evicted                atomic.Uint64
 
 	devMu   sync.Mutex
-	devices map[netip.Addr]int // guarded by devMu: slots held per source address
-	dialing map[netip.Addr]int // guarded by devMu: proxy dials in flight per source address
+	devices map[netip.Addr]*device // guarded by devMu: what each source address holds
 
 	poller *readPoller // set by Run
 
+	tcpDialing atomic.Int64 // TCP proxy dials in progress, at most MaxHandshakes
 	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
 	udpBackoff *dialBackoff
+	udp        *udpTable // set by Run
+	ipID       atomic.Uint32
+
 	// done is closed when Run has returned or the TUN reader died; err says why.
 	done     chan struct{}
 	doneOnce sync.Once
 	errMu    sync.Mutex
 	err      error // guarded by errMu
-	// readerDied is closed when the TUN reader stops by itself.
+	// readerDied is closed when the TUN reader or a listener stops by itself.
 	readerDied     chan struct{}
 	readerDiedOnce sync.Once
 
@@ -186,10 +181,19 @@ type flow interface {
 	abort()
 }
 
+// device is what one source address holds: its slots, its dials in flight,
+// and its UDP flows (the candidates for eviction at its cap).
+type device struct {
+	flows   int
+	dialing int
+	udp     map[*udpFlow]struct{}
+}
+
 // dialerRef boxes the interface so it can be swapped atomically.
 type dialerRef struct{ Dialer }
 
-// New validates cfg, fills its defaults and returns an engine ready to Run.
+// New validates cfg, fills its defaults and returns an engine ready to Run. It
+// opens nothing and starts nothing: config validation calls it too.
 func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	if d == nil {
 		return nil, errors.New("engine: nil dialer")
@@ -200,8 +204,8 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]int),
-		dialing: make(map[netip.Addr]int), done: make(chan struct{}), readerDied: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: log, flows: make(map[flow]struct{}), devices: make(map[netip.Addr]*device),
+		done: make(chan struct{}), readerDied: make(chan struct{})}
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
 	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
@@ -220,7 +224,7 @@ func (c *Config) withDefaults() error {
 	setDefault(&c.UDPDialBackoff, defaultUDPDialBackoff)
 	setDefault(&c.BufferSize, defaultBufferSize)
 	setDefault(&c.HeldBufferSize, defaultHeldBufferSize)
-	minMTU := header.IPv6MinimumMTU
+	minMTU := minMTUv6
 	if c.IPv4Only {
 		minMTU = MinMTUv4
 	}
@@ -268,6 +272,7 @@ func (e *Engine) Stats() Stats {
 
 		PerDeviceLimit:   e.cfg.MaxFlowsPerDevice,
 		RefusedPerDevice: e.refusedPerDevice.Load(),
+		Evicted:          e.evicted.Load(),
 		TopDevices:       e.topDevices(topDevicesShown),
 	}
 }
@@ -276,8 +281,10 @@ func (e *Engine) Stats() Stats {
 func (e *Engine) topDevices(n int) []DeviceFlows {
 	e.devMu.Lock()
 	out := make([]DeviceFlows, 0, len(e.devices))
-	for a, c := range e.devices {
-		out = append(out, DeviceFlows{Address: a.String(), Flows: c})
+	for a, d := range e.devices {
+		if d.flows > 0 {
+			out = append(out, DeviceFlows{Address: a.String(), Flows: d.flows})
+		}
 	}
 	e.devMu.Unlock()
 	slices.SortFunc(out, func(a, b DeviceFlows) int {
@@ -308,7 +315,7 @@ func (e *Engine) finish(err error) {
 	e.doneOnce.Do(func() { close(e.done) })
 }
 
-// readerExited records that the TUN reader stopped by itself.
+// readerExited records that the TUN reader (or a listener) stopped by itself.
 func (e *Engine) readerExited(err error) {
 	if err == nil {
 		err = errors.New("TUN reader stopped")
@@ -321,132 +328,70 @@ func (e *Engine) readerExited(err error) {
 	})
 }
 
-// Run attaches the netstack to tunFD (an IFF_TUN|IFF_NO_PI device: raw IP
-// packets, each prefixed by a virtio_net_hdr if it was opened with
-// IFF_VNET_HDR, which Run detects) and serves flows until ctx is done. Then it resets every flow,
-// waits for all of its goroutines and returns nil. Run sets tunFD
-// non-blocking but does not close it: the caller owns it and may close it
-// once Run has returned. An engine runs once.
-func (e *Engine) Run(ctx context.Context, tunFD int) error {
+// Run serves the TCP connections of ln and the UDP packets of tunFD (an
+// IFF_TUN|IFF_NO_PI device without a virtio_net_hdr) until ctx is done. Then
+// it resets every flow, waits for all of its goroutines and returns nil. Run
+// closes ln; it sets tunFD non-blocking but does not close it: the caller owns
+// it and may close it once Run has returned. An engine runs once.
+func (e *Engine) Run(ctx context.Context, tunFD int, ln *Listener) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("engine: Run called twice")
 	}
+	if ln == nil {
+		return errors.New("engine: no listener")
+	}
 	poller, err := newReadPoller(e.log)
 	if err != nil {
+		ln.Close()
+		e.finish(err)
 		return fmt.Errorf("engine: %w", err)
 	}
 	e.poller = poller
-	s, link, err := e.newStack(ctx, tunFD)
+	tun, err := newTUNDevice(tunFD)
 	if err != nil {
+		ln.Close()
 		poller.close()
+		err = fmt.Errorf("engine: %w", err)
 		e.finish(err)
 		return err
 	}
-	e.log.Info("netstack attached to TUN", "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "max_flows_per_device", e.cfg.MaxFlowsPerDevice, "vnet_hdr", hasVnetHdr(tunFD))
+	e.udp = newUDPTable(e, tun)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.readTUN(ctx, tun)
+	}()
+	for _, l := range ln.listeners() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.acceptLoop(ctx, l)
+		}()
+	}
+	e.log.Info("engine serving", "tcp_port", ln.Port(), "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "max_flows_per_device", e.cfg.MaxFlowsPerDevice)
 	err = nil
 	select {
 	case <-ctx.Done():
 	case <-e.readerDied:
 		err = e.Err()
-		e.log.Error("TUN reader stopped: the engine cannot serve", "err", err)
+		e.log.Error("engine cannot serve", "err", err)
 		e.doneOnce.Do(func() { close(e.done) })
 	}
-	e.shutdown(s, link)
-	e.log.Info("netstack stopped")
+	ln.Close()
+	tun.close()
+	e.shutdown()
+	wg.Wait()
+	e.poller.close()
+	e.pipes.drain()
+	e.log.Info("engine stopped")
 	e.finish(err)
 	return err
 }
 
-func (e *Engine) newStack(ctx context.Context, tunFD int) (*stack.Stack, stack.LinkEndpoint, error) {
-	protos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol}
-	routes := []tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: nicID},
-		{Destination: header.IPv6EmptySubnet, NIC: nicID},
-	}
-	if e.cfg.IPv4Only {
-		protos, routes = protos[:1], routes[:1]
-	}
-	s := stack.New(stack.Options{
-		NetworkProtocols:   protos,
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-	})
-	fail := func(what string, err any) (*stack.Stack, stack.LinkEndpoint, error) {
-		s.Destroy()
-		return nil, nil, fmt.Errorf("engine: %s: %v", what, err)
-	}
-	sack := tcpip.TCPSACKEnabled(true)
-	moderate := tcpip.TCPModerateReceiveBufferOption(true)
-	// Cubic recovers the window faster than gVisor's default Reno.
-	cubic := tcpip.CongestionControlOption("cubic")
-	// The relay writes whatever the proxy delivered; Nagle would only add
-	// latency to small interactive messages.
-	noDelay := tcpip.TCPDelayEnabled(false)
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcpBufMin, Default: tcpRcvBufDefault, Max: tcpRcvBufMax}
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: tcpBufMin, Default: tcpSndBufDefault, Max: tcpSndBufMax}
-	for _, opt := range []tcpip.SettableTransportProtocolOption{&sack, &moderate, &cubic, &noDelay, &rcv, &snd} {
-		if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
-			return fail(fmt.Sprintf("set TCP option %T", opt), terr)
-		}
-	}
-
-	tcpFwd := tcp.NewForwarder(s, tcpRcvBufDefault, e.cfg.MaxHandshakes, func(r *tcp.ForwarderRequest) {
-		e.handleTCP(ctx, r)
-	})
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
-	udpFwd := udp.NewForwarder(s, func(r *udp.ForwarderRequest) bool {
-		return e.handleUDP(ctx, r)
-	})
-	s.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
-
-	inner, err := newTUNLink(tunFD, uint32(e.cfg.MTU), e.readerExited)
-	if err != nil {
-		return fail("attach TUN fd", err)
-	}
-	link := &gatedLink{LinkEndpoint: inner}
-	// The NIC starts disabled so that no packet is dispatched before it
-	// accepts every destination.
-	if terr := s.CreateNICWithOptions(nicID, link, stack.NICOptions{Name: "tun", Disabled: true}); terr != nil {
-		link.Close() // the stack closes it only once it belongs to a NIC
-		return fail("create NIC", terr)
-	}
-	// Promiscuous: accept packets for any destination address, not only
-	// the NIC's own. Spoofing: reply from that destination address.
-	if terr := s.SetPromiscuousMode(nicID, true); terr != nil {
-		return fail("set promiscuous mode", terr)
-	}
-	if terr := s.SetSpoofing(nicID, true); terr != nil {
-		return fail("set spoofing", terr)
-	}
-	s.SetRouteTable(routes)
-	if terr := s.EnableNIC(nicID); terr != nil {
-		return fail("enable NIC", terr)
-	}
-	link.open()
-	return s, link, nil
-}
-
-// newTUNLink attaches to the TUN fd. A device opened with IFF_VNET_HDR
-// (netcfg does so unless told not to) exchanges whole 64 KiB TCP segments
-// with the kernel and leaves checksums to it. Measured on a 2-core VM
-// (medians of 3 runs of 3s, same session): upload (BenchmarkTCPThroughput)
-// 336 against 96 MB/s on a plain TUN, 3.5x; download (BenchmarkTCPDownload)
-// 457 against 85 MB/s, 5.4x. A plain device gets gVisor's fdbased endpoint:
-// one MTU-sized packet per read or write.
-func newTUNLink(fd int, mtu uint32, onExit func(error)) (stack.LinkEndpoint, error) {
-	if hasVnetHdr(fd) {
-		return newVnetTUN(fd, mtu, onExit)
-	}
-	return fdbased.New(&fdbased.Options{FDs: []int{fd}, MTU: mtu, ClosedFunc: func(terr tcpip.Error) {
-		if terr != nil { // nil: stopped on purpose
-			onExit(fmt.Errorf("read TUN: %s", terr))
-		}
-	}})
-}
-
 // shutdown resets every flow (clients see a RST at once rather than a
-// silent hang), waits for the relay goroutines, then stops reading the TUN
-// and tears the stack down.
-func (e *Engine) shutdown(s *stack.Stack, link stack.LinkEndpoint) {
+// silent hang) and waits for their goroutines.
+func (e *Engine) shutdown() {
 	e.mu.Lock()
 	e.closing = true
 	flows := make([]flow, 0, len(e.flows))
@@ -458,19 +403,6 @@ func (e *Engine) shutdown(s *stack.Stack, link stack.LinkEndpoint) {
 		f.abort()
 	}
 	e.flowsWG.Wait()
-	e.poller.close()
-	// The TUN reader stops before the NIC goes: RemoveNIC stops it too, but
-	// holding the stack's lock, and a packet the reader is delivering at that
-	// moment waits for the same lock (IPv4 and IPv6 look the NIC's name up
-	// under it), so each waits for the other for ever. A SYN that got through
-	// just before may still have a TCP forwarder goroutine between its start
-	// and its first lock; it finds closing set and only completes its request
-	// with a RST.
-	link.Attach(nil)
-	if terr := s.RemoveNIC(nicID); terr != nil {
-		e.log.Warn("remove netstack NIC", "err", terr)
-	}
-	s.Destroy()
 }
 
 // admit registers f, unless the engine is shutting down.
@@ -492,58 +424,65 @@ func (e *Engine) release(f flow) {
 	e.flowsWG.Done()
 }
 
-// reserveSlot takes one of the MaxFlows slots for a flow from src, unless src
-// already holds MaxFlowsPerDevice of them.
-func (e *Engine) reserveSlot(src netip.Addr) bool {
+// reserveSlot takes one of the MaxFlows slots for a flow from src. At src's
+// MaxFlowsPerDevice it takes the place of one of src's UDP flows instead
+// (tcp: the least recently active one; UDP: the least recently active one
+// silent for UDPEvictIdle), which it closes; otherwise it refuses.
+func (e *Engine) reserveSlot(src netip.Addr, tcp bool) bool {
+	src = src.Unmap()
+	e.devMu.Lock()
+	d := e.devices[src]
+	if d == nil {
+		d = &device{}
+		e.devices[src] = d
+	}
+	if d.flows >= e.cfg.MaxFlowsPerDevice {
+		victim := d.evictable(tcp, time.Now())
+		if victim == nil {
+			e.dropIfEmpty(src, d)
+			e.devMu.Unlock()
+			e.refusedPerDevice.Add(1)
+			return false
+		}
+		// The victim's slot passes to the new flow: it must not give it back.
+		delete(d.udp, victim)
+		victim.slotTaken.Store(true)
+		e.devMu.Unlock()
+		e.evicted.Add(1)
+		victim.abort()
+		return true
+	}
 	if e.slots.Add(1) > int64(e.cfg.MaxFlows) {
 		e.slots.Add(-1)
-		return false
-	}
-	src = src.Unmap()
-	e.devMu.Lock()
-	n := e.devices[src]
-	if n >= e.cfg.MaxFlowsPerDevice {
+		e.dropIfEmpty(src, d)
 		e.devMu.Unlock()
-		e.slots.Add(-1)
-		e.refusedPerDevice.Add(1)
 		return false
 	}
-	e.devices[src] = n + 1
+	d.flows++
 	e.devMu.Unlock()
 	return true
 }
 
-// startDial counts a proxy dial of src in flight, unless src already has a
-// quarter of MaxHandshakes: dials to unreachable targets take seconds, and one
-// device's flood of them must not take every handshake slot of the netstack
-// (a SYN beyond those is dropped, whoever sent it).
-func (e *Engine) startDial(src netip.Addr) bool {
-	src = src.Unmap()
-	e.devMu.Lock()
-	defer e.devMu.Unlock()
-	if e.dialing[src] >= max(e.cfg.MaxHandshakes/4, 1) {
-		e.refusedPerDevice.Add(1)
-		return false
+// evictable picks the UDP flow a new flow may replace, or nil.
+func (d *device) evictable(tcp bool, now time.Time) *udpFlow {
+	var best *udpFlow
+	var bestLast int64
+	for f := range d.udp {
+		last := f.idle.last.Load()
+		if best == nil || last < bestLast {
+			best, bestLast = f, last
+		}
 	}
-	e.dialing[src]++
-	return true
+	if best == nil || (!tcp && now.Sub(time.Unix(0, bestLast)) < UDPEvictIdle) {
+		return nil
+	}
+	return best
 }
 
-// endDial ends a dial startDial counted.
-func (e *Engine) endDial(src netip.Addr) {
-	src = src.Unmap()
-	e.devMu.Lock()
-	decrement(e.dialing, src)
-	e.devMu.Unlock()
-}
-
-// decrement counts one off src's entry in a per-source count, dropping the
-// entry at zero so that the map holds only sources with something counted.
-func decrement(m map[netip.Addr]int, src netip.Addr) {
-	if n := m[src] - 1; n > 0 {
-		m[src] = n
-	} else {
-		delete(m, src)
+// dropIfEmpty forgets a device that holds nothing. Called with devMu held.
+func (e *Engine) dropIfEmpty(src netip.Addr, d *device) {
+	if d.flows == 0 && d.dialing == 0 && len(d.udp) == 0 {
+		delete(e.devices, src)
 	}
 }
 
@@ -551,9 +490,68 @@ func decrement(m map[netip.Addr]int, src netip.Addr) {
 func (e *Engine) freeSlot(src netip.Addr) {
 	src = src.Unmap()
 	e.devMu.Lock()
-	decrement(e.devices, src)
+	if d := e.devices[src]; d != nil {
+		d.flows--
+		e.dropIfEmpty(src, d)
+	}
 	e.devMu.Unlock()
 	e.slots.Add(-1)
+}
+
+// trackUDP and untrackUDP keep a device's UDP flows, the candidates for eviction.
+func (e *Engine) trackUDP(f *udpFlow) {
+	src := f.src.Addr().Unmap()
+	e.devMu.Lock()
+	if d := e.devices[src]; d != nil {
+		if d.udp == nil {
+			d.udp = make(map[*udpFlow]struct{})
+		}
+		d.udp[f] = struct{}{}
+	}
+	e.devMu.Unlock()
+}
+
+func (e *Engine) untrackUDP(f *udpFlow) {
+	src := f.src.Addr().Unmap()
+	e.devMu.Lock()
+	if d := e.devices[src]; d != nil {
+		delete(d.udp, f)
+	}
+	e.devMu.Unlock()
+}
+
+// startDial counts a proxy dial of src in flight, unless the engine already has
+// MaxHandshakes of them for this protocol (inFlight) or src a quarter of those:
+// dials to unreachable targets take seconds, and one device's flood of them must
+// not take every dial of the others.
+func (e *Engine) startDial(src netip.Addr, inFlight *atomic.Int64) bool {
+	if inFlight.Add(1) > int64(e.cfg.MaxHandshakes) {
+		inFlight.Add(-1)
+		return false
+	}
+	src = src.Unmap()
+	e.devMu.Lock()
+	defer e.devMu.Unlock()
+	d := e.devices[src]
+	if d == nil || d.dialing >= max(e.cfg.MaxHandshakes/4, 1) {
+		inFlight.Add(-1)
+		e.refusedPerDevice.Add(1)
+		return false
+	}
+	d.dialing++
+	return true
+}
+
+// endDial ends a dial startDial counted.
+func (e *Engine) endDial(src netip.Addr, inFlight *atomic.Int64) {
+	inFlight.Add(-1)
+	src = src.Unmap()
+	e.devMu.Lock()
+	if d := e.devices[src]; d != nil {
+		d.dialing--
+		e.dropIfEmpty(src, d)
+	}
+	e.devMu.Unlock()
 }
 
 func newBuffer(size int) func() any {
@@ -567,9 +565,3 @@ func (e *Engine) getBuf() *[]byte      { return e.bufs.Get().(*[]byte) }
 func (e *Engine) putBuf(b *[]byte)     { e.bufs.Put(b) }
 func (e *Engine) getHeldBuf() *[]byte  { return e.heldBufs.Get().(*[]byte) }
 func (e *Engine) putHeldBuf(b *[]byte) { e.heldBufs.Put(b) }
-
-// addrPort converts a netstack address; IPv4 stays a 4-byte address.
-func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return netip.AddrPortFrom(ip, port)
-}

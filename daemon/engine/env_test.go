@@ -13,21 +13,28 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tgtun/tgtun/netcfg"
 	"golang.org/x/sys/unix"
 )
 
-// The test network: a namespace whose kernel is the "LAN client". Its TUN
-// routes the messenger ranges into the engine; the engine's test dialer
-// reaches echo servers on the host's loopback.
+// The test network: a namespace whose kernel is the "client" and the router. Its
+// connections to the messenger ranges reach the engine as tgtun's kernel state
+// hands them over (netcfg); the engine's test dialer reaches echo servers on the
+// host's loopback.
 const (
-	tunName    = "tgtun0"
-	clientV4   = "192.0.2.1/24"
-	clientV6   = "2001:db8:1::1/64"
-	targetNet4 = "203.0.113.0/24"
-	targetNet6 = "2001:db8:3::/64"
+	tunName  = "tgtun0"
+	clientV4 = "192.0.2.1/24"
+	clientV6 = "2001:db8:1::1/64"
+	// clientAddr4 and clientAddr6 are the client's source addresses (the TUN also
+	// has netcfg's own address, which the kernel would pick otherwise).
+	clientAddr4 = "192.0.2.1"
+	clientAddr6 = "2001:db8:1::1"
+	targetNet4  = "203.0.113.0/24"
+	targetNet6  = "2001:db8:3::/64"
 	// secondClientV4 is a second device's address, added by tests that need one.
 	secondClientV4 = "192.0.2.2"
 	// halfCloseTrailer is what the TCP echo server sends after the client's
@@ -104,100 +111,79 @@ func inNetns(ns string, fn func() error) error {
 	return <-errc
 }
 
-// tunMode is how a test opens its TUN device.
-type tunMode int
-
-const (
-	// tunVnet: IFF_VNET_HDR with checksum and TCP segmentation offload,
-	// as netcfg opens it unless Spec.NoOffload (the daemon sets it with TGTUN_TUN_OFFLOAD=0).
-	tunVnet tunMode = iota
-	// tunPlain: raw IP packets, one per read or write.
-	tunPlain
-)
-
-func (m tunMode) String() string {
-	if m == tunPlain {
-		return "plain"
-	}
-	return "vnet"
-}
-
-// openTUN creates TUN device tunName inside ns and returns its fd.
-func openTUN(t testing.TB, ns string, mode tunMode) int {
-	t.Helper()
-	fd := -1
-	err := inNetns(ns, func() error {
-		var err error
-		fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("open /dev/net/tun: %w", err)
-		}
-		ifr, err := unix.NewIfreq(tunName)
-		if err != nil {
-			return err
-		}
-		flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
-		if mode == tunVnet {
-			flags |= unix.IFF_VNET_HDR
-		}
-		ifr.SetUint16(flags)
-		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("TUNSETIFF: %w", err)
-		}
-		if mode == tunVnet {
-			offload := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
-			if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offload); err != nil {
-				unix.Close(fd)
-				return fmt.Errorf("TUNSETOFFLOAD: %w", err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("create TUN in %s: %v", ns, err)
-	}
-	for _, args := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"addr", "add", clientV4, "dev", tunName},
-		{"-6", "addr", "add", clientV6, "dev", tunName, "nodad"},
-		{"link", "set", tunName, "up"},
-		{"route", "add", targetNet4, "dev", tunName},
-		{"-6", "route", "add", targetNet6, "dev", tunName},
-	} {
-		runCmd(t, append([]string{"ip", "-n", ns}, args...)...)
-	}
-	return fd
-}
-
-// testEnv is one engine running on a TUN in its own namespace.
+// testEnv is one engine running in its own namespace, on the kernel state netcfg
+// installs as the daemon does (tproxy for TCP, the TUN for UDP). The test process is
+// the "client": its connections from the namespace are the router's own traffic
+// (router_traffic), which takes the same listener and TUN as a LAN device's.
 type testEnv struct {
 	ns     string
 	eng    *Engine
+	ln     *Listener
+	tunFD  int
 	cancel context.CancelFunc
 	done   chan error
 }
 
-// startEngine runs an engine on a TUN opened as the daemon opens it by default.
-func startEngine(t testing.TB, cfg Config, d Dialer) *testEnv {
-	t.Helper()
-	return startEngineOn(t, tunVnet, cfg, d)
-}
-
-func startEngineOn(t testing.TB, mode tunMode, cfg Config, d Dialer) *testEnv {
+// setupNet creates the namespace with tgtun's kernel state for cfg and a listener.
+func setupNet(t testing.TB, cfg Config) *testEnv {
 	t.Helper()
 	requireRoot(t)
 	ns := newNetns(t)
-	fd := openTUN(t, ns, mode)
-	t.Cleanup(func() { unix.Close(fd) })
+	runCmd(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	env := &testEnv{ns: ns}
+	var n *netcfg.Net
+	err := inNetns(ns, func() error {
+		ln, err := Listen(!cfg.IPv4Only)
+		if err != nil {
+			return err
+		}
+		env.ln = ln
+		spec := netcfg.Spec{TunName: tunName, MTU: cfg.MTU, RouterTraffic: true, IPv6: !cfg.IPv4Only,
+			Mark: 0x100000, BypassMark: 0x200000, Table: 7470, RulePriority: 7470, NoOffload: true,
+			TProxyPort: ln.Port(),
+			Targets4:   []netip.Prefix{netip.MustParsePrefix(targetNet4)},
+		}
+		if !cfg.IPv4Only {
+			spec.Targets6 = []netip.Prefix{netip.MustParsePrefix(targetNet6)}
+		}
+		n, err = netcfg.Apply(context.Background(), spec)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("set up %s: %v", ns, err)
+	}
+	env.tunFD = int(n.TUN().Fd())
+	t.Cleanup(func() {
+		if err := inNetns(ns, n.Close); err != nil {
+			t.Errorf("netcfg close: %v", err)
+		}
+	})
+	cmds := [][]string{
+		{"addr", "add", clientV4, "dev", tunName},
+		{"route", "add", targetNet4, "dev", tunName, "src", clientAddr4},
+	}
+	if !cfg.IPv4Only {
+		cmds = append(cmds, []string{"-6", "addr", "add", clientV6, "dev", tunName, "nodad"},
+			[]string{"-6", "route", "add", targetNet6, "dev", tunName, "src", clientAddr6})
+	}
+	for _, args := range cmds {
+		runCmd(t, append([]string{"ip", "-n", ns}, args...)...)
+	}
+	return env
+}
+
+// startEngine runs an engine as the daemon does.
+func startEngine(t testing.TB, cfg Config, d Dialer) *testEnv {
+	t.Helper()
+	env := setupNet(t, cfg)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	eng, err := New(cfg, d, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	env := &testEnv{ns: ns, eng: eng, cancel: cancel, done: make(chan error, 1)}
-	go func() { env.done <- eng.Run(ctx, fd) }()
+	env.eng, env.cancel, env.done = eng, cancel, make(chan error, 1)
+	go func() { env.done <- eng.Run(ctx, env.tunFD, env.ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := env.wait(30 * time.Second); err != nil {
@@ -258,6 +244,31 @@ func (env *testEnv) mustDial(t testing.TB, network, addr string) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// expectReset connects to dst from the client namespace and expects the engine to
+// reset the connection: the kernel completes the handshake (tproxy), then the first
+// read returns ECONNRESET, not data, EOF or a timeout.
+func (env *testEnv) expectReset(t testing.TB, dst, what string) {
+	t.Helper()
+	c, err := env.dial("tcp", dst)
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return // reset before connect returned (a loopback is that fast): as good
+	}
+	if err != nil {
+		t.Fatalf("%s: dial %s: %v, want a connection the engine resets", what, dst, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	// A write after the RST arrived returns its error (and takes it: the read
+	// after that sees EOF).
+	if _, err := c.Write([]byte(what)); errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return
+	}
+	n, err := c.Read(make([]byte, 64))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("%q: read from %s: %d bytes, %v; want ECONNRESET", what, dst, n, err)
+	}
 }
 
 type testWriter struct{ t testing.TB }

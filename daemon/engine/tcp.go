@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,75 +10,131 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/waiter"
+	"time"
 )
 
-// handleTCP runs in its own goroutine (started by the forwarder) for every
-// new SYN.
+// acceptLoop hands every connection ln accepts to handleTCP until ln is closed.
+// A failed accept (EMFILE, ENFILE, ENOBUFS) is retried with a growing pause: the
+// client's connection waits in the kernel's queue meanwhile.
+func (e *Engine) acceptLoop(ctx context.Context, ln *net.TCPListener) {
+	var delay time.Duration
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			e.log.Warn("accept a TCP connection", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		e.handleTCP(ctx, c)
+	}
+}
+
+// resetConn closes c with a RST, not a FIN: the client learns at once that
+// nothing is behind the connection, as from a refused one.
+func resetConn(c *net.TCPConn) {
+	c.SetLinger(0)
+	c.Close()
+}
+
+// handleTCP admits a connection tproxy handed over and dials the proxy for it.
 //
-// The proxy is dialled BEFORE the handshake with the client completes. The
-// client then only sees an established connection when there is something
-// at the other end: if the proxy or the messenger is unreachable it gets a
-// RST (ECONNREFUSED) at once, and apps fail over (Telegram tries its next
-// data centre) instead of writing into a connection that will never answer
-// and waiting for their own timeouts. While we dial, the client's SYN
-// retransmits are absorbed by the forwarder (one request per 4-tuple).
-func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
-	id := r.ID()
-	dst := addrPort(id.LocalAddress, id.LocalPort)
-	src := addrPort(id.RemoteAddress, id.RemotePort)
-	if !e.reserveSlot(src.Addr()) {
+// The kernel completed the client's handshake before the engine saw anything,
+// so a connection the proxy cannot take is reset as soon as that is known: a
+// refused or failed dial within milliseconds, a timed-out one at DialTimeout.
+// Apps then fail over (Telegram tries its next data centre) instead of writing
+// into a connection that never answers. What the client sent meanwhile waits in
+// the kernel's receive buffer and goes nowhere else.
+func (e *Engine) handleTCP(ctx context.Context, c *net.TCPConn) {
+	src, dst, ok := captured(c)
+	if !ok {
+		e.log.Debug("tcp connection to the listener itself, not from tproxy: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
+		resetConn(c)
+		return
+	}
+	if !e.reserveSlot(src.Addr(), true) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over cap, reset", "src", src, "dst", dst, "max_flows", e.cfg.MaxFlows)
-		r.Complete(true)
+		resetConn(c)
 		return
 	}
-	if !e.startDial(src.Addr()) {
+	if !e.startDial(src.Addr(), &e.tcpDialing) {
 		e.rejected.Add(1)
 		e.freeSlot(src.Addr())
-		r.Complete(true)
+		e.log.Debug("tcp flow over the dials in flight, reset", "src", src, "dst", dst)
+		resetConn(c)
 		return
 	}
-	f := &tcpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
+	f := &tcpFlow{e: e, src: src, dst: dst, client: c, done: make(chan struct{})}
 	if !e.admit(f) {
-		e.endDial(src.Addr())
+		e.endDial(src.Addr(), &e.tcpDialing)
 		e.freeSlot(src.Addr())
-		r.Complete(true)
+		resetConn(c)
 		return
 	}
-	// Until attach hands the flow to its events, this goroutine owns the slot
-	// and the registration.
-	giveUp := func() {
-		e.release(f)
-		e.freeSlot(src.Addr())
-	}
+	go f.dial(ctx)
+}
 
+// tcpFlow relays one TCP connection: the client's kernel socket ⇄ proxy conn.
+//
+// No goroutine waits on an idle flow. Readability of the client's socket and of
+// the proxy's sockets comes from the engine's poller; either starts a
+// short-lived worker that moves what is there and re-arms. A plain proxy
+// socket is spliced both ways (kernel to kernel, through a borrowed pipe);
+// other conns are copied through a pooled buffer; a conn that cannot be polled
+// gets a worker that blocks in Read for the flow's life.
+type tcpFlow struct {
+	e        *Engine
+	src, dst netip.AddrPort
+	client   *net.TCPConn
+	idle     idleWatch
+
+	mu         sync.Mutex
+	terminated bool // guarded by mu
+	done       chan struct{}
+	conn       net.Conn // the proxy conn, once attached
+
+	// Set by start, before any worker runs.
+	clientRaw syscall.RawConn
+	clientNB  *plainSocket
+	proxyRaw  syscall.RawConn // the proxy conn's socket when it is a plain one
+	spliced   atomic.Bool     // proxyRaw is moved with splice (until the kernel refuses)
+	upToken   uint32          // the client socket's poller token
+	polled    bool            // upToken is registered
+
+	refs flowRefs
+	// upBusy is set while a worker copies client → proxy, and for good once that
+	// direction has ended.
+	upBusy atomic.Bool
+	// halves counts directions that have passed their EOF on; at two the flow closes.
+	halves atomic.Int32
+	watch  proxyWatch // the proxy conn's sockets on the poller, when it is polled
+}
+
+// dial opens the proxy conn, then hands the flow to its events and ends.
+func (f *tcpFlow) dial(ctx context.Context) {
+	e := f.e
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	conn, err := e.currentDialer().DialTCP(dialCtx, dst)
+	conn, err := e.currentDialer().DialTCP(dialCtx, f.dst)
 	cancel()
-	e.endDial(src.Addr())
+	e.endDial(f.src.Addr(), &e.tcpDialing)
 	if err != nil {
 		e.rejected.Add(1)
-		e.log.Debug("tcp dial through proxy failed, reset", "src", src, "dst", dst, "err", err)
-		r.Complete(true)
-		giveUp()
+		e.log.Debug("tcp dial through proxy failed, reset", "src", f.src, "dst", f.dst, "err", err)
+		f.abort()
+		f.giveUp()
 		return
 	}
-	ep, terr := r.CreateEndpoint(&f.wq)
-	if terr != nil {
-		// The client gave up (or reset) while we were dialling.
-		conn.Close()
-		r.Complete(true)
-		e.log.Debug("tcp handshake with client failed", "src", src, "dst", dst, "err", terr)
-		giveUp()
-		return
-	}
-	r.Complete(false)
-	if !f.attach(conn, ep) {
-		giveUp() // shut down while dialling; attach closed both ends
+	if !f.attach(conn) {
+		f.giveUp() // shut down or reset while dialling; attach closed the conn
 		return
 	}
 	e.activeTCP.Add(1)
@@ -87,51 +142,20 @@ func (e *Engine) handleTCP(ctx context.Context, r *tcp.ForwarderRequest) {
 	f.start()
 }
 
-// tcpFlow relays one TCP connection: netstack endpoint ⇄ proxy conn.
-//
-// No goroutine waits on an idle flow. Data from the client wakes the flow
-// through the endpoint's waiter queue, data from the proxy through the engine's
-// readPoller; either starts a short-lived worker that copies what is there with
-// a pooled buffer and ends. A conn that is not a plain socket (a decrypting
-// Shadowsocks stream, a buffered HTTP reply) cannot be polled and gets a worker
-// that blocks in Read for the flow's life instead.
-type tcpFlow struct {
-	e        *Engine
-	src, dst netip.AddrPort
-	wq       waiter.Queue
-	idle     idleWatch
-
-	mu         sync.Mutex
-	terminated bool // guarded by mu
-	done       chan struct{}
-	conn       net.Conn
-	ep         tcpip.Endpoint
-
-	refs flowRefs
-	// upBusy is set while a worker copies client → proxy, and for good once that
-	// direction has ended.
-	upBusy atomic.Bool
-	// halves counts directions that have passed their EOF on; at two the flow closes.
-	halves     atomic.Int32
-	readable   waiter.Entry // calls startUp
-	writable   waiter.Entry
-	writableCh chan struct{}
-	watch      proxyWatch // the proxy conn's sockets on the poller, when it is polled
-
-	// Reused per flow so that the relay path does not allocate.
-	upW   tcpip.SliceWriter
-	downR bytes.Reader
+// giveUp releases what handleTCP took for a flow that never got its proxy conn.
+func (f *tcpFlow) giveUp() {
+	f.e.release(f)
+	f.e.freeSlot(f.src.Addr())
 }
 
-func (f *tcpFlow) attach(conn net.Conn, ep tcpip.Endpoint) bool {
+func (f *tcpFlow) attach(conn net.Conn) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.terminated {
 		conn.Close()
-		ep.Abort()
 		return false
 	}
-	f.conn, f.ep = conn, ep
+	f.conn = conn
 	f.refs.Store(1)
 	return true
 }
@@ -148,19 +172,34 @@ func (f *tcpFlow) start() {
 		f.e.log.Debug("tcp flow idle, reset", "src", f.src, "dst", f.dst)
 		f.abort()
 	})
-	f.writable, f.writableCh = waiter.NewChannelEntry(waiter.WritableEvents)
-	f.wq.EventRegister(&f.writable)
-	f.readable = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) { f.startUp() })
-	f.wq.EventRegister(&f.readable)
-	f.startUp() // for data that arrived before the entry was registered
+	raw, err := f.client.SyscallConn()
+	if err != nil {
+		f.fail("client→proxy", fmt.Errorf("client socket: %w", err))
+		return
+	}
+	f.clientRaw, f.clientNB = raw, &plainSocket{raw: raw, stream: true}
+	if tc, ok := f.conn.(*net.TCPConn); ok {
+		if f.proxyRaw, err = tc.SyscallConn(); err == nil {
+			f.spliced.Store(true)
+		}
+	}
+	f.mu.Lock()
+	f.upToken, f.polled = f.e.poller.register(f.onClientReadable), true
+	err = f.e.poller.arm(raw, f.upToken, true)
+	f.mu.Unlock()
+	if err != nil {
+		f.fail("client→proxy", err)
+		return
+	}
 	f.startDown()
 }
 
 // finish runs once, when the flow is terminated and its last worker is done.
 func (f *tcpFlow) finish() {
 	f.idle.stop()
-	f.wq.EventUnregister(&f.readable)
-	f.wq.EventUnregister(&f.writable)
+	if f.polled {
+		f.e.poller.unregister(f.upToken)
+	}
 	f.watch.stop(f.e)
 	f.e.activeTCP.Add(-1)
 	f.e.release(f)
@@ -186,14 +225,13 @@ func (f *tcpFlow) terminate(abort bool) {
 	}
 	f.terminated = true
 	close(f.done)
+	if abort {
+		f.client.SetLinger(0)
+	}
+	f.client.Close()
 	attached := f.conn != nil
 	if attached {
 		f.conn.Close()
-		if abort {
-			f.ep.Abort()
-		} else {
-			f.ep.Close()
-		}
 	}
 	f.mu.Unlock()
 	if attached {
@@ -221,9 +259,8 @@ func (f *tcpFlow) fail(dir string, err error) {
 	f.abort()
 }
 
-// startUp starts a client → proxy worker unless one runs or that direction is over.
-// It is called by the endpoint's waiter queue, so it must not block.
-func (f *tcpFlow) startUp() {
+// onClientReadable runs in the poller's goroutine: the client sent data or its FIN.
+func (f *tcpFlow) onClientReadable() {
 	if f.refs.claim(&f.upBusy) {
 		go f.runUp()
 	}
@@ -231,57 +268,86 @@ func (f *tcpFlow) startUp() {
 
 func (f *tcpFlow) runUp() {
 	defer f.releaseRef()
-	for {
-		eof, err := f.drainUp()
-		if err != nil {
-			f.fail("client→proxy", err)
-			return // upBusy stays set: no more workers for this direction
-		}
-		if eof {
-			// Client FIN: pass the half-close on. A conn that cannot
-			// half-close keeps going until the proxy side ends or idles.
-			if cw, ok := f.conn.(interface{ CloseWrite() error }); ok {
-				if err := cw.CloseWrite(); err != nil {
-					f.fail("client→proxy", fmt.Errorf("half-close proxy conn: %w", err))
-					return
-				}
+	eof, err := f.pumpUp()
+	if err != nil {
+		f.fail("client→proxy", err)
+		return // upBusy stays set: no more workers for this direction
+	}
+	if eof {
+		// Client FIN: pass the half-close on. A conn that cannot
+		// half-close keeps going until the proxy side ends or idles.
+		if cw, ok := f.conn.(interface{ CloseWrite() error }); ok {
+			if err := cw.CloseWrite(); err != nil {
+				f.fail("client→proxy", fmt.Errorf("half-close proxy conn: %w", err))
+				return
 			}
-			f.halfClosed()
-			return
 		}
-		// A wake-up between the endpoint running dry and this store found the
-		// worker busy and did nothing: look again.
-		f.upBusy.Store(false)
-		if f.ep.Readiness(waiter.ReadableEvents) == 0 || !f.upBusy.CompareAndSwap(false, true) {
-			return
-		}
+		f.halfClosed()
+		return
+	}
+	f.upBusy.Store(false)
+	if err := f.rearmClient(); err != nil {
+		f.fail("client→proxy", err)
 	}
 }
 
-// drainUp copies client → proxy until the endpoint has nothing more to read.
-func (f *tcpFlow) drainUp() (eof bool, err error) {
+// rearmClient arms the client socket for its next readable event, unless the
+// flow is terminated (its socket may be closed).
+func (f *tcpFlow) rearmClient() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.terminated {
+		return nil
+	}
+	return f.e.poller.arm(f.clientRaw, f.upToken, false)
+}
+
+// pumpUp moves what the client sent, without waiting for more.
+func (f *tcpFlow) pumpUp() (eof bool, err error) {
+	up := func(n int) {
+		f.e.bytesUp.Add(uint64(n))
+		f.idle.touch()
+	}
+	if f.spliced.Load() {
+		eof, err := f.splice(f.clientRaw, f.proxyRaw, up)
+		if !errors.Is(err, errSpliceUnsupported) {
+			return eof, err
+		}
+	}
 	bp := f.e.getBuf()
 	defer f.e.putBuf(bp)
 	for {
-		f.upW = tcpip.SliceWriter(*bp)
-		res, terr := f.ep.Read(&f.upW, tcpip.ReadOptions{})
-		switch terr.(type) {
-		case nil:
-		case *tcpip.ErrWouldBlock:
+		n, err := f.clientNB.ReadNonblock(*bp)
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
 			return false, nil
-		case *tcpip.ErrClosedForReceive:
+		case errors.Is(err, io.EOF):
 			return true, nil
-		default:
-			return false, fmt.Errorf("read from client: %s", terr)
+		case err != nil:
+			return false, fmt.Errorf("read from client: %w", err)
 		}
-		// Feeds receive-buffer auto-tuning, as gonet does on every Read.
-		f.ep.ModerateRecvBuf(res.Count)
-		if _, err := f.conn.Write((*bp)[:res.Count]); err != nil {
+		if _, err := f.conn.Write((*bp)[:n]); err != nil {
 			return false, fmt.Errorf("write to proxy: %w", err)
 		}
-		f.e.bytesUp.Add(uint64(res.Count))
-		f.idle.touch()
+		up(n)
 	}
+}
+
+// splice moves src → dst with a borrowed pipe; errSpliceUnsupported turns the
+// flow to copying for good.
+func (f *tcpFlow) splice(src, dst syscall.RawConn, moved func(int)) (eof bool, err error) {
+	p, err := f.e.pipes.get()
+	if err != nil {
+		// Out of descriptors, say: copy this time, splice again next time.
+		f.e.log.Debug("no pipe for splice, copying", "src", f.src, "dst", f.dst, "err", err)
+		return false, errSpliceUnsupported
+	}
+	eof, err = splicePump(src, dst, p, moved)
+	f.e.pipes.put(p)
+	if errors.Is(err, errSpliceUnsupported) {
+		f.spliced.Store(false)
+	}
+	return eof, err
 }
 
 // startDown arranges for proxy → client copies: through the poller when the
@@ -302,15 +368,12 @@ func (f *tcpFlow) onProxyReadable() {
 	}
 }
 
-// runDown copies what the proxy conn has, without waiting for more, and
-// re-arms the poller: the worker never parks holding its buffer, not even
-// after a burst that filled the buffer exactly.
+// runDown moves what the proxy conn has, without waiting for more, and
+// re-arms the poller: the worker never parks holding a buffer or a pipe on an
+// empty socket.
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
-	bp := f.e.getBuf()
-	eof, err := f.pumpDownNonblock(f.watch.conn(&f.mu), *bp)
-	f.e.putBuf(bp)
-	if f.downOver(eof, err) {
+	if f.downOver(f.pumpDown()) {
 		return
 	}
 	if err := f.watch.rearm(f.e, &f.mu, &f.terminated); err != nil {
@@ -318,10 +381,22 @@ func (f *tcpFlow) runDown() {
 	}
 }
 
-// pumpDownNonblock copies until the conn has nothing more (EAGAIN).
-func (f *tcpFlow) pumpDownNonblock(nb pollableConn, buf []byte) (eof bool, err error) {
+func (f *tcpFlow) pumpDown() (eof bool, err error) {
+	down := func(n int) {
+		f.e.bytesDown.Add(uint64(n))
+		f.idle.touch()
+	}
+	if f.spliced.Load() {
+		eof, err := f.splice(f.proxyRaw, f.clientRaw, down)
+		if !errors.Is(err, errSpliceUnsupported) {
+			return eof, err
+		}
+	}
+	nb := f.watch.conn(&f.mu)
+	bp := f.e.getBuf()
+	defer f.e.putBuf(bp)
 	for {
-		n, err := nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(*bp)
 		switch {
 		case errors.Is(err, syscall.EAGAIN):
 			return false, nil
@@ -330,11 +405,10 @@ func (f *tcpFlow) pumpDownNonblock(nb pollableConn, buf []byte) (eof bool, err e
 		case err != nil:
 			return false, fmt.Errorf("read from proxy: %w", err)
 		}
-		if werr := f.writeClient(buf[:n]); werr != nil {
-			return false, werr
+		if _, err := f.client.Write((*bp)[:n]); err != nil {
+			return false, fmt.Errorf("write to client: %w", err)
 		}
-		f.e.bytesDown.Add(uint64(n))
-		f.idle.touch()
+		down(n)
 	}
 }
 
@@ -344,7 +418,21 @@ func (f *tcpFlow) blockingDown() {
 	bp := f.e.getHeldBuf()
 	defer f.e.putHeldBuf(bp)
 	for {
-		if f.downOver(f.pumpDownBurst(*bp)) {
+		n, err := f.conn.Read(*bp)
+		if n > 0 {
+			if _, werr := f.client.Write((*bp)[:n]); werr != nil {
+				f.fail("proxy→client", fmt.Errorf("write to client: %w", werr))
+				return
+			}
+			f.e.bytesDown.Add(uint64(n))
+			f.idle.touch()
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				f.downOver(true, nil)
+			} else {
+				f.downOver(false, fmt.Errorf("read from proxy: %w", err))
+			}
 			return
 		}
 	}
@@ -358,56 +446,13 @@ func (f *tcpFlow) downOver(eof bool, err error) bool {
 	case err != nil:
 		f.fail("proxy→client", err)
 	case eof:
-		f.ep.Shutdown(tcpip.ShutdownWrite)
+		if err := f.client.CloseWrite(); err != nil {
+			f.fail("proxy→client", fmt.Errorf("half-close client: %w", err))
+			return true
+		}
 		f.halfClosed()
 	default:
 		return false
 	}
 	return true
-}
-
-// pumpDownBurst copies while the proxy conn fills the buffer, and returns after a short
-// read, when the conn is likely drained, so the buffer goes back to the pool.
-func (f *tcpFlow) pumpDownBurst(buf []byte) (eof bool, err error) {
-	for {
-		n, err := f.conn.Read(buf)
-		if n > 0 {
-			if werr := f.writeClient(buf[:n]); werr != nil {
-				return false, werr
-			}
-			f.e.bytesDown.Add(uint64(n))
-			f.idle.touch()
-		}
-		if errors.Is(err, io.EOF) {
-			return true, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("read from proxy: %w", err)
-		}
-		if n < len(buf) {
-			return false, nil
-		}
-	}
-}
-
-// writeClient writes all of b into the endpoint, waiting for send-buffer
-// space (that wait is the back-pressure on the proxy conn).
-func (f *tcpFlow) writeClient(b []byte) error {
-	for written := 0; written < len(b); {
-		f.downR.Reset(b[written:])
-		n, terr := f.ep.Write(&f.downR, tcpip.WriteOptions{})
-		written += int(n)
-		switch terr.(type) {
-		case nil:
-		case *tcpip.ErrWouldBlock:
-			select {
-			case <-f.writableCh:
-			case <-f.done:
-				return errFlowClosed
-			}
-		default:
-			return fmt.Errorf("write to client: %s", terr)
-		}
-	}
-	return nil
 }

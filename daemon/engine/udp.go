@@ -1,115 +1,254 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
-	"gvisor.dev/gvisor/pkg/waiter"
+	"golang.org/x/sys/unix"
 )
 
 // udpBurst bounds the datagrams one proxy → client worker moves before it
 // re-arms the poller, so that one busy flow does not keep a worker for ever.
 const udpBurst = 64
 
-// handleUDP runs in the netstack's dispatch goroutine for the first datagram
-// of a (client, destination) pair, so it must not block: it binds a
-// connected endpoint to the pair (later datagrams queue there, not here) and
-// dials in a goroutine that lives as long as the dial. It always reports the
-// datagram handled, so nothing answers with ICMP port unreachable.
-func (e *Engine) handleUDP(ctx context.Context, r *udp.ForwarderRequest) bool {
-	id := r.ID()
-	dst := addrPort(id.LocalAddress, id.LocalPort)
-	src := addrPort(id.RemoteAddress, id.RemotePort)
+// udpQueueMax bounds the client datagrams a flow queues for its proxy conn
+// (while it dials, or while the conn is slow); beyond it they are dropped, as a
+// router drops what its queue cannot take.
+const udpQueueMax = 64
+
+// tunDevice is the engine's own descriptor of the TUN (a duplicate, so that
+// closing it stops the reader without touching the caller's), non-blocking:
+// reads wait in the runtime's poller, one packet per read and per write.
+type tunDevice struct{ f *os.File }
+
+func newTUNDevice(fd int) (*tunDevice, error) {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate TUN descriptor: %w", err)
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("TUN non-blocking: %w", err)
+	}
+	return &tunDevice{f: os.NewFile(uintptr(nfd), "tun")}, nil
+}
+
+func (t *tunDevice) close() { t.f.Close() }
+
+// readTUN reads the TUN until it is closed; a read that fails otherwise (the
+// device was deleted) ends the engine's service.
+func (e *Engine) readTUN(ctx context.Context, t *tunDevice) {
+	buf := make([]byte, e.cfg.MTU)
+	for {
+		n, err := t.f.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+				return
+			}
+			e.readerExited(fmt.Errorf("read TUN: %w", err))
+			return
+		}
+		e.udp.packet(ctx, buf[:n])
+	}
+}
+
+// udpTable holds the UDP flows by (client, destination).
+type udpTable struct {
+	e      *Engine
+	tun    *tunDevice
+	dgrams sync.Pool // *[]byte of the MTU: queued client datagrams
+
+	mu    sync.Mutex
+	flows map[flowKey]*udpFlow // guarded by mu
+
+	skipped atomic.Uint64 // packets that were not UDP datagrams
+}
+
+func newUDPTable(e *Engine, tun *tunDevice) *udpTable {
+	t := &udpTable{e: e, tun: tun, flows: make(map[flowKey]*udpFlow)}
+	t.dgrams.New = newBuffer(e.cfg.MTU)
+	return t
+}
+
+// packet takes one packet the TUN delivered. It runs in the reader's
+// goroutine, so it never waits: a new pair is dialled in a goroutine of its
+// own, and datagrams queue on their flow.
+func (t *udpTable) packet(ctx context.Context, pkt []byte) {
+	src, dst, payload, err := parseUDP(pkt)
+	if err != nil {
+		// Only tunnelled UDP is routed here; anything else (an ICMP error, a TCP
+		// packet while the listener's rules were being replaced) is dropped.
+		if t.skipped.Add(1) == 1 {
+			t.e.log.Debug("TUN packet dropped", "err", err)
+		}
+		return
+	}
 	key := flowKey{src: src, dst: dst}
+	t.mu.Lock()
+	f := t.flows[key]
+	t.mu.Unlock()
+	if f == nil {
+		if f = t.newFlow(ctx, key); f == nil {
+			t.e.droppedUDP.Add(1)
+			return
+		}
+	}
+	f.enqueue(payload)
+}
+
+// newFlow admits a new pair, or returns nil: in back-off after a failed dial,
+// over the caps, or shutting down.
+func (t *udpTable) newFlow(ctx context.Context, key flowKey) *udpFlow {
+	e := t.e
 	if e.udpBackoff.blocked(key, time.Now()) {
-		e.droppedUDP.Add(1)
-		return true
+		return nil
 	}
-	if !e.reserveSlot(src.Addr()) {
+	src := key.src.Addr()
+	if !e.reserveSlot(src, false) {
 		e.rejected.Add(1)
-		e.droppedUDP.Add(1)
-		return true
+		return nil
 	}
-	// Bounded like TCP handshakes: a flood of new pairs must not become as
-	// many dials in flight. The datagram is dropped; the next one tries again.
-	if e.udpDialing.Add(1) > int64(e.cfg.MaxHandshakes) {
-		e.udpDialing.Add(-1)
-		e.freeSlot(src.Addr())
-		e.droppedUDP.Add(1)
-		return true
+	// Bounded like TCP dials: a flood of new pairs must not become as many
+	// dials in flight. The datagram is dropped; the next one tries again.
+	if !e.startDial(src, &e.udpDialing) {
+		e.freeSlot(src)
+		return nil
 	}
-	if !e.startDial(src.Addr()) {
-		e.udpDialing.Add(-1)
-		e.freeSlot(src.Addr())
-		e.droppedUDP.Add(1)
-		return true
-	}
-	f := &udpFlow{e: e, src: src, dst: dst, done: make(chan struct{})}
-	ep, terr := r.CreateEndpoint(&f.wq)
-	if terr != nil {
-		e.udpDialing.Add(-1)
-		e.endDial(src.Addr())
-		e.freeSlot(src.Addr())
-		e.droppedUDP.Add(1)
-		e.log.Debug("udp endpoint for new flow", "src", src, "dst", dst, "err", terr)
-		return true
-	}
-	f.ep = ep
+	f := &udpFlow{e: e, t: t, src: key.src, dst: key.dst, done: make(chan struct{})}
+	f.idle.touch()
 	if !e.admit(f) {
-		e.udpDialing.Add(-1)
-		e.endDial(src.Addr())
-		ep.Close()
-		e.freeSlot(src.Addr())
-		return true
+		e.endDial(src, &e.udpDialing)
+		e.freeSlot(src)
+		return nil
 	}
+	t.mu.Lock()
+	t.flows[key] = f
+	t.mu.Unlock()
+	e.trackUDP(f)
 	go f.dial(ctx)
-	return true
+	return f
+}
+
+// forget unbinds f's pair: the next datagram starts a new flow.
+func (t *udpTable) forget(f *udpFlow) {
+	t.mu.Lock()
+	if t.flows[f.key()] == f {
+		delete(t.flows, f.key())
+	}
+	t.mu.Unlock()
+}
+
+// write sends one packet into the TUN; one the kernel refuses is dropped.
+func (t *udpTable) write(pkt []byte) bool {
+	_, err := t.tun.f.Write(pkt)
+	return err == nil
 }
 
 // udpFlow relays the datagrams of one (client, destination) pair.
 //
-// Like a TCP flow it holds no goroutine and no buffer while idle: datagrams
-// from the client wake it through the endpoint's waiter queue, datagrams from
-// the proxy through the engine's poller (for a conn that is a plain socket or
-// can say which sockets to watch), and a short worker moves them with a
-// pooled buffer. A conn that can only be read blocking keeps one goroutine
-// and a HeldBufferSize buffer instead.
+// It holds no goroutine and no buffer while idle: datagrams from the client
+// are queued by the TUN reader and sent by a short worker, datagrams from the
+// proxy wake a worker through the engine's poller (for a conn that is a plain
+// socket or can say which sockets to watch). A conn that can only be read
+// blocking keeps one goroutine and a HeldBufferSize buffer instead.
 type udpFlow struct {
 	e        *Engine
+	t        *udpTable
 	src, dst netip.AddrPort
-	wq       waiter.Queue
-	ep       tcpip.Endpoint // set before dial starts
 	idle     idleWatch
+	// slotTaken: the flow was evicted and its slot passed to a new flow of the
+	// same device, so finish must not give it back.
+	slotTaken atomic.Bool
 
 	mu         sync.Mutex
 	terminated bool // guarded by mu
 	done       chan struct{}
 	conn       net.Conn
 	attached   bool // conn set; activeUDP counts the flow
+	finished   atomic.Bool
 
 	refs     flowRefs
 	upBusy   atomic.Bool
 	downBusy atomic.Bool
-	readable waiter.Entry
-	hooked   bool       // readable is registered; set by start
 	watch    proxyWatch // the proxy conn's sockets on the poller, when it is polled
 
-	upW   tcpip.SliceWriter
-	downR bytes.Reader
+	qmu    sync.Mutex
+	queue  []datagram // guarded by qmu: client → proxy
+	closed bool       // guarded by qmu: nothing is queued any more
+}
+
+// datagram is a queued client datagram in a pooled buffer.
+type datagram struct {
+	b *[]byte
+	n int
 }
 
 func (f *udpFlow) key() flowKey { return flowKey{src: f.src, dst: f.dst} }
+
+// enqueue queues a copy of payload for the proxy and starts a worker if the
+// conn is there.
+func (f *udpFlow) enqueue(payload []byte) {
+	bp := f.t.dgrams.Get().(*[]byte)
+	if len(payload) > len(*bp) {
+		f.t.dgrams.Put(bp)
+		f.e.droppedUDP.Add(1)
+		return
+	}
+	n := copy(*bp, payload)
+	f.qmu.Lock()
+	if f.closed || len(f.queue) >= udpQueueMax {
+		f.qmu.Unlock()
+		f.t.dgrams.Put(bp)
+		f.e.droppedUDP.Add(1)
+		return
+	}
+	f.queue = append(f.queue, datagram{bp, n})
+	f.qmu.Unlock()
+	f.idle.touch()
+	f.startUp()
+}
+
+// dequeue takes the oldest queued datagram.
+func (f *udpFlow) dequeue() (datagram, bool) {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	if len(f.queue) == 0 {
+		return datagram{}, false
+	}
+	d := f.queue[0]
+	f.queue[0] = datagram{}
+	f.queue = f.queue[1:]
+	if len(f.queue) == 0 {
+		f.queue = nil // an idle flow keeps no queue
+	}
+	return d, true
+}
+
+func (f *udpFlow) queued() bool {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	return len(f.queue) > 0
+}
+
+// dropQueue discards what is queued and refuses more.
+func (f *udpFlow) dropQueue() {
+	f.qmu.Lock()
+	q := f.queue
+	f.queue, f.closed = nil, true
+	f.qmu.Unlock()
+	for _, d := range q {
+		f.t.dgrams.Put(d.b)
+		f.e.droppedUDP.Add(1)
+	}
+}
 
 // abort ends the flow; the last reference out finishes it.
 func (f *udpFlow) abort() {
@@ -124,9 +263,9 @@ func (f *udpFlow) abort() {
 	if attached {
 		f.conn.Close()
 	}
-	// Closing unbinds the pair: the next datagram starts a new flow.
-	f.ep.Close()
 	f.mu.Unlock()
+	f.t.forget(f)
+	f.dropQueue()
 	if attached {
 		f.releaseRef() // attach's reference
 	}
@@ -155,16 +294,19 @@ func (f *udpFlow) releaseRef() {
 // finish runs once: after a failed dial, or when the last reference of an
 // attached flow is gone.
 func (f *udpFlow) finish() {
-	f.idle.stop()
-	if f.hooked {
-		f.wq.EventUnregister(&f.readable)
+	if !f.finished.CompareAndSwap(false, true) {
+		return
 	}
+	f.idle.stop()
 	f.watch.stop(f.e)
 	if f.attached {
 		f.e.activeUDP.Add(-1)
 	}
+	f.e.untrackUDP(f)
 	f.e.release(f)
-	f.e.freeSlot(f.src.Addr())
+	if !f.slotTaken.Load() {
+		f.e.freeSlot(f.src.Addr())
+	}
 }
 
 // dial opens the proxy conn, then hands the flow to its events and ends.
@@ -173,8 +315,7 @@ func (f *udpFlow) dial(ctx context.Context) {
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
 	conn, err := e.currentDialer().DialUDP(dialCtx, f.dst)
 	cancel()
-	e.udpDialing.Add(-1)
-	e.endDial(f.src.Addr())
+	e.endDial(f.src.Addr(), &e.udpDialing)
 	if err != nil {
 		e.rejected.Add(1)
 		// Later datagrams of the pair are dropped without a dial for a while;
@@ -185,14 +326,13 @@ func (f *udpFlow) dial(ctx context.Context) {
 		}
 		e.udpBackoff.failed(f.key(), time.Now(), wait)
 		e.log.Debug("udp dial through proxy failed", "src", f.src, "dst", f.dst, "err", err)
-		f.discardQueued()
 		f.abort()
 		f.finish()
 		return
 	}
 	e.udpBackoff.succeeded(f.key())
 	if !f.attach(conn) {
-		f.finish() // shut down while dialling; attach closed the conn
+		f.finish() // shut down or evicted while dialling; attach closed the conn
 		return
 	}
 	e.activeUDP.Add(1)
@@ -207,9 +347,6 @@ func (f *udpFlow) start() {
 	}
 	defer f.releaseRef()
 	f.idle.start(f.e.cfg.UDPIdleTimeout, f.done, f.abort)
-	f.readable = waiter.NewFunctionEntry(waiter.ReadableEvents, func(waiter.EventMask) { f.startUp() })
-	f.wq.EventRegister(&f.readable)
-	f.hooked = true
 	f.startUp() // datagrams queued while dialling
 	f.startDown()
 }
@@ -223,17 +360,8 @@ func (f *udpFlow) fail(dir string, err error) {
 	f.abort()
 }
 
-func (f *udpFlow) discardQueued() {
-	for {
-		if _, terr := f.ep.Read(io.Discard, tcpip.ReadOptions{}); terr != nil {
-			return
-		}
-		f.e.droppedUDP.Add(1)
-	}
-}
-
-// startUp starts a client → proxy worker unless one runs. It is called by the
-// endpoint's waiter queue, so it must not block.
+// startUp starts a client → proxy worker unless one runs or the conn is not
+// there yet. It runs in the TUN reader's goroutine, so it must not block.
 func (f *udpFlow) startUp() {
 	if f.refs.claim(&f.upBusy) {
 		go f.runUp()
@@ -247,42 +375,28 @@ func (f *udpFlow) runUp() {
 			f.fail("client→proxy", err)
 			return
 		}
-		// A wake-up between the endpoint running dry and this store found the
-		// worker busy and did nothing: look again.
+		// A datagram queued between the queue running dry and this store found
+		// the worker busy and did not start one: look again.
 		f.upBusy.Store(false)
-		if f.ep.Readiness(waiter.ReadableEvents) == 0 || !f.upBusy.CompareAndSwap(false, true) {
+		if !f.queued() || !f.upBusy.CompareAndSwap(false, true) {
 			return
 		}
 	}
 }
 
-// drainUp sends the client's queued datagrams to the proxy.
+// drainUp sends the queued datagrams to the proxy.
 func (f *udpFlow) drainUp() error {
-	bp := f.e.getBuf()
-	defer f.e.putBuf(bp)
 	for {
-		f.upW = tcpip.SliceWriter(*bp)
-		res, terr := f.ep.Read(&f.upW, tcpip.ReadOptions{})
-		switch terr.(type) {
-		case nil:
-		case *tcpip.ErrWouldBlock:
+		d, ok := f.dequeue()
+		if !ok {
 			return nil
-		case *tcpip.ErrClosedForReceive:
-			return fmt.Errorf("read from client: %s", terr)
-		default:
-			// An ICMP error from the client (its port closed, say), reported once:
-			// a NAT keeps the mapping, and so does the flow.
-			continue
 		}
-		if res.Total > res.Count {
-			f.e.droppedUDP.Add(1) // larger than the relay buffer
-			continue
-		}
-		if _, err := f.conn.Write((*bp)[:res.Count]); err != nil {
+		_, err := f.conn.Write((*d.b)[:d.n])
+		f.t.dgrams.Put(d.b)
+		if err != nil {
 			return fmt.Errorf("write to proxy: %w", err)
 		}
-		f.e.bytesUp.Add(uint64(res.Count))
-		f.idle.touch()
+		f.e.bytesUp.Add(uint64(d.n))
 	}
 }
 
@@ -322,23 +436,21 @@ func (f *udpFlow) runDown() {
 }
 
 // drainDown reads without waiting until the conn is drained (EAGAIN) or a
-// burst is done; the buffer goes back to the pool either way.
+// burst is done.
 func (f *udpFlow) drainDown(nb pollableConn, buf []byte) error {
 	for range udpBurst {
-		n, err := nb.ReadNonblock(buf)
+		n, err := nb.ReadNonblock(buf[headroom:])
 		if errors.Is(err, syscall.EAGAIN) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("read from proxy: %w", err)
 		}
-		if n > len(buf) {
+		if n > len(buf)-headroom {
 			f.e.droppedUDP.Add(1) // cut short: never forward part of a datagram
 			continue
 		}
-		if err := f.sendDown(buf[:n]); err != nil {
-			return err
-		}
+		f.sendDown(buf, n)
 	}
 	return nil
 }
@@ -349,35 +461,35 @@ func (f *udpFlow) blockingDown() {
 	defer f.releaseRef()
 	bp := f.e.getHeldBuf()
 	defer f.e.putHeldBuf(bp)
+	buf := *bp
 	for {
-		n, err := f.conn.Read(*bp)
+		n, err := f.conn.Read(buf[headroom:])
 		if err != nil {
 			f.fail("proxy→client", fmt.Errorf("read from proxy: %w", err))
 			return
 		}
-		if n == len(*bp) {
+		if n == len(buf)-headroom {
 			f.e.droppedUDP.Add(1) // possibly truncated: never forward a cut datagram
 			continue
 		}
-		if err := f.sendDown((*bp)[:n]); err != nil {
-			f.fail("proxy→client", err)
-			return
-		}
+		f.sendDown(buf, n)
 	}
 }
 
-// sendDown writes one datagram to the client. It is never waited for: if the
-// endpoint cannot take it, it is dropped, as a router would.
-func (f *udpFlow) sendDown(b []byte) error {
-	f.downR.Reset(b)
-	if _, terr := f.ep.Write(&f.downR, tcpip.WriteOptions{}); terr != nil {
-		if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
-			f.e.droppedUDP.Add(1)
-			return nil
-		}
-		return fmt.Errorf("write to client: %s", terr)
+// sendDown writes the datagram in buf[headroom:headroom+n] to the client, from
+// the destination it was sent to. It is never waited for: what the TUN
+// refuses, or what is too large for the client's family, is dropped, as a
+// router would.
+func (f *udpFlow) sendDown(buf []byte, n int) {
+	if n > maxPayload(f.e.cfg.MTU, f.src.Addr().Is6()) {
+		f.e.droppedUDP.Add(1)
+		return
 	}
-	f.e.bytesDown.Add(uint64(len(b)))
+	pkt := buildUDP(buf, n, f.dst, f.src, uint16(f.e.ipID.Add(1)))
+	if !f.t.write(pkt) {
+		f.e.droppedUDP.Add(1)
+		return
+	}
+	f.e.bytesDown.Add(uint64(n))
 	f.idle.touch()
-	return nil
 }

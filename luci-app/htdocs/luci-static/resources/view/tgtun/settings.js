@@ -454,13 +454,13 @@ var checks = {
 
 	route_table: function(v) {
 		return attempt('route_table', v, function(s) {
-			var n = parseRange(s, 1, 2147483647, _('out of range %d-%d (except 253-255)').format(1, 2147483647));
-			if (n >= 253 && n <= 255)
-				throw new Bad(_('reserved (253 default, 254 main, 255 local); pick another table number'));
+			var n = parseRange(s, 1, 2147483646, _('out of range %d-%d (except 252-255)').format(1, 2147483646));
+			if (n >= 252 && n <= 255)
+				throw new Bad(_('reserved (253 default, 254 main, 255 local; tgtun also uses the next number, for TCP); pick another table number'));
 		});
 	},
 
-	rule_priority: function(v) { return attempt('rule_priority', v, function(s) { parseRange(s, 2, 32765) }) },
+	rule_priority: function(v) { return attempt('rule_priority', v, function(s) { parseRange(s, 3, 32765) }) },
 
 	update_interval: function(v) {
 		return attempt('update_interval', v, function(s) { checkDuration(s, 600e9, 8760 * 3600e9, '10m', '8760h', true) });
@@ -1045,12 +1045,12 @@ return view.extend({
 		});
 
 		o = s.taboption('advanced', form.Value, 'route_table', _('Routing table'),
-			_('Table holding the route into the tunnel: 1-2147483647, not 253-255.'));
+			_('Table holding the route into the tunnel: 1-2147483646, not 252-255 (the next table is used too, for TCP).'));
 		o.placeholder = '7470';
 		o.validate = optional(checks.route_table);
 
 		o = s.taboption('advanced', form.Value, 'rule_priority', _('Rule priority'),
-			_('Priority of the ip rule for marked traffic: 2-32765 (the one below it is used too).'));
+			_('Priority of the ip rule for marked traffic: 3-32765 (the two below it are used too).'));
 		o.placeholder = '7470';
 		o.validate = optional(checks.rule_priority);
 

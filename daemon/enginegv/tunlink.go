@@ -1,4 +1,4 @@
-package engine
+package enginegv
 
 import (
 	"encoding/binary"
