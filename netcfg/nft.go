@@ -96,7 +96,7 @@ type nftObjects struct {
 	lan, dst4, dst6, bypass4, bypass6 *nftables.Set
 	prerouting, output, markNew       *nftables.Chain
 	markOut                           *nftables.Chain // with RouterTraffic
-	dev                               deviceObjects // domain and device sets (domains.go)
+	dev                               deviceObjects   // domain and device sets (domains.go)
 }
 
 func intervalSet(t *nftables.Table, name string, key nftables.SetDatatype) *nftables.Set {

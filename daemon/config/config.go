@@ -170,10 +170,10 @@ const (
 	maxRulePriority          = 32765
 	// minRulePriority leaves P-1 (replies out of the TUN) and P-2 (TCP to the listener)
 	// above 0, the local table's rule.
-	minRulePriority = 3
-	maxPriority              = 1000
-	maxSOCKSCredential       = 255  // RFC 1929
-	maxCredential            = 1024 // http and shadowsocks
+	minRulePriority    = 3
+	maxPriority        = 1000
+	maxSOCKSCredential = 255  // RFC 1929
+	maxCredential      = 1024 // http and shadowsocks
 )
 
 // Default returns the defaults, with no proxies. Enabled is false: the daemon does

@@ -28,8 +28,8 @@ func newDataPath(cfg engine.Config, d engine.Dialer, log *slog.Logger) (*dataPat
 	return &dataPath{e: e}, nil
 }
 
-func (p *dataPath) listen(bool) (uint16, error)             { return 0, nil }
-func (p *dataPath) abandon()                                {}
+func (p *dataPath) listen(bool) (uint16, error)              { return 0, nil }
+func (p *dataPath) abandon()                                 {}
 func (p *dataPath) run(ctx context.Context, tunFD int) error { return p.e.Run(ctx, tunFD) }
 func (p *dataPath) SetDialer(d engine.Dialer)                { p.e.SetDialer(d) }
 func (p *dataPath) Done() <-chan struct{}                    { return p.e.Done() }
