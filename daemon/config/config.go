@@ -168,7 +168,7 @@ const (
 	minHealthInterval        = time.Second
 	maxHealthInterval        = time.Hour
 	maxRulePriority          = 32765
-	// minRulePriority leaves P-1 (replies out of the TUN) and P-2 (TCP to the listener)
+	// minRulePriority leaves P-1 (TCP to the listener) and P-2 (replies out of the TUN)
 	// above 0, the local table's rule.
 	minRulePriority    = 3
 	maxPriority        = 1000
