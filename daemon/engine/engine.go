@@ -56,7 +56,8 @@ type Config struct {
 	MaxFlowsPerDevice int
 	// MaxHandshakes caps proxy dials in progress, for TCP and for UDP each
 	// (default 256); a device may hold a quarter of them. Beyond either a TCP
-	// connection is reset and a datagram dropped.
+	// connection waits for a dial (at most DialTimeout) and a datagram is
+	// dropped (dial.go).
 	MaxHandshakes int
 	// DialTimeout bounds one proxy dial (default 10s).
 	DialTimeout time.Duration
@@ -157,6 +158,8 @@ type Engine struct {
 
 	tcpDialing atomic.Int64 // TCP proxy dials in progress, at most MaxHandshakes
 	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
+	waiting    int          // guarded by devMu: TCP flows in the devices' pending queues
+	runCtx     context.Context
 	udpBackoff *dialBackoff
 	udp        *udpTable // set by Run
 	ipID       atomic.Uint32
@@ -185,8 +188,9 @@ type flow interface {
 // and its UDP flows (the candidates for eviction at its cap).
 type device struct {
 	flows   int
-	dialing int
-	udp     map[*udpFlow]struct{}
+	dialing int                   // proxy dials in flight, TCP and UDP
+	udp     map[*udpFlow]struct{} // the candidates for eviction
+	pending []pendingDial         // TCP flows waiting for a dial (dial.go)
 }
 
 // dialerRef boxes the interface so it can be swapped atomically.
@@ -356,6 +360,7 @@ func (e *Engine) Run(ctx context.Context, tunFD int, ln *Listener) error {
 		return err
 	}
 	e.udp = newUDPTable(e, tun)
+	e.runCtx = ctx
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -402,6 +407,7 @@ func (e *Engine) shutdown() {
 	for _, f := range flows {
 		f.abort()
 	}
+	e.dropPending()
 	e.flowsWG.Wait()
 }
 
@@ -481,7 +487,7 @@ func (d *device) evictable(tcp bool, now time.Time) *udpFlow {
 
 // dropIfEmpty forgets a device that holds nothing. Called with devMu held.
 func (e *Engine) dropIfEmpty(src netip.Addr, d *device) {
-	if d.flows == 0 && d.dialing == 0 && len(d.udp) == 0 {
+	if d.flows == 0 && d.dialing == 0 && len(d.udp) == 0 && len(d.pending) == 0 {
 		delete(e.devices, src)
 	}
 }
@@ -516,40 +522,6 @@ func (e *Engine) untrackUDP(f *udpFlow) {
 	e.devMu.Lock()
 	if d := e.devices[src]; d != nil {
 		delete(d.udp, f)
-	}
-	e.devMu.Unlock()
-}
-
-// startDial counts a proxy dial of src in flight, unless the engine already has
-// MaxHandshakes of them for this protocol (inFlight) or src a quarter of those:
-// dials to unreachable targets take seconds, and one device's flood of them must
-// not take every dial of the others.
-func (e *Engine) startDial(src netip.Addr, inFlight *atomic.Int64) bool {
-	if inFlight.Add(1) > int64(e.cfg.MaxHandshakes) {
-		inFlight.Add(-1)
-		return false
-	}
-	src = src.Unmap()
-	e.devMu.Lock()
-	defer e.devMu.Unlock()
-	d := e.devices[src]
-	if d == nil || d.dialing >= max(e.cfg.MaxHandshakes/4, 1) {
-		inFlight.Add(-1)
-		e.refusedPerDevice.Add(1)
-		return false
-	}
-	d.dialing++
-	return true
-}
-
-// endDial ends a dial startDial counted.
-func (e *Engine) endDial(src netip.Addr, inFlight *atomic.Int64) {
-	inFlight.Add(-1)
-	src = src.Unmap()
-	e.devMu.Lock()
-	if d := e.devices[src]; d != nil {
-		d.dialing--
-		e.dropIfEmpty(src, d)
 	}
 	e.devMu.Unlock()
 }

@@ -34,7 +34,7 @@ func (e *Engine) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			continue
 		}
 		delay = 0
-		e.handleTCP(ctx, c)
+		e.handleTCP(c)
 	}
 }
 
@@ -53,7 +53,7 @@ func resetConn(c *net.TCPConn) {
 // Apps then fail over (Telegram tries its next data centre) instead of writing
 // into a connection that never answers. What the client sent meanwhile waits in
 // the kernel's receive buffer and goes nowhere else.
-func (e *Engine) handleTCP(ctx context.Context, c *net.TCPConn) {
+func (e *Engine) handleTCP(c *net.TCPConn) {
 	src, dst, ok := captured(c)
 	if !ok {
 		e.log.Debug("tcp connection to the listener itself, not from tproxy: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
@@ -66,21 +66,13 @@ func (e *Engine) handleTCP(ctx context.Context, c *net.TCPConn) {
 		resetConn(c)
 		return
 	}
-	if !e.startDial(src.Addr(), &e.tcpDialing) {
-		e.rejected.Add(1)
-		e.freeSlot(src.Addr())
-		e.log.Debug("tcp flow over the dials in flight, reset", "src", src, "dst", dst)
-		resetConn(c)
-		return
-	}
 	f := &tcpFlow{e: e, src: src, dst: dst, client: c, done: make(chan struct{})}
 	if !e.admit(f) {
-		e.endDial(src.Addr(), &e.tcpDialing)
 		e.freeSlot(src.Addr())
 		resetConn(c)
 		return
 	}
-	go f.dial(ctx)
+	e.dialTCP(f)
 }
 
 // tcpFlow relays one TCP connection: the client's kernel socket ⇄ proxy conn.

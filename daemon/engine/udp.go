@@ -118,7 +118,7 @@ func (t *udpTable) newFlow(ctx context.Context, key flowKey) *udpFlow {
 	}
 	// Bounded like TCP dials: a flood of new pairs must not become as many
 	// dials in flight. The datagram is dropped; the next one tries again.
-	if !e.startDial(src, &e.udpDialing) {
+	if !e.startDial(src, &e.udpDialing, true) {
 		e.freeSlot(src)
 		return nil
 	}
