@@ -81,6 +81,10 @@ type Config struct {
 	// nothing can tell it that data is waiting: a proxy conn that can only be
 	// read blocking (default 16 KiB).
 	HeldBufferSize int
+	// MemoryLimit is the daemon's memory budget in bytes (its GOMEMLIMIT), 0 for
+	// none: new flows are refused, and the least recently active ones closed,
+	// while the flows hold too much of it (memory.go).
+	MemoryLimit int64
 }
 
 // MinMTUv4 is the lowest MTU the engine takes with IPv4Only: what every IPv4 host must
@@ -121,6 +125,8 @@ type Stats struct {
 	PerDeviceLimit   int           `json:"per_device_limit"`   // Config.MaxFlowsPerDevice
 	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit (flows, or dials in flight)
 	Evicted          uint64        `json:"evicted"`            // UDP flows closed to make room for a new flow of the same device
+	RefusedMemory    uint64        `json:"refused_memory"`     // flows refused while the flows held too much of the memory budget
+	Shed             uint64        `json:"shed"`               // flows closed, least recently active first, to stay within the memory budget
 	TopDevices       []DeviceFlows `json:"top_devices"`        // the devices holding most flows, up to 5
 }
 
@@ -150,6 +156,8 @@ type Engine struct {
 	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
 	refusedPerDevice, evicted                atomic.Uint64
+	refusedMemory, shed                      atomic.Uint64
+	mem                                      *memGuard
 
 	devMu   sync.Mutex
 	devices map[netip.Addr]*device // guarded by devMu: what each source address holds
@@ -213,6 +221,7 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
 	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
+	e.mem = newMemGuard(cfg.MemoryLimit)
 	e.dialer.Store(&dialerRef{d})
 	return e, nil
 }
@@ -237,7 +246,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, minMTU)
 	case c.MaxFlowsPerDevice < 0 || c.MaxFlowsPerDevice > c.MaxFlows:
 		return fmt.Errorf("engine: MaxFlowsPerDevice %d out of range 1..%d (MaxFlows)", c.MaxFlowsPerDevice, c.MaxFlows)
-	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
+	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.MemoryLimit < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
 		return errors.New("engine: negative limit in config")
 	case c.BufferSize < 2048, c.HeldBufferSize < 2048:
 		return fmt.Errorf("engine: buffer sizes %d and %d: below 2048", c.BufferSize, c.HeldBufferSize)
@@ -277,6 +286,8 @@ func (e *Engine) Stats() Stats {
 		PerDeviceLimit:   e.cfg.MaxFlowsPerDevice,
 		RefusedPerDevice: e.refusedPerDevice.Load(),
 		Evicted:          e.evicted.Load(),
+		RefusedMemory:    e.refusedMemory.Load(),
+		Shed:             e.shed.Load(),
 		TopDevices:       e.topDevices(topDevicesShown),
 	}
 }

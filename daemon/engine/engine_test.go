@@ -958,3 +958,72 @@ func TestTCPEvictsUDPAtDeviceCap(t *testing.T) {
 		t.Errorf("RefusedPerDevice = %d, want 2", s.RefusedPerDevice)
 	}
 }
+
+// Over the memory budget new flows are refused, and far over it the least
+// recently active flows are closed, once per collection.
+func TestMemoryBudget(t *testing.T) {
+	const limit = 100 << 20
+	var used, cycle atomic.Uint64
+	used.Store(10 << 20)
+	env := startEngine(t, Config{MemoryLimit: limit}, echoDialer(t))
+	env.eng.mem.read = func() (uint64, uint64) { return used.Load(), cycle.Load() }
+	env.eng.mem.sampled = time.Time{}
+	var conns []net.Conn
+	for i := range 5 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.95:%d", 6000+i))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("flow %d within the budget: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	// The last three are active again, so the first two are the least recently active.
+	for _, c := range conns[2:] {
+		if _, err := c.Write([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 58%: over memRefuse, under memShed: refused, nothing closed.
+	used.Store(58 << 20)
+	time.Sleep(memSampleEvery)
+	env.expectReset(t, "203.0.113.95:6100", "a flow over the memory budget")
+	if s := env.eng.Stats(); s.RefusedMemory == 0 || s.Shed != 0 || s.ActiveTCP != 5 {
+		t.Fatalf("stats %+v, want the new flow refused and the five kept", s)
+	}
+	// 70% after a collection: the two least recently active flows (70 MiB over five
+	// flows is 14 MiB each, and 20 MiB must go) are closed.
+	used.Store(70 << 20)
+	cycle.Add(1)
+	time.Sleep(memSampleEvery)
+	env.expectReset(t, "203.0.113.95:6101", "a flow far over the memory budget")
+	waitFor(t, 10*time.Second, "two flows shed", func() bool {
+		s := env.eng.Stats()
+		return s.Shed == 2 && s.ActiveTCP == 3
+	})
+	for i, c := range conns {
+		_, err := c.Write([]byte("z"))
+		if err == nil {
+			_, err = c.Read(make([]byte, 1))
+		}
+		if shed := i < 2; shed != (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			t.Errorf("flow %d (opened %d of 5): read %v, want a reset only for the two oldest", i, i+1, err)
+		}
+	}
+	// Back under the budget: flows come in again.
+	used.Store(20 << 20)
+	time.Sleep(memSampleEvery)
+	c := env.mustDial(t, "tcp", "203.0.113.95:6102")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("a flow back under the budget: %v", err)
+	}
+}

@@ -60,6 +60,12 @@ func (e *Engine) handleTCP(c *net.TCPConn) {
 		resetConn(c)
 		return
 	}
+	if !e.memoryAllows() {
+		e.rejected.Add(1)
+		e.log.Debug("tcp flow over the memory budget, reset", "src", src, "dst", dst)
+		resetConn(c)
+		return
+	}
 	if !e.reserveSlot(src.Addr(), true) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over cap, reset", "src", src, "dst", dst, "max_flows", e.cfg.MaxFlows)
@@ -67,6 +73,7 @@ func (e *Engine) handleTCP(c *net.TCPConn) {
 		return
 	}
 	f := &tcpFlow{e: e, src: src, dst: dst, client: c, done: make(chan struct{})}
+	f.idle.touch()
 	if !e.admit(f) {
 		e.freeSlot(src.Addr())
 		resetConn(c)
@@ -199,6 +206,8 @@ func (f *tcpFlow) finish() {
 }
 
 func (f *tcpFlow) acquire() bool { return f.refs.acquire() }
+
+func (f *tcpFlow) lastActive() int64 { return f.idle.last.Load() }
 
 func (f *tcpFlow) releaseRef() {
 	if f.refs.release() {

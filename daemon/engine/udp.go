@@ -112,6 +112,10 @@ func (t *udpTable) newFlow(ctx context.Context, key flowKey) *udpFlow {
 		return nil
 	}
 	src := key.src.Addr()
+	if !e.memoryAllows() {
+		e.rejected.Add(1)
+		return nil
+	}
 	if !e.reserveSlot(src, false) {
 		e.rejected.Add(1)
 		return nil
@@ -284,6 +288,8 @@ func (f *udpFlow) attach(conn net.Conn) bool {
 }
 
 func (f *udpFlow) acquire() bool { return f.refs.acquire() }
+
+func (f *udpFlow) lastActive() int64 { return f.idle.last.Load() }
 
 func (f *udpFlow) releaseRef() {
 	if f.refs.release() {
