@@ -618,5 +618,3 @@ func (d *Daemon) listClient() *http.Client {
 func allowDocumentation() bool {
 	return os.Getenv("TGTUN_ALLOW_DOCUMENTATION_RANGES") == "1"
 }
-
-
