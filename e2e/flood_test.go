@@ -26,7 +26,7 @@ const (
 	floodUDPFlows = 20000
 	floodSYNs     = 10000
 	floodFor      = 20 * time.Second
-	// memoryLimit is the daemon's default memory_limit.
+	// memoryLimit is the flood test's memory_limit: a 128 MB router's share.
 	memoryLimit = 32 << 20
 )
 
@@ -45,7 +45,7 @@ func TestFlood(t *testing.T) {
 	conf := danteConf(dante).render()
 	conf = strings.Replace(conf, fmt.Sprintf("list lan_iface '%s'\n", testnet.LANIface),
 		fmt.Sprintf("list lan_iface '%s'\n\tlist lan_iface '%s'\n", testnet.LANIface, testnet.LAN2Iface), 1)
-	conf = strings.Replace(conf, "option log_level 'debug'", "option log_level 'info'", 1)
+	conf = strings.Replace(conf, "option log_level 'debug'", "option log_level 'info'\n\toption memory_limit '32M'", 1)
 	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock")}
 	if err := os.WriteFile(d.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -123,8 +123,8 @@ func TestFlood(t *testing.T) {
 		t.Errorf("tgtun's VmRSS reached %.1f MiB, over memory_limit %d MiB", float64(peak)/(1<<20), memoryLimit>>20)
 	}
 	f := st.Flows
-	if f.RefusedPerDevice == 0 || f.PerDeviceLimit != 4096/4 || len(f.TopDevices) == 0 || f.TopDevices[0].Address != testnet.ClientV4.String() {
-		t.Errorf("status flows %+v: want the per-device cap (1024) refusing the flooder %s, shown on top", f, testnet.ClientV4)
+	if f.RefusedPerDevice == 0 || f.PerDeviceLimit != st.MaxFlows/4 || len(f.TopDevices) == 0 || f.TopDevices[0].Address != testnet.ClientV4.String() {
+		t.Errorf("status flows %+v: want the per-device cap (max_flows %d / 4) refusing the flooder %s, shown on top", f, st.MaxFlows, testnet.ClientV4)
 	}
 	// After the flood, the second client still works, and the daemon still answers.
 	if err := patientRoundTrip(long); err != nil {
@@ -225,6 +225,12 @@ func vmRSS(pid int) int64 {
 // addresses of the target range where nothing listens, evenly over dur. Both are crafted
 // on raw sockets: no descriptor per flow, and the client's kernel keeps no state for them.
 func flood(n *testnet.Net, dur time.Duration) error {
+	return sprayFlows(n, 1024, floodUDPFlows, floodSYNs, dur)
+}
+
+// sprayFlows sends udpFlows datagrams, from source ports firstPort on, and syns SYNs
+// as flood describes, over dur.
+func sprayFlows(n *testnet.Net, firstPort, udpFlows, syns int, dur time.Duration) error {
 	rawUDP, err := n.ListenPacket(n.Client, "ip4:udp", testnet.ClientV4.String())
 	if err != nil {
 		return err
@@ -239,12 +245,12 @@ func flood(n *testnet.Net, dur time.Duration) error {
 	udpSent, synSent := 0, 0
 	start := time.Now()
 	for k := range ticks {
-		for ; udpSent < floodUDPFlows*(k+1)/ticks; udpSent++ {
-			if _, err := rawUDP.WriteTo(udpDatagram(uint16(1024+udpSent), testnet.EchoPort, "flood"), echo); err != nil {
+		for ; udpSent < udpFlows*(k+1)/ticks; udpSent++ {
+			if _, err := rawUDP.WriteTo(udpDatagram(uint16(firstPort+udpSent), testnet.EchoPort, "flood"), echo); err != nil {
 				return fmt.Errorf("UDP datagram %d: %w", udpSent, err)
 			}
 		}
-		for ; synSent < floodSYNs*(k+1)/ticks; synSent++ {
+		for ; synSent < syns*(k+1)/ticks; synSent++ {
 			dst := floodTarget(synSent)
 			seg := synSegment(testnet.ClientV4, dst, uint16(20000+synSent%40000))
 			if _, err := rawTCP.WriteTo(seg, &net.IPAddr{IP: dst.Addr().AsSlice()}); err != nil {
@@ -254,6 +260,47 @@ func flood(n *testnet.Net, dur time.Duration) error {
 		time.Sleep(time.Until(start.Add(time.Duration(k+1) * tick)))
 	}
 	return nil
+}
+
+// TestOwnUDPDoesNotLockOutTCP (issue 24): a device that filled its share of the flows
+// with UDP (20 000 datagrams from fresh source ports in 10 s: a QUIC-heavy app, a scan)
+// gets its next TCP connection to a messenger at once: it takes the place of the
+// device's least recently active UDP flow, as conntrack's early drop does. It used to be
+// reset until the UDP flows expired a minute later.
+func TestOwnUDPDoesNotLockOutTCP(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	d := startTgtun(t, n, danteConf(dante))
+	waitProxiesProbedHealthy(t, d)
+	if err := sprayFlows(n, 1024, 20000, 0, 10*time.Second); err != nil {
+		t.Fatalf("UDP spray: %v", err)
+	}
+	// Dials the device had in flight when a datagram came were refused too: top the
+	// flows up from fresh ports until they fill its share, as on the router that
+	// reported it (total_udp 1024).
+	port := 1024 + 20000
+	eventually(t, 60*time.Second, "the device's share full of UDP flows", func() error {
+		f := d.status().Flows
+		if len(f.TopDevices) > 0 && f.TopDevices[0].Flows >= f.PerDeviceLimit && f.ActiveTCP == 0 {
+			return nil
+		}
+		if err := sprayFlows(n, port, 200, 0, 200*time.Millisecond); err != nil {
+			t.Fatalf("UDP spray: %v", err)
+		}
+		port += 200
+		return fmt.Errorf("flows %+v: want the device's share (%d) full of UDP flows", f, f.PerDeviceLimit)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	echo := netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort)
+	for i := range 3 {
+		if err := newTCPFlow(ctx, n, n.Client, echo, i); err != nil {
+			t.Fatalf("the device's TCP flow %d after its UDP filled its share: %v\nflows %+v", i, err, d.status().Flows)
+		}
+	}
+	if f := d.status().Flows; f.Evicted < 3 {
+		t.Errorf("flows %+v: want the TCP flows to have taken the places of 3 UDP flows", f)
+	}
+	d.stop()
 }
 
 // udpDatagram builds a UDP datagram; IPv4 allows the checksum to be left out (0).
