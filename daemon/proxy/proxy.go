@@ -202,6 +202,10 @@ func newBaseDialer(spec Spec, opts Options) base {
 		b.firstReply = DefaultFirstReplyTimeout
 	}
 	b.net.Control = markControl(opts.BypassMark)
+	// No keep-alive probes of our own (Go's default sends one every 15 s on an idle
+	// socket): a relayed flow carries its client's keep-alives end to end, and a
+	// thousand idle messenger flows must not wake the router 67 times a second.
+	b.net.KeepAlive = -1
 	b.net.Resolver = opts.Resolver
 	if b.net.Resolver == nil {
 		dnsDialer := &net.Dialer{Control: markControl(opts.BypassMark)}
