@@ -8,7 +8,8 @@
 # One addition: build.sh builds opkg-cl without usign support (ENABLE_USIGN=OFF), and
 # such an opkg never checks a feed's Packages.sig. The package tests need the opkg of a
 # router, which does: the same pinned opkg-lede is built again with ENABLE_USIGN=ON into
-# PREFIX/opkg-usign/bin/opkg-cl (a few seconds; kept while src/COMMITS is unchanged).
+# PREFIX/opkg-usign/bin/opkg-cl (half a minute; kept while src/COMMITS is unchanged).
+# OpenWrt's base shell libraries (../shared/openwrt/files) are copied to PREFIX/files.
 set -euo pipefail
 
 prefix=${1:?usage: tools/openwrt-host.sh PREFIX (e.g. /var/cache/tgtun-openwrt)}
@@ -47,9 +48,18 @@ if ! { [ -x "$usign_dir/bin/opkg-cl" ] && cmp -s "$usign_dir/.commits" "$shared/
 	cp "$shared/src/COMMITS" "$usign_dir/.commits"
 fi
 
+# OpenWrt's base shell libraries (rc.common, functions.sh, procd.sh, jshn.sh...), which
+# the tests lay into their scratch roots: beside the programs, so the cache is all they need.
+if ! diff -rq "$shared/files" "$prefix/files" >/dev/null 2>&1; then
+	rm -rf "$prefix/files"
+	cp -R "$shared/files" "$prefix/files"
+	chmod -R u+w "$prefix/files"
+fi
+
 missing=()
 for f in sbin/ubusd bin/ubus bin/uci bin/jshn bin/ucode bin/utpl sbin/rpcd bin/uhttpd bin/apk \
-	bin/opkg-cl opkg-usign/bin/opkg-cl firewall4/root/sbin/fw4 firewall4/root/usr/share/firewall4/main.uc; do
+	bin/opkg-cl opkg-usign/bin/opkg-cl firewall4/root/sbin/fw4 firewall4/root/usr/share/firewall4/main.uc files/etc/rc.common \
+	files/lib/functions/procd.sh; do
 	[ -e "$prefix/$f" ] || missing+=("$f")
 done
 if [ ${#missing[@]} -ne 0 ]; then
