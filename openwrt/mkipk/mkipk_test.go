@@ -116,7 +116,7 @@ func TestPackagePerArch(t *testing.T) {
 			wantCtl := map[string]string{
 				"Package":        "tgtun",
 				"Version":        "1.2.3-r1",
-				"Depends":        "libc, kmod-tun, kmod-nft-core, ca-bundle",
+				"Depends":        "libc, kmod-tun, kmod-nft-core, kmod-nft-tproxy, kmod-nft-socket, ca-bundle",
 				"Source":         "openwrt",
 				"SourceName":     "tgtun",
 				"License":        "Apache-2.0",
@@ -423,7 +423,7 @@ func TestMakefileMatchesFiles(t *testing.T) {
 		"GO_PKG_BUILD_PKG:=$(GO_PKG)/daemon",
 		"GO_PKG_LDFLAGS_X:=main.version=",
 		"../../lang/golang/golang-package.mk",
-		"DEPENDS:=$(GO_ARCH_DEPENDS) +kmod-tun +kmod-nft-core +ca-bundle",
+		"DEPENDS:=$(GO_ARCH_DEPENDS) +kmod-tun +kmod-nft-core +kmod-nft-tproxy +kmod-nft-socket +ca-bundle",
 		"define Package/tgtun/conffiles\n/etc/config/tgtun\nendef",
 		"$(INSTALL_BIN) $(GO_PKG_BUILD_BIN_DIR)/daemon $(1)/usr/sbin/tgtun",
 		"$(eval $(call BuildPackage,tgtun))",
