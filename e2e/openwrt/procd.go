@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -84,4 +85,48 @@ func (p *Procd) Calls() []ProcdCall {
 func (c ProcdCall) String() string {
 	b, _ := json.Marshal(c.Args)
 	return fmt.Sprintf("%s %s", c.Method, b)
+}
+
+// Iface is one logical interface as netifd reports it in `network.interface dump`.
+type Iface struct {
+	Name   string         // "lan", "wan", "wan6"
+	Device string         // its L3 device
+	Addrs  []netip.Prefix // its addresses
+}
+
+// ServeNetifd answers, where netifd sits on the bus, the call fw4 makes to map its zones'
+// networks to devices and addresses: `network.interface dump`, with the interfaces up.
+func ServeNetifd(t testing.TB, sock string, ifaces ...Iface) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := ubus.Dial(ctx, sock)
+	if err != nil {
+		t.Fatalf("netifd's side of the bus: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	var list ubus.Array
+	for _, ifc := range ifaces {
+		var v4, v6 ubus.Array
+		for _, p := range ifc.Addrs {
+			a := ubus.Table{{Name: "address", Value: p.Addr().String()}, {Name: "mask", Value: int32(p.Bits())}}
+			if p.Addr().Is4() {
+				v4 = append(v4, a)
+			} else {
+				v6 = append(v6, a)
+			}
+		}
+		list = append(list, ubus.Table{
+			{Name: "interface", Value: ifc.Name}, {Name: "up", Value: true}, {Name: "pending", Value: false},
+			{Name: "available", Value: true}, {Name: "proto", Value: "static"},
+			{Name: "device", Value: ifc.Device}, {Name: "l3_device", Value: ifc.Device},
+			{Name: "ipv4-address", Value: v4}, {Name: "ipv6-address", Value: v6},
+			{Name: "data", Value: ubus.Table{}},
+		})
+	}
+	dump := ubus.Table{{Name: "interface", Value: list}}
+	if _, err := conn.AddObject(ctx, "network.interface", ubus.Method{Name: "dump",
+		Handler: func(context.Context, ubus.Table) (ubus.Table, error) { return dump, nil }}); err != nil {
+		t.Fatalf("register network.interface on ubusd: %v", err)
+	}
 }

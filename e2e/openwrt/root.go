@@ -104,22 +104,6 @@ func newRoot(h Host, dir string) (*Root, error) {
 			return nil, err
 		}
 	}
-	// fw4's program, templates and module; ucode searches PREFIX/share/ucode for modules.
-	fw := h.Path("firewall4/root")
-	for src, dst := range map[string]string{
-		"sbin/fw4":               "sbin/fw4",
-		"usr/share/firewall4":    "usr/share/firewall4",
-		"usr/share/ucode/fw4.uc": filepath.Join(h.Dir, "share/ucode/fw4.uc"),
-		"usr/share/nftables.d":   "usr/share/nftables.d",
-		"etc/nftables.d":         "etc/nftables.d",
-		"etc/config/firewall":    "etc/config/firewall",
-		"etc/hotplug.d/iface":    "etc/hotplug.d/iface",
-		"etc/init.d/firewall":    "etc/init.d/firewall",
-	} {
-		if err := copyTree(filepath.Join(fw, src), r.Path(dst)); err != nil {
-			return nil, err
-		}
-	}
 	links := map[string]string{
 		"sbin/ubusd":    filepath.Join(h.Dir, "sbin/ubusd"),
 		"bin/ubus":      filepath.Join(h.Dir, "bin/ubus"),
@@ -150,15 +134,64 @@ func newRoot(h Host, dir string) (*Root, error) {
 		}
 	}
 	for name, body := range map[string]string{
+		"usr/sbin/opkg-key":   opkgKey,
 		"etc/passwd":          "root:x:0:0:root:/root:/bin/ash\n",
 		"etc/group":           "root:x:0:\n",
 		"etc/openwrt_release": "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='test'\n",
 	} {
-		if err := os.WriteFile(r.Path(name), []byte(body), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(name, "usr/sbin/") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(r.Path(name), []byte(body), mode); err != nil {
 			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// opkgKey is the root's /usr/sbin/opkg-key, the program opkg runs to verify a feed's
+// list (`opkg-key verify SIG LIST`). OpenWrt 24.10's unpacks the list (opkg keeps a src/gz
+// feed's Packages.gz as it came; the signature is over Packages) and pipes it to `usign -V
+// -P /etc/opkg/keys -q -x SIG -m -`, which takes the key that the signature's fingerprint
+// names from /etc/opkg/keys. usign has no Debian package: signify (OpenBSD's, whose key
+// and signature format usign implements) verifies here, with the key usign would take.
+const opkgKey = `#!/bin/sh
+case "$1" in
+verify)
+	fp=$(sed -n 2p "$2" | base64 -d 2>/dev/null | dd bs=1 skip=2 count=8 2>/dev/null | hexdump -e '8/1 "%02x"' | sed 's/^0*//')
+	[ -n "$fp" ] && [ -f "/etc/opkg/keys/$fp" ] || { echo "opkg-key: no trusted key for $2" >&2; exit 1; }
+	{ zcat "$3" 2>/dev/null || cat "$3"; } | signify -V -q -p "/etc/opkg/keys/$fp" -x "$2" -m -
+	;;
+*)
+	echo "opkg-key: only verify is here" >&2
+	exit 1
+	;;
+esac
+`
+
+// AddFirewall4 installs OpenWrt's firewall4 in the root: /sbin/fw4, its templates and
+// ucode module (where ucode searches: the build prefix's share/ucode), the default
+// /etc/config/firewall, /etc/init.d/firewall and the include directories.
+func (r *Root) AddFirewall4() error {
+	h := r.Host
+	// fw4's program, templates and module; ucode searches PREFIX/share/ucode for modules.
+	fw := h.Path("firewall4/root")
+	for src, dst := range map[string]string{
+		"sbin/fw4":               "sbin/fw4",
+		"usr/share/firewall4":    "usr/share/firewall4",
+		"usr/share/ucode/fw4.uc": filepath.Join(h.Dir, "share/ucode/fw4.uc"),
+		"usr/share/nftables.d":   "usr/share/nftables.d",
+		"etc/nftables.d":         "etc/nftables.d",
+		"etc/config/firewall":    "etc/config/firewall",
+		"etc/hotplug.d/iface":    "etc/hotplug.d/iface",
+		"etc/init.d/firewall":    "etc/init.d/firewall",
+	} {
+		if err := copyTree(filepath.Join(fw, src), r.Path(dst)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Path is a path inside the root, as seen from outside.

@@ -82,6 +82,7 @@ func TestAPKPerArch(t *testing.T) {
 				"/etc/init.d/tgtun":          {filesDir + "/etc/init.d/tgtun", 0o755},
 				"/etc/uci-defaults/99-tgtun": {filesDir + "/etc/uci-defaults/99-tgtun", 0o755},
 				"/usr/share/nftables.d/chain-pre/forward/30-tgtun.nft": {filesDir + "/usr/share/nftables.d/chain-pre/forward/30-tgtun.nft", 0o644},
+				"/usr/share/nftables.d/chain-pre/input/30-tgtun.nft":   {filesDir + "/usr/share/nftables.d/chain-pre/input/30-tgtun.nft", 0o644},
 			}
 			for name, w := range wantFiles {
 				af, ok := files[name]

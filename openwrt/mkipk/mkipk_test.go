@@ -188,6 +188,7 @@ func TestPackagePerArch(t *testing.T) {
 				"./etc/init.d/tgtun":                                    0o755,
 				"./etc/uci-defaults/99-tgtun":                           0o755,
 				"./usr/share/nftables.d/chain-pre/forward/30-tgtun.nft": 0o644,
+				"./usr/share/nftables.d/chain-pre/input/30-tgtun.nft":   0o644,
 			} {
 				if _, ok := wantModes[name]; !ok {
 					t.Errorf("openwrt/files has no %s", name)

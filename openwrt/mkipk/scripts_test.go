@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -341,68 +342,75 @@ func TestInitReloadService(t *testing.T) {
 	}
 }
 
-// TestFirewallFragment loads the fw4 fragment where fw4 includes it, at the top of chain
-// forward of table inet fw4, with the real nft in a network namespace of its own.
-func TestFirewallFragment(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatalf("loading the fw4 fragment into nftables needs root (a private network namespace)")
+// TestFirewallIncludes renders OpenWrt's default firewall (its /etc/config/firewall: lan and
+// wan zones, masquerade) with the real fw4, in a router root holding the package's
+// /usr/share/nftables.d files, with netifd's and procd's ubus answers served on the real
+// ubusd: the forward rule must open fw4's forward chain and the input rule its input
+// chain, each before fw4's own handling of flows, and nft must accept the whole ruleset
+// (`fw4 check`, in a network namespace of its own). The e2e test TestBesideFw4 loads it.
+func TestFirewallIncludes(t *testing.T) {
+	h := openwrt.NeedHost(t)
+	r := openwrt.NewRoot(t, h)
+	if err := r.AddFirewall4(); err != nil {
+		t.Fatal(err)
 	}
-	for _, tool := range []string{"unshare", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed: %v", tool, err)
+	for _, f := range []string{"chain-pre/forward/30-tgtun.nft", "chain-pre/input/30-tgtun.nft"} {
+		if err := r.WriteFile("usr/share/nftables.d/"+f, readFile(t, filesDir+"/usr/share/nftables.d/"+f), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
-	frag, err := filepath.Abs("../files/usr/share/nftables.d/chain-pre/forward/30-tgtun.nft")
+	u := openwrt.StartUbusd(t, h, "", r.Path("var/run/ubus/ubus.sock"))
+	openwrt.ServeProcd(t, u.Sock)
+	openwrt.ServeNetifd(t, u.Sock,
+		openwrt.Iface{Name: "lan", Device: "br-lan", Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}},
+		openwrt.Iface{Name: "wan", Device: "eth1", Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// fw4 start loads the ruleset with nft, which resolves the include lines fw4 writes;
+	// the namespace is a fresh one of this command alone.
+	ruleset, err := r.Sh(ctx, "fw4 start && nft list chain inet fw4 forward && nft list chain inet fw4 input")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ruleset := filepath.Join(t.TempDir(), "fw4.nft")
-	// The skeleton of what fw4 generates around chain-pre/forward fragments.
-	body := `table inet fw4 {
-	chain forward {
-		type filter hook forward priority filter; policy drop;
-		include "` + frag + `"
-		ct state established,related accept comment "!fw4: Allow forwarded established and related flows"
-		ct state invalid drop
-		jump handle_reject
+	for _, c := range []struct{ chain, rule, before string }{
+		{"forward", `oifname "tgtun*" ct state new accept`, "established : accept"},
+		{"input", `socket transparent 1 accept`, "established : accept"},
+	} {
+		body := chainOf(ruleset, c.chain)
+		i, j := strings.Index(body, c.rule), strings.Index(body, c.before)
+		if i < 0 || j < 0 || i > j {
+			t.Errorf("fw4's chain %s does not hold %q before %q:\n%s", c.chain, c.rule, c.before, body)
+		}
 	}
-	chain handle_reject {
-		reject
-	}
-}
-`
-	if err := os.WriteFile(ruleset, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// A fresh network namespace: the host's own ruleset is never touched.
-	out, err := exec.Command("unshare", "--net", "sh", "-c",
-		`nft -f "$1" && nft list chain inet fw4 forward`, "sh", ruleset).CombinedOutput()
-	if err != nil {
-		t.Fatalf("nft rejects the fragment inside fw4's forward chain: %v\n%s", err, out)
-	}
-	list := string(out)
-	rule := `oifname "tgtun*" ct state new accept`
-	i, j := strings.Index(list, rule), strings.Index(list, "ct state established,related accept")
-	if i < 0 || j < 0 || i > j {
-		t.Errorf("forward chain does not start with %q before fw4's established rule:\n%s", rule, list)
+	if out, err := r.Run(ctx, "fw4", "check"); err != nil || !strings.Contains(out, "passes nftables check") {
+		t.Errorf("fw4 check: %v\n%s", err, out)
 	}
 }
 
-// TestUCIDefaultsRecreatesPrivateConfig runs uci-defaults where the config is missing, with
-// a umask of 022 and a uci that writes a new file (as uci commit does, by rename): the
-// recreated /etc/config/tgtun, which will hold proxy passwords, must end up 0600.
+// chainOf returns the text of `chain NAME { ... }` in an nft ruleset.
+func chainOf(ruleset, name string) string {
+	i := strings.Index(ruleset, "chain "+name+" {")
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(ruleset[i:], "\n\t}\n")
+	if j < 0 {
+		return ruleset[i:]
+	}
+	return ruleset[i : i+j]
+}
+
+// TestUCIDefaultsRecreatesPrivateConfig runs uci-defaults in a router root with OpenWrt's
+// uci, with a umask of 022, where the config is missing: the recreated /etc/config/tgtun,
+// which will hold proxy passwords, must end up 0600 and hold what the daemon needs; an
+// existing file is left alone.
 func TestUCIDefaultsRecreatesPrivateConfig(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "tgtun")
-	script := strings.ReplaceAll(string(readFile(t, filesDir+"/etc/uci-defaults/99-tgtun")), "/etc/config/tgtun", cfg)
-	bin := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
+	h := openwrt.NeedHost(t)
+	r := openwrt.NewRoot(t, h)
+	if err := r.WriteFile("etc/uci-defaults/99-tgtun", readFile(t, filesDir+"/etc/uci-defaults/99-tgtun"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	uci := "#!/bin/sh\ncat >/dev/null\nrm -f '" + cfg + "'\nprintf \"config main 'main'\\n\toption enabled '0'\\n\" >'" + cfg + "'\n"
-	if err := os.WriteFile(filepath.Join(bin, "uci"), []byte(uci), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	cfg := r.Path("etc/config/tgtun")
 	for _, existing := range []string{"", "config main 'main'\n\toption enabled '1'\n"} {
 		os.Remove(cfg)
 		if existing != "" {
@@ -410,19 +418,23 @@ func TestUCIDefaultsRecreatesPrivateConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		c := exec.Command("sh", "-c", "umask 022; "+script)
-		c.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
-		if out, err := c.CombinedOutput(); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := r.Sh(ctx, "umask 022; cd /etc/uci-defaults && . ./99-tgtun")
+		cancel()
+		if err != nil {
 			t.Fatalf("uci-defaults: %v\n%s", err, out)
 		}
 		st, err := os.Stat(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
+		body := string(readFile(t, cfg))
 		switch {
 		case existing == "" && st.Mode().Perm() != 0o600:
 			t.Errorf("recreated config has mode %o, want 600", st.Mode().Perm())
-		case existing != "" && (st.Mode().Perm() != 0o644 || string(readFile(t, cfg)) != existing):
+		case existing == "" && (!strings.Contains(body, "config main 'main'") || !strings.Contains(body, "config service 'telegram'")):
+			t.Errorf("recreated config:\n%s", body)
+		case existing != "" && (st.Mode().Perm() != 0o644 || body != existing):
 			t.Errorf("an existing config was changed (mode %o)", st.Mode().Perm())
 		}
 	}
