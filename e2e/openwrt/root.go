@@ -135,6 +135,7 @@ func newRoot(h Host, dir string) (*Root, error) {
 	}
 	for name, body := range map[string]string{
 		"usr/sbin/opkg-key":   opkgKey,
+		"etc/protocols":       protocols,
 		"etc/passwd":          "root:x:0:0:root:/root:/bin/ash\n",
 		"etc/group":           "root:x:0:\n",
 		"etc/openwrt_release": "DISTRIB_ID='OpenWrt'\nDISTRIB_RELEASE='test'\n",
@@ -149,6 +150,22 @@ func newRoot(h Host, dir string) (*Root, error) {
 	}
 	return r, nil
 }
+
+// protocols is the root's /etc/protocols (OpenWrt's base-files has one): nft resolves the
+// names fw4 writes (ipv6-icmp, esp...) through it.
+const protocols = `ip	0	IP
+icmp	1	ICMP
+igmp	2	IGMP
+tcp	6	TCP
+udp	17	UDP
+ipv6	41	IPv6
+gre	47	GRE
+esp	50	IPSEC-ESP
+ah	51	IPSEC-AH
+ipv6-icmp	58	IPv6-ICMP
+sctp	132	SCTP
+udplite	136	UDPLite
+`
 
 // opkgKey is the root's /usr/sbin/opkg-key, the program opkg runs to verify a feed's
 // list (`opkg-key verify SIG LIST`). OpenWrt 24.10's unpacks the list (opkg keeps a src/gz
