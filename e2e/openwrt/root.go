@@ -41,9 +41,11 @@ const libDir = "/usr/lib/x86_64-linux-gnu"
 
 // NewRoot lays out a router root in a temporary directory: busybox (busybox-static) as
 // /bin/sh and its applets, OpenWrt's base shell libraries from the cache, ubusd, ubus,
-// uci, jshn, ucode, utpl, opkg (with usign checks), apk and fw4 at their router paths,
-// nft, flock and signify from the host. /etc/config, /etc/init.d, /etc/rc.d, /tmp,
-// /var/run and /var/lock exist and are empty.
+// uci, jshn, ucode, utpl, opkg (with usign checks, and its /usr/sbin/opkg-key) and apk at
+// their router paths, nft, flock and signify from the host, /etc/protocols.
+// /etc/config, /etc/init.d, /etc/rc.d, /tmp, /var/run and /var/lock exist and are empty;
+// AddFirewall4 adds fw4. The host programs come with Debian's amd64 libraries (libDir):
+// the tests run on amd64 Debian, as CI does.
 func NewRoot(t testing.TB, h Host) *Root {
 	t.Helper()
 	r, err := newRoot(h, t.TempDir())
