@@ -22,17 +22,27 @@ SINGBOX_VERSION := 1.14.1
 # wireguard-go (userspace WireGuard; the kernel of CI may have no wireguard module): the
 # link of the interface-proxy e2e test. Installed as $GOPATH/bin/wireguard.
 WIREGUARD_GO    := golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446
-# Debian packages the tests and the demo use: the kernel tools, real proxy servers and
-# clients, qemu for the big-endian test run, shellcheck and gettext for the packaging checks.
-DEB_PKGS    := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
-               tinyproxy qemu-user-static shellcheck gettext wireguard-tools
-# dnsmasq-base: the binary alone (the dnsmasq package would enable and start a service).
-DEB_PKGS    += dnsmasq-base
+# Debian packages the demo's steps use: the test network's kernel tools, real proxy servers
+# and clients (e2e/testnet's requiredBinaries). dnsmasq-base: the binary alone (the dnsmasq
+# package would enable and start a service).
+DEMO_DEB_PKGS := nftables iproute2 socat iperf3 curl dante-server microsocks shadowsocks-libev \
+               tinyproxy dnsmasq-base
+# What only the tests add: qemu for the big-endian test run, shellcheck and gettext for the
+# packaging checks, wireguard-tools for the interface proxy, busybox-static (the shell and
+# tools of the OpenWrt root the package tests run in) and signify-openbsd (verifies usign
+# signatures for that root's opkg, as usign does on a router).
+DEB_PKGS    := $(DEMO_DEB_PKGS) qemu-user-static shellcheck gettext wireguard-tools \
+               busybox-static signify-openbsd
+# OpenWrt's own programs (ubusd, ubus, uci, rpcd, uhttpd, ucode + fw4, opkg, apk), built by
+# tools/openwrt-host.sh from ../shared/openwrt into this cache outside the checkout, once;
+# the tests find it through TGTUN_OPENWRT_HOST and fail when it is unset or incomplete.
+OPENWRT_HOST ?= /var/cache/tgtun-openwrt
+export TGTUN_OPENWRT_HOST := $(OPENWRT_HOST)
 # Packages whose tests need no root and no network namespaces: they also run under qemu
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/... ./daemon/dnsfwd/... ./daemon/dnsname/...
 
-.PHONY: docs-img help go-check deps build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
+.PHONY: docs-img help go-check deps deps-demo openwrt-host build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
 
 help:
 	@echo "make demo   - set up, build and run the end-to-end demo (root; 2-5 min the first time, 1 min after)"
@@ -56,13 +66,18 @@ go-check:
 		echo "$(GO) is Go $$have; tgtun needs Go $(GO_NEED) or newer (https://go.dev/dl/)."; exit 1; \
 	fi
 
-# deps installs what the tests need on a fresh Debian machine (root): quietly, waiting for
-# a held apt lock, leaving the test servers' services disabled (tools/deps.sh). It takes a
-# few minutes the first time and a second when everything is there.
-deps: go-check
-	@bash tools/deps.sh $(DEB_PKGS)
+# deps-demo installs what the demo's steps use on a fresh Debian machine (root): quietly,
+# waiting for a held apt lock, leaving the test servers' services disabled (tools/deps.sh),
+# and the Go modules. deps adds what only the tests and the bench use: more Debian
+# packages, sing-box, wireguard-go and OpenWrt's programs. Each takes a few minutes the
+# first time and a second when everything is there.
+deps-demo: go-check
+	@bash tools/deps.sh $(DEMO_DEB_PKGS)
 	@echo "deps: go mod download"
 	@$(GO) mod download
+
+deps: deps-demo
+	@bash tools/deps.sh $(DEB_PKGS)
 	@# sing-box: the VLESS (TLS, REALITY, Vision), Trojan and Shadowsocks-2022 servers of the
 	@# e2e tests and the bench's reference client. with_utls enables REALITY; no QUIC.
 	@gobin=$$($(GO) env GOBIN); sb=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/sing-box; \
@@ -76,6 +91,11 @@ deps: go-check
 	if ! "$$wg" --version 2>/dev/null | grep -q 'wireguard-go'; then \
 		echo "installing wireguard-go into $$wg"; $(GO) install $(WIREGUARD_GO); \
 	fi
+	@bash tools/openwrt-host.sh $(OPENWRT_HOST)
+
+# OpenWrt's programs into $(OPENWRT_HOST): about 2 minutes the first time, then at once.
+openwrt-host:
+	@bash tools/openwrt-host.sh $(OPENWRT_HOST)
 
 build: go-check
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
@@ -203,7 +223,7 @@ feed: packages
 	cp $(FEED_KEYS)/apk.pub.pem dist/feed/keys/tgtun-feed.pem
 	@ls dist/feed dist/feed/keys
 
-demo: deps build
+demo: deps-demo build
 	$(GO) run ./e2e/demo -tgtun $(BIN)
 
 # Figures against baselines of the same run, in the e2e network (root): see docs/performance.md.

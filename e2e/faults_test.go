@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tgtun/tgtun/daemon/ubus/ubustest"
 	"github.com/tgtun/tgtun/e2e/testnet"
 )
 
@@ -161,7 +160,7 @@ func waitRebuilt(t *testing.T, d *daemon, before int) {
 // TestFaults hurts a running daemon in the ways a router sees (issue 15) and checks after
 // each that the data path comes back or stays as promised, that nothing is duplicated and
 // that neither ordinary traffic is touched nor messenger traffic ever goes out directly
-// (fail_mode block). ubusd has no Debian package: the project's ubustest broker stands in.
+// (fail_mode block). The bus is OpenWrt's real ubusd in the router namespace.
 func TestFaults(t *testing.T) {
 	n := testnet.New(t)
 	if err := n.StartMessengerServers(); err != nil {
@@ -176,17 +175,12 @@ func TestFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxyProc := startMicrosocksOn(t, n, port)
-	ubusSock := filepath.Join(n.Dir, "ubus.sock")
-	broker, err := ubustest.Listen(ubusSock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { broker.Close() })
+	ubusd := routerUbusd(t, n)
 
 	conf := tgtunConf{failMode: "block", healthInterval: "1s", proxies: []proxyConf{
 		{name: "only", typ: "socks5", server: testnet.ProxyV4.String(), port: port},
 	}}
-	d := startTgtun(t, n, conf, "--ubus-socket", ubusSock)
+	d := startTgtun(t, n, conf, "--ubus-socket", ubusd.Sock)
 	t.Cleanup(func() { _ = d.proc.Stop() })
 	healthy(t, n)
 
@@ -221,15 +215,13 @@ func TestFaults(t *testing.T) {
 		resetLeak(t, n)
 		ctx, cancel := context.WithTimeout(context.Background(), faultBound)
 		defer cancel()
-		waitForObject(ctx, t, ubusSock).Close()
-		broker.Close()
-		broker, err = ubustest.Listen(ubusSock)
-		if err != nil {
+		waitForObject(ctx, t, ubusd)
+		ubusd.Stop()
+		if err := ubusd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		conn := waitForObject(ctx, t, ubusSock)
-		defer conn.Close()
-		if _, err := conn.Invoke(ctx, "tgtun", "status", nil); err != nil {
+		waitForObject(ctx, t, ubusd)
+		if _, err := ubusCall(ctx, ubusd, "status"); err != nil {
 			t.Errorf("status after a ubusd restart: %v", err)
 		}
 		healthy(t, n)
@@ -351,7 +343,7 @@ func TestFaults(t *testing.T) {
 		assertNoLeak(t, n)
 		seesAs(t, n, directURL(false), testnet.WANV4.String())
 		seesAs(t, n, directURL(true), testnet.ClientV6.String())
-		d.start("--ubus-socket", ubusSock)
+		d.start("--ubus-socket", ubusd.Sock)
 		healthy(t, n)
 	})
 	d.stop()

@@ -50,7 +50,7 @@ func TestAPKPerArch(t *testing.T) {
 			for _, d := range i.Field(piDepends).Items {
 				deps = append(deps, d.Field(depName).Str())
 			}
-			if want := []string{"ca-bundle", "kmod-nft-core", "kmod-tun", "libc"}; !slices.Equal(deps, want) {
+			if want := []string{"ca-bundle", "kmod-nft-core", "kmod-nft-socket", "kmod-nft-tproxy", "kmod-tun", "libc"}; !slices.Equal(deps, want) {
 				t.Errorf("depends %v, want %v", deps, want)
 			}
 			// The unique id is SHA-256 (first 20 bytes) of the ADB block with the id zeroed.
@@ -82,6 +82,7 @@ func TestAPKPerArch(t *testing.T) {
 				"/etc/init.d/tgtun":          {filesDir + "/etc/init.d/tgtun", 0o755},
 				"/etc/uci-defaults/99-tgtun": {filesDir + "/etc/uci-defaults/99-tgtun", 0o755},
 				"/usr/share/nftables.d/chain-pre/forward/30-tgtun.nft": {filesDir + "/usr/share/nftables.d/chain-pre/forward/30-tgtun.nft", 0o644},
+				"/usr/share/nftables.d/chain-pre/input/30-tgtun.nft":   {filesDir + "/usr/share/nftables.d/chain-pre/input/30-tgtun.nft", 0o644},
 			}
 			for name, w := range wantFiles {
 				af, ok := files[name]

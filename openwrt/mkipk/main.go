@@ -44,7 +44,7 @@ const projectURL = "https://github.com/tgtun/tgtun"
 
 var presets = map[string]preset{
 	"tgtun": {
-		depends: "libc, kmod-tun, kmod-nft-core, ca-bundle",
+		depends: "libc, kmod-tun, kmod-nft-core, kmod-nft-tproxy, kmod-nft-socket, ca-bundle",
 		section: "net",
 		description: `Tunnels only messenger traffic (Telegram, WhatsApp, ...) from the LAN
 through a remote SOCKS5, HTTP CONNECT or Shadowsocks proxy; everything else

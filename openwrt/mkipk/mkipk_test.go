@@ -116,7 +116,7 @@ func TestPackagePerArch(t *testing.T) {
 			wantCtl := map[string]string{
 				"Package":        "tgtun",
 				"Version":        "1.2.3-r1",
-				"Depends":        "libc, kmod-tun, kmod-nft-core, ca-bundle",
+				"Depends":        "libc, kmod-tun, kmod-nft-core, kmod-nft-tproxy, kmod-nft-socket, ca-bundle",
 				"Source":         "openwrt",
 				"SourceName":     "tgtun",
 				"License":        "Apache-2.0",
@@ -188,6 +188,7 @@ func TestPackagePerArch(t *testing.T) {
 				"./etc/init.d/tgtun":                                    0o755,
 				"./etc/uci-defaults/99-tgtun":                           0o755,
 				"./usr/share/nftables.d/chain-pre/forward/30-tgtun.nft": 0o644,
+				"./usr/share/nftables.d/chain-pre/input/30-tgtun.nft":   0o644,
 			} {
 				if _, ok := wantModes[name]; !ok {
 					t.Errorf("openwrt/files has no %s", name)
@@ -423,7 +424,7 @@ func TestMakefileMatchesFiles(t *testing.T) {
 		"GO_PKG_BUILD_PKG:=$(GO_PKG)/daemon",
 		"GO_PKG_LDFLAGS_X:=main.version=",
 		"../../lang/golang/golang-package.mk",
-		"DEPENDS:=$(GO_ARCH_DEPENDS) +kmod-tun +kmod-nft-core +ca-bundle",
+		"DEPENDS:=$(GO_ARCH_DEPENDS) +kmod-tun +kmod-nft-core +kmod-nft-tproxy +kmod-nft-socket +ca-bundle",
 		"define Package/tgtun/conffiles\n/etc/config/tgtun\nendef",
 		"$(INSTALL_BIN) $(GO_PKG_BUILD_BIN_DIR)/daemon $(1)/usr/sbin/tgtun",
 		"$(eval $(call BuildPackage,tgtun))",

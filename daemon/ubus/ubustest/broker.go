@@ -1,12 +1,15 @@
-// Package ubustest provides Broker, a ubus message broker for tests. It stands in for
-// ubusd, which has no Debian package, so the ubus client and object server can be tested
-// against something that answers the way ubusd does: the HELLO with a client id,
-// ADD_OBJECT/REMOVE_OBJECT with object and type ids, LOOKUP with signatures, INVOKE
+// Package ubustest provides Broker, a ubus message broker for the unit tests of the wire
+// format in daemon/ubus (blobmsg, messages, the client's and the object server's
+// exchanges, reconnects), which run without root and without OpenWrt's programs, also
+// under qemu on big-endian MIPS. It answers the way ubusd does: the HELLO with a client
+// id, ADD_OBJECT/REMOVE_OBJECT with object and type ids, LOOKUP with signatures, INVOKE
 // forwarded to the object's connection (with the caller's user and group) and the
 // object's DATA and STATUS relayed back, following the captured traces in ../testdata.
 //
-// It leaves out what tgtun does not use: ACLs, events, subscriptions, notifications and
-// monitoring (those messages get INVALID_COMMAND).
+// It is not the router's bus: every test that means the bus on the router (the e2e tests
+// of the tgtun object, ubusd restarts, what LuCI calls) runs OpenWrt's real ubusd and
+// `ubus` CLI (e2e/openwrt). It leaves out what tgtun does not use: ACLs, events,
+// subscriptions, notifications and monitoring (those messages get INVALID_COMMAND).
 package ubustest
 
 import (
