@@ -164,7 +164,7 @@ class Dispatcher {
 		if (d === 'admin/uci/confirm') return this.confirm();
 		if (d === 'admin/uci/apply_rollback' || d === 'admin/uci/apply_unchecked') return this.apply(dispatch[2] === 'apply_rollback');
 
-		let s = this.session(this.cookies().sysauth_http);
+		const s = this.session(this.cookies().sysauth_http);
 		if (!s) {
 			if (this.env.REQUEST_METHOD === 'POST' && dispatch[0] === 'admin') {
 				const form = new URLSearchParams(this.body);
