@@ -132,14 +132,18 @@ test-bigendian: go-check
 	GOARCH=mips GOMIPS=softfloat CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-mips-static -run 'TestReadPoller|TestConfigDefaults' ./daemon/engine
 	GOARCH=arm GOARM=7 CGO_ENABLED=0 $(GO) test -count=1 -exec qemu-arm-static -run 'TestReadPoller|TestConfigDefaults' ./daemon/engine
 
+# OpenWrt's own programs (ubusd, rpcd, uhttpd, uci, ...) for the tests, built from
+# ../shared/openwrt once into this directory outside the checkout (build.sh returns at
+# once while it matches ../shared/openwrt/src/COMMITS).
+OPENWRT_HOST ?= /var/cache/tgtun-openwrt
+export TGTUN_OPENWRT_HOST := $(OPENWRT_HOST)
+
 # The LuCI app's checks: views parse, ACL matches the calls, translations complete, form
 # validation agrees with `tgtun config check`, and the views under LuCI's real runtime
-# (../shared/luci) in headless Chromium against an rpcd-like server, with screenshots.
-# Its Debian packages go through tools/deps.sh first (lock wait, quiet), so run.sh finds
-# them installed.
-LUCI_PKGS   := nodejs chromium gettext fonts-dejavu-core
+# (../shared/luci) in headless Chromium against OpenWrt's real uhttpd, rpcd and ubusd with
+# tgtun's daemon on that bus, with screenshots. run.sh installs its Debian packages with
+# tools/deps.sh (lock wait, quiet) and builds OpenWrt's programs into $(OPENWRT_HOST).
 test-luci:
-	@bash tools/deps.sh $(LUCI_PKGS)
 	bash luci-app/tests/run.sh
 
 # The stages of `make test`, each under a banner with its elapsed time, then a summary.
@@ -238,10 +242,11 @@ fuzz:
 		done; \
 	done
 
-# The README's two LuCI screenshots (docs/img), taken by the LuCI screenshot test.
+# The README's two LuCI screenshots (docs/img): the English ones of the LuCI screenshot test.
 docs-img:
-	cd luci-app/tests && node --test screenshot.test.js
-	cp e2e/artifacts/luci/settings.png e2e/artifacts/luci/status.png docs/img/
+	LUCI_TESTS=runtime.test.js LUCI_TEST_PATTERN=screenshots bash luci-app/tests/run.sh
+	cp e2e/artifacts/luci/settings-en.png docs/img/settings.png
+	cp e2e/artifacts/luci/status-en.png docs/img/status.png
 
 clean:
 	rm -rf bin dist

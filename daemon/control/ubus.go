@@ -11,8 +11,15 @@ import (
 	"github.com/tgtun/tgtun/daemon/ubus"
 )
 
+// sessionArg is the argument uhttpd's /ubus adds to every call it forwards (LuCI's JSON-RPC):
+// the caller's rpcd session. Objects built on libubus never see it, as blobmsg_parse skips
+// names their policy lacks; here it would be an unknown argument, and every call from LuCI
+// would fail with INVALID_ARGUMENT.
+const sessionArg = "ubus_rpc_session"
+
 // UbusObject publishes the method table as the ubus object "tgtun", with each method's
-// argument policy in its signature so `ubus -v list tgtun` describes it.
+// argument policy in its signature so `ubus -v list tgtun` describes it. The session that
+// uhttpd adds to a call is dropped before the method's policy is checked.
 func UbusObject(t *Table) ubus.Object {
 	obj := ubus.Object{Name: "tgtun"}
 	for _, m := range t.Methods() {
@@ -25,7 +32,9 @@ func UbusObject(t *Table) ubus.Object {
 			Name:   name,
 			Policy: policy,
 			Handler: func(ctx context.Context, args ubus.Table) (ubus.Table, error) {
-				result, err := t.Call(ctx, name, args.Map())
+				m := args.Map()
+				delete(m, sessionArg)
+				result, err := t.Call(ctx, name, m)
 				if err != nil {
 					return nil, &ubus.StatusError{Code: ubus.Status(CodeOf(err)), Msg: err.Error()}
 				}

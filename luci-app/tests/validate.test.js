@@ -20,8 +20,9 @@ const repo = path.resolve(appDir, '..');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tgtun-luci-validate-'));
 test.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-let tgtun;
+let tgtun = process.env.TGTUN_TEST_BIN; // built by run.sh
 test.before(() => {
+	if (tgtun) return;
 	const go = process.env.GO || 'go';
 	tgtun = path.join(tmp, 'tgtun');
 	const r = spawnSync(go, ['build', '-o', tgtun, './daemon'], { cwd: repo, encoding: 'utf8', timeout: 600000 });

@@ -1,10 +1,12 @@
 /*
  * A small stand-in for LuCI's client runtime, for tests only.
  *
- * Used only by validate.test.js (through lib/load-view.js) to load settings.js under node,
- * without a browser, and call its checks on ~140 values against `tgtun config check`:
- * LuCI's real runtime needs a DOM and a server, which node alone does not have. Every
- * page, form and save test runs on the real runtime instead (runtime.test.js).
+ * Used only where nothing real can serve: by validate.test.js and links.test.js (through
+ * lib/load-view.js) to load settings.js under node, without a browser, and call its
+ * checks on ~140 values against `tgtun config check`: LuCI's real runtime needs a DOM,
+ * which node alone does not have. Every page, form and save test runs on the real
+ * runtime in Chromium against OpenWrt's real uhttpd, rpcd and ubusd instead
+ * (runtime.test.js, lib/router.js); the ubus answers below are not used by any test.
  *
  * It is NOT LuCI: it provides just enough of L, E, _, String.prototype.format and the
  * modules the tgtun views require (baseclass, view, form, uci, rpc, ui, dom, poll,

@@ -132,6 +132,51 @@ class Page {
 		if (err) throw new Error(`the view failed: ${err}`);
 	}
 
+	// Records every JSON-RPC call the page makes to /ubus and its answer (the object, the
+	// method, the JSON-RPC error code or the ubus status; tgtun's data too), in every
+	// document the page loads from now on: see ubusCalls().
+	async recordUbus() {
+		await this.send('Page.addScriptToEvaluateOnNewDocument', { source: `(() => {
+			const open = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+			XMLHttpRequest.prototype.open = function(method, url) { this.__tgtunURL = String(url); return open.apply(this, arguments); };
+			XMLHttpRequest.prototype.send = function(body) {
+				if (/\\/ubus(\\/|\\?|$)/.test(this.__tgtunURL || '') && typeof body == 'string') {
+					this.addEventListener('loadend', () => {
+						let req, res;
+						try { req = JSON.parse(body); } catch (e) { return; }
+						try { res = JSON.parse(this.responseText); } catch (e) { res = null; }
+						const reqs = [].concat(req), ress = [].concat(res);
+						reqs.forEach((q, i) => {
+							const r = ress.find((x) => x && q && x.id === q.id) || ress[i] || {};
+							const p = (q && q.params) || [];
+							console.debug('tgtun-test:ubus', JSON.stringify({ object: q.method == 'call' ? p[1] : null, method: q.method == 'call' ? p[2] : q.method,
+								error: r.error ? r.error.code : null, status: Array.isArray(r.result) ? r.result[0] : null, http: this.status,
+								data: p[1] == 'tgtun' && Array.isArray(r.result) ? r.result[1] : undefined }));
+						});
+					});
+				}
+				return send.apply(this, arguments);
+			};
+		})();` });
+	}
+
+	// The /ubus calls recorded since the last clearUbusCalls().
+	ubusCalls() {
+		return this.browser.events.filter((e) => e.method === 'Runtime.consoleAPICalled' && e.sessionId === this.sessionId
+			&& e.params.args[0] && e.params.args[0].value === 'tgtun-test:ubus').map((e) => JSON.parse(e.params.args[1].value));
+	}
+
+	clearUbusCalls() {
+		const keep = this.browser.events.filter((e) => !(e.method === 'Runtime.consoleAPICalled' && e.sessionId === this.sessionId));
+		this.browser.events.length = 0;
+		this.browser.events.push(...keep);
+	}
+
+	// Forgets the login: the next page is the login form, and a new rpcd session.
+	async logout() {
+		await this.send('Network.clearBrowserCookies');
+	}
+
 	// A PNG of the whole page (at least width×minHeight), written to file.
 	async screenshot(file, width, minHeight) {
 		const h = await this.eval('Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)');

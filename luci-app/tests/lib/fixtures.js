@@ -1,14 +1,14 @@
 'use strict';
-// Test data: router configs (/etc/config/tgtun as text) and the tgtun ubus object's
-// answers, shaped as the daemon's JSON (daemon/control Status, CheckReport;
-// lists.ListStatus; proxy.MemberStatus).
+// Test data: router configs (/etc/config/tgtun as text), what luci-rpc answers (DHCP
+// leases, devices), and the answers of a fake tgtun object, shaped as the daemon's JSON
+// (daemon/control Status, CheckResult; lists.ListStatus; proxy.MemberStatus).
 const fs = require('node:fs');
 const path = require('node:path');
 const { appDir } = require('./i18n');
-const uciText = require('./uci-text');
 
-const shippedConfig = () => uciText.parse(fs.readFileSync(path.join(appDir, '..', 'openwrt/files/etc/config/tgtun'), 'utf8'));
-const sampleConfig = () => uciText.parse(fs.readFileSync(path.join(__dirname, '..', 'fixtures/sample.config'), 'utf8'));
+// /etc/config/tgtun as the package ships it, and the tests' router config (fixtures/sample.config).
+const shippedText = () => fs.readFileSync(path.join(appDir, '..', 'openwrt/files/etc/config/tgtun'), 'utf8');
+const sampleText = () => fs.readFileSync(path.join(__dirname, '..', 'fixtures/sample.config'), 'utf8');
 
 function ago(seconds) { return new Date(Date.now() - seconds * 1000).toISOString().replace(/\.\d+Z$/, 'Z'); }
 
@@ -67,14 +67,11 @@ function check() {
 	] };
 }
 
-// The tgtun ubus object of a running daemon with the given status.
-function tgtunObject(st = status(), ck = check()) {
-	return {
-		status: () => st,
-		check: () => ck,
-		reload: () => ({ reloaded: true }),
-		update_lists: () => ({ lists: st.lists }),
-	};
+// What a fake tgtun object on the bus answers (lucirouter checks that status and check
+// have only members the daemon's types have): a daemon in states the test network does
+// not produce (REALITY, Trojan, busy devices...).
+function tgtunAnswers(st = status(), ck = check()) {
+	return { status: st, check: ck, reload: { reloaded: true }, update_lists: { lists: st.lists } };
 }
 
 const devices = {
@@ -92,4 +89,4 @@ const leases = {
 	dhcp6_leases: [],
 };
 
-module.exports = { shippedConfig, sampleConfig, status, check, tgtunObject, devices, leases, ago };
+module.exports = { shippedText, sampleText, status, check, tgtunAnswers, devices, leases, ago };

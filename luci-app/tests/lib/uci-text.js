@@ -1,7 +1,8 @@
 'use strict';
-// UCI config files as the test's rpcd keeps them: parse /etc/config text into ordered
-// sections ({ '.type', '.name', '.anonymous', option: string | string[] }) and write
-// sections back as uci(1) would export them. Enough of uci's syntax for tgtun's config:
+// UCI config files: parse /etc/config text (as the real uci(1) exports it, or as the
+// dispatcher stand-in reads /etc/config/luci) into ordered sections ({ '.type', '.name',
+// '.anonymous', option: string | string[] }) and write sections back as uci(1) would
+// export them. Enough of uci's syntax for tgtun's config:
 // config/option/list lines, single/double quotes, trailing '#' comments.
 function tokens(line) {
 	const out = [];
