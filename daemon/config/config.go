@@ -123,6 +123,10 @@ type Proxy struct {
 	ShortID     string   // reality: hex, 0-16 digits
 	ALPN        []string // TLS ALPN; empty keeps the fingerprint's
 	Insecure    bool     // tls: do not verify the server's certificate
+	// PinnedSHA256 (lower-case hex) and CAFile replace the system's roots in checking the
+	// server's certificate (tls only; see certs.go).
+	PinnedSHA256 []string
+	CAFile       string
 
 	Interface string // interface: a device or netifd interface name (then no server/port)
 }
@@ -683,6 +687,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	udpVal, udpSet := r.boolean("udp", &p.UDP)
 	r.integer("priority", 0, maxPriority, &p.Priority)
 	c.proxyTLS(r, &p, hasServer)
+	c.proxyCerts(r, &p)
 	r.finish()
 
 	switch p.Type {
