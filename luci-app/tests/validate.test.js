@@ -79,6 +79,10 @@ function formProxy(o) {
 		checks.port(opt(o, 'port'), opt(o, 'server')),
 		cred.username, cred.password,
 		opt(o, 'priority') && checks.priority(o.priority),
+		...(o.pinned_sha256 || []).map(checks.pinned_sha256),
+		opt(o, 'ca_file') && checks.ca_file(o.ca_file),
+		checks.cert_options(type, opt(o, 'security') || 'tls', opt(o, 'insecure') === '1',
+			(o.pinned_sha256 || []).length > 0 || opt(o, 'ca_file') !== ''),
 	].filter(Boolean).sort();
 }
 function formCustom(o) {
@@ -138,6 +142,16 @@ const proxyCases = [
 	{ type: 'shadowsocks', server: '198.51.100.6', port: '8388', cipher: '2022-blake3-aes-256-gcm',
 		password: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' },
 	{ type: 'shadowsocks', server: '198.51.100.6', port: '8388', cipher: '2022-blake3-aes-128-gcm', password: 'AAAAAAAAAAAAAAAAAAAAAA' },
+	// Certificates of TLS proxies: pinned_sha256 (pcs) and ca_file.
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['ab'.repeat(32)] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['AB:'.repeat(31) + 'AB', 'zz'] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['ab'.repeat(31)] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', ca_file: '/etc/ssl/certs/ca-certificates.crt' },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', ca_file: 'ca.pem' },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'p', ca_file: '/etc/ssl/ca.pem', insecure: '1' },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'p', pinned_sha256: ['ab'.repeat(32)], insecure: '0' },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', security: 'reality', sni: 'www.example.com',
+		public_key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8', pinned_sha256: ['ab'.repeat(32)] },
 ];
 
 const customCases = [

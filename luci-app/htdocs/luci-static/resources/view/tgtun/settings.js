@@ -659,7 +659,31 @@ var checks = {
 		return null;
 	},
 
-	ifname: function(v) { return attempt('interface', v, parseIfname) }
+	ifname: function(v) { return attempt('interface', v, parseIfname) },
+
+	/* A pinned certificate: hex SHA-256, ':' between bytes allowed (pcs of links). */
+	pinned_sha256: function(v) {
+		if (!/^[0-9a-fA-F]{64}$/.test(v.replace(/:/g, '')))
+			return bad('pinned_sha256', v, _("not a SHA-256 in hex (64 hex digits, ':' between bytes allowed, as `openssl x509 -noout -fingerprint -sha256` prints it)"));
+		return null;
+	},
+
+	ca_file: function(v) {
+		if (v.charAt(0) != '/' || /[\x00-\x1f\x7f]/.test(v))
+			return bad('ca_file', v, _("not an absolute file path (e.g. '/etc/ssl/my-ca.pem')"));
+		return null;
+	},
+
+	/* pinned_sha256 or ca_file beside REALITY or insecure '1', as the daemon refuses them. */
+	cert_options: function(type, security, insecure, hasCerts) {
+		if (!hasCerts || (type != 'vless' && type != 'trojan'))
+			return null;
+		if (type == 'vless' && security == 'reality')
+			return _('pinned_sha256 and ca_file are not allowed with security reality (REALITY authenticates the server by public_key)');
+		if (insecure)
+			return _("pinned_sha256 and ca_file are not allowed with insecure '1' (insecure skips the certificate check they ask for; remove insecure)");
+		return null;
+	}
 };
 
 /* --- share links: parse a link into the proxy's UCI options --- */
@@ -667,7 +691,7 @@ var checks = {
 function LinkError(msg) { this.message = msg; }
 
 /* One link → { type, server, port, username, password, cipher, uuid, flow, security, sni,
- * fingerprint, public_key, short_id, alpn: [], insecure, name }; throws LinkError with a
+ * fingerprint, public_key, short_id, alpn: [], insecure, pinned_sha256: [], name }; throws LinkError with a
  * message that names the part it cannot use. */
 function parseLink(link) {
 	link = String(link).trim();
@@ -716,7 +740,8 @@ function parseLink(link) {
 	if (!hp)
 		throw fail(_("the address '%s' is not host:port"), hostport);
 	var out = { type: kind, server: hp[1].replace(/^\[|\]$/g, ''), port: hp[2], username: '', password: '', cipher: '',
-		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0', name: name };
+		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0',
+		pinned_sha256: [], name: name };
 	var srvErr = checks.server(out.server), portErr = checks.port(out.port, out.server);
 	if (srvErr || portErr)
 		throw fail('%s', srvErr || portErr);
@@ -735,6 +760,16 @@ function parseLink(link) {
 		out.alpn = (query.get('alpn') || '').split(',').filter(function(x) { return x != '' });
 		var ins = query.get('allowInsecure') || query.get('insecure') || '0';
 		out.insecure = (ins == '1' || ins == 'true') ? '1' : '0';
+		/* pcs: Xray's pinnedPeerCertSha256, hex SHA-256s joined by ','; a pin supersedes
+		 * allowInsecure, which panels write beside it for older clients. */
+		out.pinned_sha256 = [];
+		(query.get('pcs') || '').split(',').forEach(function(x) {
+			x = x.trim().replace(/:/g, '').toLowerCase();
+			if (x != '' && out.pinned_sha256.indexOf(x) < 0)
+				out.pinned_sha256.push(x);
+		});
+		if (out.pinned_sha256.length)
+			out.insecure = '0';
 		if (out.fingerprint && FINGERPRINTS.indexOf(out.fingerprint) < 0)
 			throw fail(_('fp=%s is not supported; one of %s is'), out.fingerprint, FINGERPRINTS.join(', '));
 	};
@@ -800,6 +835,8 @@ function parseLink(link) {
 				throw fail('%s', checks.short_id(out.short_id));
 			if (out.insecure == '1')
 				throw fail(_('allowInsecure applies to tls only, not reality'));
+			if (out.pinned_sha256.length)
+				throw fail(_('pcs (a pinned certificate) applies to tls only, not reality'));
 			out.alpn = [];
 			if (out.sni == '')
 				throw fail(_('sni is missing (REALITY needs a server name the server accepts)'));
@@ -912,7 +949,7 @@ function serviceCounts(st, name) {
 
 /* The options a share link fills, in the order they are set (type first: the others depend on it). */
 var LINK_FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
-	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure' ];
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256' ];
 
 return view.extend({
 	/* For the tests: the daemon's checks as the form runs them, and the link parser. */
@@ -1315,6 +1352,34 @@ return view.extend({
 		o.default = '0';
 		o.depends({ type: 'vless', security: 'tls' });
 		o.depends('type', 'trojan');
+
+		var certCheck = function(section_id) {
+			var type = sibling(this, section_id, 'type'), pins = this.section.formvalue(section_id, 'pinned_sha256');
+			if (pins == null)
+				pins = this.section.cfgvalue(section_id, 'pinned_sha256');
+			var hasCerts = L.toArray(pins).length > 0 || sibling(this, section_id, 'ca_file') != '';
+			return checks.cert_options(type, sibling(this, section_id, 'security') || 'tls',
+				boolValue(this, section_id, 'insecure', false), hasCerts);
+		};
+
+		o = s.option(form.DynamicList, 'pinned_sha256', _('Pinned certificate (SHA-256)'),
+			_('The server\'s certificate is accepted only if its SHA-256 is one of these (pcs in links), e.g. from `openssl x509 -noout -fingerprint -sha256`. For a self-signed server.'));
+		o.modalonly = true;
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+		o.validate = asValidator(function(section_id, v) {
+			return (v != '' && checks.pinned_sha256(v)) || certCheck.call(this, section_id);
+		});
+
+		o = s.option(form.Value, 'ca_file', _('CA certificate file'),
+			_('A PEM file on the router with the CA certificates to trust for this server instead of the system\'s.'));
+		o.modalonly = true;
+		o.placeholder = '/etc/ssl/my-ca.pem';
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+		o.validate = asValidator(function(section_id, v) {
+			return (v != '' && checks.ca_file(v)) || certCheck.call(this, section_id);
+		});
 
 		o = s.option(form.Flag, 'udp', _('UDP'), _('Relay UDP (voice calls) through the proxy.'));
 		o.default = '1';
