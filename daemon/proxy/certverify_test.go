@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -224,6 +225,51 @@ func TestCertVerifierSpecErrors(t *testing.T) {
 		tt.spec.Name, tt.spec.Server, tt.spec.Port = "p", "198.51.100.1", 443
 		if _, err := newTLSClient(tt.spec); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: err = %v, want %q", tt.spec.PinnedSHA256, err, tt.want)
+		}
+	}
+}
+
+// TestSystemRootsFollowSSLCertFile: without pinned_sha256 or ca_file the system's roots
+// decide, as Go reads them: SSL_CERT_FILE included. Go loads them once per process, so
+// the check runs in a child process of this test binary.
+func TestSystemRootsFollowSSLCertFile(t *testing.T) {
+	if path := os.Getenv("TGTUN_CERT_CHILD"); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		block, _ := pem.Decode(data)
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := newCertVerifier(Spec{}, "proxy.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := v.verify([]*x509.Certificate{leaf}); err != nil {
+			t.Fatalf("VERIFY: %v", err)
+		}
+		return
+	}
+	self := newTestCert(t, "proxy.test", true, nil, "proxy.test")
+	path := self.pemFile(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		certFile string
+		wantOK   bool
+	}{{path, true}, {filepath.Join(t.TempDir(), "none.pem"), false}} {
+		cmd := exec.Command(exe, "-test.run=^TestSystemRootsFollowSSLCertFile$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "TGTUN_CERT_CHILD="+path, "SSL_CERT_FILE="+tt.certFile, "SSL_CERT_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if tt.wantOK && err != nil {
+			t.Errorf("SSL_CERT_FILE=%s holding the server's certificate: %v\n%s", tt.certFile, err, out)
+		}
+		if !tt.wantOK && (err == nil || !strings.Contains(string(out), "unknown authority")) {
+			t.Errorf("SSL_CERT_FILE without it: %v, want an unknown authority\n%s", err, out)
 		}
 	}
 }
