@@ -71,7 +71,7 @@ func TestDefault(t *testing.T) {
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
 		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
 		MemoryLimit: 32 << 20, MaxFlows: 4096, LogLevel: slog.LevelInfo,
-		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 1024,
+		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 1024, Select: "priority",
 	}
 	if !reflect.DeepEqual(d.Main, want) || d.Proxies != nil || d.Services != nil || d.Customs != nil {
 		t.Fatalf("Default() = %+v", d)
