@@ -117,6 +117,7 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 	}
 
 	d.checkDomains(ctx, &r, n)
+	d.checkSubscriptions(&r)
 
 	for _, l := range d.lists.Status() {
 		ok := l.Entries4+l.Entries6+l.Domains > 0
