@@ -99,7 +99,7 @@ func TestManagerRefresh(t *testing.T) {
 	m := testManager(t, dir, &now)
 	url := p.srv.URL + "/sub/s3cr3t-token?key=alsosecret"
 	sub := config.Subscription{Name: "prov", Enabled: true, URL: url, Priority: 10, UserAgent: config.DefaultUserAgent, DeviceHeaders: true}
-	m.SetSubscriptions([]config.Subscription{sub}, []string{"main", "russia"})
+	m.SetSubscriptions([]config.Subscription{sub}, []string{"main", "prov_russia"})
 	m.Load()
 	if due := m.Due(); !due.Equal(now) {
 		t.Fatalf("a subscription without cache is due %s, want now", due)
@@ -113,7 +113,7 @@ func TestManagerRefresh(t *testing.T) {
 	if err != nil || !changed {
 		t.Fatalf("first refresh: changed %v, err %v", changed, err)
 	}
-	if got := names(m.Members()); got != "nl_amsterdam,russia_2" {
+	if got := names(m.Members()); got != "prov_nl_amsterdam,prov_russia_2" {
 		t.Fatalf("members %s", got)
 	}
 	r := p.lastRequest(t)
@@ -149,7 +149,7 @@ func TestManagerRefresh(t *testing.T) {
 	if changed, err := m.Refresh(context.Background(), ""); err != nil || !changed {
 		t.Fatalf("plain body: changed %v, err %v", changed, err)
 	}
-	if got, st := names(m.Members()), m.Status()[0]; got != "de_frankfurt,nl_amsterdam" || st.Userinfo != nil || st.Interval != "12h0m0s" {
+	if got, st := names(m.Members()), m.Status()[0]; got != "prov_de_frankfurt,prov_nl_amsterdam" || st.Userinfo != nil || st.Interval != "12h0m0s" {
 		t.Fatalf("members %s, status %+v", got, st)
 	}
 
@@ -179,7 +179,7 @@ func TestManagerRefresh(t *testing.T) {
 			t.Fatalf("%s: the error shows the token: %v", bad.name, err)
 		}
 		st := m.Status()[0]
-		if got := names(m.Members()); got != "de_frankfurt,nl_amsterdam" || !strings.Contains(st.LastError, bad.wantErr) || st.Origin != OriginDownload {
+		if got := names(m.Members()); got != "prov_de_frankfurt,prov_nl_amsterdam" || !strings.Contains(st.LastError, bad.wantErr) || st.Origin != OriginDownload {
 			t.Fatalf("%s: members %s, status %+v", bad.name, got, st)
 		}
 	}
@@ -191,7 +191,7 @@ func TestManagerRefresh(t *testing.T) {
 	m2 := testManager(t, dir, &now)
 	m2.SetSubscriptions([]config.Subscription{sub}, nil)
 	m2.Load()
-	if got, st := names(m2.Members()), m2.Status()[0]; got != "de_frankfurt,nl_amsterdam" || st.Origin != OriginCache || st.UpdatedAt.IsZero() {
+	if got, st := names(m2.Members()), m2.Status()[0]; got != "prov_de_frankfurt,prov_nl_amsterdam" || st.Origin != OriginCache || st.UpdatedAt.IsZero() {
 		t.Fatalf("from the cache: %s %+v", got, st)
 	}
 	other := sub
@@ -215,16 +215,16 @@ func TestManagerSetSubscriptions(t *testing.T) {
 	if _, err := m.Refresh(context.Background(), ""); err != nil {
 		t.Fatal(err)
 	}
-	// Both have the same links: the second's names are unique.
-	if got := names(m.Members()); got != "nl_amsterdam,russia,nl_amsterdam_2,russia_2" {
+	// Both have the same links: each names its own.
+	if got := names(m.Members()); got != "a_nl_amsterdam,a_russia,b_nl_amsterdam,b_russia" {
 		t.Fatalf("members %s", got)
 	}
 	// Changed filters and priority apply to the links kept, without a fetch.
 	a.Exclude, b.Priority = []string{"russia"}, 50
 	b.Enabled = true
-	m.SetSubscriptions([]config.Subscription{a, b}, []string{"nl_amsterdam"})
+	m.SetSubscriptions([]config.Subscription{a, b}, []string{"a_nl_amsterdam"})
 	ms := m.Members()
-	if got := names(ms); got != "nl_amsterdam_2,nl_amsterdam_3,russia" || ms[2].Proxy.Priority != 50 {
+	if got := names(ms); got != "a_nl_amsterdam_2,b_nl_amsterdam,b_russia" || ms[2].Proxy.Priority != 50 {
 		t.Fatalf("after the reload: %s %+v", got, ms)
 	}
 	// A disabled one has no members and is never due.

@@ -13,8 +13,9 @@ import (
 // Member is one link of a subscription as a proxy of the pool.
 type Member struct {
 	// Name is a section-like name, unique among the configuration's sections and the
-	// other members: the link's #fragment made a section name (links.SectionName), else
-	// the subscription's name and a number.
+	// other members: the subscription's name and the link's #fragment made a section
+	// name (links.SectionName), else the subscription's name and a number. The prefix
+	// keeps one subscription's refresh from renaming another's members.
 	Name  string
 	Label string // the link's #fragment as the provider wrote it (printable)
 	Sub   string // the subscription's name
@@ -65,7 +66,11 @@ func Build(sub config.Subscription, lines []string, taken map[string]bool, rules
 			res.Skipped = append(res.Skipped, Skip{i + 1, err.Error()})
 			continue
 		}
-		name := uniqueName(p.Name, sub.Name+"_"+strconv.Itoa(len(res.Members)+1), taken)
+		base := sub.Name + "_" + strconv.Itoa(len(res.Members)+1)
+		if p.Name != "" {
+			base = sub.Name + "_" + p.Name
+		}
+		name := uniqueName(base, taken)
 		section := p.UCI(name) + fmt.Sprintf("\toption priority '%d'\n", sub.Priority)
 		cfg, _, err := config.ParseWith("subscription '"+sub.Name+"'", strings.NewReader(section), rules)
 		if err != nil {
@@ -105,12 +110,8 @@ func containsAny(s string, subs []string) bool {
 	return false
 }
 
-// uniqueName is base (or fallback when base is empty), with _2, _3 … appended until
-// no section or member has it.
-func uniqueName(base, fallback string, taken map[string]bool) string {
-	if base == "" {
-		base = links.SectionName(fallback)
-	}
+// uniqueName is base, with _2, _3 … appended until no section or member has it.
+func uniqueName(base string, taken map[string]bool) string {
 	name := base
 	for i := 2; taken[name]; i++ {
 		name = base + "_" + strconv.Itoa(i)

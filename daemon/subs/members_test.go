@@ -32,14 +32,14 @@ func TestBuild(t *testing.T) {
 		filtered int
 	}{
 		{name: "every kind", links: all,
-			want:    "nl_amsterdam=🇳🇱 NL Amsterdam|de_frankfurt=DE Frankfurt|russia=Russia|prov_4=|prov_5=Москва",
+			want:    "prov_nl_amsterdam=🇳🇱 NL Amsterdam|prov_de_frankfurt=DE Frankfurt|prov_russia=Russia|prov_4=|prov_5=Москва",
 			skipped: []string{"link 6: vmess link: not supported", "link 7: sni is missing (REALITY needs"}},
-		{name: "names taken by sections and each other", links: []string{linkRU, linkRU, linkNoTag}, taken: []string{"russia", "prov_3"},
-			want: "russia_2=Russia|russia_3=Russia|prov_3_2="},
+		{name: "names taken by sections and each other", links: []string{linkRU, linkRU, linkNoTag}, taken: []string{"prov_russia", "prov_3"},
+			want: "prov_russia_2=Russia|prov_russia_3=Russia|prov_3_2="},
 		{name: "include", links: all, sub: func(s *config.Subscription) { s.Include = []string{"nl", "frankfurt"} },
-			want: "nl_amsterdam=🇳🇱 NL Amsterdam|de_frankfurt=DE Frankfurt", filtered: 5},
+			want: "prov_nl_amsterdam=🇳🇱 NL Amsterdam|prov_de_frankfurt=DE Frankfurt", filtered: 5},
 		{name: "exclude", links: all[:5], sub: func(s *config.Subscription) { s.Exclude = []string{"RUSSIA", "москва"} },
-			want: "nl_amsterdam=🇳🇱 NL Amsterdam|de_frankfurt=DE Frankfurt|prov_3=", filtered: 2},
+			want: "prov_nl_amsterdam=🇳🇱 NL Amsterdam|prov_de_frankfurt=DE Frankfurt|prov_3=", filtered: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
