@@ -261,10 +261,13 @@ test('status: diagnostics, list update and reload call the daemon over /ubus', a
 	await click('button', 'Update lists now');
 	await page.waitFor('document.body.innerText.includes("Some lists could not be updated")', 'the update notification');
 	assert.match(await text(), /Some lists could not be updated: mine: GET https:\/\/example.org\/my-list.txt: 404 Not Found/);
+	await click('button', 'Refresh subscriptions');
+	await page.waitFor('document.body.innerText.includes("Some subscriptions could not be refreshed")', 'the subscriptions notification');
+	assert.match(await text(), /their last proxies stay in use\): subscription myvpn \(https:\/\/panel.example.org\/<redacted>\): HTTP 503/);
 	await click('button', 'Reload configuration');
 	await page.waitFor('document.body.innerText.includes("The configuration was reloaded.")', 'the reload notification');
 	const made = new Set(rpcd.calls.filter((c) => c.object === 'tgtun').map((c) => `${c.object}.${c.method}`));
-	assert.deepEqual([...made].sort(), ['tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists']);
+	assert.deepEqual([...made].sort(), ['tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists', 'tgtun.update_subscriptions']);
 	noPageErrors();
 });
 
@@ -375,6 +378,50 @@ test('proxy editor: Paste link fills a new VLESS+REALITY proxy, fields follow th
 	const opts = Object.fromEntries(Object.entries(sec).filter(([k]) => !k.startsWith('.')));
 	assert.deepEqual(opts, { type: 'vless', server: '198.51.100.8', port: '443', uuid, security: 'reality', flow: 'xtls-rprx-vision',
 		sni: 'www.example.com', fingerprint: 'firefox', public_key: pbk, short_id: '0123abcd', udp: '1' });
+	noPageErrors();
+});
+
+test('subscriptions: the grid hides the URL\'s token; a new one is refused in the daemon\'s words, then saved; status shows members, traffic, expiry and the error', async () => {
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: {} });
+	await openView('tgtun/settings', SETTINGS_READY);
+	const row = await text('tr[data-sid=myvpn]');
+	assert.ok(row.includes('https://panel.example.org/…') && !row.includes('0123456789abcdef'), `the grid row shows ${row}`);
+	const add = '#cbi-tgtun-subscription .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'newsub');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the subscription editor');
+	await setField('.modal [data-name=url] input', 'ftp://panel2.example.org/sub/abc');
+	await setField('.modal [data-name=interval] input', '5m');
+	await setField('.modal [data-name=user_agent] input', 'Happ ü');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length >= 3', 'the errors');
+	assert.equal(await optError('url', 'newsub', true), 'url is not an http:// or https:// URL with a host');
+	assert.equal(await optError('interval', 'newsub', true), "interval '5m' is out of range 10m-8760h");
+	assert.equal(await optError('user_agent', 'newsub', true), "user_agent 'Happ ü' is not a User-Agent (printable ASCII, at most 256 characters)");
+	const vias = await page.eval('[...document.querySelectorAll(".modal [data-name=via] select option")].map(o => o.value)');
+	assert.deepEqual(vias, ['', 'direct', 'primary', 'backup', 'office', 'reality', 'tro']);
+	await setField('.modal [data-name=url] input', 'https://panel2.example.org/sub/abc');
+	await setField('.modal [data-name=interval] input', '6h');
+	await setField('.modal [data-name=user_agent] input', '');
+	await setField('.modal [data-name=via] select', 'direct');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length == 0', 'the fields to be valid');
+	await shot('settings-subscription.png');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const sec = rpcd.committed.tgtun.find((x) => x['.name'] === 'newsub');
+	assert.equal(sec['.type'], 'subscription');
+	assert.deepEqual([sec.url, sec.interval, sec.via], ['https://panel2.example.org/sub/abc', '6h', 'direct']);
+	noPageErrors();
+
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	await openView('tgtun/status', STATUS_READY);
+	const st = await page.eval(`[...document.querySelectorAll('#tgtun-status tr')].map(r => r.innerText).find(t => t.startsWith('myvpn')) || ''`);
+	// A provider's link names are text, never markup.
+	assert.equal(await page.eval('document.querySelectorAll("#tgtun-status img").length'), 0);
+	for (const s of ['myvpn_nl_amsterdam (🇳🇱 NL Amsterdam), myvpn_2 (Москва <img src=x onerror=alert(1)>)', '1 links skipped', '3.0 GiB of 100.0 GiB', '2027-03-01',
+		'HTTP 503 Service Unavailable', 'The proxies from the last good refresh stay in use.'])
+		assert.ok(st.includes(s), `the subscription row lacks ${s}: ${st}`);
 	noPageErrors();
 });
 

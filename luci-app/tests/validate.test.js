@@ -85,6 +85,17 @@ function formProxy(o) {
 			(o.pinned_sha256 || []).length > 0 || opt(o, 'ca_file') !== ''),
 	].filter(Boolean).sort();
 }
+function formSubscription(o) {
+	return [
+		checks.sub_url(opt(o, 'url')),
+		opt(o, 'interval') && checks.sub_interval(o.interval),
+		opt(o, 'priority') && checks.priority(o.priority),
+		opt(o, 'user_agent') && checks.user_agent(o.user_agent),
+		opt(o, 'hwid') && checks.hwid(o.hwid),
+		...(o.include || []).map((v) => checks.name_filter('include', v)),
+		...(o.exclude || []).map((v) => checks.name_filter('exclude', v)),
+	].filter(Boolean).sort();
+}
 function formCustom(o) {
 	return [...(o.subnet || []).map(checks.subnet), ...(o.url || []).map(checks.url)].filter(Boolean).sort();
 }
@@ -164,6 +175,18 @@ const customCases = [
 	{ url: ['http://user:pw@example.org/l.txt'] }, { url: ['http://:80/'] },
 ];
 
+const subscriptionCases = [
+	{ url: 'https://panel.example.org/sub/token' }, {}, { url: 'ftp://panel.example.org/x' }, { url: 'https://' },
+	{ url: 'https://panel.example.org/a b' }, { url: 'https://panel.example.org/s', interval: '6h' },
+	{ url: 'https://panel.example.org/s', interval: '5m' }, { url: 'https://panel.example.org/s', interval: '1d' },
+	{ url: 'https://panel.example.org/s', interval: 'soon' }, { url: 'https://panel.example.org/s', interval: '0' },
+	{ url: 'https://panel.example.org/s', priority: '1001' }, { url: 'https://panel.example.org/s', priority: '0' },
+	{ url: 'https://panel.example.org/s', user_agent: 'v2rayNG/1.8.5' }, { url: 'https://panel.example.org/s', user_agent: 'Happ ü' },
+	{ url: 'https://panel.example.org/s', user_agent: 'x'.repeat(257) }, { url: 'https://panel.example.org/s', hwid: 'a b' },
+	{ url: 'https://panel.example.org/s', hwid: 'abcdef0123456789' }, { url: 'https://panel.example.org/s', hwid: 'x'.repeat(65) },
+	{ url: 'https://panel.example.org/s', include: ['NL', 'Амстердам'], exclude: ['a\tb'] },
+];
+
 const header = "config main 'main'\n\toption enabled '0'\n";
 
 test('main options: the form and tgtun config check agree', () => {
@@ -181,6 +204,12 @@ test('proxy options: the form and tgtun config check agree', () => {
 test('custom subnets and URLs: the form and tgtun config check agree', () => {
 	for (const o of customCases) {
 		assert.deepEqual(formCustom(o), daemonErrors(header + sectionText('custom', 'mine', o)), `custom ${JSON.stringify(o)}`);
+	}
+});
+
+test('subscription options: the form and tgtun config check agree', () => {
+	for (const o of subscriptionCases) {
+		assert.deepEqual(formSubscription(o), daemonErrors(header + sectionText('subscription', 'sub', o)), `subscription ${JSON.stringify(o)}`);
 	}
 });
 

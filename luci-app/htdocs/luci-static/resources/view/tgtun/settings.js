@@ -674,6 +674,34 @@ var checks = {
 		return null;
 	},
 
+	/* Options of a subscription (the url's check is url's). */
+	sub_url: function(v) {
+		return v == '' ? _('url is missing (the subscription address the provider gave you, http:// or https://)') : checks.url(v);
+	},
+
+	sub_interval: function(v) {
+		return attempt('interval', v, function(s) { checkDuration(s, 600e9, 8760 * 3600e9, '10m', '8760h', false) });
+	},
+
+	user_agent: function(v) {
+		if (v.length > 256 || /[^\x20-\x7e]/.test(v))
+			return bad('user_agent', v, _('not a User-Agent (printable ASCII, at most 256 characters)'));
+		return null;
+	},
+
+	hwid: function(v) {
+		if (v.length > 64 || /[^\x21-\x7e]/.test(v))
+			return bad('hwid', v, _('not a device id (printable ASCII without spaces, at most 64 characters)'));
+		return null;
+	},
+
+	/* include or exclude: a part of the proxies' names. */
+	name_filter: function(name, v) {
+		if (/[\x00-\x1f\x7f]/.test(v))
+			return bad(name, v, _('not a name filter (text without control characters)'));
+		return null;
+	},
+
 	/* pinned_sha256 or ca_file beside REALITY or insecure '1', as the daemon refuses them. */
 	cert_options: function(type, security, insecure, hasCerts) {
 		if (!hasCerts || (type != 'vless' && type != 'trojan'))
@@ -959,7 +987,9 @@ return view.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), null),
-			L.resolveDefault(callLeases(), {})
+			L.resolveDefault(callLeases(), {}),
+			/* The proxies a subscription may be fetched through are choices of its form. */
+			L.resolveDefault(uci.load('tgtun'), null)
 		]);
 	},
 
@@ -995,6 +1025,8 @@ return view.extend({
 				return true;
 			var any = uci.sections('tgtun', 'proxy').some(function(p) {
 				return (p.type == 'interface') ? (p['interface'] || '') != '' : (p.server || '') != '';
+			}) || uci.sections('tgtun', 'subscription').some(function(sub) {
+				try { return sub.enabled == null || parseBool(sub.enabled); } catch (e) { return true; }
 			});
 			return any || _("enabled but no proxy has a server (set option server in a proxy section, or enabled '0')");
 		};
@@ -1062,6 +1094,12 @@ return view.extend({
 			_('Address and port probed through each proxy to judge its health.'));
 		o.placeholder = '149.154.167.51:443';
 		o.validate = optional(checks.health_target);
+
+		o = s.taboption('advanced', form.ListValue, 'select', _('Proxy choice'),
+			_('Among healthy proxies of the same priority (a subscription\'s, say): the first in order, or the one with the lowest latency in the health checks (it changes only when another is clearly faster).'));
+		o.value('priority', _('First in order'));
+		o.value('latency', _('Lowest latency'));
+		o.default = 'priority';
 
 		o = s.taboption('advanced', form.Value, 'health_interval', _('Health check interval'), _('1s to 1h.'));
 		o.placeholder = '10s';
@@ -1392,6 +1430,89 @@ return view.extend({
 		o = s.option(form.Value, 'priority', _('Priority'), _('0-1000; lower wins.'));
 		o.placeholder = '10';
 		o.validate = optional(checks.priority);
+
+		s = m.section(form.GridSection, 'subscription', _('Subscriptions'),
+			_('A provider\'s subscription URL: its links become proxies (named after the subscription and the links\' names), refreshed on their own. A refresh that fails keeps the last proxies.'));
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.modaltitle = _('Subscription');
+		s.renderSectionAdd = function(extra_class) {
+			var el = form.GridSection.prototype.renderSectionAdd.apply(this, arguments),
+			    input = el.querySelector('.cbi-section-create-name');
+			if (input)
+				ui.addValidator(input, 'uciname', true, function(v) {
+					if (v === '')
+						return _('Expecting: %s').format(_('non-empty value'));
+					if (nameTaken(v))
+						return _("The name '%s' is taken by another section: pick another name.").format(v);
+					return true;
+				}, 'blur', 'keyup');
+			return el;
+		};
+		s.handleAdd = function(ev, name) {
+			if (name != null && nameTaken(name)) {
+				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				return Promise.resolve();
+			}
+			return form.GridSection.prototype.handleAdd.apply(this, arguments);
+		};
+
+		o = s.option(form.Flag, 'enabled', _('Enabled'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.Value, 'url', _('Subscription URL'), _('The address the provider gave you (https://…). It holds your account\'s token.'));
+		o.placeholder = 'https://panel.example.org/sub/…';
+		o.rmempty = false;
+		o.validate = asValidator(function(section_id, v) { return checks.sub_url(v) });
+		o.textvalue = function(section_id) {
+			var v = this.cfgvalue(section_id) || '', m = /^([a-z]+:\/\/[^\/?#]+)/i.exec(v);
+			return m ? m[1] + (v.length > m[1].length ? '/…' : '') : '-';
+		};
+
+		o = s.option(form.ListValue, 'via', _('Fetch through'),
+			_('How the URL is fetched: through the proxy in use (directly while none works), directly, or through one proxy.'));
+		o.value('', _('the proxy in use'));
+		o.value('direct', _('directly'));
+		uci.sections('tgtun', 'proxy').forEach(function(p) {
+			if ((p.server || '') != '')
+				o.value(p['.name'], _('proxy %s').format(p['.name']));
+		});
+
+		o = s.option(form.Value, 'interval', _('Refresh every'),
+			_('e.g. 6h, 1d; at least 10m. Empty: what the provider asks (profile-update-interval), else 12h.'));
+		o.placeholder = _('from the provider');
+		o.validate = optional(checks.sub_interval);
+
+		o = s.option(form.Value, 'priority', _('Priority'), _('Of all its proxies: 0-1000, lower wins.'));
+		o.placeholder = '10';
+		o.validate = optional(checks.priority);
+
+		o = s.option(form.DynamicList, 'include', _('Only names with'),
+			_('Use only the links whose name contains one of these (any case), e.g. NL or Amsterdam.'));
+		o.modalonly = true;
+		o.validate = optional(function(v) { return checks.name_filter('include', v) });
+
+		o = s.option(form.DynamicList, 'exclude', _('Not names with'), _('Leave out the links whose name contains one of these.'));
+		o.modalonly = true;
+		o.validate = optional(function(v) { return checks.name_filter('exclude', v) });
+
+		o = s.option(form.Value, 'user_agent', _('User-Agent'),
+			_('The client the router poses as: panels answer only clients they know. Change it if the panel sends no links.'));
+		o.modalonly = true;
+		o.placeholder = 'Happ/1.63.0';
+		o.validate = optional(checks.user_agent);
+
+		o = s.option(form.Flag, 'device_headers', _('Send device headers'),
+			_('X-HWID (a stable id derived from the router, never its MAC address), the OS and the model, which panels with a device limit ask for.'));
+		o.modalonly = true;
+		o.default = '1';
+
+		o = s.option(form.Value, 'hwid', _('Device id'), _('Instead of the derived one (X-HWID).'));
+		o.modalonly = true;
+		o.depends('device_headers', '1');
+		o.validate = optional(checks.hwid);
 
 		s = m.section(form.TypedSection, 'custom', _('Custom subnets and lists'),
 			_('Your own subnets, domains, and lists to download (one entry a line, \'#\' comments).'));
