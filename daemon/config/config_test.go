@@ -650,7 +650,8 @@ func TestDocsCoverEveryOption(t *testing.T) {
 	for _, opt := range []string{"enabled", "tun_name", "tun_mtu", "ipv6", "lan_iface", "router_traffic", "fwmark",
 		"bypass_mark", "route_table", "rule_priority", "fail_mode", "update_interval", "health_target",
 		"health_interval", "memory_limit", "max_flows", "max_flows_per_device", "log_level", "type", "server", "port", "username", "password",
-		"cipher", "udp", "priority", "url", "subnet", "interface"} {
+		"cipher", "udp", "priority", "url", "subnet", "interface", "pinned_sha256", "ca_file", "select", "via", "interval",
+		"include", "exclude", "user_agent", "device_headers", "hwid"} {
 		if !strings.Contains(string(data), "`"+opt+"`") {
 			t.Errorf("docs/config.md does not document `%s`", opt)
 		}
