@@ -333,8 +333,31 @@ config subscription 'named'
 	if err := pinger.failure(); err != nil {
 		t.Fatalf("the flow through a kept proxy broke: %v", err)
 	}
+
+	// A subscription added by a reload is fetched at once; the others keep theirs.
+	p.set("/late/s3cr3t-late", panelAnswer{body: linkSS})
+	late := conf
+	late.sections += fmt.Sprintf("\nconfig subscription 'late'\n\toption url '%s/late/s3cr3t-late'\n\toption via 'direct'\n\toption priority '400'\n", p.httpURL)
+	d.writeConf(late)
+	if _, err := d.call("reload"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the new subscription fetched", func() error {
+		if s := subStatus(t, d, "late"); memberNames(s) != "late_de_ss" || s.Origin != subs.OriginDownload {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	if s := subStatus(t, d, "prov"); memberNames(s) != "prov_nl_micro,prov_fr_dante" {
+		t.Fatalf("prov after the reload: %+v", s)
+	}
+	if m := memberStatus(t, d.status(), "late_de_ss"); m.Type != "shadowsocks" {
+		t.Fatalf("late_de_ss in the pool: %+v", m)
+	}
+	pinger.waitRounds(t, 3)
 	pinger.stop()
 	d.stop()
+	d.writeConf(conf)
 
 	// The cache (on the test's tmpfs directory, 0600) brings the last good set back
 	// while the panel still fails.
