@@ -414,10 +414,12 @@ test('subscriptions: the grid hides the URL\'s token; a new one is refused in th
 	assert.deepEqual([sec.url, sec.interval, sec.via], ['https://panel2.example.org/sub/abc', '6h', 'direct']);
 	noPageErrors();
 
-	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject() } });
+	// A provider's link names are text, never markup.
+	const status = fx.status();
+	status.subscriptions[0].members[1].label = 'Москва <img src=x onerror=alert(1)>';
+	rpcd.reset({ configs: { tgtun: fx.sampleConfig() }, objects: { tgtun: fx.tgtunObject(status) } });
 	await openView('tgtun/status', STATUS_READY);
 	const st = await page.eval(`[...document.querySelectorAll('#tgtun-status tr')].map(r => r.innerText).find(t => t.startsWith('myvpn')) || ''`);
-	// A provider's link names are text, never markup.
 	assert.equal(await page.eval('document.querySelectorAll("#tgtun-status img").length'), 0);
 	for (const s of ['myvpn_nl_amsterdam (🇳🇱 NL Amsterdam), myvpn_2 (Москва <img src=x onerror=alert(1)>)', '1 links skipped', '3.0 GiB of 100.0 GiB', '2027-03-01',
 		'HTTP 503 Service Unavailable', 'The proxies from the last good refresh stay in use.'])

@@ -47,7 +47,7 @@ function status() {
 		dns: { listen: '127.0.0.1:5354', upstream: '1.1.1.1:53', dnsmasq: 'ok' },
 		subscriptions: [
 			{ name: 'myvpn', url: 'https://panel.example.org/<redacted>', enabled: true, fetched_via: 'proxy', origin: 'download',
-				members: [{ name: 'myvpn_nl_amsterdam', label: '🇳🇱 NL Amsterdam' }, { name: 'myvpn_2', label: 'Москва <img src=x onerror=alert(1)>' }],
+				members: [{ name: 'myvpn_nl_amsterdam', label: '🇳🇱 NL Amsterdam' }, { name: 'myvpn_2', label: 'Москва' }],
 				links: 3, skipped: 1, skip_reasons: ['link 3: vmess link: not supported'], updated_at: ago(1800), last_attempt: ago(60),
 				next_refresh: new Date(Date.now() + 3 * 3600e3).toISOString(), interval: '12h0m0s',
 				last_error: 'HTTP 503 Service Unavailable',
