@@ -109,6 +109,26 @@ func commands() []*command {
 			},
 		},
 		{
+			name:    "subscription add",
+			summary: "add a provider's subscription URL to the configuration (its links become proxies)",
+			args:    "URL",
+			examples: []string{
+				"tgtun subscription add 'https://panel.example.org/sub/TOKEN'",
+				"tgtun subscription add --name myvpn --via direct 'https://panel.example.org/sub/TOKEN' && tgtun reload",
+			},
+			raw: cmdSubscriptionAdd,
+		},
+		{
+			name:    "subscription update",
+			summary: "fetch the subscriptions now (all, or the one named)",
+			args:    "[NAME]",
+			examples: []string{
+				"tgtun subscription update",
+				"tgtun subscription update myvpn",
+			},
+			setup: setupSubscriptionUpdate,
+		},
+		{
 			name:     "version",
 			summary:  "print the version",
 			examples: []string{"tgtun version"},
@@ -308,6 +328,8 @@ func setupRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 	dnsmasqRestart := fs.String("dnsmasq-restart", "", "`command` that makes dnsmasq re-read its conf-dir (default: /etc/init.d/dnsmasq restart)")
 	dnsmasqAddr := fs.String("dnsmasq-addr", "127.0.0.1:53", "`address` where check asks dnsmasq for a listed domain")
 	dnsmasqBin := fs.String("dnsmasq-binary", "dnsmasq", "dnsmasq `program` asked for its nftset support (dnsmasq --version)")
+	subCache := fs.String("subscription-cache", "/var/run/tgtun/subscriptions", "`directory` for the subscriptions' last good links (tmpfs: never flash)")
+	subTimeout := fs.Duration("subscription-timeout", time.Minute, "how long one subscription fetch may take")
 	return func([]string) int {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -320,8 +342,11 @@ func setupRun(fs *flag.FlagSet, _, stderr io.Writer) func([]string) int {
 			DnsmasqRestart: strings.Fields(*dnsmasqRestart),
 			DnsmasqAddr:    *dnsmasqAddr,
 			DnsmasqBinary:  *dnsmasqBin,
-			Version:        version,
-			LogOutput:      stderr,
+
+			SubscriptionCacheDir: *subCache,
+			SubscriptionTimeout:  *subTimeout,
+			Version:              version,
+			LogOutput:            stderr,
 		})
 		if err != nil {
 			fmt.Fprintf(stderr, "tgtun: %v\n", err)

@@ -71,6 +71,8 @@ type tgtunConf struct {
 	plainTUN       bool     // run with TGTUN_TUN_OFFLOAD=0
 	mainExtra      []string // more lines for config main ("option dns_port '5399'")
 	customExtra    []string // more lines for config custom 'messenger' ("list domain 'x.org'")
+	sections       string   // more sections, appended as written
+	env            []string // more environment of the daemon (KEY=VALUE)
 }
 
 func (c tgtunConf) render() string {
@@ -139,6 +141,7 @@ config custom 'messenger'
 			fmt.Fprintf(&b, "\toption %s '%s'\n", k, p.extra[k])
 		}
 	}
+	b.WriteString(c.sections)
 	return b.String()
 }
 
@@ -158,13 +161,14 @@ type daemon struct {
 	conf     string
 	socket   string
 	plainTUN bool
+	env      []string
 }
 
 // startTgtun writes conf and runs the daemon in the router until its socket answers.
 // Lists may hold documentation ranges: the test network is built from them.
 func startTgtun(t *testing.T, n *testnet.Net, conf tgtunConf, extraArgs ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN}
+	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN, env: conf.env}
 	d.writeConf(conf)
 	d.start(extraArgs...)
 	return d
@@ -183,8 +187,10 @@ func (d *daemon) start(extraArgs ...string) {
 	if d.plainTUN {
 		offload = "0"
 	}
-	args := append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload, tgtunBin, "run", "-c", d.conf, "--socket", d.socket,
-		"--list-cache", filepath.Join(d.n.Dir, "lists")}, extraArgs...)
+	args := append(append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload}, d.env...),
+		tgtunBin, "run", "-c", d.conf, "--socket", d.socket, "--list-cache", filepath.Join(d.n.Dir, "lists"),
+		"--subscription-cache", filepath.Join(d.n.Dir, "subscriptions"))
+	args = append(args, extraArgs...)
 	p, err := d.n.Start(d.n.Router, args...)
 	if err != nil {
 		d.t.Fatal(err)

@@ -84,7 +84,7 @@ func TestUbusObject(t *testing.T) {
 		methods = append(methods, m[1])
 	}
 	slices.Sort(methods)
-	if want := []string{"check", "reload", "status", "update_lists"}; !slices.Equal(methods, want) {
+	if want := []string{"check", "reload", "status", "update_lists", "update_subscriptions"}; !slices.Equal(methods, want) {
 		t.Errorf("ubus -v list tgtun methods = %v, want %v:\n%s", methods, want, list)
 	}
 

@@ -29,6 +29,8 @@ type Config struct {
 	Proxies  []Proxy   // proxies with a server, by Priority, then file order
 	Services []Service // catalogue entries, in file order
 	Customs  []Custom  // user lists, in file order
+	// Subscriptions are providers' link lists whose links become proxies (subscription.go).
+	Subscriptions []Subscription
 }
 
 // Main is the `config main` section.
@@ -67,6 +69,9 @@ type Main struct {
 	// never tunnelled.
 	IncludeDevices []Device
 	ExcludeDevices []Device
+	// Select is how the pool picks among healthy proxies of the same priority:
+	// SelectPriority (the first in order) or SelectLatency (the lowest probe latency).
+	Select string
 }
 
 // Device is a LAN device by address range or by MAC address (exactly one is set).
@@ -123,6 +128,10 @@ type Proxy struct {
 	ShortID     string   // reality: hex, 0-16 digits
 	ALPN        []string // TLS ALPN; empty keeps the fingerprint's
 	Insecure    bool     // tls: do not verify the server's certificate
+	// PinnedSHA256 (lower-case hex) and CAFile replace the system's roots in checking the
+	// server's certificate (tls only; see certs.go).
+	PinnedSHA256 []string
+	CAFile       string
 
 	Interface string // interface: a device or netifd interface name (then no server/port)
 }
@@ -206,6 +215,7 @@ func Default() *Config {
 		DNSPort:           DefaultDNSPort,
 		DNSUpstream:       DefaultDNSUpstream,
 		DomainTimeout:     DefaultDomainTimeout,
+		Select:            SelectPriority,
 	}}
 }
 
@@ -286,6 +296,7 @@ type checker struct {
 	errs     Errors
 	warnings []Warning
 	rules    Rules // nil: syntax and values only
+	vias     []viaRef
 }
 
 func (c *checker) build(f *uciFile) *Config {
@@ -293,7 +304,8 @@ func (c *checker) build(f *uciFile) *Config {
 	var mainSec *uciSection
 	var enabledLine int
 	var proxies []Proxy
-	configured := 0 // proxies with a server, valid or not
+	configured := 0 // proxies with a server and enabled subscriptions, valid or not
+	proxyNames := map[string]bool{}
 	for _, s := range f.sections {
 		switch s.Type {
 		case "main":
@@ -307,6 +319,7 @@ func (c *checker) build(f *uciFile) *Config {
 			p, hasServer, ok := c.proxy(s)
 			if hasServer {
 				configured++
+				proxyNames[s.Name] = true
 			}
 			if ok {
 				proxies = append(proxies, p)
@@ -317,9 +330,16 @@ func (c *checker) build(f *uciFile) *Config {
 			}
 		case "custom":
 			cfg.Customs = append(cfg.Customs, c.custom(s, cfg.Main.IPv6))
+		case "subscription":
+			if sub, ok := c.subscription(s); ok {
+				cfg.Subscriptions = append(cfg.Subscriptions, sub)
+				if sub.Enabled {
+					configured++
+				}
+			}
 		default:
-			msg := fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom)", quoteValue(s.Type))
-			if near := closest(s.Type, []string{"main", "proxy", "service", "custom"}); near != "" {
+			msg := fmt.Sprintf("unknown section type %s is ignored (known: main, proxy, service, custom, subscription)", quoteValue(s.Type))
+			if near := closest(s.Type, []string{"main", "proxy", "service", "custom", "subscription"}); near != "" {
 				msg = fmt.Sprintf("unknown section type %s is ignored; did you mean '%s'?", quoteValue(s.Type), near)
 			}
 			c.warn(s.Line, "", msg)
@@ -327,6 +347,7 @@ func (c *checker) build(f *uciFile) *Config {
 	}
 	slices.SortStableFunc(proxies, func(a, b Proxy) int { return cmp.Compare(a.Priority, b.Priority) })
 	cfg.Proxies = proxies
+	c.checkVias(proxyNames)
 	if cfg.Main.Enabled && configured == 0 {
 		c.errs = append(c.errs, &Error{File: c.file, Line: enabledLine, Section: mainSec.label(), Option: "enabled",
 			Msg: "enabled but no proxy has a server (set option server in a proxy section, or enabled '0')"})
@@ -619,6 +640,7 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		}
 	}
 	r.duration("domain_timeout", time.Second, 7*24*time.Hour, false, &m.DomainTimeout)
+	r.oneOf("select", []string{SelectPriority, SelectLatency}, &m.Select)
 	m.IncludeDevices = c.devices(r, "include_device")
 	m.ExcludeDevices = c.devices(r, "exclude_device")
 	if v, ok := r.single("log_level"); ok {
@@ -698,6 +720,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	udpVal, udpSet := r.boolean("udp", &p.UDP)
 	r.integer("priority", 0, maxPriority, &p.Priority)
 	c.proxyTLS(r, &p, hasServer)
+	c.proxyCerts(r, &p)
 	r.finish()
 
 	switch p.Type {

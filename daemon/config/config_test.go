@@ -71,7 +71,7 @@ func TestDefault(t *testing.T) {
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
 		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
 		MemoryLimit: MemoryLimitAuto, MaxFlows: 0, LogLevel: slog.LevelInfo,
-		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 0,
+		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 0, Select: "priority",
 	}
 	if !reflect.DeepEqual(d.Main, want) || d.Proxies != nil || d.Services != nil || d.Customs != nil {
 		t.Fatalf("Default() = %+v", d)
@@ -652,7 +652,8 @@ func TestDocsCoverEveryOption(t *testing.T) {
 	for _, opt := range []string{"enabled", "tun_name", "tun_mtu", "ipv6", "lan_iface", "router_traffic", "fwmark",
 		"bypass_mark", "route_table", "rule_priority", "fail_mode", "update_interval", "health_target",
 		"health_interval", "memory_limit", "max_flows", "max_flows_per_device", "log_level", "type", "server", "port", "username", "password",
-		"cipher", "udp", "priority", "url", "subnet", "interface"} {
+		"cipher", "udp", "priority", "url", "subnet", "interface", "pinned_sha256", "ca_file", "select", "via", "interval",
+		"include", "exclude", "user_agent", "device_headers", "hwid"} {
 		if !strings.Contains(string(data), "`"+opt+"`") {
 			t.Errorf("docs/config.md does not document `%s`", opt)
 		}

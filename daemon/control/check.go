@@ -117,6 +117,7 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 	}
 
 	d.checkDomains(ctx, &r, n)
+	d.checkSubscriptions(&r)
 
 	for _, l := range d.lists.Status() {
 		ok := l.Entries4+l.Entries6+l.Domains > 0
@@ -158,8 +159,16 @@ func proxyHint(msg string) string {
 		return "the REALITY server did not prove it holds the key: check public_key (pbk) and short_id (sid) against the server's; if they are right, something on the way intercepts the connection"
 	case strings.Contains(m, "reality"):
 		return "the REALITY handshake failed: check sni (a name the server accepts), fingerprint, server and port"
+	case strings.Contains(m, "tls certificate matches no pinned_sha256"):
+		return "the server's certificate is not the pinned one (pinned_sha256, pcs in links): if the provider changed it, take the new pcs from them (or re-import the link); otherwise someone between the router and the server is intercepting"
+	case strings.Contains(m, "tls certificate is signed by an unknown authority"), strings.Contains(m, "signed by unknown authority"):
+		return "the server's certificate is not signed by a CA the router trusts (a self-signed server): set pinned_sha256 to its SHA-256 from the provider (pcs in links; `openssl x509 -noout -fingerprint -sha256 -in cert.pem` on your own server) or ca_file to its CA; insecure '1' only as a last resort"
+	case strings.Contains(m, "tls certificate is not valid for"), strings.Contains(m, "certificate is valid for"):
+		return "the server's certificate is for another name: set sni to the name it was issued for (sni in the link)"
+	case strings.Contains(m, "tls certificate has expired"), strings.Contains(m, "expired or is not yet valid"):
+		return "the server's certificate is outside its validity: check the router's clock (System → Time synchronization) and ask the provider to renew it"
 	case strings.Contains(m, "certificate"):
-		return "the server's TLS certificate is not valid for sni: check sni; only for your own server with a self-signed certificate set insecure '1'"
+		return "the server's TLS certificate is not valid for sni: check sni; for a self-signed server set pinned_sha256 or ca_file (insecure '1' only as a last resort)"
 	case strings.Contains(m, "closed right after it opened"), strings.Contains(m, "without answering"):
 		return "the server closed the connection at once: check the credentials (vless: uuid and flow; trojan: password) and that it allows the target"
 	case strings.Contains(m, "auth"), strings.Contains(m, "password"):

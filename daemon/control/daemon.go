@@ -21,6 +21,7 @@ import (
 	"github.com/tgtun/tgtun/daemon/engine"
 	"github.com/tgtun/tgtun/daemon/lists"
 	"github.com/tgtun/tgtun/daemon/proxy"
+	"github.com/tgtun/tgtun/daemon/subs"
 	"github.com/tgtun/tgtun/netcfg"
 )
 
@@ -41,6 +42,10 @@ type Options struct {
 	// where check asks dnsmasq for a listed domain (127.0.0.1:53 when empty).
 	DnsmasqBinary string
 	DnsmasqAddr   string
+	// SubscriptionCacheDir keeps the subscriptions' last good links (tmpfs; empty:
+	// subs.DefaultCacheDir); SubscriptionTimeout bounds one fetch (0: subs.DefaultTimeout).
+	SubscriptionCacheDir string
+	SubscriptionTimeout  time.Duration
 }
 
 // Daemon is a running tgtun: the kernel state, the netstack engine, the proxy pool and the
@@ -91,6 +96,10 @@ type Daemon struct {
 	// runCtx lives as long as Run: what the DNS forwarder runs under.
 	runCtx context.Context
 	dom    domainSide
+
+	// subs keeps the subscriptions' members (subscriptions.go); subsWake wakes its loop.
+	subs     *subs.Manager
+	subsWake chan struct{}
 }
 
 // engineEnd is an engine that stopped serving by itself, and why.
@@ -159,11 +168,13 @@ func Run(ctx context.Context, opts Options) error {
 	})
 	d.lists.SetSources(listSources(cfg))
 	d.lists.Load()
+	d.newSubscriptions(cfg)
 
 	pool, err := newPool(cfg, log)
 	if err != nil {
 		return err
 	}
+	d.withSubscriptions(pool, cfg)
 	d.engineFailed = make(chan engineEnd, 1)
 	d.startPool(ctx, pool)
 	d.bypass = d.resolveBypass(ctx, cfg)
@@ -193,6 +204,7 @@ func Run(ctx context.Context, opts Options) error {
 		defer wg.Done()
 		d.updateListsLoop(ctx)
 	}()
+	wg.Go(func() { d.subscriptionsLoop(ctx) })
 
 	// nftables tells at once when its table goes (`fw4 flush`); the watchdog's periodic
 	// check covers the rest (rules, routes, the TUN) and a monitor that stopped.
@@ -459,15 +471,27 @@ func (d *Daemon) shutdown() {
 
 // newPool builds the proxies of cfg, ordered by priority, behind health checks.
 func newPool(cfg *config.Config, log *slog.Logger) (*proxy.Pool, error) {
+	members, err := configMembers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pool := proxy.NewPool(members, cfg.Main.HealthTarget, cfg.Main.HealthInterval, log)
+	pool.Select = cfg.Main.Select
+	return pool, nil
+}
+
+// configMembers builds the proxies of cfg's proxy sections.
+func configMembers(cfg *config.Config) ([]proxy.Member, error) {
 	members := make([]proxy.Member, 0, len(cfg.Proxies))
 	for _, p := range cfg.Proxies {
 		m, err := proxy.NewMember(proxySpec(p), proxy.Options{BypassMark: cfg.Main.BypassMark})
 		if err != nil {
 			return nil, fmt.Errorf("proxy '%s': %w", p.Name, err)
 		}
+		m.ID = specID(p)
 		members = append(members, m)
 	}
-	return proxy.NewPool(members, cfg.Main.HealthTarget, cfg.Main.HealthInterval, log), nil
+	return members, nil
 }
 
 func proxySpec(p config.Proxy) proxy.Spec {
@@ -476,7 +500,8 @@ func proxySpec(p config.Proxy) proxy.Spec {
 		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
 		UUID: p.UUID, Flow: p.Flow, Security: p.Security, SNI: p.SNI, Fingerprint: p.Fingerprint,
 		PublicKey: p.PublicKey, ShortID: p.ShortID, ALPN: p.ALPN, Insecure: p.Insecure,
-		Interface: p.Interface,
+		Interface:    p.Interface,
+		PinnedSHA256: p.PinnedSHA256, CAFile: p.CAFile,
 	}
 }
 
@@ -537,7 +562,7 @@ func (d *Daemon) resolveBypass(ctx context.Context, cfg *config.Config) []netip.
 			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 		}
 	}
-	return out
+	return append(out, d.resolveSubscriptionServers(ctx, cfg.Main.BypassMark)...)
 }
 
 // listSources turns the enabled services and custom sections into list sources.

@@ -11,7 +11,11 @@ func TestProxyHintNewTypes(t *testing.T) {
 	tests := []struct{ err, want string }{
 		{"vless+reality 198.51.100.6:443: REALITY handshake failed: server did not prove the key — wrong public_key or short_id?", "public_key (pbk) and short_id (sid)"},
 		{"vless+reality 198.51.100.6:443: REALITY handshake: remote error: tls: handshake failure", "check sni"},
-		{"vless 198.51.100.6:443: TLS handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority", "insecure '1'"},
+		{"vless 198.51.100.6:443: TLS handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority", "pinned_sha256"},
+		{"vless 198.51.100.6:443: TLS handshake: TLS certificate is signed by an unknown authority (issuer \"CN=x\", SHA-256 ab): self-signed? pin it (pinned_sha256) or trust its CA (ca_file)", "not signed by a CA the router trusts"},
+		{"trojan 198.51.100.6:443: TLS handshake: TLS certificate matches no pinned_sha256: the server's is ab (a new certificate, or someone in between)", "not the pinned one"},
+		{"trojan 198.51.100.6:443: TLS handshake: TLS certificate is not valid for \"a.test\" (x509: certificate is valid for b.test, not a.test)", "set sni to the name"},
+		{"trojan 198.51.100.6:443: TLS handshake: TLS certificate has expired or is not yet valid (valid a to b; the router's clock says c)", "router's clock"},
 		{"connection to 203.0.113.10:7 closed right after it opened", "vless: uuid and flow; trojan: password"},
 		{"read from proxy: server closed the connection without answering: wrong uuid or flow? (EOF)", "vless: uuid and flow"},
 		{"socks5 198.51.100.6:1080: authentication failed", "username or password"},

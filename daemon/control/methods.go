@@ -14,6 +14,7 @@ import (
 	"github.com/tgtun/tgtun/daemon/engine"
 	"github.com/tgtun/tgtun/daemon/lists"
 	"github.com/tgtun/tgtun/daemon/proxy"
+	"github.com/tgtun/tgtun/daemon/subs"
 	"github.com/tgtun/tgtun/netcfg"
 )
 
@@ -37,6 +38,10 @@ func (d *Daemon) Table() *Table {
 		}},
 		Method{Name: "check", Handle: func(ctx context.Context, _ map[string]any) (any, error) {
 			return d.Check(ctx), nil
+		}},
+		Method{Name: "update_subscriptions", Args: map[string]ArgType{"name": ArgString}, Handle: func(ctx context.Context, args map[string]any) (any, error) {
+			name, _ := args["name"].(string)
+			return d.UpdateSubscriptions(ctx, name)
 		}},
 	)
 }
@@ -69,6 +74,8 @@ type Status struct {
 	LastRebuild string          `json:"last_rebuild,omitempty"`
 	Services    []ServiceStatus `json:"services"`
 	DNS         DNSStatus       `json:"dns"`
+	// Subscriptions: members, last refresh and error, traffic and expiry of each.
+	Subscriptions []subs.Status `json:"subscriptions"`
 }
 
 // Status reports the daemon's state.
@@ -114,6 +121,7 @@ func (d *Daemon) Status() Status {
 	}
 	st.Services = d.servicesStatus(st.Lists)
 	st.DNS = d.dnsStatus()
+	st.Subscriptions = d.subs.Status()
 	return st
 }
 
@@ -167,6 +175,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	// From here on the new configuration is applied.
 	d.lists.SetSources(listSources(cfg))
 	d.lists.Load()
+	d.subs.SetSubscriptions(cfg.Subscriptions, sectionNames(cfg))
+	d.subs.Load()
+	d.withSubscriptions(pool, cfg)
+	d.wakeSubscriptions()
 
 	oldStop := d.poolStop
 	d.startPool(context.Background(), pool)

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tgtun/tgtun/daemon/subs"
 )
 
 // ErrCheckFailed is returned by Print for a `check` result with a failed step, so the CLI
@@ -44,6 +47,19 @@ func Print(w io.Writer, method string, raw json.RawMessage) error {
 		return nil
 	case "reload":
 		fmt.Fprintln(w, "configuration reloaded")
+		return nil
+	case "update_subscriptions":
+		var r struct {
+			Subscriptions []subs.Status `json:"subscriptions"`
+			Error         string        `json:"error"`
+		}
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return fmt.Errorf("decode %s: %w", method, err)
+		}
+		printSubscriptions(w, r.Subscriptions)
+		if r.Error != "" {
+			return errors.New(r.Error)
+		}
 		return nil
 	default:
 		var v any
@@ -109,6 +125,10 @@ func printStatus(w io.Writer, st Status) {
 		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\n", s.Name, s.Enabled, s.Ranges, s.Domains, s.Resolved)
 	}
 	tw.Flush()
+	if len(st.Subscriptions) > 0 {
+		fmt.Fprintln(w)
+		printSubscriptions(w, st.Subscriptions)
+	}
 	d := st.DNS
 	fmt.Fprintf(w, "\ndns: forwarder %s, upstream %s (through the proxy), dnsmasq: %s; %d queries, %d from cache, %d SERVFAIL\n",
 		d.Listen, d.Upstream, d.Dnsmasq, d.Queries, d.CacheHits, d.Failures)
@@ -128,4 +148,72 @@ func printStatus(w io.Writer, st Status) {
 		fmt.Fprintf(w, "%s%s %d", sep, d.Address, d.Flows)
 	}
 	fmt.Fprintln(w)
+}
+
+// printSubscriptions shows each subscription: its proxies, last refresh and error,
+// traffic and expiry.
+func printSubscriptions(w io.Writer, list []subs.Status) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBSCRIPTION\tPROXIES\tSKIPPED\tUPDATED\tNEXT\tTRAFFIC\tEXPIRES\tLAST ERROR")
+	for _, s := range list {
+		updated, next := "-", "-"
+		if !s.UpdatedAt.IsZero() {
+			updated = s.UpdatedAt.Format(time.RFC3339) + " (" + s.Origin + ")"
+		}
+		if !s.NextRefresh.IsZero() {
+			next = s.NextRefresh.Format(time.RFC3339)
+		}
+		if !s.Enabled {
+			next = "disabled"
+		}
+		traffic, expires := "-", "-"
+		if u := s.Userinfo; u != nil {
+			total := "unlimited"
+			if u.Total > 0 {
+				total = humanBytes(u.Total)
+			}
+			traffic = humanBytes(u.Upload+u.Download) + " of " + total
+			if !u.Expire.IsZero() {
+				expires = u.Expire.Format("2006-01-02")
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Name, len(s.Members), s.Skipped, updated, next, traffic, expires, s.LastError)
+	}
+	tw.Flush()
+	for _, s := range list {
+		if len(s.Members) > 0 {
+			names := make([]string, 0, min(len(s.Members), 10))
+			for _, m := range s.Members[:min(len(s.Members), 10)] {
+				if m.Label != "" && m.Label != m.Name {
+					names = append(names, fmt.Sprintf("%s (%s)", m.Name, m.Label))
+				} else {
+					names = append(names, m.Name)
+				}
+			}
+			more := ""
+			if len(s.Members) > 10 {
+				more = fmt.Sprintf(" and %d more", len(s.Members)-10)
+			}
+			fmt.Fprintf(w, "proxies of %s (%s): %s%s\n", s.Name, s.URL, strings.Join(names, ", "), more)
+		}
+		for _, r := range s.SkipReasons {
+			fmt.Fprintf(w, "skipped in %s: %s\n", s.Name, r)
+		}
+		if s.Announce != "" {
+			fmt.Fprintf(w, "announcement of %s: %s\n", s.Name, s.Announce)
+		}
+	}
+}
+
+func humanBytes(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
 }

@@ -300,6 +300,26 @@ func tlsOptions(p *Proxy, q url.Values) {
 	if v := q.Get("insecure"); v == "1" || v == "true" {
 		p.set("insecure", "1")
 	}
+	pinnedCerts(p, q)
+}
+
+// pinnedCerts copies pcs (Xray's pinnedPeerCertSha256: hex SHA-256 of the server's
+// certificate, several joined by ',', ':' between bytes allowed) into the list
+// pinned_sha256, lower case without colons. A pin supersedes allowInsecure, which
+// panels write beside it for clients that know no pcs.
+func pinnedCerts(p *Proxy, q url.Values) {
+	var pins []string
+	for v := range strings.SplitSeq(q.Get("pcs"), ",") {
+		v = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(v), ":", ""))
+		if v != "" && !slices.Contains(pins, v) {
+			pins = append(pins, v)
+		}
+	}
+	if len(pins) == 0 {
+		return
+	}
+	p.Options = slices.DeleteFunc(p.Options, func(o Option) bool { return o.Name == "insecure" })
+	p.Options = append(p.Options, Option{Name: "pinned_sha256", Values: pins, List: true})
 }
 
 // isUUID accepts 32 hex digits in the 8-4-4-4-12 groups, each '-' between
@@ -372,6 +392,9 @@ func parseVLESS(link string) (*Proxy, error) {
 		p.set("short_id", q.Get("sid"))
 		if p.Get("insecure") != "" {
 			return nil, fmt.Errorf("vless link: allowInsecure applies to tls only, not reality")
+		}
+		if p.Get("pinned_sha256") != "" {
+			return nil, fmt.Errorf("vless link: pcs (a pinned certificate) applies to tls only, not reality")
 		}
 		// REALITY's hello is the fingerprint's, ALPN included (Xray ignores
 		// alpn there too); the LuCI form offers alpn with tls only.

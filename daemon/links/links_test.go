@@ -140,6 +140,7 @@ func FuzzParse(f *testing.F) {
 		"ss://2022-blake3-aes-128-gcm:" + key16 + "@h:1",
 		"vless://" + uuid + "@h:443?security=reality&pbk=k&sid=01&alpn=h2,h3&fp=chrome",
 		"trojan://pw@h:443?sni=s&allowInsecure=1",
+		"vless://" + uuid + "@h:443?security=tls&pcs=AB:cd,ef01&allowInsecure=1",
 		"http://h:8080",
 	} {
 		f.Add(s)

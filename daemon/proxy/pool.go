@@ -23,6 +23,9 @@ type Member struct {
 	Server   string // host:port, never credentials
 	Priority int    // lower wins
 	Dialer   Dialer
+	// ID identifies the proxy's settings (a hash, never the secrets themselves):
+	// SetMembers keeps the state of a member with the same Name and ID.
+	ID string
 }
 
 // NewMember builds the dialer for spec and describes it for a Pool.
@@ -73,6 +76,10 @@ type Pool struct {
 	// server to drop the connection (how Shadowsocks reports a wrong key
 	// or unreachable target); 0 means 300ms, negative disables the wait.
 	ProbeSettle time.Duration
+	// Select is how dials pick among healthy members of the lowest priority:
+	// SelectPriority (the first in order, the default) or SelectLatency (the lowest
+	// probe latency, with hysteresis; pool_select.go). Set before Run.
+	Select string
 
 	probe    netip.AddrPort
 	interval time.Duration
@@ -81,6 +88,8 @@ type Pool struct {
 	mu         sync.Mutex
 	members    []*poolMember // ordered by priority
 	anyHealthy bool
+	active     *poolMember // SelectLatency's choice; nil: the first healthy
+	cursor     int         // where the next round's standby probes start
 }
 
 type poolMember struct {
@@ -89,6 +98,7 @@ type poolMember struct {
 	failures  int  // consecutive failed probes
 	refused   bool // the last probe failed on the credentials
 	latency   time.Duration
+	smoothed  time.Duration // moving average of successful probes' latency (SelectLatency)
 	lastErr   string
 	lastCheck time.Time
 	flows     uint64
@@ -118,7 +128,7 @@ func (p *Pool) Run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
-		p.ProbeAll(ctx)
+		p.probeRound(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -135,18 +145,7 @@ func (p *Pool) ProbeAll(ctx context.Context) {
 	p.mu.Lock()
 	members := slices.Clone(p.members)
 	p.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, m := range members {
-		wg.Go(func() {
-			latency, err := p.probeOne(ctx, m.Dialer, m.Type == TypeShadowsocks)
-			if ctx.Err() != nil {
-				return // shutting down: not the proxy's fault
-			}
-			p.record(m, latency, err)
-		})
-	}
-	wg.Wait()
-	p.notify()
+	p.probeMembers(ctx, members)
 }
 
 func (p *Pool) probeTimeout() time.Duration {
@@ -249,6 +248,7 @@ func (p *Pool) record(m *poolMember, latency time.Duration, err error) {
 	} else {
 		m.failures = 0
 		m.healthy = true
+		m.smoothed = smooth(m.smoothed, latency)
 		if reply != nil {
 			m.lastErr = "proxy works, probe target unreachable through it: " + reply.Error()
 		}
@@ -294,15 +294,12 @@ func (p *Pool) Status() []MemberStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]MemberStatus, 0, len(p.members))
-	active := false
+	active := p.activeLocked()
 	for _, m := range p.members {
 		st := MemberStatus{
 			Name: m.Name, Type: m.Type, Server: m.Server,
 			Healthy: m.healthy, Latency: m.latency, LastError: m.lastErr,
-			LastCheck: m.lastCheck, Flows: m.flows,
-		}
-		if m.healthy && !active {
-			st.Active, active = true, true
+			LastCheck: m.lastCheck, Flows: m.flows, Active: m == active,
 		}
 		out = append(out, st)
 	}
@@ -331,7 +328,7 @@ func (p *Pool) healthyMembers() []*poolMember {
 			out = append(out, m)
 		}
 	}
-	return out
+	return p.dialOrderLocked(out)
 }
 
 // bestMember is the member of lowest priority, healthy or not, when trying it

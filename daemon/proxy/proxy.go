@@ -74,6 +74,10 @@ type Spec struct {
 	ShortID     string   // reality: hex, up to 16 digits
 	ALPN        []string // TLS ALPN protocols; empty keeps the fingerprint's
 	Insecure    bool     // tls only: skip certificate verification
+	// PinnedSHA256 (hex SHA-256 of the server's certificate) and CAFile replace the
+	// system's roots in checking a TLS server (certverify.go).
+	PinnedSHA256 []string
+	CAFile       string
 
 	Interface string // interface: a device or netifd interface name
 }

@@ -86,6 +86,8 @@ type tlsClient struct {
 	alpn     []string
 	insecure bool
 	hello    utls.ClientHelloID
+	// TLS only: how the server's certificate is checked (certverify.go); nil with insecure.
+	certs *certVerifier
 	// REALITY only.
 	serverKey *ecdh.PublicKey
 	shortID   [8]byte
@@ -131,10 +133,13 @@ func newTLSClient(spec Spec) (*tlsClient, error) {
 		if t.sni == "" {
 			t.sni = spec.Server
 		}
+		if err := t.verifyCerts(spec); err != nil {
+			return nil, err
+		}
 	case SecurityReality:
 		t.reality = true
-		if t.insecure {
-			return nil, errors.New("insecure applies to security tls only; REALITY authenticates the server by its public_key")
+		if t.insecure || len(spec.PinnedSHA256) > 0 || spec.CAFile != "" {
+			return nil, errors.New("insecure, pinned_sha256 and ca_file apply to security tls only; REALITY authenticates the server by its public_key")
 		}
 		if t.sni == "" {
 			return nil, errors.New("sni is required with REALITY (a server name the server accepts, e.g. the site it imitates)")
@@ -178,6 +183,9 @@ func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, e
 		// As sing-box: a REALITY hello offers no ticket. A TLS hello keeps the
 		// browser's (with no session cache, tickets are not stored).
 		SessionTicketsDisabled: t.reality,
+	}
+	if t.certs != nil {
+		t.certs.apply(conf)
 	}
 	var authKey []byte
 	if t.reality {

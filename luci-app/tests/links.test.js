@@ -15,7 +15,7 @@ const { loadView } = require('./lib/load-view');
 const view = loadView('tgtun/settings');
 const fixture = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'links.json'), 'utf8'));
 const FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
-	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure' ];
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256' ];
 
 // The link as the form fills it: the options it sets (empty ones, insecure '0' and an
 // empty alpn are not set), or { error } with the parser's or a field check's message.
@@ -30,7 +30,7 @@ function paste(link) {
 	}
 	const c = view.checks;
 	const cred = c.credentials(out.type, out.server, out.cipher, out.type === 'shadowsocks' ? '' : out.username, out.password);
-	const errs = [ cred.username, cred.password, out.sni && c.sni(out.sni) ].filter(Boolean);
+	const errs = [ cred.username, cred.password, out.sni && c.sni(out.sni), ...out.pinned_sha256.map(c.pinned_sha256) ].filter(Boolean);
 	if (errs.length)
 		return { error: errs.join('; ') };
 	const opts = {};

@@ -62,9 +62,9 @@ test('the ACL grants exactly the ubus methods the views call, status and DHCP le
 	const flat = (part) => Object.entries(grant[part].ubus || {}).flatMap(([o, ms]) => ms.map((m) => `${o}.${m}`)).sort();
 
 	const called = [...new Set(i18n.viewFiles().flatMap((f) => declaredCalls(fs.readFileSync(f, 'utf8'))))].sort();
-	assert.deepEqual(called, ['luci-rpc.getDHCPLeases', 'tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists']);
+	assert.deepEqual(called, ['luci-rpc.getDHCPLeases', 'tgtun.check', 'tgtun.reload', 'tgtun.status', 'tgtun.update_lists', 'tgtun.update_subscriptions']);
 	assert.deepEqual(flat('read'), ['luci-rpc.getDHCPLeases', 'tgtun.status']);
-	assert.deepEqual(flat('write'), ['tgtun.check', 'tgtun.reload', 'tgtun.update_lists']);
+	assert.deepEqual(flat('write'), ['tgtun.check', 'tgtun.reload', 'tgtun.update_lists', 'tgtun.update_subscriptions']);
 	assert.deepEqual([...flat('read'), ...flat('write')].sort(), called);
 	assert.deepEqual(Object.keys(grant.read).sort(), ['ubus', 'uci']);
 	assert.deepEqual(Object.keys(grant.write).sort(), ['ubus', 'uci']);

@@ -80,6 +80,21 @@ function formProxy(o) {
 		checks.port(opt(o, 'port'), opt(o, 'server')),
 		cred.username, cred.password,
 		opt(o, 'priority') && checks.priority(o.priority),
+		...(o.pinned_sha256 || []).map(checks.pinned_sha256),
+		opt(o, 'ca_file') && checks.ca_file(o.ca_file),
+		checks.cert_options(type, opt(o, 'security') || 'tls', opt(o, 'insecure') === '1',
+			(o.pinned_sha256 || []).length > 0 || opt(o, 'ca_file') !== ''),
+	].filter(Boolean).sort();
+}
+function formSubscription(o) {
+	return [
+		checks.sub_url(opt(o, 'url')),
+		opt(o, 'interval') && checks.sub_interval(o.interval),
+		opt(o, 'priority') && checks.priority(o.priority),
+		opt(o, 'user_agent') && checks.user_agent(o.user_agent),
+		opt(o, 'hwid') && checks.hwid(o.hwid),
+		...(o.include || []).map((v) => checks.name_filter('include', v)),
+		...(o.exclude || []).map((v) => checks.name_filter('exclude', v)),
 	].filter(Boolean).sort();
 }
 function formCustom(o) {
@@ -139,6 +154,16 @@ const proxyCases = [
 	{ type: 'shadowsocks', server: '198.51.100.6', port: '8388', cipher: '2022-blake3-aes-256-gcm',
 		password: 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' },
 	{ type: 'shadowsocks', server: '198.51.100.6', port: '8388', cipher: '2022-blake3-aes-128-gcm', password: 'AAAAAAAAAAAAAAAAAAAAAA' },
+	// Certificates of TLS proxies: pinned_sha256 (pcs) and ca_file.
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['ab'.repeat(32)] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['AB:'.repeat(31) + 'AB', 'zz'] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', pinned_sha256: ['ab'.repeat(31)] },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', ca_file: '/etc/ssl/certs/ca-certificates.crt' },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', ca_file: 'ca.pem' },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'p', ca_file: '/etc/ssl/ca.pem', insecure: '1' },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'p', pinned_sha256: ['ab'.repeat(32)], insecure: '0' },
+	{ type: 'vless', server: '198.51.100.6', port: '443', uuid: 'u', security: 'reality', sni: 'www.example.com',
+		public_key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8', pinned_sha256: ['ab'.repeat(32)] },
 ];
 
 const customCases = [
@@ -149,6 +174,18 @@ const customCases = [
 	{ url: ['http://a b/'] }, { url: ['https://example.org/a b'] }, { url: ['HTTPS://example.org/'] },
 	{ url: ['example.org/list'] }, { url: ['http://[2001:db8::1]:8080/x'] }, { url: ['http://host:port/'] },
 	{ url: ['http://user:pw@example.org/l.txt'] }, { url: ['http://:80/'] },
+];
+
+const subscriptionCases = [
+	{ url: 'https://panel.example.org/sub/token' }, {}, { url: 'ftp://panel.example.org/x' }, { url: 'https://' },
+	{ url: 'https://panel.example.org/a b' }, { url: 'https://panel.example.org/s', interval: '6h' },
+	{ url: 'https://panel.example.org/s', interval: '5m' }, { url: 'https://panel.example.org/s', interval: '1d' },
+	{ url: 'https://panel.example.org/s', interval: 'soon' }, { url: 'https://panel.example.org/s', interval: '0' },
+	{ url: 'https://panel.example.org/s', priority: '1001' }, { url: 'https://panel.example.org/s', priority: '0' },
+	{ url: 'https://panel.example.org/s', user_agent: 'v2rayNG/1.8.5' }, { url: 'https://panel.example.org/s', user_agent: 'Happ ü' },
+	{ url: 'https://panel.example.org/s', user_agent: 'x'.repeat(257) }, { url: 'https://panel.example.org/s', hwid: 'a b' },
+	{ url: 'https://panel.example.org/s', hwid: 'abcdef0123456789' }, { url: 'https://panel.example.org/s', hwid: 'x'.repeat(65) },
+	{ url: 'https://panel.example.org/s', include: ['NL', 'Амстердам'], exclude: ['a\tb'] },
 ];
 
 const header = "config main 'main'\n\toption enabled '0'\n";
@@ -168,6 +205,12 @@ test('proxy options: the form and tgtun config check agree', () => {
 test('custom subnets and URLs: the form and tgtun config check agree', () => {
 	for (const o of customCases) {
 		assert.deepEqual(formCustom(o), daemonErrors(header + sectionText('custom', 'mine', o)), `custom ${JSON.stringify(o)}`);
+	}
+});
+
+test('subscription options: the form and tgtun config check agree', () => {
+	for (const o of subscriptionCases) {
+		assert.deepEqual(formSubscription(o), daemonErrors(header + sectionText('subscription', 'sub', o)), `subscription ${JSON.stringify(o)}`);
 	}
 });
 

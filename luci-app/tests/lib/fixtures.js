@@ -45,6 +45,14 @@ function status() {
 			{ name: 'viber', enabled: false, ranges: 0, domains: 0, resolved: 0 },
 		],
 		dns: { listen: '127.0.0.1:5354', upstream: '1.1.1.1:53', dnsmasq: 'ok' },
+		subscriptions: [
+			{ name: 'myvpn', url: 'https://panel.example.org/<redacted>', enabled: true, fetched_via: 'proxy', origin: 'download',
+				members: [{ name: 'myvpn_nl_amsterdam', label: '🇳🇱 NL Amsterdam' }, { name: 'myvpn_2', label: 'Москва' }],
+				links: 3, skipped: 1, skip_reasons: ['link 3: vmess link: not supported'], updated_at: ago(1800), last_attempt: ago(60),
+				next_refresh: new Date(Date.now() + 3 * 3600e3).toISOString(), interval: '12h0m0s',
+				last_error: 'HTTP 503 Service Unavailable',
+				userinfo: { upload: 1073741824, download: 2147483648, total: 107374182400, expire: '2027-03-01T00:00:00Z' } },
+		],
 		lists: [
 			{ name: 'telegram', kind: 'service', url: 'https://core.telegram.org/resources/cidr.txt', origin: 'download',
 				entries4: 9, entries6: 5, updated_at: ago(5400), last_attempt: ago(5400), last_error: '' },
@@ -71,7 +79,8 @@ function check() {
 // have only members the daemon's types have): a daemon in states the test network does
 // not produce (REALITY, Trojan, busy devices...).
 function tgtunAnswers(st = status(), ck = check()) {
-	return { status: st, check: ck, reload: { reloaded: true }, update_lists: { lists: st.lists } };
+	return { status: st, check: ck, reload: { reloaded: true }, update_lists: { lists: st.lists },
+		update_subscriptions: { subscriptions: st.subscriptions, error: 'subscription myvpn (https://panel.example.org/<redacted>): HTTP 503 Service Unavailable' } };
 }
 
 const devices = {

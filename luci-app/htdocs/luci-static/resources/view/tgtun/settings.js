@@ -659,7 +659,59 @@ var checks = {
 		return null;
 	},
 
-	ifname: function(v) { return attempt('interface', v, parseIfname) }
+	ifname: function(v) { return attempt('interface', v, parseIfname) },
+
+	/* A pinned certificate: hex SHA-256, ':' between bytes allowed (pcs of links). */
+	pinned_sha256: function(v) {
+		if (!/^[0-9a-fA-F]{64}$/.test(v.replace(/:/g, '')))
+			return bad('pinned_sha256', v, _("not a SHA-256 in hex (64 hex digits, ':' between bytes allowed, as `openssl x509 -noout -fingerprint -sha256` prints it)"));
+		return null;
+	},
+
+	ca_file: function(v) {
+		if (v.charAt(0) != '/' || /[\x00-\x1f\x7f]/.test(v))
+			return bad('ca_file', v, _("not an absolute file path (e.g. '/etc/ssl/my-ca.pem')"));
+		return null;
+	},
+
+	/* Options of a subscription (the url's check is url's). */
+	sub_url: function(v) {
+		return v == '' ? _('url is missing (the subscription address the provider gave you, http:// or https://)') : checks.url(v);
+	},
+
+	sub_interval: function(v) {
+		return attempt('interval', v, function(s) { checkDuration(s, 600e9, 8760 * 3600e9, '10m', '8760h', false) });
+	},
+
+	user_agent: function(v) {
+		if (v.length > 256 || /[^\x20-\x7e]/.test(v))
+			return bad('user_agent', v, _('not a User-Agent (printable ASCII, at most 256 characters)'));
+		return null;
+	},
+
+	hwid: function(v) {
+		if (v.length > 64 || /[^\x21-\x7e]/.test(v))
+			return bad('hwid', v, _('not a device id (printable ASCII without spaces, at most 64 characters)'));
+		return null;
+	},
+
+	/* include or exclude: a part of the proxies' names. */
+	name_filter: function(name, v) {
+		if (/[\x00-\x1f\x7f]/.test(v))
+			return bad(name, v, _('not a name filter (text without control characters)'));
+		return null;
+	},
+
+	/* pinned_sha256 or ca_file beside REALITY or insecure '1', as the daemon refuses them. */
+	cert_options: function(type, security, insecure, hasCerts) {
+		if (!hasCerts || (type != 'vless' && type != 'trojan'))
+			return null;
+		if (type == 'vless' && security == 'reality')
+			return _('pinned_sha256 and ca_file are not allowed with security reality (REALITY authenticates the server by public_key)');
+		if (insecure)
+			return _("pinned_sha256 and ca_file are not allowed with insecure '1' (insecure skips the certificate check they ask for; remove insecure)");
+		return null;
+	}
 };
 
 /* --- share links: parse a link into the proxy's UCI options --- */
@@ -667,7 +719,7 @@ var checks = {
 function LinkError(msg) { this.message = msg; }
 
 /* One link → { type, server, port, username, password, cipher, uuid, flow, security, sni,
- * fingerprint, public_key, short_id, alpn: [], insecure, name }; throws LinkError with a
+ * fingerprint, public_key, short_id, alpn: [], insecure, pinned_sha256: [], name }; throws LinkError with a
  * message that names the part it cannot use. */
 function parseLink(link) {
 	link = String(link).trim();
@@ -716,7 +768,8 @@ function parseLink(link) {
 	if (!hp)
 		throw fail(_("the address '%s' is not host:port"), hostport);
 	var out = { type: kind, server: hp[1].replace(/^\[|\]$/g, ''), port: hp[2], username: '', password: '', cipher: '',
-		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0', name: name };
+		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0',
+		pinned_sha256: [], name: name };
 	var srvErr = checks.server(out.server), portErr = checks.port(out.port, out.server);
 	if (srvErr || portErr)
 		throw fail('%s', srvErr || portErr);
@@ -735,6 +788,16 @@ function parseLink(link) {
 		out.alpn = (query.get('alpn') || '').split(',').filter(function(x) { return x != '' });
 		var ins = query.get('allowInsecure') || query.get('insecure') || '0';
 		out.insecure = (ins == '1' || ins == 'true') ? '1' : '0';
+		/* pcs: Xray's pinnedPeerCertSha256, hex SHA-256s joined by ','; a pin supersedes
+		 * allowInsecure, which panels write beside it for older clients. */
+		out.pinned_sha256 = [];
+		(query.get('pcs') || '').split(',').forEach(function(x) {
+			x = x.trim().replace(/:/g, '').toLowerCase();
+			if (x != '' && out.pinned_sha256.indexOf(x) < 0)
+				out.pinned_sha256.push(x);
+		});
+		if (out.pinned_sha256.length)
+			out.insecure = '0';
 		if (out.fingerprint && FINGERPRINTS.indexOf(out.fingerprint) < 0)
 			throw fail(_('fp=%s is not supported; one of %s is'), out.fingerprint, FINGERPRINTS.join(', '));
 	};
@@ -800,6 +863,8 @@ function parseLink(link) {
 				throw fail('%s', checks.short_id(out.short_id));
 			if (out.insecure == '1')
 				throw fail(_('allowInsecure applies to tls only, not reality'));
+			if (out.pinned_sha256.length)
+				throw fail(_('pcs (a pinned certificate) applies to tls only, not reality'));
 			out.alpn = [];
 			if (out.sni == '')
 				throw fail(_('sni is missing (REALITY needs a server name the server accepts)'));
@@ -912,7 +977,7 @@ function serviceCounts(st, name) {
 
 /* The options a share link fills, in the order they are set (type first: the others depend on it). */
 var LINK_FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
-	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure' ];
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256' ];
 
 return view.extend({
 	/* For the tests: the daemon's checks as the form runs them, and the link parser. */
@@ -922,7 +987,9 @@ return view.extend({
 	load: function() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), null),
-			L.resolveDefault(callLeases(), {})
+			L.resolveDefault(callLeases(), {}),
+			/* The proxies a subscription may be fetched through are choices of its form. */
+			L.resolveDefault(uci.load('tgtun'), null)
 		]);
 	},
 
@@ -958,6 +1025,8 @@ return view.extend({
 				return true;
 			var any = uci.sections('tgtun', 'proxy').some(function(p) {
 				return (p.type == 'interface') ? (p['interface'] || '') != '' : (p.server || '') != '';
+			}) || uci.sections('tgtun', 'subscription').some(function(sub) {
+				try { return sub.enabled == null || parseBool(sub.enabled); } catch (e) { return true; }
 			});
 			return any || _("enabled but no proxy has a server (set option server in a proxy section, or enabled '0')");
 		};
@@ -1025,6 +1094,12 @@ return view.extend({
 			_('Address and port probed through each proxy to judge its health.'));
 		o.placeholder = '149.154.167.51:443';
 		o.validate = optional(checks.health_target);
+
+		o = s.taboption('advanced', form.ListValue, 'select', _('Proxy choice'),
+			_('Among healthy proxies of the same priority (a subscription\'s, say): the first in order, or the one with the lowest latency in the health checks (it changes only when another is clearly faster).'));
+		o.value('priority', _('First in order'));
+		o.value('latency', _('Lowest latency'));
+		o.default = 'priority';
 
 		o = s.taboption('advanced', form.Value, 'health_interval', _('Health check interval'), _('1s to 1h.'));
 		o.placeholder = '10s';
@@ -1316,6 +1391,34 @@ return view.extend({
 		o.depends({ type: 'vless', security: 'tls' });
 		o.depends('type', 'trojan');
 
+		var certCheck = function(section_id) {
+			var type = sibling(this, section_id, 'type'), pins = this.section.formvalue(section_id, 'pinned_sha256');
+			if (pins == null)
+				pins = this.section.cfgvalue(section_id, 'pinned_sha256');
+			var hasCerts = L.toArray(pins).length > 0 || sibling(this, section_id, 'ca_file') != '';
+			return checks.cert_options(type, sibling(this, section_id, 'security') || 'tls',
+				boolValue(this, section_id, 'insecure', false), hasCerts);
+		};
+
+		o = s.option(form.DynamicList, 'pinned_sha256', _('Pinned certificate (SHA-256)'),
+			_('The server\'s certificate is accepted only if its SHA-256 is one of these (pcs in links), e.g. from `openssl x509 -noout -fingerprint -sha256`. For a self-signed server.'));
+		o.modalonly = true;
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+		o.validate = asValidator(function(section_id, v) {
+			return (v != '' && checks.pinned_sha256(v)) || certCheck.call(this, section_id);
+		});
+
+		o = s.option(form.Value, 'ca_file', _('CA certificate file'),
+			_('A PEM file on the router with the CA certificates to trust for this server instead of the system\'s.'));
+		o.modalonly = true;
+		o.placeholder = '/etc/ssl/my-ca.pem';
+		o.depends({ type: 'vless', security: 'tls' });
+		o.depends('type', 'trojan');
+		o.validate = asValidator(function(section_id, v) {
+			return (v != '' && checks.ca_file(v)) || certCheck.call(this, section_id);
+		});
+
 		o = s.option(form.Flag, 'udp', _('UDP'), _('Relay UDP (voice calls) through the proxy.'));
 		o.default = '1';
 		o.rmempty = false;
@@ -1327,6 +1430,89 @@ return view.extend({
 		o = s.option(form.Value, 'priority', _('Priority'), _('0-1000; lower wins.'));
 		o.placeholder = '10';
 		o.validate = optional(checks.priority);
+
+		s = m.section(form.GridSection, 'subscription', _('Subscriptions'),
+			_('A provider\'s subscription URL: its links become proxies (named after the subscription and the links\' names), refreshed on their own. A refresh that fails keeps the last proxies.'));
+		s.addremove = true;
+		s.anonymous = false;
+		s.nodescriptions = true;
+		s.modaltitle = _('Subscription');
+		s.renderSectionAdd = function(extra_class) {
+			var el = form.GridSection.prototype.renderSectionAdd.apply(this, arguments),
+			    input = el.querySelector('.cbi-section-create-name');
+			if (input)
+				ui.addValidator(input, 'uciname', true, function(v) {
+					if (v === '')
+						return _('Expecting: %s').format(_('non-empty value'));
+					if (nameTaken(v))
+						return _("The name '%s' is taken by another section: pick another name.").format(v);
+					return true;
+				}, 'blur', 'keyup');
+			return el;
+		};
+		s.handleAdd = function(ev, name) {
+			if (name != null && nameTaken(name)) {
+				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				return Promise.resolve();
+			}
+			return form.GridSection.prototype.handleAdd.apply(this, arguments);
+		};
+
+		o = s.option(form.Flag, 'enabled', _('Enabled'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.Value, 'url', _('Subscription URL'), _('The address the provider gave you (https://…). It holds your account\'s token.'));
+		o.placeholder = 'https://panel.example.org/sub/…';
+		o.rmempty = false;
+		o.validate = asValidator(function(section_id, v) { return checks.sub_url(v) });
+		o.textvalue = function(section_id) {
+			var v = this.cfgvalue(section_id) || '', m = /^([a-z]+:\/\/[^\/?#]+)/i.exec(v);
+			return m ? m[1] + (v.length > m[1].length ? '/…' : '') : '-';
+		};
+
+		o = s.option(form.ListValue, 'via', _('Fetch through'),
+			_('How the URL is fetched: through the proxy in use (directly while none works), directly, or through one proxy.'));
+		o.value('', _('the proxy in use'));
+		o.value('direct', _('directly'));
+		uci.sections('tgtun', 'proxy').forEach(function(p) {
+			if ((p.server || '') != '')
+				o.value(p['.name'], _('proxy %s').format(p['.name']));
+		});
+
+		o = s.option(form.Value, 'interval', _('Refresh every'),
+			_('e.g. 6h, 1d; at least 10m. Empty: what the provider asks (profile-update-interval), else 12h.'));
+		o.placeholder = _('from the provider');
+		o.validate = optional(checks.sub_interval);
+
+		o = s.option(form.Value, 'priority', _('Priority'), _('Of all its proxies: 0-1000, lower wins.'));
+		o.placeholder = '10';
+		o.validate = optional(checks.priority);
+
+		o = s.option(form.DynamicList, 'include', _('Only names with'),
+			_('Use only the links whose name contains one of these (any case), e.g. NL or Amsterdam.'));
+		o.modalonly = true;
+		o.validate = optional(function(v) { return checks.name_filter('include', v) });
+
+		o = s.option(form.DynamicList, 'exclude', _('Not names with'), _('Leave out the links whose name contains one of these.'));
+		o.modalonly = true;
+		o.validate = optional(function(v) { return checks.name_filter('exclude', v) });
+
+		o = s.option(form.Value, 'user_agent', _('User-Agent'),
+			_('The client the router poses as: panels answer only clients they know. Change it if the panel sends no links.'));
+		o.modalonly = true;
+		o.placeholder = 'Happ/1.63.0';
+		o.validate = optional(checks.user_agent);
+
+		o = s.option(form.Flag, 'device_headers', _('Send device headers'),
+			_('X-HWID (a stable id derived from the router, never its MAC address), the OS and the model, which panels with a device limit ask for.'));
+		o.modalonly = true;
+		o.default = '1';
+
+		o = s.option(form.Value, 'hwid', _('Device id'), _('Instead of the derived one (X-HWID).'));
+		o.modalonly = true;
+		o.depends('device_headers', '1');
+		o.validate = optional(checks.hwid);
 
 		s = m.section(form.TypedSection, 'custom', _('Custom subnets and lists'),
 			_('Your own subnets, domains, and lists to download (one entry a line, \'#\' comments).'));

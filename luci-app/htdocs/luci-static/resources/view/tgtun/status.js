@@ -16,6 +16,7 @@ var callStatus = rpc.declare({ object: 'tgtun', method: 'status', reject: true }
 var callReload = rpc.declare({ object: 'tgtun', method: 'reload', reject: true });
 var callUpdateLists = rpc.declare({ object: 'tgtun', method: 'update_lists', reject: true });
 var callCheck = rpc.declare({ object: 'tgtun', method: 'check', reject: true });
+var callUpdateSubscriptions = rpc.declare({ object: 'tgtun', method: 'update_subscriptions', reject: true });
 
 var NEVER = '0001-01-01T00:00:00Z';
 
@@ -57,6 +58,21 @@ function age(stamp) {
 	if (s < 86400)
 		return _('%dh %dm ago').format(Math.floor(s / 3600), Math.floor(s % 3600 / 60));
 	return _('%dd %dh ago').format(Math.floor(s / 86400), Math.floor(s % 86400 / 3600));
+}
+
+/* Time until an RFC 3339 stamp, e.g. "in 5h 3m"; "-" for none. */
+function untilText(stamp) {
+	if (!stamp || stamp == NEVER)
+		return '-';
+	var t = Date.parse(stamp);
+	if (isNaN(t))
+		return stamp;
+	var s = Math.max(0, Math.round((t - Date.now()) / 1000));
+	if (s < 60)
+		return _('now');
+	if (s < 3600)
+		return _('in %dm').format(Math.floor(s / 60));
+	return _('in %dh %dm').format(Math.floor(s / 3600), Math.floor(s % 3600 / 60));
 }
 
 function bytes(n) {
@@ -260,6 +276,46 @@ return view.extend({
 			_('No services: tick them in Settings.')));
 	},
 
+	/* Each subscription: its proxies (with the names the provider gave them), when it
+	 * was fetched and why the last refresh failed, traffic and expiry. The provider's
+	 * text goes into E() only inside arrays, which LuCI appends as text nodes (a string
+	 * alone would be taken as markup). */
+	renderSubscriptions: function(list) {
+		if (!Array.isArray(list) || list.length == 0)
+			return null;
+		return section(_('Subscriptions'), table(
+			[ _('Name'), _('Proxies'), _('Updated'), _('Next refresh'), _('Traffic used'), _('Expires'), _('Last error') ],
+			list.map(function(s) {
+				var members = s.members || [], u = s.userinfo;
+				var names = members.slice(0, 8).map(function(m) {
+					return (m.label && m.label != m.name) ? '%s (%s)'.format(m.name, m.label) : m.name;
+				}).join(', ');
+				if (members.length > 8)
+					names += ' ' + _('and %d more').format(members.length - 8);
+				var used = '-';
+				if (u)
+					used = u.total ? _('%s of %s').format(bytes((u.upload || 0) + (u.download || 0)), bytes(u.total))
+						: _('%s (no limit)').format(bytes((u.upload || 0) + (u.download || 0)));
+				var expires = (u && u.expire && u.expire != NEVER) ? new Date(u.expire).toISOString().substring(0, 10) : '-';
+				return [
+					E('span', { 'title': s.url || '' }, [ s.name, s.enabled ? '' : E('small', {}, ' (' + _('off') + ')') ]),
+					E('div', {}, [
+						E('strong', {}, String(members.length)), members.length ? ': ' + names : '',
+						s.skipped ? E('div', { 'class': 'tgtun-hint', 'title': (s.skip_reasons || []).join('\n') },
+							_('%d links skipped (not usable)').format(s.skipped)) : ''
+					]),
+					E('span', {}, [ age(s.updated_at), s.updated_at && s.updated_at != NEVER ? ' (' + (ORIGINS[s.origin] || s.origin) + ')' : '' ]),
+					s.enabled ? untilText(s.next_refresh) : '-',
+					used,
+					expires,
+					s.last_error ? E('div', { 'class': 'tgtun-error' }, [
+						s.last_error, members.length ? E('div', { 'class': 'tgtun-hint' }, _('The proxies from the last good refresh stay in use.')) : ''
+					]) : (s.announce ? E('div', { 'class': 'tgtun-hint' }, [ s.announce ]) : '-')
+				];
+			}),
+			_('No subscriptions.')));
+	},
+
 	renderDNS: function(dns) {
 		if (!L.isObject(dns))
 			return null;
@@ -278,6 +334,7 @@ return view.extend({
 		return [
 			this.renderService(st),
 			this.renderProxies(st.proxies),
+			this.renderSubscriptions(st.subscriptions),
 			this.renderServices(st.services),
 			this.renderLists(st.lists),
 			this.renderDNS(st.dns),
@@ -305,6 +362,19 @@ return view.extend({
 			return this.refresh();
 		}, this), function(err) {
 			ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(errorText(err))), 'error');
+		});
+	},
+
+	handleUpdateSubscriptions: function() {
+		return callUpdateSubscriptions().then(L.bind(function(res) {
+			var list = (res && res.subscriptions) || [];
+			if (res && res.error)
+				ui.addNotification(null, E('p', {}, [ _('Some subscriptions could not be refreshed (their last proxies stay in use): %s').format(res.error) ]), 'warning');
+			else
+				ui.addNotification(null, E('p', {}, _('Subscriptions refreshed: %d.').format(list.length)), 'info');
+			return this.refresh();
+		}, this), function(err) {
+			ui.addNotification(null, E('p', {}, [ _('Refreshing the subscriptions failed: %s').format(errorText(err)) ]), 'error');
 		});
 	},
 
@@ -365,6 +435,8 @@ return view.extend({
 			E('div', { 'class': 'cbi-map-descr' }, _('What the tunnel does now. Refreshed every 5 seconds.')),
 			E('div', { 'class': 'cbi-page-actions', 'style': 'text-align:left' }, [
 				E('button', { 'class': 'cbi-button cbi-button-action', 'click': ui.createHandlerFn(this, 'handleUpdateLists') }, _('Update lists now')),
+				' ',
+				E('button', { 'class': 'cbi-button cbi-button-action', 'click': ui.createHandlerFn(this, 'handleUpdateSubscriptions') }, _('Refresh subscriptions')),
 				' ',
 				E('button', { 'class': 'cbi-button cbi-button-action', 'click': ui.createHandlerFn(this, 'handleCheck') }, _('Run diagnostics')),
 				' ',
