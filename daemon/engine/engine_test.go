@@ -638,6 +638,15 @@ func TestSetDialerAffectsNewFlowsOnly(t *testing.T) {
 	first := echoDialer(t)
 	env := startEngine(t, Config{}, first)
 	old := env.mustDial(t, "tcp", "203.0.113.60:80")
+	// The kernel accepts a connection before the engine sees it: one round trip makes
+	// sure the engine has the flow (and its dialer) before the swap.
+	old.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := old.Write([]byte("o")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(old, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
 
 	second := echoDialer(t)
 	env.eng.SetDialer(second)

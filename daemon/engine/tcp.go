@@ -72,7 +72,9 @@ func (e *Engine) handleTCP(c *net.TCPConn) {
 		resetConn(c)
 		return
 	}
-	f := &tcpFlow{e: e, src: src, dst: dst, client: c, done: make(chan struct{})}
+	// The dialer of the moment the connection came: a flow accepted before SetDialer
+	// dials through the old one even if its dial starts later (it may wait for a slot).
+	f := &tcpFlow{e: e, src: src, dst: dst, client: c, dialer: e.currentDialer(), done: make(chan struct{})}
 	f.idle.touch()
 	if !e.admit(f) {
 		e.freeSlot(src.Addr())
@@ -94,6 +96,7 @@ type tcpFlow struct {
 	e        *Engine
 	src, dst netip.AddrPort
 	client   *net.TCPConn
+	dialer   Dialer
 	idle     idleWatch
 
 	mu         sync.Mutex
@@ -122,7 +125,7 @@ type tcpFlow struct {
 func (f *tcpFlow) dial(ctx context.Context) {
 	e := f.e
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	conn, err := e.currentDialer().DialTCP(dialCtx, f.dst)
+	conn, err := f.dialer.DialTCP(dialCtx, f.dst)
 	cancel()
 	e.endDial(f.src.Addr(), &e.tcpDialing)
 	if err != nil {

@@ -126,7 +126,7 @@ func (t *udpTable) newFlow(ctx context.Context, key flowKey) *udpFlow {
 		e.freeSlot(src)
 		return nil
 	}
-	f := &udpFlow{e: e, t: t, src: key.src, dst: key.dst, done: make(chan struct{})}
+	f := &udpFlow{e: e, t: t, src: key.src, dst: key.dst, dialer: e.currentDialer(), done: make(chan struct{})}
 	f.idle.touch()
 	if !e.admit(f) {
 		e.endDial(src, &e.udpDialing)
@@ -167,6 +167,7 @@ type udpFlow struct {
 	e        *Engine
 	t        *udpTable
 	src, dst netip.AddrPort
+	dialer   Dialer // the dialer when the first datagram came
 	idle     idleWatch
 	// slotTaken: the flow was evicted and its slot passed to a new flow of the
 	// same device, so finish must not give it back.
@@ -319,7 +320,7 @@ func (f *udpFlow) finish() {
 func (f *udpFlow) dial(ctx context.Context) {
 	e := f.e
 	dialCtx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	conn, err := e.currentDialer().DialUDP(dialCtx, f.dst)
+	conn, err := f.dialer.DialUDP(dialCtx, f.dst)
 	cancel()
 	e.endDial(f.src.Addr(), &e.udpDialing)
 	if err != nil {
