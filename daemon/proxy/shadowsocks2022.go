@@ -179,8 +179,7 @@ func (s *Shadowsocks2022) DialTCP(ctx context.Context, dst netip.AddrPort) (net.
 	if err := s.base.sendRequest(ctx, c, c, req); err != nil {
 		return nil, err
 	}
-	r := &ss22Reader{r: c, m: s.m, reqSalt: salt}
-	return &ssConn{Conn: c, r: r, w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
+	return &ssConn{Conn: c, r: newSS22Reader(c, s.m, salt), w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
 }
 
 // request builds the request's first bytes and the writer for the rest.
@@ -223,50 +222,16 @@ func (m *ss22Method) request(c io.Writer, dst netip.AddrPort) (req []byte, w *ss
 	return req, &ssWriter{w: c, aead: aead, nonce: nonce}, salt, nil
 }
 
-// ss22Reader reads the server's response header, then its chunks.
-type ss22Reader struct {
-	r       io.Reader
-	m       *ss22Method
-	reqSalt []byte
-	gotSalt bool
-	inner   *ssReader // after the header
-}
-
-func (s *ss22Reader) replied() bool { return s.gotSalt }
-
-func (s *ss22Reader) Read(p []byte) (int, error) {
-	if s.inner == nil {
-		if err := s.readHeader(); err != nil {
-			return 0, err
-		}
-	}
-	return s.inner.Read(p)
-}
-
-func (s *ss22Reader) readHeader() error {
+// openHeader checks SIP022's response header: its type, the server's time, our
+// request's salt in it, and that the server's salt is not a replay. It gives the
+// length of the first chunk.
+func (s *ssReader) openHeader(b []byte) error {
 	m := s.m
-	salt := make([]byte, m.keySize)
-	if n, err := io.ReadFull(s.r, salt); err != nil {
-		if n == 0 && errors.Is(err, io.EOF) {
-			return errSSNoReply
-		}
-		return fmt.Errorf("read salt: %w", err)
-	}
-	s.gotSalt = true
-	aead, err := m.sessionAEAD(salt)
-	if err != nil {
-		return err
-	}
-	nonce := make([]byte, ssNonceSize)
-	hdr := make([]byte, 1+8+m.keySize+2+ssTagSize)
-	if _, err := io.ReadFull(s.r, hdr); err != nil {
-		return fmt.Errorf("read response header: %w", noEOF(err))
-	}
-	plain, err := aead.Open(hdr[:0], nonce, hdr, nil)
+	plain, err := s.aead.Open(b[:0], s.nonce[:], b, nil)
 	if err != nil {
 		return fmt.Errorf("decrypt response header: %w (wrong key or cipher?)", ErrAuthFailed)
 	}
-	incNonce(nonce)
+	incNonce(s.nonce[:])
 	switch {
 	case plain[0] != ss22HeaderServer:
 		return fmt.Errorf("response header type %d, want %d", plain[0], ss22HeaderServer)
@@ -274,24 +239,11 @@ func (s *ss22Reader) readHeader() error {
 		return errSS22Timestamp
 	case !bytes.Equal(plain[9:9+m.keySize], s.reqSalt):
 		return errors.New("response is not for our request (request salt differs)")
-	case !m.salts.add(salt, m.now()):
+	case !m.salts.add(s.salt, m.now()):
 		return errSS22Replay
 	}
-	size := int(binary.BigEndian.Uint16(plain[9+m.keySize:]))
-	buf := ssBodies.Get().(*[]byte)
-	body := (*buf)[:size+ssTagSize]
-	if _, err := io.ReadFull(s.r, body); err != nil {
-		ssBodies.Put(buf)
-		return fmt.Errorf("read first chunk: %w", noEOF(err))
-	}
-	payload, err := aead.Open(body[:0], nonce, body, nil)
-	if err != nil {
-		ssBodies.Put(buf)
-		return fmt.Errorf("decrypt first chunk: %w", ErrAuthFailed)
-	}
-	incNonce(nonce)
-	s.inner = &ssReader{r: s.r, aead: aead, nonce: nonce, body: buf, max: ss22MaxPayload, pending: payload}
-	s.inner.release() // an empty first chunk
+	s.size = int(binary.BigEndian.Uint16(plain[9+m.keySize:]))
+	s.state = ssChunk
 	return nil
 }
 
