@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"runtime"
+	"slices"
 
 	utls "github.com/metacubex/utls"
 	"golang.org/x/sys/cpu"
@@ -69,44 +70,31 @@ var (
 // suites, and the ECDHE ChaCha20 suites before the ECDHE AES-GCM ones. Every
 // other entry (GREASE, CBC, RSA key exchange) keeps its place.
 func noAESOrder(suites []uint16) []uint16 {
+	has := func(id uint16) bool { return slices.Contains(suites, id) }
 	out := make([]uint16, 0, len(suites))
-	has := func(id uint16) bool {
-		for _, s := range suites {
-			if s == id {
-				return true
-			}
-		}
-		return false
-	}
-	in := func(id uint16, set []uint16) bool {
-		for _, s := range set {
-			if s == id {
-				return true
-			}
-		}
-		return false
-	}
-	tls13Done, tls12Done := false, false
+	tls13, tls12 := false, false // ChaCha20 emitted
 	for _, s := range suites {
 		switch {
-		case s == utls.TLS_CHACHA20_POLY1305_SHA256 && tls13Done:
-			continue
-		case (s == utls.TLS_AES_128_GCM_SHA256 || s == utls.TLS_AES_256_GCM_SHA384) && !tls13Done && has(utls.TLS_CHACHA20_POLY1305_SHA256):
-			out = append(out, utls.TLS_CHACHA20_POLY1305_SHA256)
-			tls13Done = true
 		case s == utls.TLS_CHACHA20_POLY1305_SHA256:
-			tls13Done = true
-		case in(s, tls12ChaCha) && tls12Done:
-			continue
-		case in(s, tls12AESGCM) && !tls12Done:
-			for _, c := range tls12ChaCha {
-				if has(c) {
-					out = append(out, c)
-				}
+			if tls13 {
+				continue
 			}
-			tls12Done = true
-		case in(s, tls12ChaCha):
-			tls12Done = true
+			tls13 = true
+		case (s == utls.TLS_AES_128_GCM_SHA256 || s == utls.TLS_AES_256_GCM_SHA384) && !tls13 && has(utls.TLS_CHACHA20_POLY1305_SHA256):
+			out = append(out, utls.TLS_CHACHA20_POLY1305_SHA256)
+			tls13 = true
+		case slices.Contains(tls12ChaCha, s) || (slices.Contains(tls12AESGCM, s) && !tls12):
+			if !tls12 {
+				for _, c := range tls12ChaCha {
+					if has(c) {
+						out = append(out, c)
+					}
+				}
+				tls12 = true
+			}
+			if slices.Contains(tls12ChaCha, s) {
+				continue
+			}
 		}
 		out = append(out, s)
 	}
