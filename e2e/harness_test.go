@@ -69,6 +69,7 @@ type tgtunConf struct {
 	healthInterval string   // "" = 1s
 	tunMTU         int      // 0 = the default
 	plainTUN       bool     // run with TGTUN_TUN_OFFLOAD=0
+	env            []string // more environment for the daemon ("GODEBUG=cpu.aes=off")
 	mainExtra      []string // more lines for config main ("option dns_port '5399'")
 	customExtra    []string // more lines for config custom 'messenger' ("list domain 'x.org'")
 }
@@ -158,13 +159,14 @@ type daemon struct {
 	conf     string
 	socket   string
 	plainTUN bool
+	env      []string
 }
 
 // startTgtun writes conf and runs the daemon in the router until its socket answers.
 // Lists may hold documentation ranges: the test network is built from them.
 func startTgtun(t *testing.T, n *testnet.Net, conf tgtunConf, extraArgs ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN}
+	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN, env: conf.env}
 	d.writeConf(conf)
 	d.start(extraArgs...)
 	return d
@@ -183,8 +185,9 @@ func (d *daemon) start(extraArgs ...string) {
 	if d.plainTUN {
 		offload = "0"
 	}
-	args := append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload, tgtunBin, "run", "-c", d.conf, "--socket", d.socket,
-		"--list-cache", filepath.Join(d.n.Dir, "lists")}, extraArgs...)
+	args := append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload}, d.env...)
+	args = append(append(args, tgtunBin, "run", "-c", d.conf, "--socket", d.socket,
+		"--list-cache", filepath.Join(d.n.Dir, "lists")), extraArgs...)
 	p, err := d.n.Start(d.n.Router, args...)
 	if err != nil {
 		d.t.Fatal(err)
