@@ -176,9 +176,6 @@ func (s *ssWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ssBodies holds chunk buffers (large enough for a 2022 chunk) for the UDP side.
-var ssBodies = sync.Pool{New: func() any { b := make([]byte, ss22MaxPayload+ssTagSize); return &b }}
-
 // Reader states: what the next unit of the server's stream is.
 const (
 	ssSalt     = iota // the server's salt

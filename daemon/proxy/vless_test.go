@@ -361,3 +361,36 @@ func FuzzReadVLESSResponse(f *testing.F) {
 		}
 	})
 }
+
+// TestVisionDirectTCP: the socket is offered for splicing only once both
+// directions went direct and nothing is buffered above it.
+func TestVisionDirectTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := newTestVision()
+	c.raw = raw
+	if c.DirectTCP() != nil {
+		t.Fatal("offered before any switch")
+	}
+	c.directRead = true
+	if c.DirectTCP() != nil {
+		t.Fatal("offered with only the read side direct")
+	}
+	c.rawOnly.Store(true)
+	c.pending = []byte("raw bytes the record layer had read")
+	if c.DirectTCP() != nil {
+		t.Fatal("offered while bytes wait above the socket")
+	}
+	c.pending = nil
+	if c.DirectTCP() != raw.(*net.TCPConn) {
+		t.Fatal("not offered once both sides are direct and nothing waits")
+	}
+}
