@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -281,15 +282,24 @@ func TestRecordConnHTTP2(t *testing.T) {
 	// the encryption is the record layer's.
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
-	var dials int
+	var dials atomic.Int32
 	tr := &http.Transport{Protocols: &protos, DialContext: func(context.Context, string, string) (net.Conn, error) {
-		if dials++; dials > 1 {
+		if dials.Add(1) > 1 {
 			return nil, errors.New("a second connection: the requests should share the first")
 		}
 		return c, nil
 	}}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
+	// One request makes the connection; then four streams share it at once.
+	resp, err := client.Get("http://proxy.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(resp.Body); resp.ProtoMajor != 2 || !bytes.Equal(got, body) {
+		t.Fatalf("first request: HTTP/%d, %d bytes", resp.ProtoMajor, len(got))
+	}
+	resp.Body.Close()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for i := range 4 {
