@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -815,4 +816,58 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestTLS12KeepsUTLS: a plain TLS server that answers TLS 1.2 still carries
+// Trojan and VLESS (on uTLS's own conn, read by a blocking reader); Vision,
+// whose direct mode needs an outer TLS 1.3, is refused with a clear error.
+func TestTLS12KeepsUTLS(t *testing.T) {
+	cert, err := testCert("proxy.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				if err := skipTrojanHeader(r); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, r)
+			}()
+		}
+	}()
+	addr := ln.Addr().(*net.TCPAddr)
+	d, err := New(Spec{Name: "t", Type: TypeTrojan, Server: "127.0.0.1", Port: uint16(addr.Port), Password: "pw", SNI: "proxy.test", Insecure: true}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.DialTCP(testCtx(t), testDst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(*recordConn); ok {
+		t.Fatal("the record layer took a TLS 1.2 connection")
+	}
+	roundTripTCP(t, c, 100_000)
+
+	v, err := New(Spec{Name: "v", Type: TypeVLESS, Server: "127.0.0.1", Port: uint16(addr.Port), UUID: "b831381d-6324-4d53-ad4f-8cda48b30811",
+		Flow: FlowVision, SNI: "proxy.test", Insecure: true}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.DialTCP(testCtx(t), testDst); err == nil || !strings.Contains(err.Error(), "Vision flow needs TLS 1.3") {
+		t.Fatalf("Vision over TLS 1.2: %v, want a refusal that says why", err)
+	}
 }
