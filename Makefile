@@ -19,9 +19,9 @@ BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # sing-box release the e2e tests run as VLESS/Trojan/SS-2022 server (e2e/testnet/singbox.go).
 SINGBOX_VERSION := 1.14.1
-# Xray-core: the reference VLESS/Trojan server of the e2e tests (pinned certificates); its
-# main package installs as `main`, renamed to xray.
-XRAY_VERSION    := 1.260327.0
+# Xray-core for the e2e tests' Xray servers: `xray version` says XRAY_VERSION.
+XRAY_MODULE     := github.com/xtls/xray-core/main@v1.260327.0
+XRAY_VERSION    := 26.3.27
 # wireguard-go (userspace WireGuard; the kernel of CI may have no wireguard module): the
 # link of the interface-proxy e2e test. Installed as $GOPATH/bin/wireguard.
 WIREGUARD_GO    := golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446
@@ -90,11 +90,11 @@ deps: deps-demo
 			-ldflags '-s -w -X github.com/sagernet/sing-box/constant.Version=$(SINGBOX_VERSION)' \
 			github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
 	fi
-	@gobin=$$($(GO) env GOBIN); bindir=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}; \
-	if ! "$$bindir/xray" version 2>/dev/null | grep -q '^Xray 26.3.27 '; then \
-		echo "installing Xray-core v$(XRAY_VERSION) into $$bindir/xray"; \
-		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/xtls/xray-core/main@v$(XRAY_VERSION) && \
-		mv "$$tmp/main" "$$bindir/xray" && rmdir "$$tmp"; \
+	@# Xray-core (its module builds a binary named main: installed as xray).
+	@gobin=$$($(GO) env GOBIN); xr=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/xray; \
+	if ! "$$xr" version 2>/dev/null | grep -q '^Xray $(XRAY_VERSION) '; then \
+		echo "installing Xray-core $(XRAY_VERSION) into $$xr"; tmp=$$(mktemp -d) && \
+		GOBIN=$$tmp $(GO) install $(XRAY_MODULE) && mkdir -p "$$(dirname "$$xr")" && mv "$$tmp/main" "$$xr" && rmdir "$$tmp"; \
 	fi
 	@gobin=$$($(GO) env GOBIN); wg=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/wireguard; \
 	if ! "$$wg" --version 2>/dev/null | grep -q 'wireguard-go'; then \

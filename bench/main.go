@@ -65,14 +65,15 @@ func main() {
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
+	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *only); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool, only string) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -119,6 +120,19 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
+	case only != "":
+		steps = []func(context.Context) error{b.startTgtun}
+		for _, row := range strings.Split(only, ",") {
+			switch strings.TrimSpace(row) {
+			case "vless":
+				steps = append(steps, b.vlessThroughput)
+			case "ss2022":
+				steps = append(steps, b.ss2022Throughput)
+			default:
+				return fmt.Errorf("-only: unknown row %q (vless, ss2022)", row)
+			}
+		}
+		steps = append(steps, b.stopTgtun)
 	case !sizes:
 		steps = steps[1:]
 	}

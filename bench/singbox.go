@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strconv"
 	"time"
@@ -68,5 +70,50 @@ func (b *bench) throughputVsSingBox(ctx context.Context, name string, server any
 				Target: ">= 0.8 x sing-box", Met: met(via >= 0.8*ref)})
 		}
 	}
+	return b.idleFlowsPerFlow(ctx, name, 1000)
+}
+
+// idleFlowsPerFlow restarts tgtun (with the proxy configuration of the row) and holds n
+// idle TCP flows through it, each one echo and then silent: the figure is the growth of
+// VmRSS over the fresh daemon's idle reading, divided by the flows.
+func (b *bench) idleFlowsPerFlow(ctx context.Context, name string, n int) error {
+	if err := b.restartTgtun(ctx); err != nil {
+		return err
+	}
+	idle, _, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort).String()
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 1)
+	for len(open) < n {
+		c, err := b.n.Dial(ctx, b.n.Client, "tcp", dst)
+		if err != nil {
+			fmt.Printf("%s: memory per idle flow: not measured: flow %d: %v\n", name, len(open)+1, err)
+			return nil
+		}
+		open = append(open, c)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return fmt.Errorf("%s: echo on flow %d: %w", name, len(open), err)
+		}
+	}
+	time.Sleep(time.Second)
+	rss, _, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	perFlow := (rss - idle) * 1024 / float64(n)
+	b.add(figure{Name: fmt.Sprintf("%s memory per idle TCP flow (VmRSS growth / %d flows)", name, n), Value: perFlow, Unit: "KiB",
+		Target: "<= 16 KiB", Met: met(perFlow <= 16)})
 	return nil
 }

@@ -69,10 +69,10 @@ type tgtunConf struct {
 	healthInterval string   // "" = 1s
 	tunMTU         int      // 0 = the default
 	plainTUN       bool     // run with TGTUN_TUN_OFFLOAD=0
+	env            []string // more environment for the daemon ("GODEBUG=cpu.aes=off")
 	mainExtra      []string // more lines for config main ("option dns_port '5399'")
 	customExtra    []string // more lines for config custom 'messenger' ("list domain 'x.org'")
 	sections       string   // more sections, appended as written
-	env            []string // more environment of the daemon (KEY=VALUE)
 }
 
 func (c tgtunConf) render() string {

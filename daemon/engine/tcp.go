@@ -109,13 +109,14 @@ type tcpFlow struct {
 	clientNB  *plainSocket
 	proxyRaw  syscall.RawConn // the proxy conn's socket when it is a plain one
 	spliced   atomic.Bool     // proxyRaw is moved with splice (until the kernel refuses)
+	direct    atomic.Bool     // proxyRaw was taken from a conn that turned into its socket
 	upToken   uint32          // the client socket's poller token
 	polled    bool            // upToken is registered
 
 	refs flowRefs
-	// upBusy is set while a worker copies client → proxy, and for good once that
-	// direction has ended.
-	upBusy atomic.Bool
+	// upBusy (downBusy) is set while a worker copies client → proxy (proxy → client),
+	// and for good once that direction has ended.
+	upBusy, downBusy atomic.Bool
 	// halves counts directions that have passed their EOF on; at two the flow closes.
 	halves atomic.Int32
 	watch  proxyWatch // the proxy conn's sockets on the poller, when it is polled
@@ -306,8 +307,35 @@ func (f *tcpFlow) rearmClient() error {
 	return f.e.poller.arm(f.clientRaw, f.upToken, false)
 }
 
+// directConn is a proxy conn that turns into its TCP socket mid-flow (XTLS Vision
+// once both directions are direct and nothing is buffered above the socket).
+type directConn interface{ DirectTCP() *net.TCPConn }
+
+// takeDirect switches the flow to splicing once its conn has turned into its socket.
+func (f *tcpFlow) takeDirect() {
+	if f.spliced.Load() || f.direct.Load() {
+		return
+	}
+	dc, ok := f.conn.(directConn)
+	if !ok {
+		return
+	}
+	tc := dc.DirectTCP()
+	if tc == nil || !f.direct.CompareAndSwap(false, true) {
+		return
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	f.proxyRaw = raw // before spliced: a worker that sees spliced set sees proxyRaw
+	f.spliced.Store(true)
+	f.e.log.Debug("tcp flow now direct: spliced", "src", f.src, "dst", f.dst)
+}
+
 // pumpUp moves what the client sent, without waiting for more.
 func (f *tcpFlow) pumpUp() (eof bool, err error) {
+	f.takeDirect()
 	up := func(n int) {
 		f.e.bytesUp.Add(uint64(n))
 		f.idle.touch()
@@ -358,6 +386,9 @@ func (f *tcpFlow) splice(src, dst syscall.RawConn, moved func(int)) (eof bool, e
 // conn allows, else with a worker that blocks in Read.
 func (f *tcpFlow) startDown() {
 	if f.watch.watch(f.e, &f.mu, f.conn, f.onProxyReadable, "tcp", f.src, f.dst) {
+		// A conn that decrypts may hold data already (read with its handshake), which
+		// no socket event will announce: look once now.
+		f.onProxyReadable()
 		return
 	}
 	if f.acquire() {
@@ -365,9 +396,9 @@ func (f *tcpFlow) startDown() {
 	}
 }
 
-// onProxyReadable runs in the poller's goroutine.
+// onProxyReadable runs in the poller's goroutine (and once from startDown).
 func (f *tcpFlow) onProxyReadable() {
-	if f.acquire() {
+	if f.refs.claim(&f.downBusy) {
 		go f.runDown()
 	}
 }
@@ -378,14 +409,16 @@ func (f *tcpFlow) onProxyReadable() {
 func (f *tcpFlow) runDown() {
 	defer f.releaseRef()
 	if f.downOver(f.pumpDown()) {
-		return
+		return // downBusy stays set: no more workers for this direction
 	}
+	f.downBusy.Store(false)
 	if err := f.watch.rearm(f.e, &f.mu, &f.terminated); err != nil {
 		f.fail("proxy→client", err)
 	}
 }
 
 func (f *tcpFlow) pumpDown() (eof bool, err error) {
+	f.takeDirect()
 	down := func(n int) {
 		f.e.bytesDown.Add(uint64(n))
 		f.idle.touch()

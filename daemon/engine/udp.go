@@ -411,6 +411,7 @@ func (f *udpFlow) drainUp() error {
 // the conn allows, else with a worker that blocks in Read.
 func (f *udpFlow) startDown() {
 	if f.watch.watch(f.e, &f.mu, f.conn, f.onProxyReadable, "udp", f.src, f.dst) {
+		f.onProxyReadable() // what the conn may hold already
 		return
 	}
 	if f.acquire() {

@@ -162,6 +162,10 @@ func (p *Pool) probeTimeout() time.Duration {
 // enough to reject and close; an HTTP or TLS server answers or closes as well.
 const probeRequest = "HEAD / HTTP/1.0\r\nUser-Agent: tgtun-health-check\r\nX-Padding: 0123456789abcdef\r\n\r\n"
 
+// requestFlusher is a conn that holds its request header back until the client's
+// first bytes come (VLESS, Trojan: one record for both); FlushRequest sends it now.
+type requestFlusher interface{ FlushRequest() error }
+
 // probeOne connects to the probe target through d. A server that drops
 // the connection right after accepting it failed the probe. With needAnswer
 // (Shadowsocks) the target must then answer a request, or close, in time.
@@ -174,6 +178,13 @@ func (p *Pool) probeOne(ctx context.Context, d Dialer, needAnswer bool) (time.Du
 		return 0, err
 	}
 	defer c.Close()
+	// VLESS and Trojan hold their request for the client's first bytes: send it
+	// now, so that a server that refuses it closes within the settle time.
+	if f, ok := c.(requestFlusher); ok {
+		if err := f.FlushRequest(); err != nil {
+			return 0, fmt.Errorf("probe %s: send request: %w", p.probe, err)
+		}
+	}
 	latency := time.Since(start)
 	settle := p.ProbeSettle
 	if settle == 0 {

@@ -116,13 +116,22 @@ func incNonce(n []byte) {
 }
 
 // ssWriter encrypts a stream into chunks; the salt goes out with the first.
+// Chunks are sealed into a pooled buffer: a write allocates nothing and a conn
+// keeps no buffer between writes.
 type ssWriter struct {
-	w     io.Writer
-	aead  cipher.AEAD
-	nonce []byte
-	salt  []byte // still to be sent
-	buf   []byte
+	w      io.Writer
+	aead   cipher.AEAD
+	nonce  []byte
+	salt   []byte // still to be sent
+	lenBuf [2]byte
 }
+
+// ssWriteBufs hold the chunks of one write: five full chunks and a salt, so
+// that a 64 KiB write is one system call.
+var ssWriteBufs = sync.Pool{New: func() any {
+	b := make([]byte, 0, 5*(2+ssMaxPayload+2*ssTagSize)+64)
+	return &b
+}}
 
 func newSSWriter(w io.Writer, c *ssCipher) (*ssWriter, error) {
 	salt, err := c.newSalt()
@@ -136,120 +145,231 @@ func newSSWriter(w io.Writer, c *ssCipher) (*ssWriter, error) {
 	return &ssWriter{w: w, aead: aead, nonce: make([]byte, ssNonceSize), salt: salt}, nil
 }
 
-// Write seals p in chunks of at most ssMaxPayload and sends them in one
-// write.
+// Write seals p in chunks of at most ssMaxPayload and sends them, in as few
+// system calls as the buffer allows.
 func (s *ssWriter) Write(p []byte) (int, error) {
-	s.buf = append(s.buf[:0], s.salt...)
+	bp := ssWriteBufs.Get().(*[]byte)
+	defer ssWriteBufs.Put(bp)
+	buf := append((*bp)[:0], s.salt...)
+	sent := 0
 	for rest := p; len(rest) > 0; {
 		n := min(len(rest), ssMaxPayload)
-		s.buf = s.aead.Seal(s.buf, s.nonce, []byte{byte(n >> 8), byte(n)}, nil)
+		if len(buf)+2+n+2*ssTagSize > cap(buf) {
+			if _, err := s.w.Write(buf); err != nil {
+				return sent, err
+			}
+			s.salt = nil
+			sent = len(p) - len(rest)
+			buf = buf[:0]
+		}
+		s.lenBuf = [2]byte{byte(n >> 8), byte(n)}
+		buf = s.aead.Seal(buf, s.nonce, s.lenBuf[:], nil)
 		incNonce(s.nonce)
-		s.buf = s.aead.Seal(s.buf, s.nonce, rest[:n], nil)
+		buf = s.aead.Seal(buf, s.nonce, rest[:n], nil)
 		incNonce(s.nonce)
 		rest = rest[n:]
 	}
-	if _, err := s.w.Write(s.buf); err != nil {
-		return 0, err
+	if _, err := s.w.Write(buf); err != nil {
+		return sent, err
 	}
 	s.salt = nil
 	return len(p), nil
 }
 
-// ssBodies holds chunk buffers (large enough for a 2022 chunk). A stream borrows one
-// from a chunk's length to the end of returning its plaintext, so a stream that waits
-// for the server (most of them: messengers idle) holds none.
-var ssBodies = sync.Pool{New: func() any { b := make([]byte, ss22MaxPayload+ssTagSize); return &b }}
+// Reader states: what the next unit of the server's stream is.
+const (
+	ssSalt     = iota // the server's salt
+	ss22Header        // SIP022's response header (fixed part)
+	ssLength          // a sealed chunk length
+	ssChunk           // a sealed chunk of size bytes
+)
 
-// ssReader decrypts the server's stream: its salt, then chunks.
+// ssReader decrypts the server's side of a Shadowsocks stream, SIP004 or SIP022:
+// the salt (SIP022: and the response header), then chunks. It reads the socket
+// into an rxBuf, which holds a buffer only while a unit is incomplete, opens
+// chunks straight into the caller's buffer when they fit, and reads without
+// waiting for the engine's poller (ReadNonblock).
 type ssReader struct {
-	r       io.Reader
-	cipher  *ssCipher
+	src     streamSource
+	cipher  *ssCipher   // SIP004
+	m       *ss22Method // SIP022
+	reqSalt []byte      // SIP022: our request's salt, which the response names
 	aead    cipher.AEAD // nil until the salt has arrived
-	nonce   []byte
-	lenBuf  [2 + ssTagSize]byte
-	body    *[]byte // borrowed from ssBodies while pending is in it
-	pending []byte  // decrypted, not yet returned
-	max     int     // largest chunk payload; 0 means ssMaxPayload
+	nonce   [ssNonceSize]byte
+	state   int
+	size    int // the next chunk's payload length
+	max     int // largest chunk payload
+	rx      rxBuf
+	pending []byte // plaintext opened in rx's buffer, not yet returned
+	rerr    error
+	gotSalt bool
+	salt    []byte // SIP022: the server's salt until the first chunk is open
 }
-
-// release gives the chunk buffer back once pending is used up.
-func (s *ssReader) release() {
-	if s.body != nil && len(s.pending) == 0 {
-		ssBodies.Put(s.body)
-		s.body = nil
-	}
-}
-
-func (s *ssReader) replied() bool { return s.aead != nil }
 
 func newSSReader(r io.Reader, c *ssCipher) *ssReader {
-	return &ssReader{r: r, cipher: c, nonce: make([]byte, ssNonceSize)}
+	return &ssReader{src: newStreamSource(r), cipher: c, max: ssMaxPayload}
 }
 
-func (s *ssReader) Read(p []byte) (int, error) {
-	for len(s.pending) == 0 {
-		if err := s.readChunk(); err != nil {
-			return 0, err
-		}
+func newSS22Reader(r io.Reader, m *ss22Method, reqSalt []byte) *ssReader {
+	return &ssReader{src: newStreamSource(r), m: m, reqSalt: reqSalt, max: ss22MaxPayload}
+}
+
+func (s *ssReader) replied() bool { return s.gotSalt }
+
+func (s *ssReader) Read(p []byte) (int, error) { return s.read(p, true) }
+
+func (s *ssReader) keySize() int {
+	if s.m != nil {
+		return s.m.keySize
 	}
-	n := copy(p, s.pending)
-	s.pending = s.pending[n:]
-	s.release()
-	return n, nil
+	return s.cipher.keySize
 }
 
-// readChunk decrypts the next chunk into pending. A clean end between
-// chunks is io.EOF; anything cut short is an error.
-func (s *ssReader) readChunk() error {
-	if s.aead == nil {
-		salt := make([]byte, s.cipher.keySize)
-		if n, err := io.ReadFull(s.r, salt); err != nil {
-			if n == 0 && errors.Is(err, io.EOF) {
-				return errSSNoReply
+// unit is the length of the next unit of the stream.
+func (s *ssReader) unit() int {
+	switch s.state {
+	case ssSalt:
+		return s.keySize()
+	case ss22Header:
+		return 1 + 8 + s.m.keySize + 2 + ssTagSize
+	case ssLength:
+		return 2 + ssTagSize
+	}
+	return s.size + ssTagSize
+}
+
+func (s *ssReader) read(p []byte, wait bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, drained, err := s.readLocked(p, wait)
+	s.rx.settle(len(s.pending) > 0, drained || s.rerr != nil)
+	if s.rerr != nil && len(s.pending) == 0 {
+		s.rx.release()
+	}
+	return n, err
+}
+
+func (s *ssReader) readLocked(p []byte, wait bool) (n int, drained bool, err error) {
+	for n < len(p) {
+		if len(s.pending) > 0 {
+			k := copy(p[n:], s.pending)
+			n += k
+			if s.pending = s.pending[k:]; len(s.pending) == 0 {
+				s.pending = nil
 			}
-			return fmt.Errorf("read salt: %w", err)
+			continue
 		}
-		aead, err := s.cipher.aead(salt)
+		if s.rerr != nil {
+			break
+		}
+		need := s.unit()
+		if buf := s.rx.buffered(); len(buf) >= need {
+			k, err := s.open(buf[:need], p[n:])
+			s.rx.consume(need)
+			if err != nil {
+				s.rerr = err
+				break
+			}
+			n += k
+			continue
+		}
+		if n > 0 && wait {
+			break
+		}
+		err := s.rx.fill(&s.src, need, wait && n == 0)
+		switch {
+		case err == nil:
+		case errors.Is(err, syscall.EAGAIN):
+			if n > 0 {
+				return n, true, nil
+			}
+			return 0, true, errWouldBlock
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			s.rerr = s.endError()
+		case isTimeoutErr(err):
+			if n > 0 {
+				return n, false, nil
+			}
+			return 0, false, err
+		default:
+			s.rerr = err
+		}
+	}
+	if n > 0 {
+		return n, false, nil
+	}
+	return 0, false, s.rerr
+}
+
+// endError says how the stream ended, given where it ended.
+func (s *ssReader) endError() error {
+	have := len(s.rx.buffered())
+	switch {
+	case s.state == ssSalt && have == 0 && !s.gotSalt:
+		return errSSNoReply
+	case s.state == ssSalt:
+		return fmt.Errorf("read salt: %w", io.ErrUnexpectedEOF)
+	case s.state == ss22Header:
+		return fmt.Errorf("read response header: %w", io.ErrUnexpectedEOF)
+	case s.state == ssLength && have == 0:
+		return io.EOF
+	case s.state == ssLength:
+		return fmt.Errorf("truncated chunk length: %w", io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("truncated chunk: %w", io.ErrUnexpectedEOF)
+}
+
+// open decrypts one unit. A chunk's payload lands in p when it fits (k bytes),
+// else in place in the read buffer (pending).
+func (s *ssReader) open(b, p []byte) (k int, err error) {
+	switch s.state {
+	case ssSalt:
+		s.gotSalt = true
+		if s.m != nil {
+			s.salt = append([]byte(nil), b...)
+			s.aead, err = s.m.sessionAEAD(b)
+			s.state = ss22Header
+		} else {
+			s.aead, err = s.cipher.aead(b)
+			s.state = ssLength
+		}
+		return 0, err
+	case ss22Header:
+		return 0, s.openHeader(b)
+	case ssLength:
+		plain, err := s.aead.Open(b[:0], s.nonce[:], b, nil)
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("decrypt chunk length: %w (wrong password or cipher?)", ErrAuthFailed)
 		}
-		s.aead = aead
-	}
-	lenBuf := s.lenBuf[:]
-	if n, err := io.ReadFull(s.r, lenBuf); err != nil {
-		if n == 0 && errors.Is(err, io.EOF) {
-			return io.EOF
+		incNonce(s.nonce[:])
+		s.size = int(plain[0])<<8 | int(plain[1])
+		if s.size > s.max {
+			return 0, fmt.Errorf("chunk length %d exceeds %d", s.size, s.max)
 		}
-		return fmt.Errorf("truncated chunk length: %w", err)
+		s.state = ssChunk
+		return 0, nil
 	}
-	plainLen, err := s.aead.Open(lenBuf[:0], s.nonce, lenBuf, nil)
+	dst := b[:0]
+	direct := len(p) >= s.size
+	if direct {
+		dst = p[:0:len(p)]
+	}
+	plain, err := s.aead.Open(dst, s.nonce[:], b, nil)
 	if err != nil {
-		return fmt.Errorf("decrypt chunk length: %w (wrong password or cipher?)", ErrAuthFailed)
+		if s.salt != nil {
+			return 0, fmt.Errorf("decrypt first chunk: %w", ErrAuthFailed)
+		}
+		return 0, fmt.Errorf("decrypt chunk: %w", ErrAuthFailed)
 	}
-	incNonce(s.nonce)
-	size := int(plainLen[0])<<8 | int(plainLen[1])
-	limit := s.max
-	if limit == 0 {
-		limit = ssMaxPayload
+	incNonce(s.nonce[:])
+	s.salt = nil
+	s.state = ssLength
+	if direct {
+		return len(plain), nil
 	}
-	if size > limit {
-		return fmt.Errorf("chunk length %d exceeds %d", size, limit)
-	}
-	if s.body == nil {
-		s.body = ssBodies.Get().(*[]byte)
-	}
-	body := (*s.body)[:size+ssTagSize]
-	if _, err := io.ReadFull(s.r, body); err != nil {
-		return fmt.Errorf("truncated chunk: %w", noEOF(err))
-	}
-	payload, err := s.aead.Open(body[:0], s.nonce, body, nil)
-	if err != nil {
-		return fmt.Errorf("decrypt chunk: %w", ErrAuthFailed)
-	}
-	incNonce(s.nonce)
-	s.pending = payload
-	s.release() // an empty chunk
-	return nil
+	s.pending = plain
+	return 0, nil
 }
 
 func noEOF(err error) error {
@@ -286,20 +406,14 @@ func (s *Shadowsocks) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn
 	return &ssConn{Conn: c, r: newSSReader(c, s.cipher), w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
 }
 
-// ssReplyReader decrypts the server's side of a stream; replied reports
-// whether the server has sent anything yet.
-type ssReplyReader interface {
-	io.Reader
-	replied() bool
-}
-
-// ssConn is a TCP stream through a Shadowsocks server.
+// ssConn is a TCP stream through a Shadowsocks server. It is pollable: the
+// engine's poller waits for its socket and ReadNonblock decrypts what is there.
 type ssConn struct {
 	net.Conn
 	prefix     string
 	firstReply time.Duration // <0: wait for the server forever
 	rmu        sync.Mutex
-	r          ssReplyReader
+	r          *ssReader
 	wmu        sync.Mutex
 	w          *ssWriter
 	tmu        sync.Mutex  // not wmu: Close must not wait for a blocked Write
@@ -309,17 +423,26 @@ type ssConn struct {
 	silent     atomic.Bool // firstReply passed before it did
 }
 
-func (c *ssConn) Read(p []byte) (int, error) {
+func (c *ssConn) Read(p []byte) (int, error) { return c.read(p, true) }
+
+// ReadNonblock returns what the server sent and the socket holds now; an error
+// wrapping EAGAIN when nothing is there.
+func (c *ssConn) ReadNonblock(p []byte) (int, error) { return c.read(p, false) }
+
+// RawConns is the socket for the engine's poller.
+func (c *ssConn) RawConns() ([]syscall.RawConn, error) { return c.r.src.rawConns() }
+
+func (c *ssConn) read(p []byte, wait bool) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	n, err := c.r.Read(p)
+	n, err := c.r.read(p, wait)
 	if c.r.replied() {
 		c.replied.Store(true)
 	}
-	if err == nil || err == io.EOF {
+	if err == nil || err == io.EOF || errors.Is(err, syscall.EAGAIN) {
 		return n, err
 	}
-	if c.silent.Load() && isTimeoutErr(err) {
+	if c.silent.Load() && !c.replied.Load() {
 		return n, fmt.Errorf("%s: no reply within %v of sending data: %w", c.prefix, c.firstReply, errSSSilent)
 	}
 	return n, fmt.Errorf("%s: %w", c.prefix, err)
@@ -351,11 +474,16 @@ func (c *ssConn) Close() error {
 	return c.Conn.Close()
 }
 
-// checkReplied fails a pending Read when the server stayed silent.
+// checkReplied fails the stream when the server stayed silent: a blocked Read
+// through its deadline, the engine's poller by shutting the socket's reading
+// side, which makes it readable (the read then reports the silence).
 func (c *ssConn) checkReplied() {
 	if !c.replied.Load() {
 		c.silent.Store(true)
 		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+		if cr, ok := c.Conn.(interface{ CloseRead() error }); ok {
+			_ = cr.CloseRead()
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -179,8 +180,7 @@ func (s *Shadowsocks2022) DialTCP(ctx context.Context, dst netip.AddrPort) (net.
 	if err := s.base.sendRequest(ctx, c, c, req); err != nil {
 		return nil, err
 	}
-	r := &ss22Reader{r: c, m: s.m, reqSalt: salt}
-	return &ssConn{Conn: c, r: r, w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
+	return &ssConn{Conn: c, r: newSS22Reader(c, s.m, salt), w: w, prefix: s.base.prefix, firstReply: s.base.firstReply}, nil
 }
 
 // request builds the request's first bytes and the writer for the rest.
@@ -223,50 +223,16 @@ func (m *ss22Method) request(c io.Writer, dst netip.AddrPort) (req []byte, w *ss
 	return req, &ssWriter{w: c, aead: aead, nonce: nonce}, salt, nil
 }
 
-// ss22Reader reads the server's response header, then its chunks.
-type ss22Reader struct {
-	r       io.Reader
-	m       *ss22Method
-	reqSalt []byte
-	gotSalt bool
-	inner   *ssReader // after the header
-}
-
-func (s *ss22Reader) replied() bool { return s.gotSalt }
-
-func (s *ss22Reader) Read(p []byte) (int, error) {
-	if s.inner == nil {
-		if err := s.readHeader(); err != nil {
-			return 0, err
-		}
-	}
-	return s.inner.Read(p)
-}
-
-func (s *ss22Reader) readHeader() error {
+// openHeader checks SIP022's response header: its type, the server's time, our
+// request's salt in it, and that the server's salt is not a replay. It gives the
+// length of the first chunk.
+func (s *ssReader) openHeader(b []byte) error {
 	m := s.m
-	salt := make([]byte, m.keySize)
-	if n, err := io.ReadFull(s.r, salt); err != nil {
-		if n == 0 && errors.Is(err, io.EOF) {
-			return errSSNoReply
-		}
-		return fmt.Errorf("read salt: %w", err)
-	}
-	s.gotSalt = true
-	aead, err := m.sessionAEAD(salt)
-	if err != nil {
-		return err
-	}
-	nonce := make([]byte, ssNonceSize)
-	hdr := make([]byte, 1+8+m.keySize+2+ssTagSize)
-	if _, err := io.ReadFull(s.r, hdr); err != nil {
-		return fmt.Errorf("read response header: %w", noEOF(err))
-	}
-	plain, err := aead.Open(hdr[:0], nonce, hdr, nil)
+	plain, err := s.aead.Open(b[:0], s.nonce[:], b, nil)
 	if err != nil {
 		return fmt.Errorf("decrypt response header: %w (wrong key or cipher?)", ErrAuthFailed)
 	}
-	incNonce(nonce)
+	incNonce(s.nonce[:])
 	switch {
 	case plain[0] != ss22HeaderServer:
 		return fmt.Errorf("response header type %d, want %d", plain[0], ss22HeaderServer)
@@ -274,24 +240,11 @@ func (s *ss22Reader) readHeader() error {
 		return errSS22Timestamp
 	case !bytes.Equal(plain[9:9+m.keySize], s.reqSalt):
 		return errors.New("response is not for our request (request salt differs)")
-	case !m.salts.add(salt, m.now()):
+	case !m.salts.add(s.salt, m.now()):
 		return errSS22Replay
 	}
-	size := int(binary.BigEndian.Uint16(plain[9+m.keySize:]))
-	buf := ssBodies.Get().(*[]byte)
-	body := (*buf)[:size+ssTagSize]
-	if _, err := io.ReadFull(s.r, body); err != nil {
-		ssBodies.Put(buf)
-		return fmt.Errorf("read first chunk: %w", noEOF(err))
-	}
-	payload, err := aead.Open(body[:0], nonce, body, nil)
-	if err != nil {
-		ssBodies.Put(buf)
-		return fmt.Errorf("decrypt first chunk: %w", ErrAuthFailed)
-	}
-	incNonce(nonce)
-	s.inner = &ssReader{r: s.r, aead: aead, nonce: nonce, body: buf, max: ss22MaxPayload, pending: payload}
-	s.inner.release() // an empty first chunk
+	s.size = int(binary.BigEndian.Uint16(plain[9+m.keySize:]))
+	s.state = ssChunk
 	return nil
 }
 
@@ -302,7 +255,7 @@ func (s *Shadowsocks2022) DialUDP(ctx context.Context, dst netip.AddrPort) (net.
 	if err != nil {
 		return nil, err
 	}
-	u := &ss22UDPConn{Conn: c, m: s.m, dst: dst, addr: appendSocksAddr(nil, dst), session: mrand.Uint64()}
+	u := &ss22UDPConn{Conn: c, m: s.m, dst: dst, addr: appendSocksAddr(nil, dst), session: mrand.Uint64(), bufs: s.base.bufs}
 	if s.m.udpX == nil {
 		var id [8]byte
 		binary.BigEndian.PutUint64(id[:], u.session)
@@ -314,7 +267,8 @@ func (s *Shadowsocks2022) DialUDP(ctx context.Context, dst netip.AddrPort) (net.
 	return u, nil
 }
 
-// ss22UDPConn is one client session to one destination.
+// ss22UDPConn is one client session to one destination. It holds no buffer
+// between calls (pooled ones while reading and writing) and is pollable.
 type ss22UDPConn struct {
 	net.Conn
 	m       *ss22Method
@@ -322,13 +276,12 @@ type ss22UDPConn struct {
 	addr    []byte
 	session uint64
 	aead    cipher.AEAD // AES ciphers: our session's
+	bufs    *datagramBufs
 
 	wmu    sync.Mutex
 	packet uint64
-	wbuf   []byte
 
 	rmu     sync.Mutex
-	rbuf    []byte
 	srv     uint64 // the server's session id, 0 until its first packet
 	srvAEAD cipher.AEAD
 	srvSeen time.Time
@@ -338,58 +291,65 @@ type ss22UDPConn struct {
 func (u *ss22UDPConn) Write(p []byte) (int, error) {
 	u.wmu.Lock()
 	defer u.wmu.Unlock()
-	pkt, err := u.m.sealPacket(u.wbuf[:0], u.session, u.packet, u.aead, u.addr, u.dst.Port(), p)
+	bp := u.bufs.get()
+	defer u.bufs.put(bp)
+	pkt, err := u.m.sealPacket((*bp)[:0], u.session, u.packet, u.aead, u.addr, u.dst.Port(), p)
 	if err != nil {
 		return 0, err
 	}
 	u.packet++
-	u.wbuf = pkt
 	if _, err := u.Conn.Write(pkt); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// sealPacket appends one client datagram to dst.
+// sealPacket appends one client datagram to dst, sealing in place (nothing is
+// allocated when dst has room).
 func (m *ss22Method) sealPacket(dst []byte, session, packet uint64, aead cipher.AEAD, addr []byte, port uint16, payload []byte) ([]byte, error) {
 	pad := 0
 	if port == 53 && len(payload) < ss22MaxPadding {
 		pad = 1 + mrand.IntN(ss22MaxPadding-len(payload))
 	}
-	var hdr [16]byte
-	binary.BigEndian.PutUint64(hdr[:8], session)
-	binary.BigEndian.PutUint64(hdr[8:], packet)
-	body := make([]byte, 0, 1+8+2+pad+len(addr)+len(payload))
-	body = append(body, ss22HeaderClient)
-	body = binary.BigEndian.AppendUint64(body, uint64(m.now().Unix()))
-	body = binary.BigEndian.AppendUint16(body, uint16(pad))
-	body = append(body, make([]byte, pad)...)
-	body = append(append(body, addr...), payload...)
-	if m.udpX != nil {
-		nonce := make([]byte, ss22XNonceSize)
-		if _, err := rand.Read(nonce); err != nil {
-			return nil, err
-		}
-		plain := append(hdr[:], body...)
-		dst = append(dst, nonce...)
-		return m.udpX.Seal(dst, nonce, plain, nil), nil
-	}
 	start := len(dst)
-	dst = append(dst, hdr[:]...)
-	for i, h := range m.pskHash {
-		var eih [aes.BlockSize]byte
-		for j := range eih {
-			eih[j] = h[j] ^ hdr[j]
-		}
-		b, err := aes.NewCipher(m.psks[i])
-		if err != nil {
+	if m.udpX != nil {
+		// nonce, then XChaCha20-Poly1305 over the header and the body.
+		dst = append(dst, make([]byte, ss22XNonceSize)...)
+		if _, err := rand.Read(dst[start:]); err != nil {
 			return nil, err
 		}
-		b.Encrypt(eih[:], eih[:])
-		dst = append(dst, eih[:]...)
 	}
-	dst = aead.Seal(dst, hdr[4:16], body, nil)
-	m.udpEnc.Encrypt(dst[start:start+16], hdr[:])
+	hdrAt := len(dst)
+	dst = binary.BigEndian.AppendUint64(dst, session)
+	dst = binary.BigEndian.AppendUint64(dst, packet)
+	if m.udpX == nil {
+		for i, h := range m.pskHash {
+			var eih [aes.BlockSize]byte
+			for j := range eih {
+				eih[j] = h[j] ^ dst[hdrAt+j]
+			}
+			b, err := aes.NewCipher(m.psks[i])
+			if err != nil {
+				return nil, err
+			}
+			b.Encrypt(eih[:], eih[:])
+			dst = append(dst, eih[:]...)
+		}
+	}
+	bodyAt := len(dst)
+	if m.udpX != nil {
+		bodyAt = hdrAt // the header is sealed with the body
+	}
+	dst = append(dst, ss22HeaderClient)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(m.now().Unix()))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(pad))
+	dst = append(dst, make([]byte, pad)...)
+	dst = append(append(dst, addr...), payload...)
+	if m.udpX != nil {
+		return m.udpX.Seal(dst[:bodyAt], dst[start:hdrAt], dst[bodyAt:], nil), nil
+	}
+	dst = aead.Seal(dst[:bodyAt], dst[hdrAt+4:hdrAt+16], dst[bodyAt:], nil)
+	m.udpEnc.Encrypt(dst[hdrAt:hdrAt+16], dst[hdrAt:hdrAt+16])
 	return dst, nil
 }
 
@@ -398,19 +358,28 @@ func (m *ss22Method) sealPacket(dst []byte, session, packet uint64, aead cipher.
 func (u *ss22UDPConn) Read(p []byte) (int, error) {
 	u.rmu.Lock()
 	defer u.rmu.Unlock()
-	if u.rbuf == nil {
-		u.rbuf = make([]byte, 65535)
+	return readDatagram(u.bufs, p, u.Conn.Read, u.open)
+}
+
+// ReadNonblock is Read without waiting: an error wrapping syscall.EAGAIN
+// means nothing is queued.
+func (u *ss22UDPConn) ReadNonblock(p []byte) (int, error) {
+	raw, err := rawConn(u.Conn)
+	if err != nil {
+		return 0, err
 	}
-	for {
-		n, err := u.Conn.Read(u.rbuf)
-		if err != nil {
-			return 0, err
-		}
-		payload, ok := u.open(u.rbuf[:n])
-		if ok {
-			return copy(p, payload), nil
-		}
+	u.rmu.Lock()
+	defer u.rmu.Unlock()
+	return readDatagram(u.bufs, p, func(b []byte) (int, error) { return recvNonblock(raw, b) }, u.open)
+}
+
+// RawConns is the socket whose readability means ReadNonblock has something.
+func (u *ss22UDPConn) RawConns() ([]syscall.RawConn, error) {
+	raw, err := rawConn(u.Conn)
+	if err != nil {
+		return nil, err
 	}
+	return []syscall.RawConn{raw}, nil
 }
 
 // open checks and decrypts one server datagram in place.

@@ -123,10 +123,8 @@ func (s ss22Server) response(salt, reqSalt []byte, ts time.Time, payload []byte)
 	incNonce(nonce)
 	out = aead.Seal(out, nonce, payload, nil)
 	incNonce(nonce)
-	w := &ssWriter{w: nil, aead: aead, nonce: nonce}
-	w.buf = nil
 	var more bytes.Buffer
-	w.w = &more
+	w := &ssWriter{w: &more, aead: aead, nonce: nonce}
 	if _, err := w.Write([]byte(" and more")); err != nil {
 		s.t.Fatal(err)
 	}
@@ -160,7 +158,7 @@ func TestSS22StreamRoundTrip(t *testing.T) {
 			}
 			salt := make([]byte, m.keySize)
 			rand.Read(salt)
-			r := &ss22Reader{r: bytes.NewReader(srv.response(salt, reqSalt, time.Now(), []byte("hello"))), m: m, reqSalt: reqSalt}
+			r := newSS22Reader(bytes.NewReader(srv.response(salt, reqSalt, time.Now(), []byte("hello"))), m, reqSalt)
 			got, err := io.ReadAll(r)
 			if err != nil || string(got) != "hello and more" {
 				t.Fatalf("%s with %d keys: read %q, %v", method, n, got, err)
@@ -178,7 +176,7 @@ func TestSS22ResponseChecks(t *testing.T) {
 	reqSalt := bytes.Repeat([]byte{1}, 16)
 	newSalt := func() []byte { s := make([]byte, 16); rand.Read(s); return s }
 	read := func(resp []byte) error {
-		_, err := io.ReadAll(&ss22Reader{r: bytes.NewReader(resp), m: m, reqSalt: reqSalt})
+		_, err := io.ReadAll(newSS22Reader(bytes.NewReader(resp), m, reqSalt))
 		return err
 	}
 	if err := read(srv.response(newSalt(), reqSalt, time.Now().Add(-31*time.Second), nil)); !errors.Is(err, errSS22Timestamp) {
@@ -333,7 +331,7 @@ func FuzzSS22Server(f *testing.F) {
 	f.Add(make([]byte, 100), true)
 	f.Add(bytes.Repeat([]byte{0xff}, 300), false)
 	f.Fuzz(func(t *testing.T, data []byte, chacha bool) {
-		r := &ss22Reader{r: bytes.NewReader(data), m: m, reqSalt: reqSalt}
+		r := newSS22Reader(bytes.NewReader(data), m, reqSalt)
 		if got, err := io.ReadAll(r); err == nil && len(got) > 0 {
 			t.Fatalf("random bytes authenticated as %q", got)
 		}
@@ -350,7 +348,7 @@ func FuzzSS22Server(f *testing.F) {
 }
 
 // TestSSReaderIdleHoldsNoBuffer: once a chunk's plaintext is returned, the stream gives
-// its 64 KiB chunk buffer back, so an idle Shadowsocks flow (waiting for the server) holds
+// its read buffer back, so an idle Shadowsocks flow (waiting for the server) holds
 // none; one still returning a chunk keeps it.
 func TestSSReaderIdleHoldsNoBuffer(t *testing.T) {
 	c, err := newSSCipher("aes-128-gcm", "pw")
@@ -359,10 +357,10 @@ func TestSSReaderIdleHoldsNoBuffer(t *testing.T) {
 	}
 	r := newSSReader(bytes.NewReader(ssStream(t, c, []byte("hello"), []byte{})), c)
 	p := make([]byte, 3)
-	if n, err := r.Read(p); err != nil || n != 3 || r.body == nil {
-		t.Fatalf("first Read: %d %v, body held %v; want 3 bytes and the buffer still held", n, err, r.body != nil)
+	if n, err := r.Read(p); err != nil || n != 3 || r.rx.buf == nil {
+		t.Fatalf("first Read: %d %v, buffer held %v; want 3 bytes and the buffer still held", n, err, r.rx.buf != nil)
 	}
-	if n, err := r.Read(p); err != nil || n != 2 || r.body != nil {
-		t.Fatalf("second Read: %d %v, body held %v; want the rest and the buffer given back", n, err, r.body != nil)
+	if n, err := r.Read(p); err != nil || n != 2 || r.rx.buf != nil || r.pending != nil {
+		t.Fatalf("second Read: %d %v, buffer held %v; want the rest and the buffer given back", n, err, r.rx.buf != nil)
 	}
 }

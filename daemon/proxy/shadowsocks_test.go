@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -81,11 +82,8 @@ func TestSSReaderErrors(t *testing.T) {
 	other, _ := newSSCipher("aes-256-gcm", "other-pw")
 	stream := ssStream(t, c, []byte("hello world"))
 	// A chunk whose sealed length says 0x3FFF+1.
-	var big bytes.Buffer
-	w, _ := newSSWriter(&big, c)
-	w.buf = append(w.buf[:0], w.salt...)
-	w.buf = w.aead.Seal(w.buf, w.nonce, []byte{0x40, 0x00}, nil)
-	oversized := w.buf
+	w, _ := newSSWriter(io.Discard, c)
+	oversized := w.aead.Seal(append([]byte(nil), w.salt...), w.nonce, []byte{0x40, 0x00}, nil)
 
 	tests := []struct {
 		name   string
@@ -249,5 +247,58 @@ func TestShadowsocksCloseStopsFirstReplyTimer(t *testing.T) {
 	}
 	if timer.Stop() {
 		t.Error("first-reply timer still pending after Close")
+	}
+}
+
+// TestSSStreamNoAllocs: sealing and opening full chunks allocates nothing, and a
+// drained reader holds no buffer.
+func TestSSStreamNoAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items at random under the race detector")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c, _ := newSSCipher("chacha20-ietf-poly1305", "pw")
+	w, err := newSSWriter(a, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newSSReader(b, c)
+	data := bytes.Repeat([]byte{7}, 64<<10)
+	got := make([]byte, 64<<10)
+	round := func() {
+		if _, err := w.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		for n := 0; n < len(data); {
+			k, err := r.read(got, false)
+			if errors.Is(err, syscall.EAGAIN) {
+				continue // spin: waiting in the poller would allocate
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += k
+		}
+	}
+	round()
+	if allocs := testing.AllocsPerRun(20, round); allocs > 0 {
+		t.Errorf("%.1f allocations per 64 KiB written and read, want 0", allocs)
+	}
+	if r.rx.buf != nil || r.pending != nil {
+		t.Error("a drained reader holds a buffer")
 	}
 }

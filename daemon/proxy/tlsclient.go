@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -10,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
@@ -19,9 +21,12 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	utls "github.com/metacubex/utls"
 	"golang.org/x/crypto/hkdf"
@@ -88,6 +93,9 @@ type tlsClient struct {
 	hello    utls.ClientHelloID
 	// TLS only: how the server's certificate is checked (certverify.go); nil with insecure.
 	certs *certVerifier
+	// aesHW: AES-GCM runs on AES instructions here; without them a
+	// BoringSSL-family hello lists ChaCha20-Poly1305 first (tlscipher.go).
+	aesHW bool
 	// REALITY only.
 	serverKey *ecdh.PublicKey
 	shortID   [8]byte
@@ -123,7 +131,7 @@ func ParseShortID(s string) ([8]byte, error) {
 }
 
 func newTLSClient(spec Spec) (*tlsClient, error) {
-	t := &tlsClient{sni: spec.SNI, alpn: spec.ALPN, insecure: spec.Insecure}
+	t := &tlsClient{sni: spec.SNI, alpn: spec.ALPN, insecure: spec.Insecure, aesHW: aesHardware()}
 	var err error
 	if t.hello, err = helloID(spec.Fingerprint); err != nil {
 		return nil, err
@@ -156,26 +164,30 @@ func newTLSClient(spec Spec) (*tlsClient, error) {
 	return t, nil
 }
 
-// dialTLS connects to the server and runs t's handshake within ctx's time
-// (Trojan, VLESS). It returns the raw conn too: Vision reads it under the
-// TLS layer.
-func (b *base) dialTLS(ctx context.Context, t *tlsClient) (raw net.Conn, tc *utls.UConn, err error) {
-	raw, err = b.dialServer(ctx, "tcp")
+// dialTLS connects to the server and runs t's handshake within ctx's time. It is
+// the seam every TLS-based dialer uses (Trojan, VLESS, and transports above
+// them). The conn it returns carries the application data: after a TLS 1.3
+// handshake tgtun's own record layer (*recordConn: pollable, no buffer held while
+// idle; its ConnectionState has the ALPN), after TLS 1.2 uTLS's conn itself.
+func (b *base) dialTLS(ctx context.Context, t *tlsClient) (net.Conn, error) {
+	raw, err := b.dialServer(ctx, "tcp")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	done := handshakeDeadline(ctx, raw)
-	tc, err = t.handshake(ctx, raw)
+	c, err := t.handshake(ctx, raw)
 	done()
 	if err != nil {
 		raw.Close()
-		return nil, nil, fmt.Errorf("%s: %w", b.prefix, handshakeErr(ctx, err))
+		return nil, fmt.Errorf("%s: %w", b.prefix, handshakeErr(ctx, err))
 	}
-	return raw, tc, nil
+	return c, nil
 }
 
-// handshake runs the TLS or REALITY handshake on raw, bounded by ctx.
-func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, error) {
+// handshake runs the TLS or REALITY handshake on raw, bounded by ctx, and hands
+// the connection over to the record layer (TLS 1.3).
+func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (net.Conn, error) {
+	var secrets keyLog
 	conf := &utls.Config{
 		ServerName:         t.sni,
 		NextProtos:         t.alpn,
@@ -183,6 +195,8 @@ func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, e
 		// As sing-box: a REALITY hello offers no ticket. A TLS hello keeps the
 		// browser's (with no session cache, tickets are not stored).
 		SessionTicketsDisabled: t.reality,
+		// The traffic secrets, for the record layer that takes over.
+		KeyLogWriter: &secrets,
 	}
 	if t.certs != nil {
 		t.certs.apply(conf)
@@ -200,13 +214,69 @@ func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, e
 		}
 	}
 	u := utls.UClient(raw, conf, t.hello)
-	if err := u.BuildHandshakeState(); err != nil {
-		return nil, fmt.Errorf("TLS client hello: %w", err)
+	if err := t.buildHello(u); err != nil {
+		return nil, err
 	}
+	if t.reality {
+		var err error
+		if authKey, err = t.sealRealityHello(u); err != nil {
+			return nil, err
+		}
+	}
+	if err := u.HandshakeContext(ctx); err != nil {
+		if errors.Is(err, ErrRealityAuth) {
+			return nil, ErrRealityAuth
+		}
+		if t.reality {
+			return nil, fmt.Errorf("REALITY handshake: %w", err)
+		}
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return takeOver(u, raw, &secrets)
+}
+
+// takeOver hands a handshaken uTLS connection to the record layer (TLS 1.3);
+// after TLS 1.2 it keeps uTLS's conn.
+func takeOver(u *utls.UConn, raw net.Conn, secrets *keyLog) (net.Conn, error) {
+	st := u.ConnectionState()
+	if st.Version != utls.VersionTLS13 {
+		// TLS 1.2 (plain TLS servers only: REALITY is 1.3): uTLS's own conn
+		// carries the data, read by a blocking reader. The hello, its extensions
+		// and key shares are not needed any more: an idle flow should not keep them.
+		u.HandshakeState = utls.PubClientHandshakeState{}
+		u.Extensions = nil
+		return u, nil
+	}
+	readAhead, err := utlsReadAhead(u)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := newRecordConn(raw, st.CipherSuite, secrets.client, secrets.server, readAhead, tls.ConnectionState{
+		Version:            st.Version,
+		HandshakeComplete:  true,
+		CipherSuite:        st.CipherSuite,
+		NegotiatedProtocol: st.NegotiatedProtocol,
+		ServerName:         st.ServerName,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("TLS record layer: %w", err)
+	}
+	return rc, nil
+}
+
+// buildHello builds the fingerprint's ClientHello with tgtun's changes: the ALPN
+// of the link, no hybrid post-quantum share for REALITY, ChaCha20 first on a CPU
+// without AES instructions.
+func (t *tlsClient) buildHello(u *utls.UConn) error {
+	if err := u.BuildHandshakeState(); err != nil {
+		return fmt.Errorf("TLS client hello: %w", err)
+	}
+	changed := false
 	if len(t.alpn) > 0 {
 		for _, ext := range u.Extensions {
 			if a, ok := ext.(*utls.ALPNExtension); ok {
 				a.AlpnProtocols = t.alpn
+				changed = true
 			}
 		}
 	}
@@ -221,32 +291,54 @@ func (t *tlsClient) handshake(ctx context.Context, raw net.Conn) (*utls.UConn, e
 				e.KeyShares = slices.DeleteFunc(e.KeyShares, func(s utls.KeyShare) bool { return s.Group == utls.X25519MLKEM768 })
 			}
 		}
+		changed = true
+	}
+	if !t.aesHW && boringSSLFamily(t.hello) {
+		preferChaCha20(u)
+		changed = true
+	}
+	if changed {
 		if err := u.BuildHandshakeState(); err != nil {
-			return nil, fmt.Errorf("TLS client hello: %w", err)
-		}
-		var err error
-		if authKey, err = t.sealRealityHello(u); err != nil {
-			return nil, err
-		}
-	} else if len(t.alpn) > 0 {
-		if err := u.BuildHandshakeState(); err != nil {
-			return nil, fmt.Errorf("TLS client hello: %w", err)
+			return fmt.Errorf("TLS client hello: %w", err)
 		}
 	}
-	if err := u.HandshakeContext(ctx); err != nil {
-		if errors.Is(err, ErrRealityAuth) {
-			return nil, ErrRealityAuth
-		}
-		if t.reality {
-			return nil, fmt.Errorf("REALITY handshake: %w", err)
-		}
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+	return nil
+}
+
+// utlsBuffers are the offsets of utls.Conn's read buffers. When the handshake
+// returns, uTLS may have read more from the socket than the server's Finished:
+// a Go server sends its session tickets right after it, in the same segment.
+// Those bytes (rawInput) are records the record layer takes over; nothing may be
+// decrypted and waiting (input, hand). Computed once; a uTLS without these
+// fields makes TLS dials fail rather than lose data.
+var utlsBuffers = sync.OnceValues(func() (utlsOffsets, error) {
+	t := reflect.TypeFor[utls.Conn]()
+	in, ok1 := t.FieldByName("input")
+	raw, ok2 := t.FieldByName("rawInput")
+	hand, ok3 := t.FieldByName("hand")
+	if !ok1 || !ok2 || !ok3 || in.Type != reflect.TypeFor[bytes.Reader]() ||
+		raw.Type != reflect.TypeFor[bytes.Buffer]() || hand.Type != reflect.TypeFor[bytes.Buffer]() {
+		return utlsOffsets{}, errors.New("this uTLS version does not have the expected read buffers")
 	}
-	// The hello, its extensions and the key shares (an ML-KEM key is over 7 KiB)
-	// are not needed once the handshake is done: an idle flow should not keep them.
-	u.HandshakeState = utls.PubClientHandshakeState{}
-	u.Extensions = nil
-	return u, nil
+	return utlsOffsets{input: in.Offset, rawInput: raw.Offset, hand: hand.Offset}, nil
+})
+
+type utlsOffsets struct{ input, rawInput, hand uintptr }
+
+// utlsReadAhead returns the bytes uTLS read past the handshake, not decrypted.
+func utlsReadAhead(u *utls.UConn) ([]byte, error) {
+	offs, err := utlsBuffers()
+	if err != nil {
+		return nil, fmt.Errorf("TLS record layer: %w", err)
+	}
+	base := unsafe.Pointer(u.Conn)
+	input := (*bytes.Reader)(unsafe.Add(base, offs.input))
+	rawInput := (*bytes.Buffer)(unsafe.Add(base, offs.rawInput))
+	hand := (*bytes.Buffer)(unsafe.Add(base, offs.hand))
+	if input.Len() > 0 || hand.Len() > 0 {
+		return nil, fmt.Errorf("TLS record layer: uTLS holds %d bytes of data and %d of handshake after the handshake", input.Len(), hand.Len())
+	}
+	return rawInput.Bytes(), nil
 }
 
 // sealRealityHello writes the REALITY authentication into the ClientHello's

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // Trojan commands.
@@ -49,10 +50,14 @@ func newTrojan(b base) (*Trojan, error) {
 	return tr, nil
 }
 
+// trojanFirstWait is how long the Trojan header waits for the client's first
+// bytes to travel in its record (what Xray's Trojan client waits).
+const trojanFirstWait = 100 * time.Millisecond
+
 func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.base.timeout)
 	defer cancel()
-	_, tc, err := t.base.dialTLS(ctx, t.tls)
+	c, err := t.base.dialTLS(ctx, t.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -61,10 +66,15 @@ func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Co
 	hdr = append(hdr, '\r', '\n', cmd)
 	hdr = appendSocksAddr(hdr, dst)
 	hdr = append(hdr, '\r', '\n')
-	if err := t.base.sendRequest(ctx, tc, tc, hdr); err != nil {
+	if rc, ok := c.(*recordConn); ok {
+		rc.holdPrefix(hdr, trojanFirstWait, rc.FlushRequest)
+		return rc, nil
+	}
+	// TLS 1.2: uTLS's conn, the header at once.
+	if err := t.base.sendRequest(ctx, c, c, hdr); err != nil {
 		return nil, err
 	}
-	return tc, nil
+	return c, nil
 }
 
 // DialTCP returns a stream to dst through the server.

@@ -9,13 +9,10 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"reflect"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
-	"unsafe"
-
-	utls "github.com/metacubex/utls"
 )
 
 // XTLS Vision (flow xtls-rprx-vision) on a VLESS connection, client side.
@@ -50,30 +47,16 @@ var (
 	tls13Version     = []byte{0x00, 0x2b, 0x00, 0x02, 0x03, 0x04} // supported_versions: TLS 1.3
 )
 
-// utlsBuffers are the offsets of utls.Conn's read buffers: at the switch to
-// direct, what the TLS layer has already read from the socket but not yet
-// returned belongs to the raw stream. Computed once; a missing field (a changed
-// uTLS) makes Vision dials fail instead of corrupting data.
-var utlsBuffers = sync.OnceValues(func() (utlsOffsets, error) {
-	t := reflect.TypeFor[utls.Conn]()
-	in, ok1 := t.FieldByName("input")
-	raw, ok2 := t.FieldByName("rawInput")
-	if !ok1 || !ok2 || in.Type != reflect.TypeFor[bytes.Reader]() || raw.Type != reflect.TypeFor[bytes.Buffer]() {
-		return utlsOffsets{}, errors.New("vision: this uTLS version does not have the expected read buffers")
-	}
-	return utlsOffsets{input: in.Offset, rawInput: raw.Offset}, nil
-})
-
-type utlsOffsets struct{ input, rawInput uintptr }
-
 // visionConn is a VLESS stream with the Vision flow. Reads must come from one
-// goroutine at a time, as do writes; a read and a write may run together.
+// goroutine at a time, as do writes; a read and a write may run together. It is
+// pollable like the record layer under it, and once both directions went
+// direct it is the plain TCP socket (DirectTCP), which the engine may splice.
 type visionConn struct {
-	tls      net.Conn // the outer TLS connection (VLESS header already sent)
-	raw      net.Conn // the TCP connection under it
-	input    *bytes.Reader
-	rawInput *bytes.Buffer
-	id       [16]byte
+	tls net.Conn    // the outer TLS connection, for writes (rc, but for tests)
+	rc  *recordConn // the outer TLS connection, for reads; its prefix is the VLESS header
+	raw net.Conn    // the TCP connection under it
+	src streamSource
+	id  [16]byte
 
 	// Inner-TLS detection, shared by both directions.
 	fmu             sync.Mutex
@@ -92,7 +75,9 @@ type visionConn struct {
 	// rawOnly is set with directWrite, for Close (which must not take wmu).
 	rawOnly atomic.Bool
 
-	// Read side.
+	// Read side, under rmu.
+	rmu         sync.Mutex
+	resp        vlessResponse // the VLESS response header, before the frames
 	rstate      int
 	hdr         [16]byte // partial user id or frame header
 	hdrLen      int
@@ -100,9 +85,7 @@ type visionConn struct {
 	contentLeft int
 	paddingLeft int
 	pending     []byte // content ready for Read
-	rbuf        []byte
 	directRead  bool
-	respDone    bool
 }
 
 // Read states.
@@ -114,23 +97,41 @@ const (
 	vrPlain          // padding over: plain data through the outer TLS
 )
 
-func newVisionConn(tc *utls.UConn, raw net.Conn, id [16]byte) (*visionConn, error) {
-	offs, err := utlsBuffers()
-	if err != nil {
-		return nil, err
-	}
-	inOff, rawOff := offs.input, offs.rawInput
-	base := unsafe.Pointer(tc.Conn)
-	return &visionConn{
-		tls:        tc,
-		raw:        raw,
-		input:      (*bytes.Reader)(unsafe.Add(base, inOff)),
-		rawInput:   (*bytes.Buffer)(unsafe.Add(base, rawOff)),
+// newVisionConn runs Vision over rc, whose held prefix is the VLESS request
+// header: it goes out with the first padded frame, or with an empty one (as
+// Xray's client sends) when the client has nothing to say within wait.
+func newVisionConn(rc *recordConn, hdr []byte, id [16]byte, wait time.Duration) *visionConn {
+	c := &visionConn{
+		tls:        rc,
+		rc:         rc,
+		raw:        rc.NetConn(),
+		src:        newStreamSource(rc.NetConn()),
 		id:         id,
 		filterLeft: visionFilterPackets,
 		padding:    true,
 		writeID:    true,
-	}, nil
+	}
+	// Until the padding ends a read returns one record's data, so that nothing
+	// after a switch to direct is taken for a record.
+	rc.oneRecord = true
+	rc.holdPrefix(hdr, wait, c.FlushRequest)
+	return c
+}
+
+// FlushRequest sends the VLESS header now if no data took it along, with an
+// empty padded frame after it (what Xray's client does when the server is to
+// speak first). The health probe calls it.
+func (c *visionConn) FlushRequest() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.rc == nil || !c.rc.prefixPending() || !c.padding {
+		return nil
+	}
+	c.fmu.Lock()
+	isTLS := c.isTLS
+	c.fmu.Unlock()
+	_, err := c.tls.Write(c.appendFrame(nil, nil, visionContinue, isTLS))
+	return err
 }
 
 // filter inspects one packet of either direction for the inner TLS handshake.
@@ -249,47 +250,79 @@ func randInt(n int64) int {
 }
 
 // Read returns content from the server's frames, then plain or direct data.
-func (c *visionConn) Read(p []byte) (int, error) {
-	if !c.respDone {
-		// The VLESS response header comes before the frames, outside them.
-		if err := readVLESSResponse(c.tls); err != nil {
-			return 0, err
-		}
-		c.respDone = true
+func (c *visionConn) Read(p []byte) (int, error) { return c.read(p, true) }
+
+// ReadNonblock is Read without waiting: an error wrapping EAGAIN when nothing is
+// there.
+func (c *visionConn) ReadNonblock(p []byte) (int, error) { return c.read(p, false) }
+
+// RawConns is the TCP socket: the outer TLS's, and the direct data's.
+func (c *visionConn) RawConns() ([]syscall.RawConn, error) { return c.src.rawConns() }
+
+func (c *visionConn) read(p []byte, wait bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
 	}
-	for len(c.pending) == 0 {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if len(c.pending) > 0 {
+			n := copy(p, c.pending)
+			c.pending = c.pending[n:]
+			if len(c.pending) == 0 {
+				c.pending = nil // an idle flow keeps no buffer
+			}
+			return n, nil
+		}
 		if c.directRead {
-			return c.raw.Read(p)
+			return c.src.read(p, wait)
 		}
-		if c.rstate == vrPlain {
-			n, err := c.tls.Read(p)
-			if n > 0 {
-				c.filter(p[:n])
+		n, err := c.rc.read(p, wait)
+		if err != nil {
+			if errors.Is(err, io.EOF) && !c.resp.done() {
+				return 0, c.resp.eofError()
 			}
-			return n, err
-		}
-		if c.rbuf == nil {
-			c.rbuf = make([]byte, 16<<10+512) // a whole TLS record; dropped once the padding ends
-		}
-		n, err := c.tls.Read(c.rbuf)
-		if n > 0 {
-			if perr := c.parse(c.rbuf[:n]); perr != nil {
-				return 0, perr
-			}
-		}
-		if c.rstate == vrPlain {
-			c.rbuf = nil // pending holds copies
-		}
-		if err != nil && len(c.pending) == 0 {
 			return 0, err
 		}
+		b := p[:n]
+		if !c.resp.done() {
+			// The VLESS response header comes before the frames, outside them.
+			k, err := c.resp.feed(b)
+			if err != nil {
+				return 0, err
+			}
+			b = b[k:]
+		}
+		if c.rstate == vrPlain {
+			c.filter(b)
+			if n = copy(p, b); n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		if err := c.parse(b); err != nil {
+			return 0, err
+		}
+		if c.rstate == vrPlain && !c.directRead {
+			c.rc.setOneRecord(false) // no switch can come any more
+		}
 	}
-	n := copy(p, c.pending)
-	c.pending = c.pending[n:]
-	if len(c.pending) == 0 {
-		c.pending = nil // an idle flow keeps no buffer
+}
+
+// DirectTCP returns the TCP connection once both directions carry raw bytes and
+// nothing is buffered above it (ReadNonblock returned it all): from then on the
+// conn is that socket, and the engine may splice it. Nil before.
+func (c *visionConn) DirectTCP() *net.TCPConn {
+	if !c.rawOnly.Load() {
+		return nil
 	}
-	return n, nil
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if !c.directRead || len(c.pending) > 0 {
+		return nil
+	}
+	tc, _ := c.raw.(*net.TCPConn)
+	return tc
 }
 
 // parse consumes bytes read through the outer TLS, adding content to pending.
@@ -369,12 +402,8 @@ func (c *visionConn) frameDone(rest *[]byte) {
 			c.pending = append(c.pending, *rest...)
 			*rest = nil
 		}
-		if c.input.Len() > 0 {
-			b, _ := io.ReadAll(c.input)
-			c.pending = append(c.pending, b...)
-		}
-		if c.rawInput.Len() > 0 {
-			c.pending = append(c.pending, c.rawInput.Next(c.rawInput.Len())...)
+		if c.rc != nil {
+			c.pending = append(c.pending, c.rc.takeRaw()...)
 		}
 	}
 }
@@ -403,6 +432,9 @@ func (c *visionConn) CloseWrite() error {
 // would land inside the raw stream the server forwards: only the socket is closed.
 func (c *visionConn) Close() error {
 	if c.rawOnly.Load() {
+		if c.rc != nil {
+			c.rc.closed.Store(true)
+		}
 		return c.raw.Close()
 	}
 	return c.tls.Close()

@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // FlowVision is the VLESS flow that pads the first packets and lets an inner TLS
@@ -82,12 +84,19 @@ func ParseVLESSUUID(s string) ([16]byte, error) {
 	return id, nil
 }
 
-// dial connects to the server, makes the TLS/REALITY handshake and sends the
-// VLESS request header for cmd and dst.
+// vlessFirstWait is how long the VLESS header waits for the client's first bytes
+// to travel in its record, as Xray's client waits (500 ms since Xray-core 1.7:
+// before, it waited for them indefinitely, which stalled protocols where the
+// server speaks first).
+const vlessFirstWait = 500 * time.Millisecond
+
+// dial connects to the server, makes the TLS/REALITY handshake and prepares the
+// VLESS request header for cmd and dst: it goes out with the client's first
+// bytes, in one record (docs/ARCHITECTURE.md, "First record").
 func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.base.timeout)
 	defer cancel()
-	raw, tc, err := v.base.dialTLS(ctx, v.tls)
+	c, err := v.base.dialTLS(ctx, v.tls)
 	if err != nil {
 		return nil, err
 	}
@@ -96,19 +105,24 @@ func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Con
 		flow = v.flow
 	}
 	hdr := appendVLESSRequest(nil, v.id, flow, cmd, dst)
-	if err := v.base.sendRequest(ctx, tc, tc, hdr); err != nil {
-		return nil, err
-	}
+	rc, _ := c.(*recordConn)
 	if flow == FlowVision {
-		// The request and response headers are outside Vision's frames.
-		vc, err := newVisionConn(tc, raw, v.id)
-		if err != nil {
-			tc.Close()
-			return nil, fmt.Errorf("%s: %w", v.base.prefix, err)
+		if rc == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: the Vision flow needs TLS 1.3 and the server negotiated TLS 1.2", v.base.prefix)
 		}
-		return vc, nil
+		// The request and response headers are outside Vision's frames.
+		return newVisionConn(rc, hdr, v.id, vlessFirstWait), nil
 	}
-	return &vlessConn{Conn: tc, dst: dst}, nil
+	if rc == nil {
+		// TLS 1.2: uTLS's conn, the header at once.
+		if err := v.base.sendRequest(ctx, c, c, hdr); err != nil {
+			return nil, err
+		}
+		return &vlessConn{Conn: c, dst: dst}, nil
+	}
+	rc.holdPrefix(hdr, vlessFirstWait, rc.FlushRequest)
+	return &vlessConn{Conn: rc, rc: rc, dst: dst}, nil
 }
 
 // DialTCP returns a stream to dst through the server.
@@ -132,7 +146,7 @@ func (v *VLESS) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, erro
 	if err != nil {
 		return nil, err
 	}
-	return &vlessPacketConn{vlessConn: c.(*vlessConn)}, nil
+	return &vlessPacketConn{Conn: c, dst: dst}, nil
 }
 
 // appendVLESSRequest appends the request header: version, user id, addons (the
@@ -165,44 +179,119 @@ func appendVLESSAddr(b []byte, dst netip.AddrPort) []byte {
 	return append(b, ip.AsSlice()...)
 }
 
-// readVLESSResponse reads the response header: version 0 and addons to skip.
-func readVLESSResponse(r io.Reader) error {
-	var h [2]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("server closed the connection without answering: wrong uuid or flow? (%w)", io.EOF)
-		}
-		return fmt.Errorf("read response: %w", err)
-	}
-	if h[0] != vlessVersion {
-		return fmt.Errorf("response version %d, want %d: not a VLESS server?", h[0], vlessVersion)
-	}
-	if h[1] > 0 {
-		if _, err := io.CopyN(io.Discard, r, int64(h[1])); err != nil {
-			return fmt.Errorf("read response addons: %w", err)
-		}
-	}
-	return nil
+// vlessResponse reads the response header off the front of the server's data:
+// version 0, the length of the addons, the addons (skipped).
+type vlessResponse struct {
+	step   int // 0: version, 1: addons length, 2: addons, 3: done
+	addons int
 }
 
-// vlessConn reads the response header before the first payload byte.
+func (r *vlessResponse) done() bool { return r.step == 3 }
+
+// feed consumes header bytes from the front of b and says how many.
+func (r *vlessResponse) feed(b []byte) (int, error) {
+	i := 0
+	for i < len(b) && r.step < 3 {
+		switch r.step {
+		case 0:
+			if b[i] != vlessVersion {
+				return i, fmt.Errorf("response version %d, want %d: not a VLESS server?", b[i], vlessVersion)
+			}
+			r.step = 1
+			i++
+		case 1:
+			r.addons = int(b[i])
+			r.step = 2
+			i++
+		case 2:
+			k := min(r.addons, len(b)-i)
+			i += k
+			r.addons -= k
+		}
+		if r.step == 2 && r.addons == 0 {
+			r.step = 3
+		}
+	}
+	return i, nil
+}
+
+// eofError is the error for a stream that ended inside the header.
+func (r *vlessResponse) eofError() error {
+	if r.step < 2 {
+		return fmt.Errorf("server closed the connection without answering: wrong uuid or flow? (%w)", io.EOF)
+	}
+	return fmt.Errorf("read response addons: %w", io.ErrUnexpectedEOF)
+}
+
+// vlessConn reads the response header before the first payload byte. Over
+// tgtun's record layer (rc) it is pollable.
 type vlessConn struct {
-	net.Conn
+	net.Conn             // the TLS conn: rc, or uTLS's after TLS 1.2
+	rc       *recordConn // nil after TLS 1.2
 	dst      netip.AddrPort
-	respOnce sync.Once
-	respErr  error
+	rmu      sync.Mutex
+	resp     vlessResponse
 }
 
-func (c *vlessConn) response() error {
-	c.respOnce.Do(func() { c.respErr = readVLESSResponse(c.Conn) })
-	return c.respErr
-}
+func (c *vlessConn) Read(p []byte) (int, error) { return c.read(p, true) }
 
-func (c *vlessConn) Read(p []byte) (int, error) {
-	if err := c.response(); err != nil {
-		return 0, err
+// ReadNonblock returns what the server sent and the socket holds now; an error
+// wrapping EAGAIN when nothing is there.
+func (c *vlessConn) ReadNonblock(p []byte) (int, error) {
+	if c.rc == nil {
+		return 0, errors.New("vless over TLS 1.2 cannot be read without waiting")
 	}
-	return c.Conn.Read(p)
+	return c.read(p, false)
+}
+
+// RawConns is the socket the poller watches (none after TLS 1.2: the engine
+// then reads with a blocking reader).
+func (c *vlessConn) RawConns() ([]syscall.RawConn, error) {
+	if c.rc == nil {
+		return nil, errors.New("vless over TLS 1.2 is read by a blocking reader")
+	}
+	return c.rc.RawConns()
+}
+
+// FlushRequest sends the held request header now (the health probe).
+func (c *vlessConn) FlushRequest() error {
+	if c.rc == nil {
+		return nil
+	}
+	return c.rc.FlushRequest()
+}
+
+func (c *vlessConn) read(p []byte, wait bool) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		var n int
+		var err error
+		if c.rc != nil {
+			n, err = c.rc.read(p, wait)
+		} else {
+			n, err = c.Conn.Read(p)
+		}
+		if n > 0 && !c.resp.done() {
+			k, ferr := c.resp.feed(p[:n])
+			if ferr != nil {
+				return 0, ferr
+			}
+			n = copy(p, p[k:n])
+		}
+		if n > 0 {
+			return n, nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) && !c.resp.done() {
+				return 0, c.resp.eofError()
+			}
+			return 0, err
+		}
+	}
 }
 
 // CloseWrite half-closes when the transport can (the TLS layer sends close_notify).
@@ -213,9 +302,12 @@ func (c *vlessConn) CloseWrite() error {
 	return nil
 }
 
-// vlessPacketConn frames datagrams with a 16-bit length.
+// vlessPacketConn frames datagrams with a 16-bit length. Its Conn is the
+// *vlessConn as a plain net.Conn: the stream's non-blocking reads are not this
+// datagram conn's.
 type vlessPacketConn struct {
-	*vlessConn
+	net.Conn
+	dst netip.AddrPort
 	rmu sync.Mutex
 	wmu sync.Mutex
 }
@@ -232,9 +324,6 @@ func (c *vlessPacketConn) Write(p []byte) (int, error) {
 func (c *vlessPacketConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if err := c.response(); err != nil {
-		return 0, err
-	}
 	return readLengthPacket(c.Conn, p)
 }
 

@@ -77,18 +77,30 @@ func TestReadVLESSResponse(t *testing.T) {
 		{"\x00\x05ab", "addons"},
 	}
 	for _, tt := range tests {
-		r := strings.NewReader(tt.in)
-		err := readVLESSResponse(r)
-		if tt.wantErr == "" {
-			if err != nil {
-				t.Errorf("%q: %v", tt.in, err)
-			} else if rest, _ := io.ReadAll(r); string(rest) != "data" {
-				t.Errorf("%q: left %q, want the payload", tt.in, rest)
+		// Whole, and byte by byte: the header may come in any pieces.
+		for _, step := range []int{len(tt.in) + 1, 1} {
+			c := &vlessConn{Conn: &recorder{}}
+			c.Conn.(*recorder).WriteString(tt.in)
+			var got []byte
+			var err error
+			for {
+				buf := make([]byte, step)
+				var n int
+				n, err = c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					break
+				}
 			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-			t.Errorf("%q: error %v, want %q", tt.in, err, tt.wantErr)
+			if tt.wantErr == "" {
+				if !errors.Is(err, io.EOF) || string(got) != "data" {
+					t.Errorf("%q step %d: read %q, %v; want the payload, then EOF", tt.in, step, got, err)
+				}
+				continue
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q step %d: error %v, want %q", tt.in, step, err, tt.wantErr)
+			}
 		}
 	}
 }
@@ -104,8 +116,7 @@ func (r *recorder) Read(p []byte) (int, error)  { return r.Buffer.Read(p) }
 
 func TestVLESSPacketFraming(t *testing.T) {
 	rec := &recorder{}
-	c := &vlessPacketConn{vlessConn: &vlessConn{Conn: rec, dst: netip.MustParseAddrPort("203.0.113.10:7")}}
-	c.respOnce.Do(func() {}) // response already read
+	c := &vlessPacketConn{Conn: &vlessConn{Conn: rec, resp: vlessResponse{step: 3}}, dst: netip.MustParseAddrPort("203.0.113.10:7")}
 	for _, msg := range []string{"one", "", strings.Repeat("x", 2000)} {
 		if _, err := c.Write([]byte(msg)); err != nil {
 			t.Fatal(err)
@@ -199,8 +210,7 @@ func visionFrame(withID bool, cmd byte, content string, pad int) []byte {
 }
 
 func newTestVision() *visionConn {
-	return &visionConn{id: testID, filterLeft: visionFilterPackets, padding: true, writeID: true,
-		input: bytes.NewReader(nil), rawInput: &bytes.Buffer{}}
+	return &visionConn{id: testID, filterLeft: visionFilterPackets, padding: true, writeID: true}
 }
 
 // TestVisionParse feeds the server's frames split at every possible point.
@@ -245,13 +255,16 @@ func TestVisionParse(t *testing.T) {
 // TestVisionDirectRead: after a direct frame, what the TLS layer buffered is raw data.
 func TestVisionDirectRead(t *testing.T) {
 	c := newTestVision()
-	c.input = bytes.NewReader([]byte("decrypted-"))
-	c.rawInput = bytes.NewBufferString("raw-")
+	c.rc = &recordConn{pending: []byte("decrypted-")}
+	c.rc.rx.load([]byte("raw-"))
 	if err := c.parse(visionFrame(true, visionDirect, "last ", 2)); err != nil {
 		t.Fatal(err)
 	}
-	if !c.directRead || string(c.pending) != "last decrypted-raw-" || c.rawInput.Len() != 0 {
-		t.Fatalf("direct %v pending %q raw left %d", c.directRead, c.pending, c.rawInput.Len())
+	if !c.directRead || string(c.pending) != "last decrypted-raw-" || len(c.rc.rx.buffered()) != 0 || len(c.rc.pending) != 0 {
+		t.Fatalf("direct %v pending %q, record layer left %q and %q", c.directRead, c.pending, c.rc.pending, c.rc.rx.buffered())
+	}
+	if _, err := c.rc.read(make([]byte, 8), false); !errors.Is(err, errHandedOver) {
+		t.Fatalf("record layer read after the switch: %v, want it handed over", err)
 	}
 }
 
@@ -341,6 +354,43 @@ func FuzzReadVLESSResponse(f *testing.F) {
 	f.Add([]byte("\x00\x00"))
 	f.Add([]byte("\x00\x02ab"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_ = readVLESSResponse(bytes.NewReader(b))
+		var r vlessResponse
+		n, err := r.feed(b)
+		if n > len(b) || (err == nil && !r.done() && n != len(b)) {
+			t.Fatalf("consumed %d of %d (done %v, %v)", n, len(b), r.done(), err)
+		}
 	})
+}
+
+// TestVisionDirectTCP: the socket is offered for splicing only once both
+// directions went direct and nothing is buffered above it.
+func TestVisionDirectTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := newTestVision()
+	c.raw = raw
+	if c.DirectTCP() != nil {
+		t.Fatal("offered before any switch")
+	}
+	c.directRead = true
+	if c.DirectTCP() != nil {
+		t.Fatal("offered with only the read side direct")
+	}
+	c.rawOnly.Store(true)
+	c.pending = []byte("raw bytes the record layer had read")
+	if c.DirectTCP() != nil {
+		t.Fatal("offered while bytes wait above the socket")
+	}
+	c.pending = nil
+	if c.DirectTCP() != raw.(*net.TCPConn) {
+		t.Fatal("not offered once both sides are direct and nothing waits")
+	}
 }
