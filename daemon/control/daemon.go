@@ -90,6 +90,9 @@ type Daemon struct {
 	// runCtx lives as long as Run: what the DNS forwarder runs under.
 	runCtx context.Context
 	dom    domainSide
+	// devices remembers the sysctls interface proxies' devices had before tgtun
+	// changed them; a clean stop puts them back.
+	devices netcfg.DeviceSysctls
 }
 
 // engineEnd is an engine that stopped serving by itself, and why.
@@ -159,7 +162,7 @@ func Run(ctx context.Context, opts Options) error {
 	d.lists.SetSources(listSources(cfg))
 	d.lists.Load()
 
-	pool, err := newPool(cfg, log)
+	pool, err := newPool(cfg, &d.devices, log)
 	if err != nil {
 		return err
 	}
@@ -449,19 +452,43 @@ func (d *Daemon) shutdown() {
 	// dnsmasq first: it must stop adding to (and forwarding for) sets that go away.
 	d.stopDomains()
 	d.stopNet(false)
+	if err := d.devices.Restore(); err != nil {
+		d.log.Error("interface proxies: restoring device settings", "err", err)
+	}
 }
 
 // newPool builds the proxies of cfg, ordered by priority, behind health checks.
-func newPool(cfg *config.Config, log *slog.Logger) (*proxy.Pool, error) {
+// devices readies (and remembers, to restore) interface proxies' devices.
+func newPool(cfg *config.Config, devices proxy.DevicePreparer, log *slog.Logger) (*proxy.Pool, error) {
 	members := make([]proxy.Member, 0, len(cfg.Proxies))
 	for _, p := range cfg.Proxies {
-		m, err := proxy.NewMember(proxySpec(p), proxy.Options{BypassMark: cfg.Main.BypassMark})
+		m, err := proxy.NewMember(proxySpec(p), proxy.Options{BypassMark: cfg.Main.BypassMark, Devices: devices})
 		if err != nil {
 			return nil, fmt.Errorf("proxy '%s': %w", p.Name, err)
 		}
 		members = append(members, m)
 	}
-	return proxy.NewPool(members, cfg.Main.HealthTarget, cfg.Main.HealthInterval, log), nil
+	pool := proxy.NewPool(members, cfg.Main.HealthTarget, cfg.Main.HealthInterval, log)
+	pool.Check = healthCheck(cfg.Main)
+	return pool, nil
+}
+
+// healthCheck is what the probe asks health_target: health_check 'auto' is an MTProto
+// exchange when the target is in Telegram's ranges (the lists catalogue's; the default
+// target is a Telegram data centre), else a connect.
+func healthCheck(m config.Main) proxy.Check {
+	switch m.HealthCheck {
+	case config.HealthMTProto:
+		return proxy.Check{Kind: proxy.CheckMTProto}
+	case config.HealthTLS:
+		return proxy.Check{Kind: proxy.CheckTLS, Name: m.HealthName}
+	case config.HealthConnect:
+		return proxy.Check{Kind: proxy.CheckConnect}
+	}
+	if e, ok := lists.Lookup("telegram"); ok && slices.ContainsFunc(e.Prefixes, func(p netip.Prefix) bool { return p.Contains(m.HealthTarget.Addr()) }) {
+		return proxy.Check{Kind: proxy.CheckMTProto}
+	}
+	return proxy.Check{Kind: proxy.CheckConnect}
 }
 
 func proxySpec(p config.Proxy) proxy.Spec {

@@ -143,7 +143,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.log.Error("reload: configuration rejected, the running one stays", "err", err)
 		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded, the running one stays: " + err.Error()}
 	}
-	pool, err := newPool(cfg, d.log)
+	pool, err := newPool(cfg, &d.devices, d.log)
 	if err != nil {
 		return reject(err)
 	}
