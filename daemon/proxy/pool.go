@@ -110,7 +110,7 @@ type poolMember struct {
 	state     string
 	failures  int  // consecutive failed probes
 	flowFails int  // consecutive failed dials of real flows
-	refused   bool // the last probe failed on the credentials
+	refused   bool // judged by a certain error: trying it anyway cannot help
 	latency   time.Duration
 	lastErr   string
 	lastCheck time.Time
@@ -299,7 +299,7 @@ func (p *Pool) record(m *poolMember, latency time.Duration, err error) bool {
 	m.lastCheck = time.Now()
 	m.latency = latency
 	m.lastErr = ""
-	m.refused = errors.Is(err, ErrAuthFailed)
+	m.refused = certain(err)
 	if err != nil {
 		m.lastErr = err.Error()
 		m.failures++
@@ -383,7 +383,7 @@ func (p *Pool) recordFlow(m *poolMember, err error, callerGone bool) {
 	}
 	was := m.state
 	m.state = StateUnhealthy
-	m.refused = errors.Is(err, ErrAuthFailed)
+	m.refused = v == flowCertain
 	m.lastErr = fmt.Sprintf("%d new flows in a row failed through it, the last: %v", m.flowFails, err)
 	if v == flowCertain {
 		m.lastErr = "a new flow failed through it: " + err.Error()
@@ -396,6 +396,43 @@ func (p *Pool) recordFlow(m *poolMember, err error, callerGone bool) {
 	case p.changed <- struct{}{}:
 	default:
 	}
+}
+
+// ConnectFuse is how long a flow's TCP connect to a proxy server may stay unanswered
+// before it counts as a failed flow (towards FlowFailLimit), while the dial itself
+// goes on until ConnectTimeout: the kernel sent the SYN again after 1 s, and its
+// answer did not come within half a second either. A proxy that went dark under
+// traffic is out within this time of its third flow, not at the connect timeout.
+const ConnectFuse = 1500 * time.Millisecond
+
+// errConnectFuse is the failure ConnectFuse records.
+var errConnectFuse = fmt.Errorf("no answer to the TCP connect within %v", ConnectFuse)
+
+// dialMember dials dst through m and records the outcome as evidence about m. A
+// connect to the proxy server still unanswered at ConnectFuse is recorded then (and
+// not again if the dial fails later; a success still clears it).
+func (p *Pool) dialMember(ctx context.Context, m *poolMember, dst netip.AddrPort, dial func(Dialer, context.Context, netip.AddrPort) (net.Conn, error)) (net.Conn, error) {
+	var w connectWatch
+	var mu sync.Mutex
+	done, fused := false, false
+	fuse := time.AfterFunc(ConnectFuse, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done && w.started.Load() && !w.connected.Load() && ctx.Err() == nil && m.Type != TypeInterface {
+			fused = true
+			p.recordFlow(m, errConnectFuse, false)
+		}
+	})
+	c, err := dial(m.Dialer, withConnectWatch(ctx, &w), dst)
+	fuse.Stop()
+	mu.Lock()
+	done = true
+	counted := fused
+	mu.Unlock()
+	if err == nil || !counted || certain(err) {
+		p.recordFlow(m, err, errors.Is(ctx.Err(), context.Canceled))
+	}
+	return c, err
 }
 
 // usable is a member flows may use: healthy, or not judged yet.
@@ -482,9 +519,11 @@ func (p *Pool) candidates() []*poolMember {
 }
 
 // bestMember is the member of lowest priority, healthy or not, when trying it
-// can tell: not when it refused the credentials, and not a Shadowsocks server,
-// whose dial succeeds whatever the key (a flow through a broken one would hang
-// until its first-reply timeout instead of being refused at once).
+// can tell: not when a certain verdict judged it (it refused the credentials, or
+// something other than the target answered through it: a flow would reach a
+// fallback web site), and not a Shadowsocks server, whose dial succeeds whatever
+// the key (a flow through a broken one would hang until its first-reply timeout
+// instead of being refused at once).
 func (p *Pool) bestMember() *poolMember {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -527,8 +566,7 @@ func (p *Pool) dial(ctx context.Context, dst netip.AddrPort, dial func(Dialer, c
 	}
 	var errs []error
 	for _, m := range members {
-		c, err := dial(m.Dialer, ctx, dst)
-		p.recordFlow(m, err, errors.Is(ctx.Err(), context.Canceled))
+		c, err := p.dialMember(ctx, m, dst, dial)
 		if err == nil {
 			p.mu.Lock()
 			m.flows++

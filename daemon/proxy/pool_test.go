@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -202,11 +204,6 @@ func TestPoolFlowEvidence(t *testing.T) {
 	t.Run("refusals in a row", func(t *testing.T) {
 		p, f := newTestPool(1, 2)
 		probeTimes(testCtx(t), p, 1) // both healthy
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		changes := make(chan bool, 10)
-		p.OnChange = func(h bool) { changes <- h }
-		go p.Run(ctx)
 		f[0].set(refused)
 		for i := range FlowFailLimit {
 			if activeName(p) != "p0" {
@@ -547,5 +544,62 @@ func TestPoolInteropFailover(t *testing.T) {
 	waitChange(true)
 	if activeName(pool) != "primary" {
 		t.Fatalf("active %q after recovery", activeName(pool))
+	}
+}
+
+// blackHole is a dialer whose connect to the proxy server never completes: it
+// starts connecting (as base.dialServer marks it) and waits for the dial's end.
+type blackHole struct{ dials atomic.Int64 }
+
+func (b *blackHole) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	b.dials.Add(1)
+	if w, ok := ctx.Value(connectWatchKey{}).(*connectWatch); ok {
+		w.started.Store(true)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	<-ctx.Done()
+	return nil, fmt.Errorf("dial tcp: %w", os.ErrDeadlineExceeded)
+}
+
+func (b *blackHole) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return b.DialTCP(ctx, dst)
+}
+
+// A proxy that went dark is out once FlowFailLimit flows' connects stayed unanswered
+// for ConnectFuse, before those dials time out; each flow's dial goes on to the next
+// member when its connect times out, and the failures are counted once.
+func TestPoolConnectFuse(t *testing.T) {
+	dark := &blackHole{}
+	spare := &fakeDialer{}
+	p := NewPool([]Member{
+		{Name: "dark", Type: TypeSOCKS5, Priority: 1, Dialer: dark},
+		{Name: "spare", Type: TypeSOCKS5, Priority: 2, Dialer: spare},
+	}, probeDst, time.Hour, nil)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range FlowFailLimit {
+		wg.Go(func() {
+			c, err := p.DialTCP(testCtx(t), testDst)
+			if err != nil {
+				t.Errorf("dial: %v, want it carried by the spare member", err)
+				return
+			}
+			c.Close()
+		})
+	}
+	waitFor(t, "the dark member out", func() bool { return p.Status()[0].State == StateUnhealthy })
+	if took := time.Since(start); took >= ConnectTimeout {
+		t.Errorf("out after %v, not before the connect timeout %v", took, ConnectTimeout)
+	}
+	if st := p.Status()[0]; !strings.Contains(st.LastError, "no answer to the TCP connect") {
+		t.Errorf("status %+v", st)
+	}
+	wg.Wait()
+	p.mu.Lock()
+	fails := p.members[0].flowFails
+	p.mu.Unlock()
+	if fails != FlowFailLimit {
+		t.Errorf("%d failures counted for %d flows", fails, FlowFailLimit)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -225,11 +226,31 @@ func newBaseDialer(spec Spec, opts Options) base {
 
 // dialServer connects to the proxy server over network ("tcp" or "udp").
 func (b *base) dialServer(ctx context.Context, network string) (net.Conn, error) {
+	w, _ := ctx.Value(connectWatchKey{}).(*connectWatch)
+	if w != nil {
+		w.started.Store(true)
+	}
 	c, err := b.net.DialContext(ctx, network, b.spec.Address())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.prefix, err)
 	}
+	if w != nil {
+		w.connected.Store(true)
+	}
 	return c, nil
+}
+
+// connectWatch tells a Pool how far a dial got: whether it started connecting to the
+// proxy server, and whether that connection is up (the rest of a dial, e.g. a SOCKS5
+// server reaching the destination, may take long for reasons not the proxy's).
+type connectWatch struct {
+	started, connected atomic.Bool
+}
+
+type connectWatchKey struct{}
+
+func withConnectWatch(ctx context.Context, w *connectWatch) context.Context {
+	return context.WithValue(ctx, connectWatchKey{}, w)
 }
 
 // handshakeDeadline makes every read and write on c during a handshake end
