@@ -8,9 +8,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -292,5 +295,100 @@ func TestProbeEndToEnd(t *testing.T) {
 		t.Cleanup(func() { _ = d.proc.Stop() })
 		neverHealthy(t, d, "vr", "REALITY")
 		d.stop()
+	})
+}
+
+// TestDomainsAfterDeath: after the daemon dies without a clean stop (kill -9: what a
+// crash or the OOM killer does), domain resolution degrades the way fail_mode says.
+// 'direct': the router's usual resolver answers the listed domains at once (here the
+// ISP's, which lies about them: that is what the normal path gives); 'block': they stay
+// unresolved, never the ISP's answer. Starting the daemon again (what procd's respawn
+// does) brings the forwarder back; not starting it again stands in for procd's respawn
+// giving up: the state after the death must then last, with nothing of tgtun's left
+// running but the guard's work.
+func TestDomainsAfterDeath(t *testing.T) {
+	n, dante := newNetWithDante(t)
+	startDNSServer(t, n, n.Inet, testnet.InetV4, testnet.DNSAnswers{listedDomain: {testnet.DirectV4}, unlistedDomain: {testnet.DirectV4}})
+	startDNSServer(t, n, n.Messenger, testnet.MsgrV4, testnet.DNSAnswers{listedDomain: {testnet.MsgrV4}, unlistedDomain: {testnet.DirectV4}})
+	dm := startLANDnsmasq(t, n)
+	args := []string{"--dnsmasq-dir", dm.ConfDir, "--dnsmasq-restart", dm.Restart,
+		"--dnsmasq-addr", netip.AddrPortFrom(testnet.LANV4, 53).String()}
+	conf := func(mode string) tgtunConf {
+		c := danteConf(dante)
+		c.failMode = mode
+		c.noStaticTarget = true
+		c.customExtra = []string{"list domain '" + listedDomain + "'"}
+		c.mainExtra = []string{fmt.Sprintf("option dns_upstream '%s:53'", testnet.MsgrV4)}
+		return c
+	}
+	var seq atomic.Int64
+	fresh := func() string { return fmt.Sprintf("n%d.%s", seq.Add(1), listedDomain) } // never in dnsmasq's cache
+	unresolved := func(t *testing.T) {
+		t.Helper()
+		for range 2 {
+			name := fresh()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			got, err := n.LookupA(ctx, n.Client, netip.AddrPortFrom(testnet.LANV4, 53), name)
+			cancel()
+			if err == nil {
+				t.Fatalf("%s resolved to %v with the daemon dead and fail_mode block", name, got)
+			}
+		}
+		resolvesTo(t, n, unlistedDomain, testnet.DirectV4) // the rest of the LAN's DNS works
+	}
+	guardGone := func(t *testing.T, pid int) {
+		t.Helper()
+		eventually(t, 20*time.Second, "the guard's exit", func() error {
+			if err := syscall.Kill(pid, 0); err == nil {
+				return fmt.Errorf("guard pid %d still running", pid)
+			}
+			return nil
+		})
+	}
+
+	t.Run("direct", func(t *testing.T) {
+		d := startTgtun(t, n, conf("direct"), args...)
+		t.Cleanup(func() { _ = d.proc.Stop() })
+		resolvesTo(t, n, fresh(), testnet.MsgrV4)
+		guard := d.status().DNS.Guard
+		if guard == 0 {
+			t.Fatal("status dns.guard: no guard with fail_mode direct")
+		}
+		d.proc.Kill()
+		resolvesTo(t, n, fresh(), testnet.DirectV4)
+		guardGone(t, guard)
+		if _, err := os.Stat(filepath.Join(dm.ConfDir, "tgtun.conf")); !os.IsNotExist(err) {
+			t.Errorf("tgtun.conf still in dnsmasq's conf-dir after the guard acted (%v)", err)
+		}
+
+		// procd's respawn: the forwarder answers again.
+		d.start(args...)
+		resolvesTo(t, n, fresh(), testnet.MsgrV4)
+		guard = d.status().DNS.Guard
+
+		// Killed again, and procd's respawn gives up: nobody starts it again.
+		d.proc.Kill()
+		resolvesTo(t, n, fresh(), testnet.DirectV4)
+		guardGone(t, guard)
+		for range 5 {
+			resolvesTo(t, n, fresh(), testnet.DirectV4)
+		}
+	})
+
+	t.Run("block", func(t *testing.T) {
+		d := startTgtun(t, n, conf("block"), args...)
+		t.Cleanup(func() { _ = d.proc.Stop() })
+		resolvesTo(t, n, fresh(), testnet.MsgrV4)
+		if g := d.status().DNS.Guard; g != 0 {
+			t.Errorf("status dns.guard = %d with fail_mode block", g)
+		}
+		d.proc.Kill()
+		unresolved(t)
+
+		d.start(args...)
+		resolvesTo(t, n, fresh(), testnet.MsgrV4)
+
+		d.proc.Kill() // for good
+		unresolved(t)
 	})
 }

@@ -356,6 +356,7 @@ func (d *Daemon) checkNet(ctx context.Context) {
 		}
 		return
 	}
+	d.repairDomains(ctx)
 	missing, err := d.net.Missing()
 	if err != nil {
 		d.log.Debug("data path check", "err", err)
