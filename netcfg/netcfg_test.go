@@ -827,3 +827,57 @@ func TestDeviceSysctls(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchLinks: a device deleted and created again, and one going down and up, are
+// reported by name as it happens, without polling.
+func TestWatchLinks(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		names := make(chan string, 100)
+		watched := make(chan error, 1)
+		go func() { watched <- WatchLinks(ctx, func(name string) { names <- name }) }()
+		// The subscription is asynchronous: change the device until a notification comes.
+		expect := func(what string, change func()) {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				change()
+				timeout := time.After(500 * time.Millisecond)
+			wait:
+				for {
+					select {
+					case n := <-names:
+						if n == "wgt0" {
+							return
+						}
+					case <-timeout:
+						break wait
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no notification for wgt0 (%s) within 20s", what)
+				}
+			}
+		}
+		expect("created", func() {
+			_ = exec.Command("ip", "link", "del", "wgt0").Run()
+			run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1")
+		})
+		expect("deleted", func() {
+			_ = exec.Command("ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1").Run()
+			run(t, "ip", "link", "del", "wgt0")
+		})
+		run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1")
+		expect("up", func() { run(t, "ip", "link", "set", "wgt0", "up") })
+		expect("down", func() { run(t, "ip", "link", "set", "wgt0", "down") })
+		cancel()
+		select {
+		case err := <-watched:
+			if err != nil {
+				t.Errorf("WatchLinks after cancel: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("WatchLinks did not return after cancel")
+		}
+	})
+}

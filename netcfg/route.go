@@ -428,3 +428,12 @@ func (n *Net) SetRouteDevice(dev string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// LinkIndex is the index of the network device called name, and whether there is one.
+func LinkIndex(name string) (int, bool) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, false
+	}
+	return link.Attrs().Index, true
+}

@@ -213,6 +213,13 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}()
 
+	// Interface proxies follow their devices as the kernel reports them.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.watchLinks(ctx)
+	}()
+
 	hup := make(chan os.Signal, 1)
 	notifyHUP(hup)
 	defer stopNotify(hup)
@@ -300,6 +307,10 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []neti
 	d.marking = true
 	d.applyDomains(ctx, cfg)
 	d.routeDev, d.routeIdx = "", 0
+	// The pool may have judged its members before this data path existed (its first
+	// probes run at once): apply its verdict now, not at its next change.
+	d.syncMarking()
+	d.syncRoute()
 	return nil
 }
 
@@ -441,6 +452,91 @@ func (d *Daemon) syncRoute() {
 		d.log.Info("marked traffic is routed into the interface proxy's device", "device", dev)
 	} else {
 		d.log.Info("marked traffic is routed into the TUN")
+	}
+}
+
+// watchLinks re-judges interface proxies when the kernel reports a change of their
+// devices (netifd restarting a tunnel deletes and creates it again; a link going down
+// or up): at once, not at the next health round, and table T's route follows
+// (Pool.OnProbed). Called once, from Run.
+func (d *Daemon) watchLinks(ctx context.Context) {
+	events := make(chan string, 64)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		err := netcfg.WatchLinks(ctx, func(name string) {
+			select {
+			case events <- name:
+			default: // full: a burst; one re-judgement covers it
+			}
+		})
+		if err != nil {
+			d.log.Warn("link notifications unavailable; interface proxies follow their devices at each health round", "err", err)
+		}
+	}()
+	defer func() { <-watchDone }()
+	for {
+		var names []string
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-events:
+			names = append(names, name)
+		}
+		for drained := false; !drained; { // the rest of a burst
+			select {
+			case name := <-events:
+				names = append(names, name)
+			default:
+				drained = true
+			}
+		}
+		d.reprobeInterfaces(ctx, names)
+	}
+}
+
+// reprobeInterfaces probes the interface proxies whose device is among names (a name
+// "" stands for any), or that name a netifd interface rather than a device. A device
+// that is up but not yet carrying (a tunnel configured after it came up) is probed
+// again a few times, a second apart at most, before the health round takes over.
+func (d *Daemon) reprobeInterfaces(ctx context.Context, names []string) {
+	d.mu.Lock()
+	pool, routeDev := d.pool, d.routeDev
+	d.mu.Unlock()
+	if pool == nil {
+		return
+	}
+	changed := func(dev string) bool {
+		return slices.Contains(names, dev) || slices.Contains(names, "")
+	}
+	var members []string
+	for _, m := range pool.Status() {
+		ifc, ok := pool.Dialer(m.Name).(*proxy.Interface)
+		if !ok {
+			continue
+		}
+		_, isDevice := netcfg.LinkIndex(ifc.Name())
+		if changed(ifc.Name()) || (routeDev != "" && m.Active && changed(routeDev)) || !isDevice {
+			members = append(members, m.Name)
+		}
+	}
+	for _, name := range members {
+		for _, wait := range []time.Duration{0, 250 * time.Millisecond, 500 * time.Millisecond, time.Second} {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			pool.ProbeMember(ctx, name)
+			i := slices.IndexFunc(pool.Status(), func(s proxy.MemberStatus) bool { return s.Name == name })
+			if i < 0 {
+				break
+			}
+			st := pool.Status()[i]
+			if st.Healthy || strings.Contains(st.LastError, proxy.ErrDeviceDown.Error()) {
+				break // judged: carrying, or nothing to carry with until the next change
+			}
+		}
 	}
 }
 
