@@ -392,3 +392,61 @@ func TestDomainsAfterDeath(t *testing.T) {
 		unresolved(t)
 	})
 }
+
+// TestReloadFallback: a reload whose configuration passes every check but whose data
+// path cannot be built (here the new TUN name is another device's, as when a VPN
+// package took it) goes back to the configuration that ran: the messenger still goes
+// through the proxy, status says what happened, and the next good reload clears it.
+func TestReloadFallback(t *testing.T) {
+	n := testnet.New(t)
+	if err := n.StartMessengerServers(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.StartDirectServer(); err != nil {
+		t.Fatal(err)
+	}
+	nftScript(t, n, n.Inet, "leakwatch", leakWatch)
+	port, err := n.FreePort(n.Proxy, testnet.ProxyV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMicrosocksOn(t, n, port)
+	conf := tgtunConf{proxies: []proxyConf{{name: "only", typ: "socks5", server: testnet.ProxyV4.String(), port: port}}}
+	d := startTgtun(t, n, conf)
+	t.Cleanup(func() { _ = d.proc.Stop() })
+	healthy(t, n)
+
+	routerExec(t, n, "ip", "link", "add", "tgbad0", "type", "veth", "peer", "name", "tgbad1")
+	bad := conf
+	bad.mainExtra = []string{"option tun_name 'tgbad0'"}
+	d.writeConf(bad)
+	if out, err := d.call("reload"); err == nil {
+		t.Fatalf("the reload to a TUN name another device has succeeded: %s", out)
+	} else if !strings.Contains(err.Error(), "previous configuration runs again") {
+		t.Errorf("the reload's error does not say the previous configuration runs: %v", err)
+	}
+	st := d.status()
+	if !strings.Contains(st.ConfigFallback, "tgbad0") || !strings.Contains(st.ConfigFallback, "previous configuration runs again") {
+		t.Errorf("status config_fallback %q", st.ConfigFallback)
+	}
+	if st.NetError != "" || !st.Net.TUNPresent {
+		t.Errorf("status after the fallback: net_error %q, tun present %v", st.NetError, st.Net.TUNPresent)
+	}
+	resetLeak(t, n)
+	healthy(t, n) // tgtun0 again, one copy of everything, the messenger through the proxy
+	if out := routerExec(t, n, "ip", "-o", "link", "show", "tgbad0"); !strings.Contains(out, "tgbad0@tgbad1") {
+		t.Errorf("the other device was touched: %s", out)
+	}
+
+	good := conf
+	good.mainExtra = []string{"option memory_limit '48M'"}
+	d.writeConf(good)
+	if _, err := d.call("reload"); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.status(); st.ConfigFallback != "" || st.LastReloadError != "" {
+		t.Errorf("after a good reload: config_fallback %q, last_reload_error %q", st.ConfigFallback, st.LastReloadError)
+	}
+	healthy(t, n)
+	d.stop()
+}

@@ -73,6 +73,8 @@ type Daemon struct {
 	routeIdx      int
 	lastReloadErr string
 	lastReload    time.Time
+	// fallback is set while a failed reload's previous configuration runs (status).
+	fallback string
 	// bypass is the proxy servers' addresses as last resolved (outside mu).
 	bypass []netip.Prefix
 	// maxFlows is max_flows as the descriptor limit carries it (fitDescriptors).
