@@ -178,3 +178,26 @@ func TestPoolProbeChecks(t *testing.T) {
 		})
 	}
 }
+
+// FuzzMTProtoAnswer: whatever a server (or what sits in its place) answers, the
+// probe judges it without a panic, and only a resPQ with the probe's nonce passes.
+func FuzzMTProtoAnswer(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+	f.Add([]byte{4, 0, 0, 0, 0x6c, 0xfe, 0xff, 0xff})
+	f.Add([]byte{0x64, 0, 0, 0})
+	f.Add(append([]byte{0x30, 0, 0, 0}, make([]byte, 0x30)...))
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		client, server := net.Pipe()
+		defer client.Close()
+		go func() {
+			defer server.Close()
+			_, _ = io.ReadFull(server, make([]byte, 48))
+			_, _ = server.Write(answer)
+		}()
+		_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+		err := mtprotoProbe(client)
+		if err == nil && !(len(answer) >= 8 && binary.LittleEndian.Uint32(answer) == 4) {
+			t.Fatalf("answer %x passed without the probe's nonce", answer)
+		}
+	})
+}
