@@ -104,6 +104,9 @@ func (d *Daemon) Status() Status {
 	for _, w := range d.warnings {
 		st.Warnings = append(st.Warnings, w.String())
 	}
+	if w := probeWarning(d.cfg); w != "" {
+		st.Warnings = append(st.Warnings, w)
+	}
 	if d.eng != nil {
 		st.Flows = d.eng.Stats()
 	}
@@ -320,4 +323,19 @@ func (d *Daemon) updateListsLoop(ctx context.Context) {
 			d.log.Warn("scheduled list update", "err", err)
 		}
 	}
+}
+
+// probeWarning says when the health probe cannot tell a VLESS or Trojan server's
+// fallback web site from the health target: it only connects.
+func probeWarning(cfg *config.Config) string {
+	if healthCheck(cfg.Main).EndToEnd() {
+		return ""
+	}
+	for _, p := range cfg.Proxies {
+		if p.Type == config.TypeVLESS || p.Type == config.TypeTrojan {
+			return fmt.Sprintf("health_check %s: the probe only connects to %s through each proxy, so a VLESS or Trojan server that hands a wrong uuid or password to its fallback web site passes it; use a Telegram address as health_target, or health_check 'tls' with health_name",
+				"'"+cfg.Main.HealthCheck+"'", cfg.Main.HealthTarget)
+		}
+	}
+	return ""
 }
