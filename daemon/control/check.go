@@ -111,6 +111,9 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 			}
 			if !m.Healthy {
 				detail = fmt.Sprintf("%s %s: %s", m.Type, m.Server, m.LastError)
+				if m.State == proxy.StateUnknown {
+					detail = fmt.Sprintf("%s %s: not judged yet (one failed probe is no verdict): %s", m.Type, m.Server, m.LastError)
+				}
 			}
 			r.add("proxy '"+m.Name+"'", m.Healthy, detail, proxyHint(m.LastError))
 		}
