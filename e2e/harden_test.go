@@ -173,7 +173,8 @@ func TestFlowEvidenceFailover(t *testing.T) {
 			}
 			return nil
 		})
-		t.Logf("failover %v after the fault (status polled; 'tgtun status' itself takes some ms)", took.Round(time.Millisecond))
+		t.Logf("failover %v after the fault (status polled; 'tgtun status' itself takes some ms): %s", took.Round(time.Millisecond),
+			memberStatus(t, d.status(), "primary").LastError)
 		okBefore := traffic.ok.Load()
 		eventually(t, 20*time.Second, "new flows through the secondary", func() error {
 			if got := memberStatus(t, d.status(), "secondary").Flows; got < before+10 || traffic.ok.Load() < okBefore+10 {
