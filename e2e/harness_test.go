@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,7 +95,8 @@ func (c tgtunConf) render() string {
 	list lan_iface '%s'
 	option ipv6 '1'
 	option fail_mode '%s'
-	option health_target '%s:%d'
+	option health_target '%s'
+	option health_check 'mtproto'
 	option health_interval '%s'
 	option update_interval '0'
 	option log_level 'debug'
@@ -104,7 +106,7 @@ config service 'telegram'
 	option enabled '0'
 
 config custom 'messenger'
-`, testnet.LANIface, fm, testnet.MsgrV4, testnet.EchoPort, hi, mtu, indentLines(c.mainExtra))
+`, testnet.LANIface, fm, netip.AddrPortFrom(testnet.MsgrV4, testnet.MTProtoPort), hi, mtu, indentLines(c.mainExtra))
 	if !c.noStaticTarget {
 		fmt.Fprintf(&b, "\tlist subnet '%s'\n\tlist subnet '%s'\n", testnet.MsgrPrefixV4, testnet.MsgrPrefixV6)
 	}

@@ -126,3 +126,95 @@ func TestInterfaceProxy(t *testing.T) {
 	assertRefusedFast(t, n, netip.AddrPortFrom(testnet.MsgrV4, testnet.HTTPPort))
 	d.stop()
 }
+
+// sysctlOf reads one of a router device's IPv4 settings.
+func sysctlOf(t *testing.T, n *testnet.Net, dev, key string) string {
+	t.Helper()
+	return strings.TrimSpace(routerExec(t, n, "cat", "/proc/sys/net/ipv4/conf/"+dev+"/"+key))
+}
+
+// TestInterfaceDeviceRecreated: netifd restarting a tunnel deletes its device and creates
+// it again. With probes every 10 minutes, the kernel's link notifications alone must
+// take the interface proxy out when its device goes (marked traffic then goes to the
+// next proxy, never to a route that is gone) and bring it back, routed into the new
+// device, when it returns. The device's rp_filter and src_valid_mark, changed while
+// tgtun used it, are what they were after tgtun stops.
+func TestInterfaceDeviceRecreated(t *testing.T) {
+	n := testnet.New(t)
+	if err := n.StartMessengerServers(); err != nil {
+		t.Fatal(err)
+	}
+	wg, err := n.StartWireGuard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	socksPort, err := n.FreePort(n.Proxy, testnet.ProxyV4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMicrosocksOn(t, n, socksPort)
+	rp, svm := sysctlOf(t, n, wg.RouterDev, "rp_filter"), sysctlOf(t, n, wg.RouterDev, "src_valid_mark")
+	if rp != "1" || svm != "0" {
+		t.Fatalf("the test network's WireGuard device starts with rp_filter %s, src_valid_mark %s; want 1 and 0", rp, svm)
+	}
+	d := startTgtun(t, n, tgtunConf{
+		healthInterval: "10m",
+		proxies: []proxyConf{
+			{name: "wg", typ: "interface", priority: 1, udp: true, extra: map[string]string{"interface": wg.RouterDev}},
+			{name: "socks", typ: "socks5", server: testnet.ProxyV4.String(), port: socksPort, priority: 2},
+		},
+	})
+	t.Cleanup(func() { _ = d.proc.Stop() })
+	ifaceRouted := func() error {
+		p := memberStatus(t, d.status(), "wg")
+		if !p.Healthy || !p.Active {
+			return fmt.Errorf("wg member %+v, want healthy and active", p)
+		}
+		if dev := routeDev(t, n, testnet.MsgrV4); dev != wg.RouterDev {
+			return fmt.Errorf("marked traffic leaves by %s, want %s", dev, wg.RouterDev)
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, "the interface routed to after the first probe", ifaceRouted)
+	if rp, svm := sysctlOf(t, n, wg.RouterDev, "rp_filter"), sysctlOf(t, n, wg.RouterDev, "src_valid_mark"); rp != "2" || svm != "1" {
+		t.Errorf("while in use: rp_filter %s, src_valid_mark %s; want 2 and 1", rp, svm)
+	}
+	seesAs(t, n, msgrURL(false), testnet.WGExitV4.String())
+
+	start := time.Now()
+	if err := wg.DeleteRouterDev(n); err != nil {
+		t.Fatal(err)
+	}
+	var took time.Duration
+	eventually(t, failoverBound, "the deleted device noticed", func() error {
+		st := d.status()
+		w, s := memberStatus(t, st, "wg"), memberStatus(t, st, "socks")
+		if w.Healthy || !s.Active {
+			return fmt.Errorf("wg %+v, socks %+v", w, s)
+		}
+		if dev := routeDev(t, n, testnet.MsgrV4); dev != "tgtun0" {
+			return fmt.Errorf("marked traffic leaves by %s, want tgtun0", dev)
+		}
+		took = time.Since(start)
+		return nil
+	})
+	t.Logf("device deleted: the socks proxy took over %v later (ip link del and wireguard-go's exit included)", took.Round(time.Millisecond))
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+
+	start = time.Now()
+	if err := wg.CreateRouterDev(n); err != nil {
+		t.Fatal(err)
+	}
+	created := time.Since(start)
+	eventually(t, failoverBound, "the new device routed to", ifaceRouted)
+	t.Logf("device created again: routed into it %v after its handshake completed (%v to create it)", (time.Since(start) - created).Round(time.Millisecond), created.Round(time.Millisecond))
+	seesAs(t, n, msgrURL(false), testnet.WGExitV4.String())
+	if rp, svm := sysctlOf(t, n, wg.RouterDev, "rp_filter"), sysctlOf(t, n, wg.RouterDev, "src_valid_mark"); rp != "2" || svm != "1" {
+		t.Errorf("the new device while in use: rp_filter %s, src_valid_mark %s; want 2 and 1", rp, svm)
+	}
+
+	d.stop()
+	if rp, svm := sysctlOf(t, n, wg.RouterDev, "rp_filter"), sysctlOf(t, n, wg.RouterDev, "src_valid_mark"); rp != "1" || svm != "0" {
+		t.Errorf("after tgtun stopped: rp_filter %s, src_valid_mark %s; want them back at 1 and 0", rp, svm)
+	}
+}

@@ -824,3 +824,102 @@ func TestSetRouteDevice(t *testing.T) {
 		}
 	})
 }
+
+// TestDeviceSysctls: an interface proxy's device gets src_valid_mark 1 and a loose
+// rp_filter while tgtun uses it, and its own values back when tgtun stops; a value
+// the admin changed meanwhile stays, a device created again is another device, and
+// nothing is changed after the restore.
+func TestDeviceSysctls(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		addDev := func() {
+			run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1")
+			run(t, "sysctl", "-qw", "net.ipv4.conf.wgt0.rp_filter=1", "net.ipv4.conf.wgt0.src_valid_mark=0",
+				"net.ipv4.conf.wgt1.rp_filter=1", "net.ipv4.conf.wgt1.src_valid_mark=0")
+		}
+		want := func(dev string, rp, svm int) {
+			t.Helper()
+			for path, w := range map[string]int{"/proc/sys/net/ipv4/conf/" + dev + "/rp_filter": rp, "/proc/sys/net/ipv4/conf/" + dev + "/src_valid_mark": svm} {
+				if got, err := readSysctl(path); err != nil || got != w {
+					t.Errorf("%s = %d (%v), want %d", path, got, err, w)
+				}
+			}
+		}
+		addDev()
+		var d DeviceSysctls
+		must(t, d.Prepare("wgt0"))
+		must(t, d.Prepare("wgt0"))
+		must(t, d.Prepare("wgt1"))
+		want("wgt0", 2, 1)
+		run(t, "sysctl", "-qw", "net.ipv4.conf.wgt1.rp_filter=0") // the admin's
+		must(t, d.Restore())
+		want("wgt0", 1, 0)
+		want("wgt1", 0, 0)
+		must(t, d.Prepare("wgt0"))
+		want("wgt0", 1, 0) // after the restore: left alone
+
+		var e DeviceSysctls
+		must(t, e.Prepare("wgt0"))
+		run(t, "ip", "link", "del", "wgt0")
+		addDev()
+		run(t, "sysctl", "-qw", "net.ipv4.conf.wgt0.rp_filter=2") // the new device's own
+		must(t, e.Restore())
+		want("wgt0", 2, 0)
+		if err := e.Prepare("nosuchdev0"); err == nil {
+			t.Error("Prepare of a missing device succeeded")
+		}
+	})
+}
+
+// TestWatchLinks: a device deleted and created again, and one going down and up, are
+// reported by name as it happens, without polling.
+func TestWatchLinks(t *testing.T) {
+	inNetns(t, 0, func(t *testing.T, _ []string) {
+		ctx, cancel := context.WithCancel(context.Background())
+		names := make(chan string, 100)
+		watched := make(chan error, 1)
+		go func() { watched <- WatchLinks(ctx, func(name string) { names <- name }) }()
+		// The subscription is asynchronous: change the device until a notification comes.
+		expect := func(what string, change func()) {
+			t.Helper()
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				change()
+				timeout := time.After(500 * time.Millisecond)
+			wait:
+				for {
+					select {
+					case n := <-names:
+						if n == "wgt0" {
+							return
+						}
+					case <-timeout:
+						break wait
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no notification for wgt0 (%s) within 20s", what)
+				}
+			}
+		}
+		expect("created", func() {
+			_ = exec.Command("ip", "link", "del", "wgt0").Run()
+			run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1")
+		})
+		expect("deleted", func() {
+			_ = exec.Command("ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1").Run()
+			run(t, "ip", "link", "del", "wgt0")
+		})
+		run(t, "ip", "link", "add", "wgt0", "type", "veth", "peer", "name", "wgt1")
+		expect("up", func() { run(t, "ip", "link", "set", "wgt0", "up") })
+		expect("down", func() { run(t, "ip", "link", "set", "wgt0", "down") })
+		cancel()
+		select {
+		case err := <-watched:
+			if err != nil {
+				t.Errorf("WatchLinks after cancel: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("WatchLinks did not return after cancel")
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -304,19 +305,96 @@ func (n *Net) RouteDevice(dst netip.Addr) (string, error) {
 // of it with a source the main table routes elsewhere (a messenger's address, routed via
 // the WAN): src_valid_mark=1, so reverse-path filtering sees the restored mark (as on the
 // TUN), and a strict rp_filter (1) made loose (2), since the health probe's replies carry
-// no mark. Only that device's settings change, and only when they differ.
-func PrepareRouteDevice(dev string) error {
+// no mark. Only that device's settings change, and only when they differ. It remembers
+// nothing: DeviceSysctls does the same and can put the values back.
+func PrepareRouteDevice(dev string) error { return prepareRouteDevice(dev, nil) }
+
+// routeDeviceSysctls are the settings PrepareRouteDevice changes: from, to.
+var routeDeviceSysctls = [][3]string{{"src_valid_mark", "0", "1"}, {"rp_filter", "1", "2"}}
+
+func prepareRouteDevice(dev string, changed func(key, old, set string)) error {
 	var errs []error
-	for _, kv := range [][3]string{{"src_valid_mark", "0", "1"}, {"rp_filter", "1", "2"}} {
+	for _, kv := range routeDeviceSysctls {
 		p := "/proc/sys/net/ipv4/conf/" + dev + "/" + kv[0]
 		cur, err := os.ReadFile(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if strings.TrimSpace(string(cur)) == kv[1] {
+		if old := strings.TrimSpace(string(cur)); old == kv[1] {
 			if err := os.WriteFile(p, []byte(kv[2]), 0); err != nil {
 				errs = append(errs, fmt.Errorf("set %s=%s on %s: %w", kv[0], kv[2], dev, err))
+			} else if changed != nil {
+				changed(kv[0], old, kv[2])
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeviceSysctls prepares interface proxies' devices as PrepareRouteDevice does and
+// remembers what each setting was, so Restore can put it back when tgtun stops (the
+// router must be as without tgtun). A device that was deleted and created again is
+// another device: its old values are forgotten, its own are remembered when changed.
+// The zero value is ready to use.
+type DeviceSysctls struct {
+	mu     sync.Mutex
+	saved  map[string]*savedSysctls // by device name
+	closed bool                     // restored: Prepare changes nothing any more
+}
+
+type savedSysctls struct {
+	index  int                  // the device's ifindex when its values were saved
+	values map[string][2]string // sysctl name → the value before tgtun changed it, and tgtun's
+}
+
+// Prepare readies dev (see PrepareRouteDevice), remembering the values it changes.
+func (d *DeviceSysctls) Prepare(dev string) error {
+	link, err := netlink.LinkByName(dev)
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", dev, err)
+	}
+	idx := link.Attrs().Index
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil // stopping: a probe still in flight must not change it again
+	}
+	if d.saved == nil {
+		d.saved = map[string]*savedSysctls{}
+	}
+	s := d.saved[dev]
+	if s == nil || s.index != idx {
+		s = &savedSysctls{index: idx, values: map[string][2]string{}}
+		d.saved[dev] = s
+	}
+	return prepareRouteDevice(dev, func(key, old, set string) {
+		if _, ok := s.values[key]; !ok {
+			s.values[key] = [2]string{old, set}
+		}
+	})
+}
+
+// Restore puts back the values Prepare changed on every device that still exists as
+// the same device, unless someone changed them since. Prepare changes nothing after it.
+func (d *DeviceSysctls) Restore() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	var errs []error
+	for dev, s := range d.saved {
+		delete(d.saved, dev)
+		link, err := netlink.LinkByName(dev)
+		if err != nil || link.Attrs().Index != s.index {
+			continue // gone, or another device by now: nothing of ours to undo
+		}
+		for key, v := range s.values {
+			p := "/proc/sys/net/ipv4/conf/" + dev + "/" + key
+			if cur, err := os.ReadFile(p); err != nil || strings.TrimSpace(string(cur)) != v[1] {
+				continue // the admin's value now
+			}
+			if err := os.WriteFile(p, []byte(v[0]), 0); err != nil {
+				errs = append(errs, fmt.Errorf("restore %s=%s on %s: %w", key, v[0], dev, err))
 			}
 		}
 	}
@@ -404,4 +482,13 @@ func (n *Net) SetRouteDevice(dev string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// LinkIndex is the index of the network device called name, and whether there is one.
+func LinkIndex(name string) (int, bool) {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, false
+	}
+	return link.Attrs().Index, true
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mdlayher/netlink"
+	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,4 +73,44 @@ func isOurTable(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// WatchLinks calls fn with the name of each network device the kernel reports created,
+// deleted or changed (up, down, renamed: RTM_NEWLINK and RTM_DELLINK of the link group),
+// until ctx is done; fn("") means notifications were lost (the socket overflowed) and
+// any device may have changed. It lets the daemon follow an interface proxy's device
+// that netifd deleted and created again at once, instead of at its next health round.
+// It subscribes again after a lost socket and returns nil when ctx is done, or why it
+// could not subscribe.
+func WatchLinks(ctx context.Context, fn func(name string)) error {
+	for {
+		ch := make(chan vnl.LinkUpdate, 64)
+		done := make(chan struct{})
+		if err := vnl.LinkSubscribeWithOptions(ch, done, vnl.LinkSubscribeOptions{ErrorCallback: func(error) {}}); err != nil {
+			return fmt.Errorf("link notifications: %w", err)
+		}
+		lost := false
+		for !lost {
+			select {
+			case <-ctx.Done():
+				close(done)
+				for range ch { // the receiver ends when its socket closes
+				}
+				return nil
+			case u, ok := <-ch:
+				if !ok {
+					lost = true
+					break
+				}
+				fn(u.Link.Attrs().Name)
+			}
+		}
+		close(done)
+		fn("")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -54,6 +54,12 @@ type Main struct {
 	MaxFlows       int   // concurrent TCP+UDP flows; 0 = from the memory budget and proxy types (control)
 	LogLevel       slog.Level
 
+	// HealthCheck is what the probe asks health_target (HealthAuto, HealthMTProto,
+	// HealthTLS, HealthConnect); HealthName is the name a HealthTLS target's
+	// certificate must be valid for.
+	HealthCheck string
+	HealthName  string
+
 	// MaxFlowsPerDevice caps the flows of one LAN address; 0 = a quarter of max_flows.
 	MaxFlowsPerDevice int
 	// DNSPort is the port of tgtun's DNS forwarder on 127.0.0.1, to which dnsmasq sends
@@ -86,6 +92,16 @@ func (d Device) String() string {
 	}
 	return d.Prefix.String()
 }
+
+// Values of Main.HealthCheck. HealthAuto is HealthMTProto for a health_target in
+// Telegram's ranges (the default target is a Telegram data centre), else
+// HealthConnect: the daemon decides, since the ranges are the lists catalogue's.
+const (
+	HealthAuto    = "auto"
+	HealthMTProto = "mtproto"
+	HealthTLS     = "tls"
+	HealthConnect = "connect"
+)
 
 // Values of Main.FailMode.
 const (
@@ -207,6 +223,7 @@ func Default() *Config {
 		UpdateInterval: 24 * time.Hour,
 		HealthTarget:   netip.MustParseAddrPort("149.154.167.51:443"),
 		HealthInterval: 10 * time.Second,
+		HealthCheck:    HealthAuto,
 		MemoryLimit:    MemoryLimitAuto,
 		MaxFlows:       0,
 		LogLevel:       slog.LevelInfo,
@@ -609,6 +626,17 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		}
 	}
 	r.duration("health_interval", minHealthInterval, maxHealthInterval, false, &m.HealthInterval)
+	check, _ := r.single("health_check")
+	r.oneOf("health_check", []string{HealthAuto, HealthMTProto, HealthTLS, HealthConnect}, &m.HealthCheck)
+	if v, ok := r.single("health_name"); ok {
+		if name, err := dnsname.Normalize(v.Text); err != nil {
+			r.bad("health_name", v, err.Error())
+		} else {
+			m.HealthName = name
+		}
+	} else if m.HealthCheck == HealthTLS {
+		c.fail(s, check.Line, "health_check", "health_check 'tls' needs option health_name: the name the health target's certificate is valid for (e.g. 'web.telegram.org')")
+	}
 	if v, ok := r.single("memory_limit"); ok {
 		if n, err := parseSize(v.Text); err != nil {
 			r.bad("memory_limit", v, err.Error())

@@ -69,7 +69,7 @@ func TestDefault(t *testing.T) {
 		Enabled: false, TunName: "tgtun0", TunMTU: 1500, IPv6: true, LANIfaces: []string{"br-lan"},
 		RouterTraffic: false, FwMark: 0x100000, FwMask: 0x100000, BypassMark: 0x200000,
 		RouteTable: 7470, RulePriority: 7470, FailMode: "block", UpdateInterval: 24 * time.Hour,
-		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second,
+		HealthTarget: netip.MustParseAddrPort("149.154.167.51:443"), HealthInterval: 10 * time.Second, HealthCheck: "auto",
 		MemoryLimit: MemoryLimitAuto, MaxFlows: 0, LogLevel: slog.LevelInfo,
 		DNSPort: 5354, DNSUpstream: "1.1.1.1:53", DomainTimeout: 6 * time.Hour, MaxFlowsPerDevice: 0, Select: "priority",
 	}
@@ -211,6 +211,14 @@ func TestMainOptions(t *testing.T) {
 		{opt: "health_interval", val: "500ms", wantErr: "health_interval '500ms' is out of range 1s-1h"},
 		{opt: "health_interval", val: "0", wantErr: "health_interval '0' is out of range 1s-1h"},
 		{opt: "health_interval", val: "2h", wantErr: "out of range 1s-1h"},
+		{opt: "health_check", val: "mtproto", check: func(m Main) bool { return m.HealthCheck == HealthMTProto }},
+		{opt: "health_check", val: "connect", check: func(m Main) bool { return m.HealthCheck == HealthConnect }},
+		{opt: "health_check", val: "tls", extra: "option health_name 'Web.Telegram.org.'", check: func(m Main) bool {
+			return m.HealthCheck == HealthTLS && m.HealthName == "web.telegram.org"
+		}},
+		{opt: "health_check", val: "tls", wantErr: "health_check 'tls' needs option health_name"},
+		{opt: "health_check", val: "http", wantErr: "health_check 'http' is not allowed (allowed: auto, mtproto, tls, connect)"},
+		{opt: "health_name", val: "bad name", wantErr: "health_name 'bad name'"},
 
 		{opt: "memory_limit", val: "32M", check: func(m Main) bool { return m.MemoryLimit == 32<<20 }},
 		{opt: "memory_limit", val: "512k", check: func(m Main) bool { return m.MemoryLimit == 512<<10 }},
@@ -651,7 +659,7 @@ func TestDocsCoverEveryOption(t *testing.T) {
 	}
 	for _, opt := range []string{"enabled", "tun_name", "tun_mtu", "ipv6", "lan_iface", "router_traffic", "fwmark",
 		"bypass_mark", "route_table", "rule_priority", "fail_mode", "update_interval", "health_target",
-		"health_interval", "memory_limit", "max_flows", "max_flows_per_device", "log_level", "type", "server", "port", "username", "password",
+		"health_interval", "health_check", "health_name", "memory_limit", "max_flows", "max_flows_per_device", "log_level", "type", "server", "port", "username", "password",
 		"cipher", "udp", "priority", "url", "subnet", "interface", "pinned_sha256", "ca_file", "select", "via", "interval",
 		"include", "exclude", "user_agent", "device_headers", "hwid"} {
 		if !strings.Contains(string(data), "`"+opt+"`") {

@@ -111,6 +111,9 @@ func (d *Daemon) Check(ctx context.Context) CheckResult {
 			}
 			if !m.Healthy {
 				detail = fmt.Sprintf("%s %s: %s", m.Type, m.Server, m.LastError)
+				if m.State == proxy.StateUnknown {
+					detail = fmt.Sprintf("%s %s: not judged yet (one failed probe is no verdict): %s", m.Type, m.Server, m.LastError)
+				}
 			}
 			r.add("proxy '"+m.Name+"'", m.Healthy, detail, proxyHint(m.LastError))
 		}
@@ -155,6 +158,8 @@ func proxyHint(msg string) string {
 		return "the VPN interface is up but the health probe does not get through it: check the tunnel's peer (wg show: latest handshake) and that its firewall zone masquerades"
 	case strings.Contains(m, "server clock differs"):
 		return "Shadowsocks 2022 needs the router's clock within 30 s of the server's: check NTP on the router (System → System → Time synchronization)"
+	case strings.Contains(m, "did not come from the health target"):
+		return "something other than the health target answered through this proxy: a VLESS or Trojan server hands a wrong uuid or password to its fallback web site; check them. If health_target is not a Telegram data centre, set health_check to what it speaks ('tls' with health_name, or 'connect')"
 	case strings.Contains(m, "reality handshake failed"):
 		return "the REALITY server did not prove it holds the key: check public_key (pbk) and short_id (sid) against the server's; if they are right, something on the way intercepts the connection"
 	case strings.Contains(m, "reality"):
@@ -169,7 +174,7 @@ func proxyHint(msg string) string {
 		return "the server's certificate is outside its validity: check the router's clock (System → Time synchronization) and ask the provider to renew it"
 	case strings.Contains(m, "certificate"):
 		return "the server's TLS certificate is not valid for sni: check sni; for a self-signed server set pinned_sha256 or ca_file (insecure '1' only as a last resort)"
-	case strings.Contains(m, "closed right after it opened"), strings.Contains(m, "without answering"):
+	case strings.Contains(m, "closed right after it opened"), strings.Contains(m, "without answering"), strings.Contains(m, "closed without an answer"):
 		return "the server closed the connection at once: check the credentials (vless: uuid and flow; trojan: password) and that it allows the target"
 	case strings.Contains(m, "auth"), strings.Contains(m, "password"):
 		return "the proxy refused the username or password: check them (for Shadowsocks, the password and cipher)"

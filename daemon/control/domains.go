@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -43,6 +44,11 @@ type domainSide struct {
 	fwdErr     string
 	nftset     string // "ok" or why dnsmasq cannot fill nft sets
 	dnsmasqErr string // the last failure writing or restarting
+	// content is the file last handed to dnsmasq: the watchdog writes it again when
+	// it went missing or changed. guard, with fail_mode direct, hands the domains
+	// back to dnsmasq's usual servers if the daemon dies.
+	content []byte
+	guard   *dnsmasq.Guard
 }
 
 // dnsDialer is what the forwarder dials the upstream with.
@@ -138,12 +144,54 @@ func (d *Daemon) applyDomains(ctx context.Context, cfg *config.Config) {
 		d.log.Error("dnsmasq: domains not handed over", "err", err)
 		return
 	}
+	s.content = content
+	s.syncGuardLocked(cfg.Main.FailMode == config.FailDirect, d.log)
 	s.dnsmasqErr = ""
 	if nftset != "ok" {
 		s.dnsmasqErr = nftset
 	}
 	if restarted {
 		d.log.Info("dnsmasq restarted with tgtun's domains", "domains", len(d.lists.Domains()))
+	}
+}
+
+// syncGuardLocked runs a dnsmasq guard while the file is handed over with fail_mode
+// direct (after the daemon's death, 'direct' means the router's usual resolver answers
+// the listed domains; 'block' leaves them forwarded to the dead forwarder, unresolved).
+// A guard is started before an old one goes. Called with s.mu held.
+func (s *domainSide) syncGuardLocked(want bool, log *slog.Logger) {
+	switch {
+	case want && s.guard == nil:
+		g, err := s.writer.StartGuard()
+		if err != nil {
+			log.Error("dnsmasq guard not started: if tgtun dies, the listed domains do not resolve until it is back", "err", err)
+			return
+		}
+		s.guard = g
+		log.Debug("dnsmasq guard started", "pid", g.Pid())
+	case !want && s.guard != nil:
+		s.guard.Release()
+		s.guard = nil
+	}
+}
+
+// repairDomains writes tgtun's dnsmasq file again (and restarts dnsmasq) if it went
+// missing or was changed, e.g. by a guard of an earlier run that acted late. Called
+// by the watchdog.
+func (d *Daemon) repairDomains(ctx context.Context) {
+	s := &d.dom
+	s.mu.Lock()
+	content := s.content
+	s.mu.Unlock()
+	if s.writer == nil || content == nil {
+		return
+	}
+	restarted, err := s.writer.Apply(ctx, content)
+	switch {
+	case err != nil:
+		d.log.Debug("dnsmasq file check", "err", err)
+	case restarted:
+		d.log.Warn("dnsmasq: tgtun's file was missing or changed; written again and dnsmasq restarted")
 	}
 }
 
@@ -158,6 +206,8 @@ func (d *Daemon) stopDomains() {
 		d.log.Error("dnsmasq: removing tgtun's directives", "err", err)
 	}
 	s.mu.Lock()
+	s.content = nil
+	s.syncGuardLocked(false, d.log)
 	s.stopForwarderLocked()
 	s.mu.Unlock()
 }
@@ -208,6 +258,9 @@ type DNSStatus struct {
 	CacheHits uint64 `json:"cache_hits"`
 	Failures  uint64 `json:"failures"`
 	LastError string `json:"last_error,omitempty"`
+	// Guard is the pid of the process that hands the listed domains back to
+	// dnsmasq's usual servers if tgtun dies (fail_mode direct); 0 when none runs.
+	Guard int `json:"guard,omitempty"`
 }
 
 // servicesStatus reports every catalogue service. Called with d.mu held.
@@ -261,6 +314,9 @@ func (d *Daemon) dnsStatus() DNSStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := DNSStatus{Listen: s.fwdAddr.String(), Upstream: s.fwdUp, Dnsmasq: s.nftset, LastError: s.fwdErr}
+	if s.guard != nil {
+		st.Guard = s.guard.Pid()
+	}
 	if s.dnsmasqErr != "" {
 		st.Dnsmasq = s.dnsmasqErr
 	}

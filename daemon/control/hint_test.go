@@ -1,14 +1,18 @@
 package control
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/tgtun/tgtun/daemon/config"
 	"github.com/tgtun/tgtun/daemon/proxy"
 )
 
 func TestProxyHintNewTypes(t *testing.T) {
 	tests := []struct{ err, want string }{
+		{"probe 149.154.167.51:443: the answer did not come from the health target: answer starts \"HTTP\", not an MTProto packet", "fallback web site"},
+		{"probe 149.154.167.51:443: read answer: the connection was closed without an answer: EOF", "closed the connection at once"},
 		{"vless+reality 198.51.100.6:443: REALITY handshake failed: server did not prove the key — wrong public_key or short_id?", "public_key (pbk) and short_id (sid)"},
 		{"vless+reality 198.51.100.6:443: REALITY handshake: remote error: tls: handshake failure", "check sni"},
 		{"vless 198.51.100.6:443: TLS handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority", "pinned_sha256"},
@@ -38,5 +42,30 @@ func TestWithHints(t *testing.T) {
 	})
 	if ms[0].Hint != "" || !strings.Contains(ms[1].Hint, "public_key") {
 		t.Fatalf("hints %q, %q", ms[0].Hint, ms[1].Hint)
+	}
+}
+
+// health_check 'auto' is an MTProto exchange for a target in Telegram's ranges, and a
+// connect elsewhere, which status then warns about when a VLESS or Trojan proxy is
+// configured.
+func TestHealthCheckAuto(t *testing.T) {
+	cfg := config.Default()
+	if got := healthCheck(cfg.Main); got.Kind != proxy.CheckMTProto {
+		t.Errorf("default health target: check %q, want mtproto", got.Kind)
+	}
+	cfg.Main.HealthTarget = netip.MustParseAddrPort("203.0.113.5:443")
+	if got := healthCheck(cfg.Main); got.Kind != proxy.CheckConnect {
+		t.Errorf("a target outside Telegram's ranges: check %q, want connect", got.Kind)
+	}
+	if w := probeWarning(cfg); w != "" {
+		t.Errorf("warning without a VLESS or Trojan proxy: %q", w)
+	}
+	cfg.Proxies = []config.Proxy{{Name: "v", Type: config.TypeVLESS}}
+	if w := probeWarning(cfg); !strings.Contains(w, "fallback web site") {
+		t.Errorf("warning %q", w)
+	}
+	cfg.Main.HealthCheck, cfg.Main.HealthName = config.HealthTLS, "web.example"
+	if got := healthCheck(cfg.Main); got.Kind != proxy.CheckTLS || got.Name != "web.example" || probeWarning(cfg) != "" {
+		t.Errorf("tls: check %+v, warning %q", got, probeWarning(cfg))
 	}
 }

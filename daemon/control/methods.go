@@ -76,6 +76,10 @@ type Status struct {
 	DNS         DNSStatus       `json:"dns"`
 	// Subscriptions: members, last refresh and error, traffic and expiry of each.
 	Subscriptions []subs.Status `json:"subscriptions"`
+
+	// ConfigFallback says when and why the configuration in force is not the file's: a
+	// reload whose configuration did not run went back to the one that ran before it.
+	ConfigFallback string `json:"config_fallback,omitempty"`
 }
 
 // Status reports the daemon's state.
@@ -88,6 +92,7 @@ func (d *Daemon) Status() Status {
 		Uptime:          time.Since(d.started).Round(time.Second).String(),
 		Config:          d.opts.ConfigPath,
 		LastReloadError: d.lastReloadErr,
+		ConfigFallback:  d.fallback,
 		FailMode:        d.cfg.Main.FailMode,
 		Marking:         d.marking,
 		Proxies:         withHints(d.pool.Status()),
@@ -108,6 +113,9 @@ func (d *Daemon) Status() Status {
 	}
 	for _, w := range d.warnings {
 		st.Warnings = append(st.Warnings, w.String())
+	}
+	if w := probeWarning(d.cfg); w != "" {
+		st.Warnings = append(st.Warnings, w)
 	}
 	if d.eng != nil {
 		st.Flows = d.eng.Stats()
@@ -154,7 +162,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.log.Error("reload: configuration rejected, the running one stays", "err", err)
 		return &Error{Code: CodeInvalidArgument, Msg: "configuration not reloaded, the running one stays: " + err.Error()}
 	}
-	pool, err := newPool(cfg, d.log)
+	pool, err := newPool(cfg, &d.devices, d.log)
 	if err != nil {
 		return reject(err)
 	}
@@ -188,8 +196,41 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if oldStop != nil {
 		oldStop()
 	}
-	oldCfg, oldMaxFlows, oldMemLimit := d.cfg, d.maxFlows, d.memLimit
-	d.maxFlows, d.fdWarning = maxFlows, fdWarning
+	oldCfg, oldMaxFlows, oldMemLimit, oldFdWarning, oldBypass := d.cfg, d.maxFlows, d.memLimit, d.fdWarning, d.bypass
+	d.maxFlows, d.fdWarning, d.memLimit = maxFlows, fdWarning, memLimit
+	keep := oldSpec.TunName == newSpec.TunName && oldSpec.Table == newSpec.Table
+	// fallBack runs the configuration that ran before this reload again when the new one
+	// failed to run (its data path could not be built: a TUN name another device has, a
+	// kernel that refuses a setting), and says so in status. Its proxies start afresh.
+	fallBack := func(cause error) error {
+		d.log.Error("reload: the new configuration did not run; the previous one runs again", "err", cause)
+		d.subs.SetSubscriptions(oldCfg.Subscriptions, sectionNames(oldCfg))
+		d.subs.Load()
+		if p, err := newPool(oldCfg, &d.devices, d.log); err == nil {
+			d.withSubscriptions(p, oldCfg)
+			stopNew := d.poolStop
+			d.startPool(context.Background(), p)
+			stopNew()
+		}
+		d.lists.SetSources(listSources(oldCfg))
+		d.lists.Load()
+		d.maxFlows, d.fdWarning, d.bypass, d.memLimit = oldMaxFlows, oldFdWarning, oldBypass, oldMemLimit
+		d.stopNet(keep)
+		if !keep {
+			// What the failed build left of its own (rules of another table or TUN).
+			if err := netcfg.Cleanup(ctx, newSpec); err != nil {
+				d.log.Debug("reload: cleaning up after the failed data path", "err", err)
+			}
+		}
+		d.fallback = fmt.Sprintf("%s: the reloaded configuration did not run (%v); the previous configuration runs again until a reload succeeds",
+			time.Now().Format(time.RFC3339), cause)
+		if err := d.startNet(ctx, oldCfg, oldBypass); err != nil {
+			d.fallback += fmt.Sprintf("; its data path failed too (%v), the watchdog retries it", err)
+			d.log.Error("reload: the previous configuration's data path failed too; the watchdog retries", "err", err)
+		}
+		d.lastReloadErr = d.fallback
+		return &Error{Code: CodeUnknown, Msg: d.fallback}
+	}
 	var missing []string
 	if d.net == nil {
 		missing = []string{"the data path (" + d.netErr + ")"}
@@ -204,27 +245,22 @@ func (d *Daemon) Reload(ctx context.Context) error {
 			d.log.Warn("reload: TUN, marks, table, interfaces or engine settings changed; rebuilding them resets the flows through tgtun")
 		}
 		// A new TUN name or table leaves nothing of the old state worth keeping.
-		d.stopNet(oldSpec.TunName == newSpec.TunName && oldSpec.Table == newSpec.Table)
+		d.stopNet(keep)
 		d.bypass = bypass
 		if err := d.startNet(ctx, cfg, bypass); err != nil {
-			d.lastReloadErr = err.Error()
-			d.log.Error("reload: the new data path failed; the watchdog retries", "err", err)
-			d.cfg, d.warnings = cfg, warnings
-			return &Error{Code: CodeUnknown, Msg: err.Error()}
+			return fallBack(err)
 		}
 	default:
 		if oldSpec.Block != newSpec.Block && d.net != nil {
 			if err := d.net.SetBlock(newSpec.Block); err != nil {
-				d.lastReloadErr = err.Error()
-				return &Error{Code: CodeUnknown, Msg: err.Error()}
+				return fallBack(err)
 			}
 		}
 		if err := d.applyTargets(ctx, cfg, bypass); err != nil {
-			d.lastReloadErr = err.Error()
-			return &Error{Code: CodeUnknown, Msg: err.Error()}
+			return fallBack(err)
 		}
 	}
-	d.cfg, d.warnings, d.lastReloadErr = cfg, warnings, ""
+	d.cfg, d.warnings, d.lastReloadErr, d.fallback = cfg, warnings, "", ""
 	d.startForwarder(d.runCtx, cfg)
 	d.syncMarking()
 	d.syncRoute()
@@ -309,4 +345,19 @@ func (d *Daemon) updateListsLoop(ctx context.Context) {
 			d.log.Warn("scheduled list update", "err", err)
 		}
 	}
+}
+
+// probeWarning says when the health probe cannot tell a VLESS or Trojan server's
+// fallback web site from the health target: it only connects.
+func probeWarning(cfg *config.Config) string {
+	if healthCheck(cfg.Main).EndToEnd() {
+		return ""
+	}
+	for _, p := range cfg.Proxies {
+		if p.Type == config.TypeVLESS || p.Type == config.TypeTrojan {
+			return fmt.Sprintf("health_check %s: the probe only connects to %s through each proxy, so a VLESS or Trojan server that hands a wrong uuid or password to its fallback web site passes it; use a Telegram address as health_target, or health_check 'tls' with health_name",
+				"'"+cfg.Main.HealthCheck+"'", cfg.Main.HealthTarget)
+		}
+	}
+	return ""
 }

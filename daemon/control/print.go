@@ -77,6 +77,9 @@ func printStatus(w io.Writer, st Status) {
 	if st.LastReloadError != "" {
 		fmt.Fprintf(w, "last reload FAILED (running config kept): %s\n", st.LastReloadError)
 	}
+	if st.ConfigFallback != "" && st.ConfigFallback != st.LastReloadError {
+		fmt.Fprintf(w, "config fallback: %s\n", st.ConfigFallback)
+	}
 	for _, warn := range st.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
@@ -93,13 +96,17 @@ func printStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "fail mode: %s\n\n", st.FailMode)
 
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROXY\tTYPE\tSERVER\tHEALTHY\tLATENCY\tFLOWS\tLAST ERROR")
+	fmt.Fprintln(tw, "PROXY\tTYPE\tSERVER\tHEALTH\tLATENCY\tFLOWS\tLAST ERROR")
 	for _, p := range st.Proxies {
 		name := p.Name
 		if p.Active {
 			name = "*" + name
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%s\n", name, p.Type, p.Server, p.Healthy, p.Latency.Round(time.Millisecond), p.Flows, p.LastError)
+		health := p.State
+		if health == "" { // a daemon from before the states
+			health = map[bool]string{true: "healthy", false: "unhealthy"}[p.Healthy]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", name, p.Type, p.Server, health, p.Latency.Round(time.Millisecond), p.Flows, p.LastError)
 	}
 	tw.Flush()
 	for _, p := range st.Proxies {

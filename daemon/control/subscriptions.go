@@ -72,7 +72,7 @@ func specID(p config.Proxy) string {
 // withSubscriptions makes pool's members cfg's proxies and the subscriptions' members.
 // Called with d.mu held, or before anything runs.
 func (d *Daemon) withSubscriptions(pool *proxy.Pool, cfg *config.Config) {
-	members, err := configMembers(cfg)
+	members, err := configMembers(cfg, &d.devices)
 	if err != nil {
 		d.log.Error("proxies", "err", err) // LoadConfig built them already: not expected
 		return

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRender(t *testing.T) {
@@ -106,5 +107,73 @@ func TestWriter(t *testing.T) {
 	failing := NewWriter(Options{Dirs: []string{dir1}, Restart: []string{"sh", "-c", "echo no init script >&2; exit 3"}})
 	if _, err := failing.Apply(ctx, a); err == nil || !strings.Contains(err.Error(), "no init script") {
 		t.Errorf("failing restart: %v", err)
+	}
+}
+
+// The guard does nothing on a clean stop; when the daemon's end of its pipe closes
+// without one (the daemon died), it removes tgtun's file from every conf-dir and runs
+// the restart command, once, and exits.
+func TestGuard(t *testing.T) {
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	marker := filepath.Join(t.TempDir(), "restarted")
+	w := NewWriter(Options{Dirs: dirs, Restart: []string{"/bin/sh", "-c", "echo restarted >> " + marker}})
+	for _, d := range dirs[:2] {
+		if err := os.WriteFile(filepath.Join(d, FileName), []byte("server=/x.example/127.0.0.1#5354\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := filepath.Join(dirs[0], "other.conf")
+	if err := os.WriteFile(other, []byte("# not ours\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	g, err := w.StartGuard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Release()
+	for _, d := range dirs[:2] {
+		if _, err := os.Stat(filepath.Join(d, FileName)); err != nil {
+			t.Errorf("a released guard removed %s: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("a released guard restarted dnsmasq")
+	}
+
+	g, err = w.StartGuard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.pipe.Close() // what the daemon's death does
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the guard did not exit after the daemon's end")
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, FileName)); !os.IsNotExist(err) {
+			t.Errorf("%s still in %s (%v)", FileName, d, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("the guard touched another file: %v", err)
+	}
+	if b, err := os.ReadFile(marker); err != nil || string(b) != "restarted\n" {
+		t.Errorf("restart command ran: %q, %v; want once", b, err)
+	}
+
+	// Nothing of ours left: no restart.
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+	g, err = w.StartGuard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.pipe.Close()
+	<-g.done
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the guard restarted dnsmasq with no file of tgtun's to remove")
 	}
 }

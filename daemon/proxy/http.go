@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 )
 
@@ -66,6 +67,11 @@ func (h *HTTP) handshake(c net.Conn, dst netip.AddrPort) (net.Conn, error) {
 	br := bufio.NewReaderSize(c, httpReadBufSize)
 	code, status, err := readHTTPResponseHead(br)
 	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// An HTTP proxy answers CONNECT once it reached the destination (or
+			// gave up on it): its silence may be the destination's.
+			return nil, fmt.Errorf("read CONNECT response: %w: %w", ErrTargetTimeout, err)
+		}
 		return nil, fmt.Errorf("read CONNECT response: %w", err)
 	}
 	switch {

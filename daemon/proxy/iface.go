@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tgtun/tgtun/netcfg"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -23,11 +22,23 @@ import (
 // the TUN while the route was switching: a socket bound to the device.
 const TypeInterface = "interface"
 
+// ErrDeviceDown is wrapped by an interface proxy's errors when its device is missing
+// or down: a verdict at once, not a failure to count.
+var ErrDeviceDown = errors.New("device missing or down")
+
+// DevicePreparer readies an interface proxy's device for the replies that come back
+// out of it (netcfg.DeviceSysctls: src_valid_mark, a loose rp_filter), remembering
+// what to restore when tgtun stops.
+type DevicePreparer interface {
+	Prepare(dev string) error
+}
+
 // Interface dials through one network device with SO_BINDTODEVICE.
 type Interface struct {
 	base base
 	name string // the configured name: a device or a netifd interface
 	mark uint32
+	prep DevicePreparer // nil: the device is used as it is
 }
 
 func newInterface(b base, spec Spec, opts Options) (*Interface, error) {
@@ -35,8 +46,11 @@ func newInterface(b base, spec Spec, opts Options) (*Interface, error) {
 		return nil, fmt.Errorf("proxy %q: option interface is required", spec.Name)
 	}
 	b.prefix = "interface " + spec.Interface
-	return &Interface{base: b, name: spec.Interface, mark: opts.BypassMark}, nil
+	return &Interface{base: b, name: spec.Interface, mark: opts.BypassMark, prep: opts.Devices}, nil
 }
+
+// Name is the configured device or netifd interface name.
+func (i *Interface) Name() string { return i.name }
 
 // Device resolves the configured name to the kernel device that is up now:
 // the name itself when such a device exists, else the l3_device of the
@@ -47,18 +61,20 @@ func (i *Interface) Device() (netlink.Link, error) {
 	if err != nil {
 		dev, uerr := netifdDevice(i.name)
 		if uerr != nil {
-			return nil, fmt.Errorf("%s: no such device, and no netifd interface of that name is up (%v)", i.base.prefix, uerr)
+			return nil, fmt.Errorf("%s: no such device, and no netifd interface of that name is up (%v): %w", i.base.prefix, uerr, ErrDeviceDown)
 		}
 		if link, err = netlink.LinkByName(dev); err != nil {
-			return nil, fmt.Errorf("%s: device %s: %w", i.base.prefix, dev, err)
+			return nil, fmt.Errorf("%s: device %s: %w: %w", i.base.prefix, dev, ErrDeviceDown, err)
 		}
 	}
 	a := link.Attrs()
 	if a.Flags&net.FlagUp == 0 || (a.OperState != netlink.OperUp && a.OperState != netlink.OperUnknown) {
-		return nil, fmt.Errorf("%s: device %s is down (state %s)", i.base.prefix, a.Name, a.OperState)
+		return nil, fmt.Errorf("%s: device %s is down (state %s): %w", i.base.prefix, a.Name, a.OperState, ErrDeviceDown)
 	}
-	if err := netcfg.PrepareRouteDevice(a.Name); err != nil {
-		return nil, fmt.Errorf("%s: %w", i.base.prefix, err)
+	if i.prep != nil {
+		if err := i.prep.Prepare(a.Name); err != nil {
+			return nil, fmt.Errorf("%s: %w", i.base.prefix, err)
+		}
 	}
 	return link, nil
 }

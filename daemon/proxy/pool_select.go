@@ -43,8 +43,8 @@ func smooth(avg, sample time.Duration) time.Duration {
 
 // SetMembers replaces the pool's members at once (a subscription refresh, a reload).
 // A member with the same Name and ID as one in the pool keeps that one's dialer and
-// state (health, latency, flows counted); the others start healthy until probed, as
-// in NewPool. Connections already dialled are not touched. It does not call OnChange
+// state (health, latency, flows counted); the others are unknown until probed, as in
+// NewPool. Connections already dialled are not touched. It does not call OnChange
 // or OnProbed: the caller, which holds what they would lock, applies AnyHealthy itself.
 func (p *Pool) SetMembers(members []Member) {
 	p.mu.Lock()
@@ -61,7 +61,7 @@ func (p *Pool) SetMembers(members []Member) {
 			delete(old, m.Name)
 			continue
 		}
-		next = append(next, &poolMember{Member: m, healthy: true})
+		next = append(next, &poolMember{Member: m, state: StateUnknown})
 	}
 	slices.SortStableFunc(next, func(a, b *poolMember) int { return cmp.Compare(a.Priority, b.Priority) })
 	p.members = next
@@ -69,7 +69,6 @@ func (p *Pool) SetMembers(members []Member) {
 		p.active = nil
 	}
 	p.cursor = 0
-	p.anyHealthy = slices.ContainsFunc(p.members, func(m *poolMember) bool { return m.healthy })
 	p.reselectLocked()
 }
 
@@ -129,11 +128,7 @@ func (p *Pool) probeMembers(ctx context.Context, members []*poolMember) {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			latency, err := p.probeOne(ctx, m.Dialer, m.Type == TypeShadowsocks)
-			if ctx.Err() != nil {
-				return // shutting down: not the proxy's fault
-			}
-			p.record(m, latency, err)
+			p.probeMember(ctx, m)
 		})
 	}
 	wg.Wait()
@@ -144,15 +139,13 @@ func (p *Pool) probeMembers(ctx context.Context, members []*poolMember) {
 }
 
 // activeLocked is the member new flows try first: with SelectLatency its choice while
-// that is healthy, else the first healthy member in priority order (nil: none).
+// that is healthy, else the first candidate (healthy, then not judged yet; nil: none).
 func (p *Pool) activeLocked() *poolMember {
-	if p.active != nil && p.active.healthy {
+	if p.active != nil && p.active.state == StateHealthy {
 		return p.active
 	}
-	for _, m := range p.members {
-		if m.healthy {
-			return m
-		}
+	if c := p.candidatesLocked(); len(c) > 0 {
+		return c[0]
 	}
 	return nil
 }
@@ -178,7 +171,7 @@ func (p *Pool) reselectLocked() {
 	var best *poolMember
 	lowest, found := 0, false
 	for _, m := range p.members {
-		if !m.healthy {
+		if m.state != StateHealthy {
 			continue
 		}
 		if !found {
@@ -192,7 +185,7 @@ func (p *Pool) reselectLocked() {
 		}
 	}
 	cur := p.active
-	keep := cur != nil && cur.healthy && cur.Priority == lowest && cur.smoothed > 0
+	keep := cur != nil && cur.state == StateHealthy && cur.Priority == lowest && cur.smoothed > 0
 	switch {
 	case best == nil || best == cur:
 		if !keep {

@@ -111,14 +111,14 @@ func TestSetMembersKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	// a keeps its state (same name and id) and moves behind c by priority; b changed
-	// its settings: a fresh member, healthy until probed; a removed one is gone.
+	// its settings: a fresh member, unknown until probed; a removed one is gone.
 	nb := &fakeDialer{}
 	p.SetMembers([]Member{mk("b", "2-changed", 10, nb), mk("a", "1", 20, &fakeDialer{}), mk("c", "3", 15, c)})
 	st := p.Status()
 	if len(st) != 3 || st[0].Name != "b" || st[1].Name != "c" || st[2].Name != "a" {
 		t.Fatalf("order %+v", st)
 	}
-	if !st[0].Healthy || st[0].LastError != "" || st[2].Flows != 1 || st[2].LastCheck.IsZero() || memberNamed(t, p, "a").Dialer != a {
+	if st[0].State != StateUnknown || st[0].LastError != "" || st[2].Flows != 1 || st[2].LastCheck.IsZero() || memberNamed(t, p, "a").Dialer != a {
 		t.Fatalf("state not kept or not reset: %+v", st)
 	}
 	if !p.AnyHealthy() {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -145,23 +147,29 @@ func probeTimes(ctx context.Context, p *Pool, n int) {
 }
 
 // Health is the proxy's: a proxy-level answer is alive, one failed probe is
-// not a verdict, running out of descriptors is none at all.
+// not a verdict, running out of descriptors is none at all; a refusal of the
+// credentials or the key, or an answer that is not the target's, is certain.
 func TestPoolHealthJudgesTheProxy(t *testing.T) {
 	emfile := fmt.Errorf("socks5 198.51.100.6:1000: dial tcp: socket: %w", syscall.EMFILE)
 	reply := fmt.Errorf("socks5 198.51.100.6:1000: %w", &ReplyError{Dst: probeDst, Reason: "host unreachable from proxy (reply 4)"})
 	tests := []struct {
-		name        string
-		probes      []error
-		wantHealthy bool
-		wantErr     string
+		name      string
+		probes    []error
+		wantState string
+		wantErr   string
 	}{
-		{"one failure is not a verdict", []error{errors.New("i/o timeout")}, true, "i/o timeout"},
-		{"two failures are not a verdict", []error{errors.New("timeout"), errors.New("timeout")}, true, "timeout"},
-		{"three failures in a row are", []error{errors.New("a"), errors.New("b"), errors.New("c")}, false, "c"},
-		{"a success resets the count", []error{errors.New("a"), errors.New("b"), nil, errors.New("c"), errors.New("d")}, true, "d"},
-		{"target unreachable through the proxy is alive", []error{reply, reply, reply, reply}, true, "host unreachable"},
-		{"out of descriptors is no verdict", []error{emfile, emfile, emfile, emfile}, true, ""},
-		{"a refused password is certain at once", []error{fmt.Errorf("socks5: %w", ErrAuthFailed)}, false, "authentication failed"},
+		{"unknown until judged", nil, StateUnknown, ""},
+		{"one failure is not a verdict", []error{errors.New("i/o timeout")}, StateUnknown, "i/o timeout"},
+		{"two failures are not a verdict", []error{errors.New("timeout"), errors.New("timeout")}, StateUnknown, "timeout"},
+		{"three failures in a row are", []error{errors.New("a"), errors.New("b"), errors.New("c")}, StateUnhealthy, "c"},
+		{"a success is", []error{nil}, StateHealthy, ""},
+		{"a success resets the count", []error{errors.New("a"), errors.New("b"), nil, errors.New("c"), errors.New("d")}, StateHealthy, "d"},
+		{"target unreachable through the proxy is alive", []error{reply, reply, reply, reply}, StateHealthy, "host unreachable"},
+		{"out of descriptors is no verdict", []error{emfile, emfile, emfile, emfile}, StateUnknown, ""},
+		{"a refused password is certain at once", []error{fmt.Errorf("socks5: %w", ErrAuthFailed)}, StateUnhealthy, "authentication failed"},
+		{"a REALITY key not proven is certain at once", []error{nil, fmt.Errorf("vless: %w", ErrRealityAuth)}, StateUnhealthy, "REALITY"},
+		{"an answer not from the target is certain at once", []error{nil, fmt.Errorf("probe: %w: answer starts \"HTTP\"", ErrNotTarget)}, StateUnhealthy, "HTTP"},
+		{"a device gone is certain at once", []error{nil, fmt.Errorf("interface wg0: %w", ErrDeviceDown)}, StateUnhealthy, "device"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,11 +180,156 @@ func TestPoolHealthJudgesTheProxy(t *testing.T) {
 				p.ProbeAll(ctx)
 			}
 			st := p.Status()[0]
-			if st.Healthy != tt.wantHealthy || !strings.Contains(st.LastError, tt.wantErr) || p.AnyHealthy() != tt.wantHealthy {
-				t.Errorf("after %v: %+v, want healthy %v and error with %q", tt.probes, st, tt.wantHealthy, tt.wantErr)
+			usable := tt.wantState != StateUnhealthy
+			if st.State != tt.wantState || st.Healthy != (tt.wantState == StateHealthy) || !strings.Contains(st.LastError, tt.wantErr) || p.AnyHealthy() != usable || st.Active != usable {
+				t.Errorf("after %v: %+v, want state %s and error with %q", tt.probes, st, tt.wantState, tt.wantErr)
 			}
 		})
 	}
+}
+
+// Real flows' dials are evidence too: FlowFailLimit failures in a row take a member
+// out at once (the next flows go to the next member, and OnChange/OnProbed are
+// called), but failures that are the destination's, the caller's or the daemon's own
+// say nothing against the proxy, and a probe that passes brings it back.
+func TestPoolFlowEvidence(t *testing.T) {
+	refused := fmt.Errorf("socks5 198.51.100.6:1000: dial tcp 198.51.100.6:1000: connect: %w", syscall.ECONNREFUSED)
+	timeout := fmt.Errorf("socks5 198.51.100.6:1000: %w", context.DeadlineExceeded)
+	notOurs := []error{
+		fmt.Errorf("socks5: %w", &ReplyError{Dst: testDst, Reason: "host unreachable"}),
+		fmt.Errorf("socks5: read reply: %w: %w", ErrTargetTimeout, context.DeadlineExceeded),
+		fmt.Errorf("socks5: dial: %w", syscall.EMFILE),
+		fmt.Errorf("socks5: %w", errors.ErrUnsupported),
+	}
+	t.Run("refusals in a row", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		probeTimes(testCtx(t), p, 1) // both healthy
+		f[0].set(refused)
+		for i := range FlowFailLimit {
+			if activeName(p) != "p0" {
+				t.Fatalf("p0 out after %d failed flows, want %d", i, FlowFailLimit)
+			}
+			c, err := p.DialTCP(testCtx(t), testDst) // carried by p1 meanwhile
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		}
+		if st := p.Status()[0]; st.State != StateUnhealthy || !strings.Contains(st.LastError, "3 new flows in a row failed") || activeName(p) != "p1" {
+			t.Fatalf("after %d refused flows: %+v", FlowFailLimit, p.Status())
+		}
+		if n := len(f[0].dialed); n != 1+FlowFailLimit {
+			t.Errorf("p0 dialled %d times, want the probe and %d flows", n, FlowFailLimit)
+		}
+		c, err := p.DialTCP(testCtx(t), testDst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if n := len(f[0].dialed); n != 1+FlowFailLimit {
+			t.Errorf("p0 dialled again after it was out (%d dials)", n)
+		}
+		f[0].set(nil)
+		p.ProbeAll(testCtx(t))
+		if activeName(p) != "p0" {
+			t.Errorf("a passing probe did not bring p0 back: %+v", p.Status())
+		}
+	})
+	t.Run("the only member out: OnChange", func(t *testing.T) {
+		p, f := newTestPool(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		changes := make(chan bool, 10)
+		p.OnChange = func(h bool) { changes <- h }
+		probeTimes(testCtx(t), p, 1)
+		go p.Run(ctx)
+		f[0].set(timeout)
+		for range FlowFailLimit {
+			_, _ = p.DialTCP(testCtx(t), testDst)
+		}
+		select {
+		case h := <-changes:
+			if h {
+				t.Fatal("OnChange(true)")
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("no OnChange after the only member failed its flows")
+		}
+		if p.AnyHealthy() {
+			t.Error("AnyHealthy with the only member out")
+		}
+	})
+	t.Run("a success in between", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		probeTimes(testCtx(t), p, 1)
+		for range 3 {
+			for range FlowFailLimit - 1 {
+				f[0].set(refused)
+				_, _ = p.DialTCP(testCtx(t), testDst)
+			}
+			f[0].set(nil)
+			c, err := p.DialTCP(testCtx(t), testDst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+		}
+		if st := p.Status()[0]; st.State != StateHealthy {
+			t.Errorf("failures not in a row took p0 out: %+v", st)
+		}
+	})
+	t.Run("not the proxy's fault", func(t *testing.T) {
+		for _, e := range notOurs {
+			p, f := newTestPool(1, 2)
+			probeTimes(testCtx(t), p, 1)
+			f[0].set(e)
+			for range 2 * FlowFailLimit {
+				_, _ = p.DialTCP(testCtx(t), testDst)
+			}
+			if st := p.Status()[0]; st.State != StateHealthy {
+				t.Errorf("after flows failing with %v: %+v", e, st)
+			}
+		}
+	})
+	t.Run("the caller gave up", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		probeTimes(testCtx(t), p, 1)
+		f[0].set(context.Canceled)
+		for range 2 * FlowFailLimit {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_, _ = p.DialTCP(ctx, testDst)
+		}
+		if st := p.Status()[0]; st.State != StateHealthy {
+			t.Errorf("flows whose callers gave up took p0 out: %+v", st)
+		}
+	})
+	t.Run("a refused password is certain", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		probeTimes(testCtx(t), p, 1)
+		f[0].set(fmt.Errorf("socks5: %w", ErrAuthFailed))
+		_, _ = p.DialTCP(testCtx(t), testDst)
+		if st := p.Status()[0]; st.State != StateUnhealthy {
+			t.Errorf("one flow refused the password: %+v", st)
+		}
+	})
+	t.Run("an interface's destination failing is not the device's", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		p.members[0].Type = TypeInterface
+		probeTimes(testCtx(t), p, 1)
+		f[0].set(refused)
+		for range 2 * FlowFailLimit {
+			_, _ = p.DialTCP(testCtx(t), testDst)
+		}
+		if st := p.Status()[0]; st.State != StateHealthy {
+			t.Errorf("refused destinations took the interface out: %+v", st)
+		}
+		f[0].set(fmt.Errorf("interface wg0: %w", ErrDeviceDown))
+		_, _ = p.DialTCP(testCtx(t), testDst)
+		if st := p.Status()[0]; st.State != StateUnhealthy {
+			t.Errorf("a device gone did not take the interface out: %+v", st)
+		}
+	})
 }
 
 // With every member unhealthy, the best one still carries a flow it can.
@@ -391,5 +544,62 @@ func TestPoolInteropFailover(t *testing.T) {
 	waitChange(true)
 	if activeName(pool) != "primary" {
 		t.Fatalf("active %q after recovery", activeName(pool))
+	}
+}
+
+// blackHole is a dialer whose connect to the proxy server never completes: it
+// starts connecting (as base.dialServer marks it) and waits for the dial's end.
+type blackHole struct{ dials atomic.Int64 }
+
+func (b *blackHole) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	b.dials.Add(1)
+	if w, ok := ctx.Value(connectWatchKey{}).(*connectWatch); ok {
+		w.started.Store(true)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	<-ctx.Done()
+	return nil, fmt.Errorf("dial tcp: %w", os.ErrDeadlineExceeded)
+}
+
+func (b *blackHole) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	return b.DialTCP(ctx, dst)
+}
+
+// A proxy that went dark is out once FlowFailLimit flows' connects stayed unanswered
+// for ConnectFuse, before those dials time out; each flow's dial goes on to the next
+// member when its connect times out, and the failures are counted once.
+func TestPoolConnectFuse(t *testing.T) {
+	dark := &blackHole{}
+	spare := &fakeDialer{}
+	p := NewPool([]Member{
+		{Name: "dark", Type: TypeSOCKS5, Priority: 1, Dialer: dark},
+		{Name: "spare", Type: TypeSOCKS5, Priority: 2, Dialer: spare},
+	}, probeDst, time.Hour, nil)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range FlowFailLimit {
+		wg.Go(func() {
+			c, err := p.DialTCP(testCtx(t), testDst)
+			if err != nil {
+				t.Errorf("dial: %v, want it carried by the spare member", err)
+				return
+			}
+			c.Close()
+		})
+	}
+	waitFor(t, "the dark member out", func() bool { return p.Status()[0].State == StateUnhealthy })
+	if took := time.Since(start); took >= ConnectTimeout {
+		t.Errorf("out after %v, not before the connect timeout %v", took, ConnectTimeout)
+	}
+	if st := p.Status()[0]; !strings.Contains(st.LastError, "no answer to the TCP connect") {
+		t.Errorf("status %+v", st)
+	}
+	wg.Wait()
+	p.mu.Lock()
+	fails := p.members[0].flowFails
+	p.mu.Unlock()
+	if fails != FlowFailLimit {
+		t.Errorf("%d failures counted for %d flows", fails, FlowFailLimit)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,17 @@ var (
 	// ErrNoHealthyProxy is wrapped by Pool dial errors when no member is
 	// healthy; the caller should reset the flow at once.
 	ErrNoHealthyProxy = errors.New("no healthy proxy")
+	// ErrTargetTimeout is wrapped by dial errors that came while a proxy that had
+	// answered (SOCKS5: its greeting; HTTP: the connection) was still reaching the
+	// destination: the destination's silence, not proof that the proxy is down.
+	ErrTargetTimeout = errors.New("the proxy took the request; the destination did not answer in time")
 )
+
+// ConnectTimeout bounds the TCP connect to a proxy server (with the lookup of its
+// name), within the whole dial's DialTimeout: a server that does not complete a TCP
+// handshake in this time (the kernel has sent the SYN three times by then) is most
+// likely gone, and a pool tries the next member while the flow still has time left.
+const ConnectTimeout = 4 * time.Second
 
 // Spec describes one proxy. It mirrors config.Proxy field by field so the
 // caller converts with a plain struct conversion or literal; this package
@@ -122,6 +133,8 @@ type Options struct {
 	// Resolver resolves proxy server host names. Nil means a pure-Go
 	// resolver whose DNS sockets also carry BypassMark.
 	Resolver *net.Resolver
+	// Devices readies interface proxies' devices; nil leaves them as they are.
+	Devices DevicePreparer
 }
 
 // Dialer opens connections to a destination through one proxy.
@@ -206,6 +219,7 @@ func newBaseDialer(spec Spec, opts Options) base {
 		b.firstReply = DefaultFirstReplyTimeout
 	}
 	b.net.Control = markControl(opts.BypassMark)
+	b.net.Timeout = min(ConnectTimeout, b.timeout)
 	// No keep-alive probes of our own (Go's default sends one every 15 s on an idle
 	// socket): a relayed flow carries its client's keep-alives end to end, and a
 	// thousand idle messenger flows must not wake the router 67 times a second.
@@ -220,11 +234,31 @@ func newBaseDialer(spec Spec, opts Options) base {
 
 // dialServer connects to the proxy server over network ("tcp" or "udp").
 func (b *base) dialServer(ctx context.Context, network string) (net.Conn, error) {
+	w, _ := ctx.Value(connectWatchKey{}).(*connectWatch)
+	if w != nil {
+		w.started.Store(true)
+	}
 	c, err := b.net.DialContext(ctx, network, b.spec.Address())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.prefix, err)
 	}
+	if w != nil {
+		w.connected.Store(true)
+	}
 	return c, nil
+}
+
+// connectWatch tells a Pool how far a dial got: whether it started connecting to the
+// proxy server, and whether that connection is up (the rest of a dial, e.g. a SOCKS5
+// server reaching the destination, may take long for reasons not the proxy's).
+type connectWatch struct {
+	started, connected atomic.Bool
+}
+
+type connectWatchKey struct{}
+
+func withConnectWatch(ctx context.Context, w *connectWatch) context.Context {
+	return context.WithValue(ctx, connectWatchKey{}, w)
 }
 
 // handshakeDeadline makes every read and write on c during a handshake end
@@ -267,16 +301,22 @@ func (b *base) dialUDPServer(ctx context.Context) (net.Conn, error) {
 
 // handshakeErr reports the context's error rather than an i/o timeout when
 // the handshake ran out of time because of ctx.
+// A wait for the destination (ErrTargetTimeout) stays recognisable.
 func handshakeErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
-	}
+	cause := ctx.Err()
 	// The socket's deadline is the context's: it may fire a moment
 	// before the context's own timer does.
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	if cause == nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		cause = context.DeadlineExceeded
 	}
-	return err
+	switch {
+	case cause == nil:
+		return err
+	case errors.Is(err, ErrTargetTimeout):
+		return fmt.Errorf("%w: %w (%v)", ErrTargetTimeout, cause, err)
+	default:
+		return fmt.Errorf("%w (%v)", cause, err)
+	}
 }
 
 // markControl sets SO_MARK before connect so the kernel routes the socket

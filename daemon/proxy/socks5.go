@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -161,6 +162,10 @@ func (s *SOCKS5) handshake(c net.Conn, cmd byte, dst netip.AddrPort) (socksAddr,
 	}
 	rep, bound, err := readSocksReply(c)
 	if err != nil {
+		if cmd == socksCmdConnect && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The server answered the greeting: it is waiting for the destination.
+			return socksAddr{}, fmt.Errorf("read reply: %w: %w", ErrTargetTimeout, err)
+		}
 		return socksAddr{}, fmt.Errorf("read reply: %w", err)
 	}
 	if rep != 0 {

@@ -130,9 +130,18 @@ func (n *Net) FreePort(ns string, addr netip.Addr) (uint16, error) {
 
 // StartMessengerServers starts, in the messenger namespace on 203.0.113.10 and
 // 2001:db8:3::10: an HTTP server on HTTPPort that answers "you are ADDR\n" with the
-// client's address as it saw it, and TCP and UDP echo on EchoPort.
+// client's address as it saw it, TCP and UDP echo on EchoPort, and on MTProtoPort the
+// first step of a Telegram data centre (see StartMTProto): tgtun's health target.
 func (n *Net) StartMessengerServers() error {
-	return n.startTestServers(n.Messenger, MsgrV4, MsgrV6)
+	if err := n.startTestServers(n.Messenger, MsgrV4, MsgrV6); err != nil {
+		return err
+	}
+	for _, a := range []netip.Addr{MsgrV4, MsgrV6} {
+		if err := n.StartMTProto(n.Messenger, netip.AddrPortFrom(a, MTProtoPort)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StartDirectServer starts the same servers in the inet namespace on 198.51.100.80

@@ -59,8 +59,9 @@ const (
 
 // Ports of the test servers started by StartMessengerServers and StartDirectServer.
 const (
-	HTTPPort = 80 // answers "you are ADDR\n"
-	EchoPort = 7  // TCP and UDP echo
+	HTTPPort    = 80  // answers "you are ADDR\n"
+	EchoPort    = 7   // TCP and UDP echo
+	MTProtoPort = 443 // the messenger's MTProto stand-in (StartMTProto)
 )
 
 // requiredBinaries maps the programs the package runs to their Debian packages.

@@ -32,6 +32,15 @@ var (
 // WireGuard is a running WireGuard link between the router and the proxy host.
 type WireGuard struct {
 	RouterDev, ProxyDev string // device names (unique per link: the UAPI sockets are global)
+
+	bin    string // wireguard-go
+	router wgEnd  // how the router's end was set up, to set it up again
+	proc   *Proc  // the router end's wireguard-go
+}
+
+// wgEnd is one end of a WireGuard link.
+type wgEnd struct {
+	ns, dev, privKey, peerPub, port, endpoint, allowed, addr4, peer4, addr6, peer6 string
 }
 
 var wgCounter atomic.Int64
@@ -91,47 +100,20 @@ func (n *Net) StartWireGuard() (*WireGuard, error) {
 		keys[dev] = [2]string{f, base64.StdEncoding.EncodeToString(pub)}
 	}
 	const routerPort, proxyPort = "51820", "51821"
-	type end struct {
-		ns, dev, peer, port, endpoint, allowed, addr4, peer4, addr6, peer6 string
-	}
-	ends := []end{
-		{n.Router, w.RouterDev, w.ProxyDev, routerPort, ProxyV4.String() + ":" + proxyPort, "0.0.0.0/0,::/0",
+	ends := []wgEnd{
+		{n.Router, w.RouterDev, keys[w.RouterDev][0], keys[w.ProxyDev][1], routerPort, ProxyV4.String() + ":" + proxyPort, "0.0.0.0/0,::/0",
 			WGRouterV4.String(), WGProxyV4.String(), WGRouterV6.String(), WGProxyV6.String()},
-		{n.Proxy, w.ProxyDev, w.RouterDev, proxyPort, "", WGRouterV4.String() + "/32," + WGRouterV6.String() + "/128",
+		{n.Proxy, w.ProxyDev, keys[w.ProxyDev][0], keys[w.RouterDev][1], proxyPort, "", WGRouterV4.String() + "/32," + WGRouterV6.String() + "/128",
 			WGProxyV4.String(), WGRouterV4.String(), WGProxyV6.String(), WGRouterV6.String()},
 	}
-	for _, e := range ends {
-		p, err := n.Start(e.ns, "env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", bin, "-f", e.dev)
+	w.bin, w.router = bin, ends[0]
+	for i, e := range ends {
+		p, err := n.startWGEnd(ctx, bin, e)
 		if err != nil {
 			return nil, err
 		}
-		// The device and its UAPI socket appear once wireguard-go is up.
-		sock := "/var/run/wireguard/" + e.dev + ".sock"
-		for deadline := time.Now().Add(listenTimeout); ; {
-			if _, err := os.Stat(sock); err == nil {
-				break
-			}
-			if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
-				return nil, fmt.Errorf("wireguard-go %s did not start: %s", e.dev, p.Output())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		args := []string{"wg", "set", e.dev, "private-key", keys[e.dev][0], "listen-port", e.port,
-			"peer", keys[e.peer][1], "allowed-ips", e.allowed}
-		if e.endpoint != "" {
-			args = append(args, "endpoint", e.endpoint, "persistent-keepalive", "1")
-		}
-		for _, a := range [][]string{
-			args,
-			{"ip", "addr", "add", e.addr4, "peer", e.peer4, "dev", e.dev},
-			{"ip", "-6", "addr", "add", e.addr6 + "/128", "dev", e.dev, "nodad"},
-			{"ip", "link", "set", e.dev, "up"},
-			// ("peer" makes no route to the peer in IPv6)
-			{"ip", "-6", "route", "add", e.peer6 + "/128", "dev", e.dev},
-		} {
-			if out, err := n.Exec(ctx, e.ns, a...); err != nil {
-				return nil, fmt.Errorf("wireguard: %w: %s", err, out)
-			}
+		if i == 0 {
+			w.proc = p
 		}
 	}
 	if _, err := n.Exec(ctx, n.Proxy, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"); err != nil {
@@ -169,16 +151,95 @@ table inet wg_masq {
 `, w.RouterDev)); err != nil {
 		return nil, err
 	}
-	// The handshake: the router's end starts it (persistent keepalive).
+	if err := n.wgHandshake(ctx, w.RouterDev); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// wgHandshake waits for the router's end to complete a handshake (it starts one: its
+// persistent keepalive).
+func (n *Net) wgHandshake(ctx context.Context, dev string) error {
 	for deadline := time.Now().Add(listenTimeout); ; {
-		out, err := n.Exec(ctx, n.Router, "wg", "show", w.RouterDev, "latest-handshakes")
+		out, err := n.Exec(ctx, n.Router, "wg", "show", dev, "latest-handshakes")
 		if f := strings.Fields(out); err == nil && len(f) == 2 && f[1] != "0" {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("wireguard: no handshake within %v: %s %v", listenTimeout, out, err)
+			return fmt.Errorf("wireguard: no handshake within %v: %s %v", listenTimeout, out, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return w, nil
+}
+
+// startWGEnd runs wireguard-go for one end and configures its device.
+func (n *Net) startWGEnd(ctx context.Context, bin string, e wgEnd) (*Proc, error) {
+	p, err := n.Start(e.ns, "env", "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1", bin, "-f", e.dev)
+	if err != nil {
+		return nil, err
+	}
+	// The device and its UAPI socket appear once wireguard-go is up.
+	sock := "/var/run/wireguard/" + e.dev + ".sock"
+	for deadline := time.Now().Add(listenTimeout); ; {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if exited, _ := p.Exited(); exited || time.Now().After(deadline) {
+			return nil, fmt.Errorf("wireguard-go %s did not start: %s", e.dev, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	args := []string{"wg", "set", e.dev, "private-key", e.privKey, "listen-port", e.port,
+		"peer", e.peerPub, "allowed-ips", e.allowed}
+	if e.endpoint != "" {
+		args = append(args, "endpoint", e.endpoint, "persistent-keepalive", "1")
+	}
+	for _, a := range [][]string{
+		args,
+		{"ip", "addr", "add", e.addr4, "peer", e.peer4, "dev", e.dev},
+		{"ip", "-6", "addr", "add", e.addr6 + "/128", "dev", e.dev, "nodad"},
+		{"ip", "link", "set", e.dev, "up"},
+		// ("peer" makes no route to the peer in IPv6)
+		{"ip", "-6", "route", "add", e.peer6 + "/128", "dev", e.dev},
+	} {
+		if out, err := n.Exec(ctx, e.ns, a...); err != nil {
+			return nil, fmt.Errorf("wireguard: %w: %s", err, out)
+		}
+	}
+	return p, nil
+}
+
+// DeleteRouterDev deletes the router's WireGuard device (`ip link del`, as netifd does
+// when it restarts the interface) and waits for its wireguard-go to end.
+func (w *WireGuard) DeleteRouterDev(n *Net) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := n.Exec(ctx, n.Router, "ip", "link", "del", w.RouterDev); err != nil {
+		return fmt.Errorf("wireguard: %w: %s", err, out)
+	}
+	if err := w.proc.Wait(ctx); err != nil && ctx.Err() != nil {
+		return fmt.Errorf("wireguard-go %s did not end after its device went: %w", w.RouterDev, err)
+	}
+	for deadline := time.Now().Add(listenTimeout); ; { // its UAPI socket goes with it
+		if _, err := os.Stat("/var/run/wireguard/" + w.RouterDev + ".sock"); os.IsNotExist(err) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("wireguard: the UAPI socket of %s stays", w.RouterDev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CreateRouterDev creates the router's WireGuard device again, as it was, and waits
+// for its handshake.
+func (w *WireGuard) CreateRouterDev(n *Net) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := n.startWGEnd(ctx, w.bin, w.router)
+	if err != nil {
+		return err
+	}
+	w.proc = p
+	return n.wgHandshake(ctx, w.RouterDev)
 }
