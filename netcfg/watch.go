@@ -114,3 +114,46 @@ func WatchLinks(ctx context.Context, fn func(name string)) error {
 		}
 	}
 }
+
+// WatchRouting calls fn when the kernel reports a deleted policy rule, route or device
+// address, or any change of a device (up, down, deleted), IPv4 and IPv6, until ctx is
+// done; also when notifications were lost (the socket overflowed). Another program
+// removing part of tgtun's state (`ip rule del`, `ip route flush table`, `ip link set
+// tgtun0 down`) is then noticed at once, and the daemon needs no frequent periodic check
+// (a router's core is shared with everything else it does). fn only says "look": the
+// caller checks what is missing. It returns nil when ctx is done, or why it could not
+// subscribe.
+func WatchRouting(ctx context.Context, fn func()) error {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	if err != nil {
+		return fmt.Errorf("routing notifications: %w", err)
+	}
+	defer c.Close()
+	for _, g := range []uint32{unix.RTNLGRP_LINK, unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR,
+		unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE, unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE} {
+		if err := c.JoinGroup(g); err != nil {
+			return fmt.Errorf("routing notifications: join group %d: %w", g, err)
+		}
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	for {
+		msgs, err := c.Receive()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isNoBufs(err) {
+				fn()
+				continue
+			}
+			return fmt.Errorf("routing notifications: %w", err)
+		}
+		for _, m := range msgs {
+			switch m.Header.Type {
+			case unix.RTM_DELRULE, unix.RTM_DELROUTE, unix.RTM_DELADDR, unix.RTM_NEWLINK, unix.RTM_DELLINK:
+				fn()
+			}
+		}
+	}
+}

@@ -116,9 +116,12 @@ type engineEnd struct {
 }
 
 // netCheckInterval is how often the watchdog looks for kernel state another program
-// removed (`nft flush ruleset` by `fw4 flush`, `ip link del`); a check lists the rules,
-// the routes of table T, the TUN and the nft chains, not the sets.
-const netCheckInterval = 2 * time.Second
+// removed (`nft flush ruleset` by `fw4 flush`, `ip link del`) without being told; a check
+// lists the rules, the routes of tables T and T+1, the TUN and the nft chains, not the
+// sets. The kernel's notifications (netcfg.WatchTable, WatchRouting) call the same check
+// at once, so this is only the safety net: a router's idle core is not woken every few
+// seconds for it.
+const netCheckInterval = 30 * time.Second
 
 // netRetryInterval spaces the attempts to build a data path that failed to build.
 const netRetryInterval = 10 * time.Second
@@ -213,8 +216,9 @@ func Run(ctx context.Context, opts Options) error {
 	}()
 	wg.Go(func() { d.subscriptionsLoop(ctx) })
 
-	// nftables tells at once when its table goes (`fw4 flush`); the watchdog's periodic
-	// check covers the rest (rules, routes, the TUN) and a monitor that stopped.
+	// nftables tells at once when its table goes (`fw4 flush`), rtnetlink when a rule, a
+	// route, an address or a device changes; the watchdog's periodic check covers a
+	// monitor that stopped.
 	tableGone := make(chan struct{}, 1)
 	wg.Add(1)
 	go func() {
@@ -229,6 +233,17 @@ func Run(ctx context.Context, opts Options) error {
 			log.Warn("nftables notifications stopped; the periodic check remains", "err", err)
 		}
 	}()
+	wg.Go(func() {
+		err := netcfg.WatchRouting(ctx, func() {
+			select {
+			case tableGone <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			log.Warn("routing notifications stopped; the periodic check remains", "err", err)
+		}
+	})
 
 	// Interface proxies follow their devices as the kernel reports them.
 	wg.Add(1)
