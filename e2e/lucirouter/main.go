@@ -39,6 +39,13 @@
 //	                                       a call on the bus as root: {"status": N, "data": {...}}
 //	{"id":5,"op":"events"}                 what the service object and the fake tgtun
 //	                                       received since the last "events"
+//	{"id":6,"op":"panel","answers":{"/sub/TOKEN":{"status":200,"body":"...","headers":{...}}}}
+//	                                       a subscription provider's panel on the test
+//	                                       network's internet host (198.51.100.80, HTTP):
+//	                                       sets its answer of each path given ("reason":
+//	                                       a status line's own text) and returns
+//	                                       {"url": "http://198.51.100.80:PORT",
+//	                                       "requests": {PATH: N}}, the requests so far
 //
 // At the end of its input, or on SIGTERM, it stops everything and removes the test
 // network. Needs root.
@@ -57,6 +64,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +72,8 @@ import (
 	"time"
 
 	"github.com/tgtun/tgtun/daemon/control"
+	"github.com/tgtun/tgtun/daemon/lists"
+	"github.com/tgtun/tgtun/daemon/subs"
 	"github.com/tgtun/tgtun/daemon/ubus"
 	"github.com/tgtun/tgtun/e2e/testnet"
 )
@@ -107,6 +117,7 @@ type router struct {
 	daemon *testnet.Proc
 	fake   *fakeTgtun
 	events []event
+	panel  *panel
 }
 
 type event struct {
@@ -436,6 +447,8 @@ func (r *router) serve(ctx context.Context, in *os.File) error {
 				err = r.setDaemon(cctx, cmd.Mode, cmd.Answers)
 			case "call":
 				res, err = r.call(cctx, cmd.Object, cmd.Method, cmd.Args)
+			case "panel":
+				res, err = r.setPanel(cmd.Answers)
 			case "events":
 				r.mu.Lock()
 				evs := append([]event{}, r.events...)
@@ -614,15 +627,46 @@ func (f *fakeTgtun) stop() {
 	<-f.done
 }
 
-// answerShapes are the daemon's types of the answers a fake tgtun gives.
+// answerShapes are the daemon's types of the answers a fake tgtun gives. update_lists
+// and update_subscriptions answer maps (control.Daemon.UpdateLists,
+// UpdateSubscriptions): their members and the daemon's types of each.
 var answerShapes = map[string]func() any{
 	"status": func() any { return new(control.Status) },
 	"check":  func() any { return new(control.CheckResult) },
+	"reload": func() any {
+		return new(struct {
+			Reloaded bool `json:"reloaded"`
+		})
+	},
+	"update_lists": func() any {
+		return new(struct {
+			Lists []lists.ListStatus `json:"lists"`
+			Error string             `json:"error"`
+		})
+	},
+	"update_subscriptions": func() any {
+		return new(struct {
+			Subscriptions []subs.Status `json:"subscriptions"`
+			Error         string        `json:"error"`
+		})
+	},
+}
+
+// fakeMethods are the daemon's methods with their argument policies, from its own
+// method table (never called here): a fake tgtun has exactly the daemon's methods.
+func fakeMethods() []ubus.Method {
+	return control.UbusObject((&control.Daemon{}).Table()).Methods
 }
 
 func (r *router) startFake(ctx context.Context, answers map[string]json.RawMessage) (*fakeTgtun, error) {
-	obj := ubus.Object{Name: "tgtun"}
-	for _, name := range []string{"check", "reload", "status", "update_lists"} {
+	obj := ubus.Object{Name: "tgtun", Methods: fakeMethods()}
+	for name := range answers {
+		if !slices.ContainsFunc(obj.Methods, func(m ubus.Method) bool { return m.Name == name }) {
+			return nil, fmt.Errorf("answer of %s: tgtun has no such method", name)
+		}
+	}
+	for i, m := range obj.Methods {
+		name := m.Name
 		var reply ubus.Table
 		var status ubus.Status
 		if raw, ok := answers[name]; ok {
@@ -638,25 +682,27 @@ func (r *router) startFake(ctx context.Context, answers map[string]json.RawMessa
 				status = ubus.Status(n)
 			} else {
 				// A fixed answer must be one the daemon can send: no member its types lack.
-				if shape, ok := answerShapes[name]; ok {
-					dec := json.NewDecoder(bytes.NewReader(raw))
-					dec.DisallowUnknownFields()
-					if err := dec.Decode(shape()); err != nil {
-						return nil, fmt.Errorf("answer of %s is not what tgtun sends (%T): %w", name, shape(), err)
-					}
+				shape, ok := answerShapes[name]
+				if !ok {
+					return nil, fmt.Errorf("answer of %s: lucirouter does not know the daemon's type of it (answerShapes)", name)
+				}
+				dec := json.NewDecoder(bytes.NewReader(raw))
+				dec.DisallowUnknownFields()
+				if err := dec.Decode(shape()); err != nil {
+					return nil, fmt.Errorf("answer of %s is not what tgtun sends (%T): %w", name, shape(), err)
 				}
 				reply = t
 			}
 		} else {
 			status = ubus.StatusNoData
 		}
-		obj.Methods = append(obj.Methods, ubus.Method{Name: name, Handler: func(_ context.Context, args ubus.Table) (ubus.Table, error) {
+		obj.Methods[i].Handler = func(_ context.Context, args ubus.Table) (ubus.Table, error) {
 			r.record("tgtun", name, args)
 			if status != ubus.StatusOK {
 				return nil, &ubus.StatusError{Code: status}
 			}
 			return reply, nil
-		}})
+		}
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	f := &fakeTgtun{cancel: cancel, done: make(chan struct{})}

@@ -108,9 +108,17 @@ async function openView(view, ready, user = 'root') {
 			document.querySelector('form').submit();
 			return true;
 		}, user, router.password(user)));
-		await page.waitFor(`document.readyState == 'complete' && (${ready})`, `${view} after login`);
+		await page.waitFor(`document.readyState == 'complete' && (${ready})`, `${view} after login`).catch(async (e) => { throw await viewFailure(e); });
 	}
-	await page.waitFor(ready, view);
+	await page.waitFor(ready, view).catch(async (e) => { throw await viewFailure(e); });
+}
+
+// A view that did not show: what the page says and its last /ubus calls, for the report.
+async function viewFailure(e) {
+	const url = await page.eval('location.href').catch(() => '?');
+	const body = await text().catch((x) => `(no text: ${x.message})`);
+	const calls = page.ubusCalls().slice(-8).map((c) => JSON.stringify({ ...c, data: undefined }));
+	return new Error(`${e.message}\nat ${url}; the page says: ${body.slice(0, 1500)}\nlast /ubus calls:\n${calls.join('\n')}\n${router.logs().slice(-3000)}`);
 }
 
 async function shot(name) {
@@ -150,6 +158,10 @@ const setField = (sel, value) => page.eval(js((sel, value) => {
 const APPLY_DONE = `document.body.innerText.includes('Configuration changes applied.') || document.body.innerText.includes('There are no changes to apply')
 	|| document.body.innerText.includes('Save error') || document.body.innerText.includes('Apply request failed')
 	|| document.body.innerText.includes('Configuration changes have been rolled back!')`;
+
+// The status page's notification after Refresh subscriptions, whatever the outcome.
+const REFRESHED = `['Some subscriptions could not be refreshed', 'Subscriptions refreshed', 'Refreshing the subscriptions failed']
+	.some((s) => document.body.innerText.includes(s))`;
 
 // Clicks Save & Apply and waits until LuCI reports the apply's end (confirmed, or not).
 async function saveApply(timeoutMs = 20000) {
@@ -240,6 +252,9 @@ test('status: daemon not running, through uhttpd (-32000): the hint, no stack tr
 	const note = await text('.alert-message');
 	assert.match(note, /Updating the lists failed: RPC call to tgtun\/update_lists failed with error -32000: Object not found/);
 	assert.doesNotMatch(note, /\n\s+at |luci\.js|rpc\.js/, 'a stack trace is shown');
+	await click('button', 'Refresh subscriptions');
+	await page.waitFor('document.body.innerText.includes("Refreshing the subscriptions failed")', 'the notification');
+	assert.match(await text(), /Refreshing the subscriptions failed: RPC call to tgtun\/update_subscriptions failed with error -32000: Object not found\n/);
 	noPageErrors();
 });
 
@@ -344,7 +359,9 @@ const settled = () => untilStatus((s) => s.proxies.every((p) => (p.name === 'pri
 test('status: the page shows what the running daemon reports', async () => {
 	// Health checks every second: the proxies that do not exist turn unhealthy soon.
 	await reset({ config: FAST_HEALTH() });
-	const st = await settled();
+	await settled();
+	// The subscription's panel has no address in the test network: its fetch fails.
+	const st = await untilStatus((s) => s.subscriptions.length > 0 && s.subscriptions.every((x) => x.last_error), 'the subscription\'s failed fetch');
 	await openView('tgtun/status', STATUS_READY);
 	const rows = await page.eval(`[...document.querySelectorAll('#tgtun-status tr')].map(r => r.innerText)`);
 	const row = (name) => rows.find((t) => t.startsWith(name + '\t') || t.startsWith(name + ' ')) || '';
@@ -359,6 +376,11 @@ test('status: the page shows what the running daemon reports', async () => {
 	}
 	for (const s of st.services)
 		assert.match(row(s.name), new RegExp(`${s.enabled ? 'enabled' : 'off'}\\s+${s.ranges}\\s+${s.domains}\\s+${s.resolved}`), `service ${s.name}`);
+	for (const s of st.subscriptions) {
+		const r = row(s.name);
+		assert.match(r, new RegExp(`^${s.name}\\s+${s.members.length}\\s`), `subscription ${s.name}: ${r}`);
+		assert.ok(r.includes(s.last_error.split(': ')[0]), `subscription ${s.name} lacks its error ${s.last_error}: ${r}`);
+	}
 	const body = await text('#view');
 	for (const l of st.lists) assert.ok(body.includes(`${l.name} (${l.kind})`), `list ${l.name}`);
 	for (const s of [st.dns.listen, st.dns.upstream, st.dns.dnsmasq, st.config, ...(st.warnings || [])])
@@ -393,11 +415,18 @@ test('status: diagnostics, list update and reload are the daemon\'s, over /ubus'
 	await click('button', 'Update lists now');
 	await page.waitFor('document.body.innerText.includes("Updating the lists failed")', 'the update notification', 60000);
 	assert.match(await text(), /Updating the lists failed: list telegram \(https:\/\/core\.telegram\.org\/resources\/cidr\.txt\): download: /);
+	// Nor can the subscription's panel: the daemon's words, the token left out.
+	await click('button', 'Refresh subscriptions');
+	await page.waitFor(REFRESHED, 'the subscriptions notification', 60000);
+	const refreshed = page.ubusCalls().find((c) => c.object === 'tgtun' && c.method === 'update_subscriptions');
+	assert.ok(refreshed && refreshed.status === 0 && /^subscription myvpn \(https:\/\/panel\.example\.org\/<redacted>\): .*panel\.example\.org/.test(refreshed.data.error),
+		JSON.stringify(refreshed));
+	assert.ok((await text()).includes(`Some subscriptions could not be refreshed (their last proxies stay in use): ${refreshed.data.error}`), await text('.alert-message'));
 	await click('button', 'Reload configuration');
 	await page.waitFor('document.body.innerText.includes("The configuration was reloaded.")', 'the reload notification');
 	// Each call reached the daemon through uhttpd and rpcd's ACL check, and it answered.
 	const made = page.ubusCalls().filter((c) => c.object === 'tgtun');
-	assert.deepEqual([...new Set(made.map((c) => c.method))].sort(), ['check', 'reload', 'status', 'update_lists']);
+	assert.deepEqual([...new Set(made.map((c) => c.method))].sort(), ['check', 'reload', 'status', 'update_lists', 'update_subscriptions']);
 	assert.deepEqual(made.filter((c) => c.error !== null || c.status !== 0), [], 'a call to the daemon failed');
 	noPageErrors();
 });
@@ -515,6 +544,194 @@ test('proxy editor: Paste link fills a new VLESS+REALITY proxy, fields follow th
 	noPageErrors();
 });
 
+
+test('proxy editor: pinned_sha256 and ca_file only for TLS, refused in the daemon\'s words, applied and taken by the daemon', async () => {
+	await reset();
+	await openView('tgtun/settings', SETTINGS_READY);
+	const visible = (name) => page.eval(`(() => { const r = document.querySelector('.modal [data-name=${name}]'); return !!r && getComputedStyle(r).display != 'none' })()`);
+	const setOpt = (name, sid, value) => page.eval(`(() => {
+		const o = L.dom.findClassInstance(document.querySelector('.modal .cbi-map')).lookupOption(${JSON.stringify(name)}, ${JSON.stringify(sid)})[0];
+		const w = o.getUIElement(${JSON.stringify(sid)}); w.setValue(${JSON.stringify(value)}); w.triggerValidation(); return true })()`);
+	// VLESS+REALITY authenticates the server by its key: no certificate fields.
+	await click('tr[data-sid=reality] .cbi-button-edit');
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	assert.deepEqual([await visible('pinned_sha256'), await visible('ca_file')], [false, false]);
+	await setField('.modal [data-name=security] select', 'tls');
+	assert.deepEqual([await visible('pinned_sha256'), await visible('ca_file')], [true, true]);
+	await click('.modal button', 'Dismiss');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	// Trojan: a relative CA file, a pin that is not a SHA-256, and both beside insecure.
+	await click('tr[data-sid=tro] .cbi-button-edit');
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	assert.deepEqual([await visible('pinned_sha256'), await visible('ca_file')], [true, true]);
+	await setField('.modal [data-name=ca_file] input', 'ca.pem');
+	assert.equal(await optError('ca_file', 'tro', true), "ca_file 'ca.pem' is not an absolute file path (e.g. '/etc/ssl/my-ca.pem')");
+	// A pin is checked as it is typed (LuCI marks the entry field), with the option's message.
+	const entry = '.modal [data-name=pinned_sha256] .add-item input[type=text], .modal [data-name=pinned_sha256] .add-item .create-item-input';
+	await setField(entry, 'abcd');
+	assert.equal(await page.eval(`document.querySelector(${JSON.stringify(entry)}).classList.contains('cbi-input-invalid')`), true, 'a bad pin accepted');
+	const pinCheck = (value) => page.eval(`(() => {
+		const o = L.dom.findClassInstance(document.querySelector('.modal .cbi-map')).lookupOption('pinned_sha256', 'tro')[0];
+		const r = o.validate('tro', ${JSON.stringify(value)}); return r === true ? '' : r })()`);
+	assert.equal(await pinCheck('abcd'),
+		"pinned_sha256 'abcd' is not a SHA-256 in hex (64 hex digits, ':' between bytes allowed, as `openssl x509 -noout -fingerprint -sha256` prints it)");
+	await setField(entry, '');
+	const pin = 'AB:'.repeat(31) + 'AB';
+	await setOpt('pinned_sha256', 'tro', [pin]);
+	assert.equal(await pinCheck(pin), '');
+	await setField('.modal [data-name=ca_file] input', '/etc/ssl/my-ca.pem');
+	assert.equal(await optError('ca_file', 'tro', true), '');
+	await setField('.modal [data-name=insecure] input[type=checkbox]', true);
+	const both = "pinned_sha256 and ca_file are not allowed with insecure '1' (insecure skips the certificate check they ask for; remove insecure)";
+	await setField('.modal [data-name=ca_file] input', '/etc/ssl/my-ca.pem'); // checked again, beside insecure now
+	assert.equal(await optError('ca_file', 'tro', true), both);
+	assert.equal(await pinCheck(pin), both);
+	// `tgtun config check` says the same of these values.
+	const file = path.join(router.dir, 'certs.config');
+	fs.writeFileSync(file, fx.sampleText().replace("option sni 'trojan.example.org'",
+		"option sni 'trojan.example.org'\n\toption ca_file 'ca.pem'\n\tlist pinned_sha256 'abcd'\n\toption insecure '1'"));
+	const [code, stderr] = daemonCheck(file);
+	assert.equal(code, 1, stderr);
+	for (const msg of ["ca_file 'ca.pem' is not an absolute file path (e.g. '/etc/ssl/my-ca.pem')", "pinned_sha256 'abcd' is not a SHA-256 in hex", both])
+		assert.ok(stderr.includes(`proxy 'tro': ${msg}`), `tgtun config check does not say "${msg}":\n${stderr}`);
+	// Fixed: the certificate is checked, pinned; saved, applied, the daemon reloads it.
+	await setField('.modal [data-name=insecure] input[type=checkbox]', false);
+	await setField('.modal [data-name=ca_file] input', '');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length == 0', 'the fields to be valid');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const before = (await daemonCall('status')).last_reload;
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const tro = committedSection('tro');
+	assert.deepEqual([tro.pinned_sha256, tro.ca_file, tro.insecure || '0'], [[pin], undefined, '0']);
+	const st = await untilStatus((s) => s.last_reload !== before, 'the reload after the apply');
+	assert.equal(st.last_reload_error || '', '', 'the daemon refused the applied config');
+	noPageErrors();
+});
+
+// The tests' config with its subscription myvpn fetched from url.
+const withSubscriptionURL = (url, config = fx.sampleText()) => {
+	const out = config.replace(/option url 'https:\/\/panel\.example\.org\/sub\/[^']*'/, `option url '${url}'`);
+	assert.notEqual(out, config, 'sample.config has no subscription myvpn at https://panel.example.org/sub/…');
+	return out;
+};
+// What a provider's panel sends: two share links the daemon can use (the proxy host's
+// dante), named as the provider wrote them, one name with markup; one link it cannot use.
+const PANEL_LABELS = ['🇳🇱 NL Amsterdam', 'Москва <img src=x onerror=alert(1)>'];
+const panelBody = () => [
+	...PANEL_LABELS.map((l) => `socks5://alice:secret@198.51.100.6:1080#${encodeURIComponent(l)}`),
+	'vmess://eyJ2IjoiMiJ9',
+].join('\n');
+const subscriptionOf = (st, name) => (st.subscriptions || []).find((s) => s.name === name);
+
+test('subscriptions editor: the grid hides the URL\'s token; a new one is refused in the daemon\'s words, then applied through rpcd and fetched by the daemon the chosen way', async () => {
+	const path0 = '/sub/newsub-5f2a9c';
+	const panel = await router.panel({ [path0]: { body: panelBody() } });
+	await reset();
+	await openView('tgtun/settings', SETTINGS_READY);
+	const cell = (sid, name) => page.eval(`document.querySelector('tr[data-sid=${sid}] td[data-name=${name}]').innerText.trim()`);
+	assert.equal(await cell('myvpn', 'url'), 'https://panel.example.org/…');
+	assert.equal(await cell('myvpn', 'via'), 'the proxy in use');
+	assert.ok(!(await text('#cbi-tgtun-subscription')).includes('0123456789abcdef'), 'the grid shows the token');
+	const add = '#cbi-tgtun-subscription .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'newsub');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the subscription editor');
+	const bad = { url: 'ftp://panel2.example.org/sub/abc', interval: '5m', user_agent: 'Happ ü' };
+	for (const [name, value] of Object.entries(bad)) await setField(`.modal [data-name=${name}] input`, value);
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length >= 3', 'the errors');
+	const want = {
+		url: 'url is not an http:// or https:// URL with a host',
+		interval: "interval '5m' is out of range 10m-8760h",
+		user_agent: "user_agent 'Happ ü' is not a User-Agent (printable ASCII, at most 256 characters)",
+	};
+	// `tgtun config check` of this checkout on the same values says the same.
+	const file = path.join(router.dir, 'newsub.config');
+	fs.writeFileSync(file, fx.sampleText() + `\nconfig subscription 'newsub'\n` + Object.entries(bad).map(([k, v]) => `\toption ${k} '${v}'\n`).join(''));
+	const [code, stderr] = daemonCheck(file);
+	assert.equal(code, 1, stderr);
+	for (const [name, msg] of Object.entries(want)) {
+		assert.equal(await optError(name, 'newsub', true), msg, name);
+		assert.ok(stderr.includes(`subscription 'newsub': ${msg}\n`), `tgtun config check does not say "${msg}":\n${stderr}`);
+	}
+	// Saving the editor is refused while a field is invalid.
+	await click('.modal button', 'Save');
+	assert.equal(await page.eval('document.body.classList.contains("modal-overlay-active")'), true);
+	// Fetch through: the proxy in use, directly, or any proxy section (the daemon's check
+	// takes every one; an interface proxy too).
+	const vias = await page.eval('[...document.querySelectorAll(".modal [data-name=via] select option")].map(o => o.value)');
+	const proxies = router.committed('tgtun').filter((x) => x['.type'] === 'proxy').map((x) => x['.name']);
+	assert.ok(proxies.includes('wg'), 'the config has no interface proxy');
+	assert.deepEqual(vias, ['', 'direct', ...proxies]);
+	await setField('.modal [data-name=url] input', panel.url + path0);
+	await setField('.modal [data-name=interval] input', '6h');
+	await setField('.modal [data-name=user_agent] input', '');
+	await setField('.modal [data-name=via] select', 'direct');
+	await page.waitFor('document.querySelectorAll(".modal .cbi-input-invalid").length == 0', 'the fields to be valid');
+	await shot('settings-subscription.png');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const sec = committedSection('newsub');
+	assert.equal(sec['.type'], 'subscription');
+	assert.deepEqual([sec.url, sec.interval, sec.via, sec.user_agent], [panel.url + path0, '6h', 'direct', undefined]);
+	// The daemon reloaded the applied config and fetched the new subscription directly.
+	const st = await untilStatus((s) => { const n = subscriptionOf(s, 'newsub'); return n && n.members.length === 2; }, 'newsub with two members');
+	const got = subscriptionOf(st, 'newsub');
+	assert.deepEqual([got.via, got.fetched_via, got.interval, got.skipped, got.members.map((m) => m.label)], ['direct', 'direct', '6h0m0s', 1, PANEL_LABELS]);
+	assert.ok((await router.panel()).requests[path0] >= 1, 'the panel was never asked');
+	noPageErrors();
+});
+
+test('subscriptions status: the daemon\'s members with the provider\'s names as text, traffic, expiry; Refresh subscriptions reaches the daemon through rpcd\'s ACL; a failed refresh keeps the members and shows the error', async () => {
+	const path0 = '/sub/0123456789abcdef';
+	const userinfo = `upload=1073741824; download=2147483648; total=107374182400; expire=${Date.UTC(2027, 2, 1) / 1000}`;
+	const panel = await router.panel({ [path0]: { body: panelBody(), headers: { 'subscription-userinfo': userinfo } } });
+	await reset({ config: withSubscriptionURL(panel.url + path0) });
+	const st = await untilStatus((s) => { const m = subscriptionOf(s, 'myvpn'); return m && m.members.length === 2; }, 'myvpn with two members');
+	const sub = subscriptionOf(st, 'myvpn');
+	assert.deepEqual(sub.members.map((m) => m.label), PANEL_LABELS);
+	assert.equal(sub.last_error || '', '');
+	await openView('tgtun/status', STATUS_READY);
+	// The subscriptions table's row of myvpn (member proxies have rows of their own above).
+	const SUB_ROW = `(() => { const r = [...document.querySelectorAll('#tgtun-status tr')]
+		.find(r => r.querySelector('td') && r.querySelector('td').innerText.trim() == 'myvpn'); return r ? r.innerText : '' })()`;
+	const subRow = () => page.eval(SUB_ROW);
+	const markup = () => page.eval('document.querySelectorAll("#tgtun-status img, #tgtun-status b, .alert-message img, .alert-message b").length');
+	const members = `2: ${sub.members.map((m) => `${m.name} (${m.label})`).join(', ')}`;
+	let row = await subRow();
+	for (const s of [members, '1 links skipped (not usable)', '3.0 GiB of 100.0 GiB', '2027-03-01', '(downloaded)'])
+		assert.ok(row.includes(s), `the subscription row lacks ${s}: ${row}`);
+	assert.ok(!row.includes('The proxies from the last good refresh'), row);
+	assert.equal(await markup(), 0, 'a provider\'s link name became markup');
+	// The panel breaks, with a status line in its own words (and markup); the button asks
+	// the daemon to refresh now.
+	const asked = (await router.panel()).requests[path0];
+	await router.panel({ [path0]: { status: 503, reason: 'Service <b>Unavailable</b>' } });
+	const made = page.ubusCalls().length;
+	await click('button', 'Refresh subscriptions');
+	await page.waitFor(REFRESHED, 'the notification', 60000);
+	const error = `subscription myvpn (${panel.url}/<redacted>): HTTP 503 Service <b>Unavailable</b>`;
+	const note = await text('.alert-message');
+	assert.ok(note.includes(`Some subscriptions could not be refreshed (their last proxies stay in use): ${error}`), note);
+	assert.ok((await router.panel()).requests[path0] > asked, 'the daemon did not ask the panel again');
+	// The call went through uhttpd and rpcd's ACL to the daemon, which answered it.
+	const calls = page.ubusCalls().slice(made).filter((c) => c.object === 'tgtun' && c.method === 'update_subscriptions');
+	assert.equal(calls.length, 1, JSON.stringify(calls));
+	assert.deepEqual([calls[0].error, calls[0].status, calls[0].data.error], [null, 0, error]);
+	// The page refreshed: the error, and the members of the last good refresh kept.
+	await page.waitFor(`${SUB_ROW}.includes('HTTP 503')`, 'the error in the row').catch(async () => {
+		throw new Error(`the row shows no error: ${await subRow()}`);
+	});
+	row = await subRow();
+	for (const s of [members, 'HTTP 503 Service <b>Unavailable</b>', 'The proxies from the last good refresh stay in use.', '3.0 GiB of 100.0 GiB', '2027-03-01'])
+		assert.ok(row.includes(s), `the subscription row lacks ${s}: ${row}`);
+	assert.equal(await markup(), 0, 'a provider\'s text became markup');
+	await shot('status-subscription.png');
+	noPageErrors();
+});
 
 test('services tab: five services with the daemon\'s counts; ticking one creates its section and the daemon takes it', async () => {
 	await reset();

@@ -70,6 +70,15 @@ test('uhttpd looks the object up before the ACL: -32000 when it is not on the bu
 	const st = await root.call('tgtun', 'status');
 	assert.equal(st.result && st.result[0], 0, JSON.stringify(st));
 	assert.equal(st.result[1].running, true);
+	// update_subscriptions (the status page's button) takes the session too, with or
+	// without a subscription's name; a name the config lacks is ubus status 4.
+	const all = await root.call('tgtun', 'update_subscriptions');
+	assert.equal(all.result && all.result[0], 0, JSON.stringify(all));
+	assert.deepEqual(all.result[1].subscriptions.map((s) => s.name), ['myvpn']);
+	assert.match(all.result[1].error, /^subscription myvpn \(https:\/\/panel\.example\.org\/<redacted>\): /);
+	const one = await root.call('tgtun', 'update_subscriptions', { name: 'myvpn' });
+	assert.equal(one.result && one.result[0], 0, JSON.stringify(one));
+	assert.deepEqual((await root.call('tgtun', 'update_subscriptions', { name: 'nosuch' })).result, [4, { error: 'no subscription "nosuch"' }]);
 	// A method the ACL does not list is refused before it reaches the daemon.
 	assert.deepEqual((await root.call('tgtun', 'nosuch')).error, { code: -32002, message: 'Access denied' });
 	assert.equal((await rpc(['x', 'uci'])).error.code, -32700);
@@ -79,7 +88,9 @@ test('uhttpd looks the object up before the ACL: -32000 when it is not on the bu
 test('a login whose ACL lacks luci-app-tgtun: rpcd refuses the views\' calls; LuCI refuses the pages and hides the menu entry', async () => {
 	await router.daemon('real');
 	const op = await login('operator');
-	for (const [object, method] of [['tgtun', 'status'], ['tgtun', 'reload'], ['luci-rpc', 'getDHCPLeases']])
+	// Every method the views call (static.test.js holds them to the ACL).
+	for (const [object, method] of [['tgtun', 'status'], ['tgtun', 'check'], ['tgtun', 'reload'], ['tgtun', 'update_lists'],
+		['tgtun', 'update_subscriptions'], ['luci-rpc', 'getDHCPLeases']])
 		assert.deepEqual((await op.call(object, method)).error, { code: -32002, message: 'Access denied' }, `${object}.${method}`);
 	// uci is granted by luci-base, the tgtun config is not: rpcd's own permission check.
 	assert.deepEqual((await op.call('uci', 'get', { config: 'tgtun' })).result, [6]);

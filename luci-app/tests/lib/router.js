@@ -193,6 +193,11 @@ config login
 	// What procd's service object and a fake tgtun received since the last time.
 	events() { return this.cmd('events'); }
 
+	// A subscription provider's panel on the test network's internet host, which the
+	// daemon fetches from: sets the answer of each path given ({ status, reason, body,
+	// headers }); { url, requests: { path: count } }.
+	panel(answers = {}) { return this.cmd('panel', { answers }); }
+
 	configPath(name) { return path.join(this.dir, 'etc/config', name); }
 
 	writeConfig(name, text) { fs.writeFileSync(this.configPath(name), text); }

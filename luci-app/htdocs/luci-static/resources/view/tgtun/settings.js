@@ -1475,10 +1475,16 @@ return view.extend({
 			_('How the URL is fetched: through the proxy in use (directly while none works), directly, or through one proxy.'));
 		o.value('', _('the proxy in use'));
 		o.value('direct', _('directly'));
+		/* Every proxy section, as the daemon's check allows: an interface proxy (a
+		 * WireGuard tunnel, say) too. */
 		uci.sections('tgtun', 'proxy').forEach(function(p) {
-			if ((p.server || '') != '')
-				o.value(p['.name'], _('proxy %s').format(p['.name']));
+			o.value(p['.name'], _('proxy %s').format(p['.name']));
 		});
+		/* Unset is the proxy in use (LuCI's grid would say "none"). */
+		o.textvalue = function(section_id) {
+			var v = this.cfgvalue(section_id);
+			return (v == null || v === '') ? _('the proxy in use') : form.ListValue.prototype.textvalue.apply(this, arguments);
+		};
 
 		o = s.option(form.Value, 'interval', _('Refresh every'),
 			_('e.g. 6h, 1d; at least 10m. Empty: what the provider asks (profile-update-interval), else 12h.'));

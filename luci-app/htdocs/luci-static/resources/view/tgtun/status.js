@@ -92,23 +92,32 @@ function latency(ns) {
 	return (ns >= 1e9) ? '%.2f s'.format(ns / 1e9) : '%d ms'.format(Math.round(ns / 1e6));
 }
 
+/* What the daemon says (errors, names, a provider's and a proxy server's words) as
+ * text: E() and dom.content() take a string alone as markup, the items of an array as
+ * text nodes. Elements pass as they are. */
+function plain(v) {
+	if (Array.isArray(v) || dom.elem(v))
+		return v;
+	return [ v == null ? '' : String(v) ];
+}
+
 function badge(ok, yes, no) {
-	return E('span', { 'class': 'tgtun-badge ' + (ok ? 'tgtun-ok' : 'tgtun-fail') }, ok ? yes : no);
+	return E('span', { 'class': 'tgtun-badge ' + (ok ? 'tgtun-ok' : 'tgtun-fail') }, plain(ok ? yes : no));
 }
 
 function table(titles, rows, empty) {
 	var t = E('table', { 'class': 'table' }, [
 		E('tr', { 'class': 'tr table-titles' }, titles.map(function(title) {
-			return E('th', { 'class': 'th' }, title);
+			return E('th', { 'class': 'th' }, plain(title));
 		}))
 	]);
 	if (rows.length == 0)
 		t.appendChild(E('tr', { 'class': 'tr placeholder' }, [
-			E('td', { 'class': 'td', 'colspan': titles.length }, E('em', {}, empty))
+			E('td', { 'class': 'td', 'colspan': titles.length }, E('em', {}, plain(empty)))
 		]));
 	rows.forEach(function(cells) {
 		t.appendChild(E('tr', { 'class': 'tr' }, cells.map(function(c, i) {
-			return E('td', { 'class': 'td', 'data-title': titles[i] }, c);
+			return E('td', { 'class': 'td', 'data-title': titles[i] }, plain(c));
 		})));
 	});
 	return t;
@@ -118,14 +127,14 @@ function table(titles, rows, empty) {
 function facts(rows) {
 	return E('table', { 'class': 'table' }, rows.filter(function(r) { return r != null }).map(function(r) {
 		return E('tr', { 'class': 'tr' }, [
-			E('td', { 'class': 'td left', 'width': '33%' }, r[0]),
-			E('td', { 'class': 'td left' }, r[1])
+			E('td', { 'class': 'td left', 'width': '33%' }, plain(r[0])),
+			E('td', { 'class': 'td left' }, plain(r[1]))
 		]);
 	}));
 }
 
 function section(title, content) {
-	return E('div', { 'class': 'cbi-section' }, [ E('h3', {}, title) ].concat(content));
+	return E('div', { 'class': 'cbi-section' }, [ E('h3', {}, plain(title)) ].concat(content));
 }
 
 var TYPE_NAMES = {
@@ -165,7 +174,7 @@ return view.extend({
 		return section(_('Service'), [
 			facts([
 				[ _('State'), badge(false, '', _('Not running')) ],
-				[ _('Error'), E('code', {}, errorText(err)) ],
+				[ _('Error'), E('code', {}, plain(errorText(err))) ],
 				[ _('What to do'), why ]
 			])
 		]);
@@ -190,7 +199,7 @@ return view.extend({
 					st.config || '-', ' · ', _('reloaded %s').format(age(st.last_reload))
 				]) ],
 				st.last_reload_error ? [ _('Last reload failed'), E('span', { 'class': 'tgtun-error' },
-					_('%s (the previous configuration is still in use)').format(st.last_reload_error)) ] : null,
+					plain(_('%s (the previous configuration is still in use)').format(st.last_reload_error))) ] : null,
 				[ _('When no proxy works'), st.fail_mode == 'direct' ? _('traffic goes direct') : _('traffic is blocked') ],
 				[ _('Network setup'), E('span', {}, setup.map(function(s) {
 					return badge(s[0], '✓ ' + s[1], '✗ ' + s[1]);
@@ -198,9 +207,9 @@ return view.extend({
 				[ _('Target prefixes'), _('%d IPv4, %d IPv6 (bypassed: %d IPv4, %d IPv6)').format(
 					net.Targets4 || 0, net.Targets6 || 0, net.Bypass4 || 0, net.Bypass6 || 0) ],
 				net.RouterTraffic ? [ _('Router\'s own traffic'), _('tunnelled too') ] : null,
-				st.net_error ? [ _('Network error'), E('span', { 'class': 'tgtun-error' }, st.net_error) ] : null,
+				st.net_error ? [ _('Network error'), E('span', { 'class': 'tgtun-error' }, plain(st.net_error)) ] : null,
 				(st.warnings && st.warnings.length) ? [ _('Warnings'), E('ul', { 'class': 'tgtun-warnings' },
-					st.warnings.map(function(w) { return E('li', {}, w) })) ] : null
+					st.warnings.map(function(w) { return E('li', {}, plain(w)) })) ] : null
 			])
 		]);
 	},
@@ -218,7 +227,7 @@ return view.extend({
 					age(p.last_check),
 					String(p.flows || 0),
 					(p.last_error || p.error || p.hint) ? E('div', {}, [
-						(p.last_error || p.error) ? E('div', { 'class': 'tgtun-error' }, p.last_error || p.error) : '',
+						(p.last_error || p.error) ? E('div', { 'class': 'tgtun-error' }, plain(p.last_error || p.error)) : '',
 						p.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', p.hint ]) : ''
 					]) : '-'
 				];
@@ -231,12 +240,12 @@ return view.extend({
 			[ _('Name'), _('Source'), _('Entries'), _('Updated'), _('Last attempt'), _('Last error') ],
 			(lists || []).map(function(l) {
 				return [
-					E('span', { 'title': l.url || '' }, [ l.name, ' ', E('small', {}, '(%s)'.format(l.kind)) ]),
+					E('span', { 'title': l.url || '' }, [ l.name, ' ', E('small', {}, plain('(%s)'.format(l.kind))) ]),
 					ORIGINS[l.origin] || l.origin,
 					_('%d IPv4, %d IPv6').format(l.entries4 || 0, l.entries6 || 0),
 					age(l.updated_at),
 					age(l.last_attempt),
-					l.last_error ? E('span', { 'class': 'tgtun-error' }, l.last_error) : '-'
+					l.last_error ? E('span', { 'class': 'tgtun-error' }, plain(l.last_error)) : '-'
 				];
 			}),
 			_('No lists: tick a service or add subnets in Settings.')));
@@ -253,7 +262,7 @@ return view.extend({
 			f.per_device_limit != null ? [ _('Limit per device'), _('%d connections; refused over it: %d').format(
 				f.per_device_limit, f.refused_per_device || 0) ] : null,
 			top.length ? [ _('Busiest devices'), E('ul', { 'class': 'tgtun-warnings' }, top.map(function(d) {
-				return E('li', {}, _('%s: %d connections').format(d.address, d.flows || 0));
+				return E('li', {}, plain(_('%s: %d connections').format(d.address, d.flows || 0)));
 			})) ] : null,
 			[ _('Dropped UDP datagrams'), String(f.dropped_udp || 0) ]
 		]));
@@ -323,7 +332,7 @@ return view.extend({
 		return section(_('DNS'), facts([
 			[ _('Forwarder'), dns.listen || '-' ],
 			[ _('Upstream resolver'), dns.upstream || '-' ],
-			[ _('dnsmasq'), ok ? badge(true, _('ok'), '') : E('span', { 'class': 'tgtun-error' }, dns.dnsmasq || _('unknown')) ]
+			[ _('dnsmasq'), ok ? badge(true, _('ok'), '') : E('span', { 'class': 'tgtun-error' }, plain(dns.dnsmasq || _('unknown'))) ]
 		]));
 	},
 
@@ -353,15 +362,15 @@ return view.extend({
 			var lists = (res && res.lists) || [];
 			var failed = lists.filter(function(l) { return l.last_error });
 			if (res && res.error)
-				ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(res.error)), 'error');
+				ui.addNotification(null, E('p', {}, plain(_('Updating the lists failed: %s').format(res.error))), 'error');
 			else if (failed.length)
-				ui.addNotification(null, E('p', {}, _('Some lists could not be updated: %s').format(
-					failed.map(function(l) { return l.name + ': ' + l.last_error }).join('; '))), 'warning');
+				ui.addNotification(null, E('p', {}, plain(_('Some lists could not be updated: %s').format(
+					failed.map(function(l) { return l.name + ': ' + l.last_error }).join('; ')))), 'warning');
 			else
-				ui.addNotification(null, E('p', {}, _('Lists updated: %d.').format(lists.length)), 'info');
+				ui.addNotification(null, E('p', {}, plain(_('Lists updated: %d.').format(lists.length))), 'info');
 			return this.refresh();
 		}, this), function(err) {
-			ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(errorText(err))), 'error');
+			ui.addNotification(null, E('p', {}, plain(_('Updating the lists failed: %s').format(errorText(err)))), 'error');
 		});
 	},
 
@@ -369,22 +378,22 @@ return view.extend({
 		return callUpdateSubscriptions().then(L.bind(function(res) {
 			var list = (res && res.subscriptions) || [];
 			if (res && res.error)
-				ui.addNotification(null, E('p', {}, [ _('Some subscriptions could not be refreshed (their last proxies stay in use): %s').format(res.error) ]), 'warning');
+				ui.addNotification(null, E('p', {}, plain(_('Some subscriptions could not be refreshed (their last proxies stay in use): %s').format(res.error))), 'warning');
 			else
-				ui.addNotification(null, E('p', {}, _('Subscriptions refreshed: %d.').format(list.length)), 'info');
+				ui.addNotification(null, E('p', {}, plain(_('Subscriptions refreshed: %d.').format(list.length))), 'info');
 			return this.refresh();
 		}, this), function(err) {
-			ui.addNotification(null, E('p', {}, [ _('Refreshing the subscriptions failed: %s').format(errorText(err)) ]), 'error');
+			ui.addNotification(null, E('p', {}, plain(_('Refreshing the subscriptions failed: %s').format(errorText(err)))), 'error');
 		});
 	},
 
 	handleReload: function() {
 		return callReload().then(L.bind(function() {
-			ui.addNotification(null, E('p', {}, _('The configuration was reloaded.')), 'info');
+			ui.addNotification(null, E('p', {}, plain(_('The configuration was reloaded.'))), 'info');
 			return this.refresh();
 		}, this), L.bind(function(err) {
 			ui.addNotification(null, E('p', {},
-				_('Reload failed: %s. The daemon keeps its previous configuration; see Last reload failed below.').format(errorText(err))), 'error');
+				plain(_('Reload failed: %s. The daemon keeps its previous configuration; see Last reload failed below.').format(errorText(err)))), 'error');
 			return this.refresh();
 		}, this));
 	},
@@ -402,7 +411,7 @@ return view.extend({
 						s.name,
 						badge(s.ok, _('ok'), _('failed')),
 						E('div', {}, [
-							E('div', {}, s.detail || ''),
+							E('div', {}, plain(s.detail)),
 							s.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', s.hint ]) : ''
 						])
 					];
