@@ -222,7 +222,9 @@ return view.extend({
 					E('span', { 'style': 'white-space:nowrap' }, [ p.name, p.active ? ' ' : '', p.active ? E('span', { 'class': 'tgtun-badge tgtun-active' }, _('in use')) : '' ]),
 					TYPE_NAMES[p.type] || p.type || '-',
 					p.server || p['interface'] || '-',
-					badge(p.healthy, _('healthy'), _('unhealthy')),
+					(p.state == 'unknown')
+						? E('span', { 'class': 'tgtun-badge' }, plain(_('not checked yet')))
+						: badge(p.healthy, _('healthy'), _('unhealthy')),
 					p.healthy ? latency(p.latency) : '-',
 					age(p.last_check),
 					String(p.flows || 0),
