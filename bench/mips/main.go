@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -225,8 +226,12 @@ func run(ctx context.Context, o options) error {
 	var bootErr error
 	for i, plan := range boots {
 		progress("boot %d/%d: %s round %d (%d runs)", i+1, len(boots), plan.Kind, plan.Round, len(plan.Runs))
-		res, err := boot(ctx, o, vm, tools, plan, filepath.Join(runDir, fmt.Sprintf("%02d-%s-%d", i+1, plan.Kind, plan.Round)))
+		bootDir := filepath.Join(runDir, fmt.Sprintf("%02d-%s-%d", i+1, plan.Kind, plan.Round))
+		res, err := boot(ctx, o, vm, tools, plan, bootDir)
 		results = append(results, res...)
+		if plan.Kind == "pprof" {
+			topProfiles(ctx, filepath.Join(bootDir, "guest"))
+		}
 		if err != nil {
 			bootErr = fmt.Errorf("boot %d (%s round %d): %w", i+1, plan.Kind, plan.Round, err)
 			break
@@ -514,6 +519,17 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	var results []wire.Result
 	var last []string
 	done, fatal := false, ""
+	// The guest's first line must come within a few minutes (kernel, initrd, root file
+	// system); a boot that hangs there is not worth waiting the whole limit for.
+	var started atomic.Bool
+	var bootHung atomic.Bool
+	firstLine := time.AfterFunc(6*time.Minute, func() {
+		if !started.Load() {
+			bootHung.Store(true)
+			cancel()
+		}
+	})
+	defer firstLine.Stop()
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -531,6 +547,9 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 			progress("  %s", r.Summary())
 			continue
 		}
+		if strings.Contains(line, "@@") {
+			started.Store(true)
+		}
 		if i := strings.Index(line, wire.ProgressPrefix); i >= 0 {
 			progress("  [%s] %s", time.Since(t0).Round(time.Second), line[i+len(wire.ProgressPrefix):])
 		}
@@ -547,6 +566,8 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	}
 	tailText := strings.Join(last, "\n")
 	switch {
+	case bootHung.Load():
+		return results, fmt.Errorf("the emulated router did not come up within 6 minutes (console: %s); its last lines:\n%s", consolePath, tailText)
 	case bctx.Err() != nil:
 		return results, fmt.Errorf("timed out after %s (console: %s); its last lines:\n%s", limit, consolePath, tailText)
 	case fatal != "":
@@ -556,6 +577,20 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	}
 	progress("  boot done in %s", time.Since(t0).Round(time.Second))
 	return results, nil
+}
+
+// topProfiles writes `go tool pprof -top` of every profile the guest brought back beside it.
+func topProfiles(ctx context.Context, dir string) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pprof"))
+	for _, f := range files {
+		out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=45", f).CombinedOutput()
+		if err != nil {
+			progress("pprof %s: %v", f, err)
+			continue
+		}
+		_ = os.WriteFile(f+".top.txt", out, 0o644)
+		progress("profile %s (top: %s.top.txt)", f, f)
+	}
 }
 
 // unpackResults extracts the tar the guest wrote onto the raw result disk.

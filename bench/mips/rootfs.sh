@@ -79,7 +79,8 @@ install -m 0755 "$here/init.sh" "$target/sbin/tgtun-bench-init"
 echo tgtun-mips >"$target/etc/hostname"
 rm -f "$target"/var/cache/apt/archives/*.deb
 
-kernel=$(find "$target/boot" -name 'vmlinux-*' | sort | tail -n 1)
+# Debian's mipsel vmlinuz is an ELF that qemu's -kernel loads as it is.
+kernel=$(find "$target/boot" -name 'vmlinu[xz]-*' | sort | tail -n 1)
 initrd=$(find "$target/boot" -name 'initrd.img-*' | sort | tail -n 1)
 if [ -z "$kernel" ] || [ -z "$initrd" ]; then
 	echo "rootfs.sh: no vmlinux or initrd.img in $target/boot (linux-image-4kc-malta missing?)" >&2

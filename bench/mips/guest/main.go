@@ -275,6 +275,12 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 	}
 	var p *proc
 	if len(r.Argv) > 0 {
+		snap := snapshotRouter(ctx)
+		defer func() {
+			if left := restoreRouter(ctx, snap); left != "" {
+				res.Notes["left_behind"] = left
+			}
+		}()
 		t0 := time.Now()
 		var err error
 		if p, err = g.start(logName(r), nsRtr, r.Argv...); err != nil {
@@ -318,7 +324,14 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 			return err
 		}
 		v0 := vmBusyTicks()
+		var h0 int64
+		if g.site != nil {
+			h0 = g.site.hellos.Load()
+		}
 		time.Sleep(time.Duration(g.plan.IdleSeconds) * time.Second)
+		if g.site != nil {
+			set("tls_handshakes_idle", float64(g.site.hellos.Load()-h0))
+		}
 		c1, err := procTicks(p.pid())
 		if err != nil {
 			return err
@@ -378,6 +391,56 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 		return fmt.Errorf("%s exited during the run: %v", r.Name, p.err)
 	}
 	return nil
+}
+
+// routerState is what a relay may leave behind in the router namespace: nft tables,
+// links, and whether policy rules were added.
+type routerState struct {
+	tables, links, rules4, rules6 string
+}
+
+func snapshotRouter(ctx context.Context) routerState {
+	get := func(argv ...string) string { out, _ := run(ctx, argv...); return out }
+	return routerState{
+		tables: get(inNS(nsRtr, "nft", "list", "tables")...),
+		links:  get("ip", "-n", nsRtr, "-o", "link", "show"),
+		rules4: get("ip", "-n", nsRtr, "-4", "rule", "show"),
+		rules6: get("ip", "-n", nsRtr, "-6", "rule", "show"),
+	}
+}
+
+// restoreRouter removes what the last relay left in the router (a relay killed before
+// it cleaned up must not break the next one) and says what that was.
+func restoreRouter(ctx context.Context, before routerState) string {
+	now := snapshotRouter(ctx)
+	var left []string
+	for _, line := range strings.Split(now.tables, "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.Contains(before.tables, line) {
+			left = append(left, line)
+			_, _ = run(ctx, inNS(nsRtr, append([]string{"nft", "delete"}, strings.Fields(line)...)...)...)
+		}
+	}
+	for _, line := range strings.Split(now.links, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if !strings.Contains(before.links, " "+name+":") && !strings.Contains(before.links, " "+name+"@") {
+			left = append(left, "link "+name)
+			_, _ = run(ctx, "ip", "-n", nsRtr, "link", "del", name)
+		}
+	}
+	for _, fam := range []struct{ flag, before, now string }{{"-4", before.rules4, now.rules4}, {"-6", before.rules6, now.rules6}} {
+		if fam.before == fam.now {
+			continue
+		}
+		left = append(left, "ip "+fam.flag+" rules")
+		_, _ = run(ctx, "ip", "-n", nsRtr, fam.flag, "rule", "flush")
+		_, _ = run(ctx, "ip", "-n", nsRtr, fam.flag, "rule", "add", "priority", "32766", "lookup", "main")
+		_, _ = run(ctx, "ip", "-n", nsRtr, fam.flag, "rule", "add", "priority", "32767", "lookup", "default")
+	}
+	return strings.Join(left, "; ")
 }
 
 // routeIntoTun waits for the relay's TUN, brings it up and routes the messenger into it.
