@@ -14,6 +14,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -170,6 +171,9 @@ func run(ctx context.Context, o options) error {
 	if tools.guest, err = buildGuest(ctx, bins); err != nil {
 		return err
 	}
+	if tools.initrd, err = buildInitrd(ctx, vm, bins); err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
 	if len(o.variants) == 0 {
 		p := filepath.Join(bins, "tgtun-mipsel")
 		progress("building tgtun for mipsel from this checkout")
@@ -288,7 +292,7 @@ func lockQemu(cache string) (func(), error) {
 }
 
 // vmFiles is the cached emulated router.
-type vmFiles struct{ dir, kernel, initrd, rootfs string }
+type vmFiles struct{ dir, kernel, modules, rootfs string }
 
 // ensureRootfs returns the cached root file system, building it first (about 15
 // minutes) when the cache has none for this package list and these scripts.
@@ -303,7 +307,7 @@ func ensureRootfs(ctx context.Context, cache string) (vmFiles, error) {
 		h.Write(raw)
 	}
 	dir := filepath.Join(cache, "rootfs-"+hex.EncodeToString(h.Sum(nil))[:12])
-	vm := vmFiles{dir: dir, kernel: filepath.Join(dir, "vmlinux"), initrd: filepath.Join(dir, "initrd.img"), rootfs: filepath.Join(dir, "rootfs.img")}
+	vm := vmFiles{dir: dir, kernel: filepath.Join(dir, "vmlinux"), modules: filepath.Join(dir, "modules"), rootfs: filepath.Join(dir, "rootfs.img")}
 	if _, err := os.Stat(filepath.Join(dir, "ok")); err == nil {
 		progress("root file system: %s (cached)", dir)
 		return vm, nil
@@ -317,10 +321,70 @@ func ensureRootfs(ctx context.Context, cache string) (vmFiles, error) {
 	return vm, nil
 }
 
-// toolFiles are the mipsel programs copied onto each boot's bench disk.
+// toolFiles are the mipsel programs copied onto each boot's bench disk, and the initramfs.
 type toolFiles struct {
-	guest, hev, xray, singBox, pprofTgtun string
+	guest, hev, xray, singBox, pprofTgtun, initrd string
 }
+
+// buildInitrd writes the emulated router's initramfs (an uncompressed newc cpio): its
+// /init (bench/mips/initrd) and the root file system's modules that mount the root disk.
+func buildInitrd(ctx context.Context, vm vmFiles, dir string) (string, error) {
+	initBin := filepath.Join(dir, "initrd-init")
+	if err := goBuildMipsle(ctx, initBin, "./bench/mips/initrd", ""); err != nil {
+		return "", err
+	}
+	order, err := os.ReadFile(filepath.Join(vm.modules, "order"))
+	if err != nil {
+		return "", err
+	}
+	var buf bytes.Buffer
+	w := cpioWriter{w: &buf}
+	w.dir("lib")
+	w.dir("lib/modules")
+	for _, m := range strings.Fields(string(order)) {
+		raw, err := os.ReadFile(filepath.Join(vm.modules, m))
+		if err != nil {
+			return "", err
+		}
+		w.file("lib/modules/"+m, 0o644, raw)
+	}
+	w.file("modules", 0o644, order)
+	raw, err := os.ReadFile(initBin)
+	if err != nil {
+		return "", err
+	}
+	w.file("init", 0o755, raw)
+	w.trailer()
+	out := filepath.Join(dir, "initrd.cpio")
+	return out, os.WriteFile(out, buf.Bytes(), 0o644)
+}
+
+// cpioWriter writes the "newc" format the kernel unpacks into its initramfs.
+type cpioWriter struct {
+	w   *bytes.Buffer
+	ino int
+}
+
+func (c *cpioWriter) entry(name string, mode uint32, data []byte) {
+	c.ino++
+	fmt.Fprintf(c.w, "070701%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+		c.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
+	c.w.WriteString(name)
+	c.w.WriteByte(0)
+	c.pad()
+	c.w.Write(data)
+	c.pad()
+}
+
+func (c *cpioWriter) pad() {
+	for c.w.Len()%4 != 0 {
+		c.w.WriteByte(0)
+	}
+}
+
+func (c *cpioWriter) dir(name string)                            { c.entry(name, 0o040755, nil) }
+func (c *cpioWriter) file(name string, perm uint32, data []byte) { c.entry(name, 0o100000|perm, data) }
+func (c *cpioWriter) trailer()                                   { c.entry("TRAILER!!!", 0, nil) }
 
 // ensurePeers builds (once, into the cache) hev-socks5-tunnel, Xray and sing-box for mipsel.
 func ensurePeers(ctx context.Context, o options, vm vmFiles) (toolFiles, error) {
@@ -493,8 +557,8 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	args := []string{
 		"-M", "malta", "-cpu", "24Kc", "-m", "256", "-smp", "1",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
-		"-kernel", vm.kernel, "-initrd", vm.initrd,
-		"-append", "root=/dev/sda rw console=ttyS0 init=/sbin/tgtun-bench-init quiet loglevel=3 panic=-1",
+		"-kernel", vm.kernel, "-initrd", tools.initrd,
+		"-append", "console=ttyS0 quiet loglevel=3 panic=-1",
 		"-drive", "file=" + vm.rootfs + ",format=raw,if=ide,index=0,snapshot=on",
 		"-drive", "file=" + disk + ",format=raw,if=ide,index=1",
 		"-drive", "file=" + resultImg + ",format=raw,if=ide,index=2",
