@@ -61,6 +61,7 @@ type options struct {
 	pprof               bool
 	bootTimeout         time.Duration
 	siteAES, keepImages bool
+	kernelArgs          string
 }
 
 // variant is one tgtun binary to measure: NAME=PATH[,ENV=VALUE...].
@@ -116,6 +117,7 @@ func main() {
 	flag.BoolVar(&o.pprof, "pprof", false, "one more boot: tgtun of this checkout built with -tags tgtun_pprof, CPU profiles of idle, upload and download (also with TGTUN_TUN_OFFLOAD=0), brought back to the cache's run directory")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 0, "limit of one boot (0: from the plan's size)")
 	flag.BoolVar(&o.siteAES, "site-aes", true, "the site REALITY imitates chooses cipher suites like a server with AES instructions (as real sites); false: like Go on a core without")
+	flag.StringVar(&o.kernelArgs, "kernel-args", "", "more kernel command line `arguments`")
 	flag.BoolVar(&o.keepImages, "keep", false, "keep each boot's disk images and console log in the run directory")
 	flag.Parse()
 	o.protocols = splitList(*protocols)
@@ -299,7 +301,7 @@ type vmFiles struct{ dir, kernel, modules, rootfs string }
 func ensureRootfs(ctx context.Context, cache string) (vmFiles, error) {
 	h := sha256.New()
 	fmt.Fprintln(h, strings.Join(rootfsPackages, " "))
-	for _, f := range []string{"rootfs.sh", "init.sh"} {
+	for _, f := range []string{"rootfs.sh"} {
 		raw, err := os.ReadFile(filepath.Join("bench/mips", f))
 		if err != nil {
 			return vmFiles{}, fmt.Errorf("run from the checkout's root: %w", err)
@@ -556,9 +558,9 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	defer cancel()
 	args := []string{
 		"-M", "malta", "-cpu", "24Kc", "-m", "256", "-smp", "1",
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
+		"-display", "none", "-vga", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-nic", "none",
 		"-kernel", vm.kernel, "-initrd", tools.initrd,
-		"-append", "console=ttyS0 quiet loglevel=3 panic=-1",
+		"-append", strings.TrimSpace("console=ttyS0 quiet loglevel=3 panic=-1 " + o.kernelArgs),
 		"-drive", "file=" + vm.rootfs + ",format=raw,if=ide,index=0,snapshot=on",
 		"-drive", "file=" + disk + ",format=raw,if=ide,index=1",
 		"-drive", "file=" + resultImg + ",format=raw,if=ide,index=2",

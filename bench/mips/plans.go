@@ -465,7 +465,7 @@ func benchDisk(tools toolFiles, b *bootPlan, dir string) (string, error) {
 	}
 	img := filepath.Join(dir, "bench.img")
 	os.Remove(img)
-	out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-d", tree, img, fmt.Sprintf("%dk", size*5/4/1024)).CombinedOutput()
+	out, err := exec.Command("mke2fs", "-q", "-t", "ext2", "-L", "tgtun-bench", "-d", tree, img, fmt.Sprintf("%dk", size*5/4/1024)).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("mke2fs bench disk: %w: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -23,7 +23,6 @@ cache=$1
 shift
 pkgs=$(IFS=,; echo "$*")
 mirror=${MIPS_MIRROR:-http://deb.debian.org/debian}
-here=$(cd "$(dirname "$0")" && pwd)
 
 if [ -e "$cache/ok" ]; then
 	exit 0
@@ -112,9 +111,8 @@ if awk -v t="$target" '$2 ~ "^"t"(/|$)" {found=1} END {exit !found}' /proc/mount
 	exit 1
 fi
 
-# The guest's own settings: no getty, no services (init= is the bench's stub), the
-# stub that mounts the bench disk and runs its script.
-install -m 0755 "$here/init.sh" "$target/sbin/tgtun-bench-init"
+# No init, getty or service of Debian's runs: the bench's initramfs hands over to the
+# bench disk's run.sh.
 echo tgtun-mips >"$target/etc/hostname"
 rm -f "$target"/var/cache/apt/archives/*.deb "$target"/boot/initrd.img-*
 finish "$target" "$work"

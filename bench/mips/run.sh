@@ -1,10 +1,14 @@
 #!/bin/sh
-# run.sh: the bench disk's script, started by the guest's init (/sbin/tgtun-bench-init).
-# It loads the kernel modules the relays need, says which are missing, and runs the
-# guest program on plan.json; the guest prints the results on this console and writes
-# its logs and profiles as a tar onto the raw third disk (/dev/sdc).
+# run.sh: the bench disk's script, the emulated router's first process after the
+# initramfs (bench/mips/initrd) mounted everything. It loads the kernel modules the relays
+# need, says which are missing, and runs the guest program on plan.json; the guest prints
+# the results on this console and writes its logs and profiles as a tar onto the raw
+# result disk (RESULT_DEV). Then it powers the machine off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 dmesg -n 1 2>/dev/null
-echo "@@progress kernel $(uname -r), $(awk '/^cpu model/ {print $4; exit}' /proc/cpuinfo) $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+echo "@@progress kernel $(uname -r), $(sed -n 's/^cpu model[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+cs=/sys/devices/system/clocksource/clocksource0
+echo "@@progress clocksource $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))"
 missing=""
 # tun for the TUN relays; nft_tproxy, nft_socket and their dependencies for the
 # kernel-TCP engine (nft tproxy); the rest loads on demand.
@@ -14,5 +18,10 @@ done
 if [ -n "$missing" ]; then
 	echo "@@progress kernel modules that did not load:$missing"
 fi
+hostname tgtun-mips
 mkdir -p /run/netns /tmp/logs
-exec /bench/guest run /bench/plan.json /dev/sdc
+/bench/guest run /bench/plan.json "$RESULT_DEV"
+echo "@@progress guest exit $?"
+sync
+echo o >/proc/sysrq-trigger
+sleep 30

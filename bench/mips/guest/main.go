@@ -24,10 +24,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/tgtun/tgtun/bench/mips/wire"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -93,6 +95,7 @@ func runPlan(planPath, resultDev string) error {
 			progress("collect: %v", err)
 		}
 	}()
+	go watchClock()
 	progress("round %d (%s): building the test network", g.plan.Round, g.plan.Kind)
 	if err := buildNet(); err != nil {
 		return fmt.Errorf("test network: %w", err)
@@ -102,10 +105,37 @@ func runPlan(planPath, resultDev string) error {
 	}
 	for i, r := range g.plan.Runs {
 		progress("round %d: run %d/%d %s", g.plan.Round, i+1, len(g.plan.Runs), r.Name)
+		back0 := clockBack.Load()
 		res := g.measure(r)
+		if n := clockBack.Load() - back0; n > 0 {
+			res.Notes["clock"] = fmt.Sprintf("the guest's clock stepped backwards %d time(s) during the run (largest %.3f s)", n, float64(clockBackMax.Load())/1e9)
+		}
 		fmt.Println(res.Line())
 	}
+	progress("clock: %d backward step(s), largest %.3f s", clockBack.Load(), float64(clockBackMax.Load())/1e9)
 	return nil
+}
+
+// clockBack counts the times the guest's wall clock (what dante and the relays see)
+// went backwards, clockBackMax the largest step in ns: under TCG on a loaded host the
+// emulated timer can misbehave, and the results say so.
+var clockBack, clockBackMax atomic.Int64
+
+func watchClock() {
+	var ts unix.Timespec
+	last := int64(0)
+	for {
+		_ = unix.ClockGettime(unix.CLOCK_REALTIME, &ts)
+		now := ts.Nano()
+		if last != 0 && now < last {
+			clockBack.Add(1)
+			if d := last - now; d > clockBackMax.Load() {
+				clockBackMax.Store(d)
+			}
+		}
+		last = now
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // proc is a program the guest started.
