@@ -110,14 +110,17 @@ func main() {
 	flag.StringVar(&o.out, "o", "bench/mips-results.json", "results `file`")
 	flag.StringVar(&o.shared, "shared", "../shared", "`directory` with peers/"+hevTarball)
 	flag.IntVar(&o.seconds, "t", 5, "iperf3 `seconds` per direction")
-	flag.IntVar(&o.conns, "conns", 30, "connect+first byte samples per variant and round")
+	flag.IntVar(&o.conns, "conns", 20, "connect+first byte samples per variant and round")
 	flag.IntVar(&o.flows, "flows", 200, "idle TCP flows held for the memory figure")
 	flag.IntVar(&o.idle, "idle", 10, "`seconds` of the idle CPU window")
 	protocols := flag.String("protocols", strings.Join(allProtocols, ","), "encrypted protocols to measure")
 	flag.BoolVar(&o.pprof, "pprof", false, "one more boot: tgtun of this checkout built with -tags tgtun_pprof, CPU profiles of idle, upload and download (also with TGTUN_TUN_OFFLOAD=0), brought back to the cache's run directory")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 0, "limit of one boot (0: from the plan's size)")
 	flag.BoolVar(&o.siteAES, "site-aes", true, "the site REALITY imitates chooses cipher suites like a server with AES instructions (as real sites); false: like Go on a core without")
-	flag.StringVar(&o.kernelArgs, "kernel-args", "", "more kernel command line `arguments`")
+	// clocksource=jiffies: the Malta's only other clocksource (the CP0 counter) made the
+	// guest's clock step backwards by tens of seconds under a loaded host (dante aborts its
+	// I/O children then); jiffies never goes backwards.
+	flag.StringVar(&o.kernelArgs, "kernel-args", "clocksource=jiffies", "kernel command line `arguments` besides the console's")
 	flag.BoolVar(&o.keepImages, "keep", false, "keep each boot's disk images and console log in the run directory")
 	flag.Parse()
 	o.protocols = splitList(*protocols)
@@ -237,6 +240,10 @@ func run(ctx context.Context, o options) error {
 		results = append(results, res...)
 		if plan.Kind == "pprof" {
 			topProfiles(ctx, filepath.Join(bootDir, "guest"))
+		}
+		// The figures so far, in case a later boot never ends.
+		if part := summarize(o, results); part.write(o.out) == nil {
+			progress("figures of %d boot(s) so far in %s", i+1, o.out)
 		}
 		if err != nil {
 			bootErr = fmt.Errorf("boot %d (%s round %d): %w", i+1, plan.Kind, plan.Round, err)

@@ -299,6 +299,8 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 	ctx := context.Background()
 	cl := client{socks: r.Socks}
 	set := func(k string, v float64) { res.Values[k] = v }
+	t0 := time.Now()
+	phase := func(what string) { progress("  %s/%s: %s (%.0f s into the run)", r.Group, r.Name, what, time.Since(t0).Seconds()) }
 	var hello0 int64
 	if g.site != nil {
 		hello0 = g.site.hellos.Load()
@@ -311,7 +313,7 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 				res.Notes["left_behind"] = left
 			}
 		}()
-		t0 := time.Now()
+		t0 = time.Now()
 		var err error
 		if p, err = g.start(logName(r), nsRtr, r.Argv...); err != nil {
 			return err
@@ -335,6 +337,7 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 		if err := waitReady(ctx, cl, p, 240*time.Second); err != nil {
 			return err
 		}
+		phase("ready")
 		set("start_wall_s", time.Since(t0).Seconds())
 		cpu, err := procCPU(p.pid())
 		if err != nil {
@@ -346,6 +349,7 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 	}
 	time.Sleep(3 * time.Second) // start-up's garbage and timers settle
 	if r.Idle && p != nil {
+		phase("idle")
 		if err := g.profile(r, p, "idle", true); err != nil {
 			return err
 		}
@@ -380,11 +384,13 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 		set("threads_idle", st["Threads"])
 	}
 	if r.Flows {
+		phase(fmt.Sprintf("holding %d idle flows", g.plan.Flows))
 		if err := g.holdFlows(ctx, cl, p, set); err != nil {
 			return err
 		}
 	}
 	if r.Latency {
+		phase("connect+first byte")
 		med, p90, err := latency(ctx, cl, g.plan.Conns)
 		if err != nil {
 			return err
@@ -398,6 +404,7 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 			ctxsw0, _ = ctxSwitches(p.pid())
 		}
 		for _, dir := range []string{"up", "down"} {
+			phase("iperf3 " + dir)
 			if err := g.profile(r, p, dir, true); err != nil {
 				return err
 			}
