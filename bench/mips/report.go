@@ -50,9 +50,11 @@ func derived(r, base *wire.Result) map[string]float64 {
 				v[k+"relay_cpu_per_gib"] = x - b[k+"vm_cpu_per_gib"]
 			}
 		}
-		if x, ok := v["flows_kernel_delta_kib"]; ok {
-			if y, ok := b["flows_kernel_delta_kib"]; ok {
-				v["flows_kernel_relay_kib"] = x - y
+		for _, k := range []string{"kernel", "slab"} {
+			if x, ok := v["flows_"+k+"_delta_kib"]; ok {
+				if y, ok := b["flows_"+k+"_delta_kib"]; ok {
+					v["flows_"+k+"_relay_kib"] = x - y
+				}
 			}
 		}
 	}
@@ -85,7 +87,8 @@ var socksFigures = []figureSpec{
 	{key: "idle_rss_mib", label: "idle RSS", unit: "MiB", target: "value<=8"},
 	{key: "idle_cpu_pct", label: "idle CPU (% of the core)", unit: "%", target: "value<=base+0.5"},
 	{key: "flows_rss_mib", label: "RSS holding the idle flows", unit: "MiB"},
-	{key: "flows_kernel_relay_kib", label: "kernel TCP memory of the idle flows, net of the baseline's", unit: "KiB"},
+	{key: "flows_kernel_relay_kib", label: "kernel TCP buffers (sockstat mem) of the idle flows, net of the baseline's", unit: "KiB"},
+	{key: "flows_slab_relay_kib", label: "kernel slab (socket objects) of the idle flows, net of the baseline's", unit: "KiB"},
 	{key: "connect_ms_median", label: "connect + first byte, median", unit: "ms", target: "ratio<=1.0"},
 	{key: "start_cpu_s", label: "start-up CPU", unit: "CPU-s"},
 	{key: "ctx_switches", label: "context switches during the up+down transfers", unit: "count"},

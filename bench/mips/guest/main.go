@@ -300,7 +300,9 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 	cl := client{socks: r.Socks}
 	set := func(k string, v float64) { res.Values[k] = v }
 	t0 := time.Now()
-	phase := func(what string) { progress("  %s/%s: %s (%.0f s into the run)", r.Group, r.Name, what, time.Since(t0).Seconds()) }
+	phase := func(what string) {
+		progress("  %s/%s: %s (%.0f s into the run)", r.Group, r.Name, what, time.Since(t0).Seconds())
+	}
 	var hello0 int64
 	if g.site != nil {
 		hello0 = g.site.hellos.Load()
@@ -635,32 +637,60 @@ func (g *guest) holdFlows(ctx context.Context, cl client, p *proc, set func(stri
 	if err != nil {
 		return err
 	}
-	var conns []net.Conn
+	slab0, _ := meminfo("Slab")
+	// Opened 8 at a time: under emulation a round trip through the relay takes long.
+	conns := make([]net.Conn, g.plan.Flows)
 	defer func() {
 		for _, c := range conns {
-			c.Close()
+			if c != nil {
+				c.Close()
+			}
 		}
 		time.Sleep(2 * time.Second) // the relay sees them close
 	}()
-	buf := make([]byte, 1)
-	for range g.plan.Flows {
-		c, err := cl.dial(ctx, echoAddr)
-		if err != nil {
-			return fmt.Errorf("idle flow %d: %w", len(conns)+1, err)
-		}
-		conns = append(conns, c)
-		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-		if _, err := c.Write([]byte{'x'}); err != nil {
-			return fmt.Errorf("idle flow %d: %w", len(conns), err)
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return fmt.Errorf("idle flow %d: echo: %w", len(conns), err)
-		}
+	var next atomic.Int64
+	errs := make(chan error, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			buf := make([]byte, 1)
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(conns) {
+					return
+				}
+				c, err := cl.dial(ctx, echoAddr)
+				if err != nil {
+					errs <- fmt.Errorf("idle flow %d: %w", i+1, err)
+					return
+				}
+				conns[i] = c
+				_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+				if _, err := c.Write([]byte{'x'}); err != nil {
+					errs <- fmt.Errorf("idle flow %d: %w", i+1, err)
+					return
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					errs <- fmt.Errorf("idle flow %d: echo: %w", i+1, err)
+					return
+				}
+				_ = c.SetDeadline(time.Time{})
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
 	}
 	time.Sleep(3 * time.Second)
 	held, err := tcpMemPages()
 	if err != nil {
 		return err
+	}
+	if slab1, err := meminfo("Slab"); err == nil {
+		set("flows_slab_delta_kib", slab1-slab0)
 	}
 	page := float64(os.Getpagesize()) / 1024
 	set("flows_kernel_kib_before", float64(before)*page)
@@ -836,6 +866,24 @@ func tcpMemPages() (int64, error) {
 		}
 	}
 	return 0, errors.New("sockstat: no TCP mem")
+}
+
+// meminfo reads one field of /proc/meminfo in kB.
+func meminfo(field string) (float64, error) {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && k == field {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				return strconv.ParseFloat(f[0], 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("meminfo: no %s", field)
 }
 
 // counter is a small helper for the TLS site's per-suite counts.
