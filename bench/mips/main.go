@@ -61,7 +61,7 @@ type options struct {
 	pprof               bool
 	bootTimeout         time.Duration
 	siteAES, keepImages bool
-	kernelArgs          string
+	kernelArgs, icount  string
 }
 
 // variant is one tgtun binary to measure: NAME=PATH[,ENV=VALUE...].
@@ -117,10 +117,13 @@ func main() {
 	flag.BoolVar(&o.pprof, "pprof", false, "one more boot: tgtun of this checkout built with -tags tgtun_pprof, CPU profiles of idle, upload and download (also with TGTUN_TUN_OFFLOAD=0), brought back to the cache's run directory")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 0, "limit of one boot (0: from the plan's size)")
 	flag.BoolVar(&o.siteAES, "site-aes", true, "the site REALITY imitates chooses cipher suites like a server with AES instructions (as real sites); false: like Go on a core without")
-	// clocksource=jiffies: the Malta's only other clocksource (the CP0 counter) made the
-	// guest's clock step backwards by tens of seconds under a loaded host (dante aborts its
-	// I/O children then); jiffies never goes backwards.
-	flag.StringVar(&o.kernelArgs, "kernel-args", "clocksource=jiffies", "kernel command line `arguments` besides the console's")
+	flag.StringVar(&o.kernelArgs, "kernel-args", "", "more kernel command line `arguments`")
+	// -icount: the guest's clock counts executed instructions (2^shift ns each) instead of
+	// following the host's, so a loaded host slows the run but not the figures. Plain TCG
+	// (-icount "") let the guest's clock step backwards by tens of seconds on a loaded host
+	// (dante aborts its I/O children then), and clocksource=jiffies slowed the guest's
+	// clock while it was busy. sleep=off hung in an earlier trial.
+	flag.StringVar(&o.icount, "icount", "shift=1,sleep=on", "qemu `-icount` setting: shift=1 makes the emulated core execute 500 million instructions per (virtual) second; empty for plain TCG")
 	flag.BoolVar(&o.keepImages, "keep", false, "keep each boot's disk images and console log in the run directory")
 	flag.Parse()
 	o.protocols = splitList(*protocols)
@@ -571,6 +574,9 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 		"-drive", "file=" + vm.rootfs + ",format=raw,if=ide,index=0,snapshot=on",
 		"-drive", "file=" + disk + ",format=raw,if=ide,index=1",
 		"-drive", "file=" + resultImg + ",format=raw,if=ide,index=2",
+	}
+	if o.icount != "" {
+		args = append(args, "-icount", o.icount)
 	}
 	cmd := exec.CommandContext(bctx, "qemu-system-mipsel", args...)
 	cmd.WaitDelay = 10 * time.Second
