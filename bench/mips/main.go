@@ -576,7 +576,10 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 		"-drive", "file=" + resultImg + ",format=raw,if=ide,index=2",
 	}
 	if o.icount != "" {
-		args = append(args, "-icount", o.icount)
+		// The RTC on the virtual clock too: the kernel calibrates the CPU counter
+		// against it at boot; on the host's clock that made the guest's second depend
+		// on how fast the host ran the boot.
+		args = append(args, "-icount", o.icount, "-rtc", "base=utc,clock=vm")
 	}
 	cmd := exec.CommandContext(bctx, "qemu-system-mipsel", args...)
 	cmd.WaitDelay = 10 * time.Second

@@ -7,6 +7,7 @@
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 dmesg -n 1 2>/dev/null
 echo "@@progress kernel $(uname -r), $(sed -n 's/^cpu model[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
+echo "@@progress $(dmesg | grep -m1 -o 'CPU frequency [0-9.]* MHz'), $(grep -m1 BogoMIPS /proc/cpuinfo | tr -s ' \t' ' ')"
 cs=/sys/devices/system/clocksource/clocksource0
 echo "@@progress clocksource $(cat $cs/current_clocksource) (available: $(cat $cs/available_clocksource))"
 missing=""
