@@ -62,6 +62,8 @@ type options struct {
 	bootTimeout         time.Duration
 	siteAES, keepImages bool
 	kernelArgs, icount  string
+	stall               time.Duration
+	retries             int
 }
 
 // variant is one tgtun binary to measure: NAME=PATH[,ENV=VALUE...].
@@ -124,6 +126,8 @@ func main() {
 	// (dante aborts its I/O children then), and clocksource=jiffies slowed the guest's
 	// clock while it was busy. sleep=off hung in an earlier trial.
 	flag.StringVar(&o.icount, "icount", "shift=1,sleep=on", "qemu `-icount` setting: shift=1 makes the emulated core execute 500 million instructions per (virtual) second; empty for plain TCG")
+	flag.DurationVar(&o.stall, "stall", 6*time.Minute, "kill a boot that prints nothing on its console for this long")
+	flag.IntVar(&o.retries, "retries", 1, "boots that fail (hang, time out, the guest gives up) are tried again this many times; the failed boot's figures are dropped")
 	flag.BoolVar(&o.keepImages, "keep", false, "keep each boot's disk images and console log in the run directory")
 	flag.Parse()
 	o.protocols = splitList(*protocols)
@@ -238,8 +242,18 @@ func run(ctx context.Context, o options) error {
 	var bootErr error
 	for i, plan := range boots {
 		progress("boot %d/%d: %s round %d (%d runs)", i+1, len(boots), plan.Kind, plan.Round, len(plan.Runs))
-		bootDir := filepath.Join(runDir, fmt.Sprintf("%02d-%s-%d", i+1, plan.Kind, plan.Round))
-		res, err := boot(ctx, o, vm, tools, plan, bootDir)
+		var res []wire.Result
+		var err error
+		var bootDir string
+		for try := 0; try <= o.retries; try++ {
+			bootDir = filepath.Join(runDir, fmt.Sprintf("%02d-%s-%d-try%d", i+1, plan.Kind, plan.Round, try+1))
+			if res, err = boot(ctx, o, vm, tools, plan, bootDir); err == nil {
+				break
+			}
+			if try < o.retries {
+				progress("boot %d FAILED, trying it again: %v", i+1, err)
+			}
+		}
 		results = append(results, res...)
 		if plan.Kind == "pprof" {
 			topProfiles(ctx, filepath.Join(bootDir, "guest"))
@@ -604,7 +618,30 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	// The guest's first line must come within a few minutes (kernel, initrd, root file
 	// system); a boot that hangs there is not worth waiting the whole limit for.
 	var started atomic.Bool
-	var bootHung atomic.Bool
+	var bootHung, stalled atomic.Bool
+	// Under -icount the emulated router has hung now and then with the CPU busy and no
+	// progress: a boot that prints nothing for o.stall is killed (and tried again).
+	lastLine := time.Now().UnixNano()
+	var lastMu atomic.Int64
+	lastMu.Store(lastLine)
+	stallDone := make(chan struct{})
+	defer close(stallDone)
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stallDone:
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, lastMu.Load())) > o.stall {
+					stalled.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	firstLine := time.AfterFunc(6*time.Minute, func() {
 		if !started.Load() {
 			bootHung.Store(true)
@@ -616,6 +653,7 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
+		lastMu.Store(time.Now().UnixNano())
 		fmt.Fprintln(console, line)
 		last = append(last, line)
 		if len(last) > 60 {
@@ -648,6 +686,8 @@ func boot(ctx context.Context, o options, vm vmFiles, tools toolFiles, plan *boo
 	}
 	tailText := strings.Join(last, "\n")
 	switch {
+	case stalled.Load():
+		return results, fmt.Errorf("%w: no console output for %s (console: %s); its last lines:\n%s", errStalled, o.stall, consolePath, tailText)
 	case bootHung.Load():
 		return results, fmt.Errorf("the emulated router did not come up within 6 minutes (console: %s); its last lines:\n%s", consolePath, tailText)
 	case bctx.Err() != nil:
@@ -674,6 +714,9 @@ func topProfiles(ctx context.Context, dir string) {
 		progress("profile %s (top: %s.top.txt)", f, f)
 	}
 }
+
+// errStalled marks a boot killed for printing nothing for too long.
+var errStalled = errors.New("the emulated router stalled")
 
 // unpackResults extracts the tar the guest wrote onto the raw result disk.
 func unpackResults(img, dir string) error {
