@@ -121,12 +121,15 @@ func main() {
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 0, "limit of one boot (0: from the plan's size)")
 	flag.BoolVar(&o.siteAES, "site-aes", true, "the site REALITY imitates chooses cipher suites like a server with AES instructions (as real sites); false: like Go on a core without")
 	flag.StringVar(&o.kernelArgs, "kernel-args", "", "more kernel command line `arguments`")
-	// -icount: the guest's clock counts executed instructions (2^shift ns each) instead of
-	// following the host's, so a loaded host slows the run but not the figures. Plain TCG
-	// (-icount "") let the guest's clock step backwards by tens of seconds on a loaded host
-	// (dante aborts its I/O children then), and clocksource=jiffies slowed the guest's
-	// clock while it was busy. sleep=off hung in an earlier trial.
-	flag.StringVar(&o.icount, "icount", "shift=1,sleep=on", "qemu `-icount` setting: shift=1 makes the emulated core execute 500 million instructions per (virtual) second; empty for plain TCG")
+	// -icount: the guest's clock counts executed instructions, its period adjusted by qemu
+	// (shift=auto) to keep up with the host's clock: monotonic, where plain TCG (-icount
+	// "") let the guest's clock step backwards by tens of seconds on a loaded host (dante
+	// aborts its I/O children then). A fixed shift (shift=1: a 500-MIPS core) would make
+	// the figures independent of the host's load, but the kernel calibrates its counter
+	// against the RTC on the host's clock at boot (8.7 MHz instead of 333 on a loaded
+	// host: TCP's timers then fire after a few million instructions), and -rtc clock=vm,
+	// which fixes that, hung every boot with qemu 7.2. sleep=off hung in an earlier trial.
+	flag.StringVar(&o.icount, "icount", "shift=auto,sleep=on", "qemu `-icount` setting; empty for plain TCG")
 	flag.DurationVar(&o.stall, "stall", 6*time.Minute, "kill a boot that prints nothing on its console for this long")
 	flag.IntVar(&o.retries, "retries", 1, "boots that fail (hang, time out, the guest gives up) are tried again this many times; the failed boot's figures are dropped")
 	flag.BoolVar(&o.keepImages, "keep", false, "keep each boot's disk images and console log in the run directory")
