@@ -254,7 +254,7 @@ func (g *guest) startServers() error {
 		if err != nil {
 			return err
 		}
-		if err := waitTCP(ctx, nsProxy, s.Wait, p, 120*time.Second); err != nil {
+		if err := waitTCP(ctx, nsProxy, s.Wait, p, 15*time.Minute); err != nil {
 			return fmt.Errorf("%s: %w\n%s", s.Name, err, logTail(s.Name, 20))
 		}
 	}

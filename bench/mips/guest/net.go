@@ -25,7 +25,7 @@ import (
 // the messenger unless it comes from the proxy host; only the proxy host routes to the
 // messenger.
 func buildNet() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	all := []string{nsCli, nsRtr, nsInet, nsProxy, nsMsgr}
 	for _, ns := range all {
