@@ -45,7 +45,7 @@ export TGTUN_OPENWRT_HOST := $(OPENWRT_HOST)
 # on big-endian MIPS and on ARM, since most small routers are big-endian MIPS.
 PURE_PKGS   := ./daemon/config/... ./daemon/ubus/... ./daemon/lists/... ./daemon/control/... ./daemon/dnsfwd/... ./daemon/dnsname/...
 
-.PHONY: docs-img help go-check deps deps-demo openwrt-host build test lint unit test-bigendian test-luci cross demo bench ipk apk packages pkg-bins feed feed-key clean fuzz
+.PHONY: docs-img help go-check deps deps-demo openwrt-host build test lint unit test-bigendian test-luci cross demo bench bench-mips ipk apk packages pkg-bins feed feed-key clean fuzz
 
 help:
 	@echo "make demo   - set up, build and run the end-to-end demo (root; 2-5 min the first time, 1 min after)"
@@ -57,6 +57,7 @@ help:
 	@echo "make apk    - the same as apk v3 packages (OpenWrt 25.12); make packages: both"
 	@echo "make feed   - signed package feed in dist/feed/ (keys: make feed-key)"
 	@echo "make bench  - figures against same-run baselines (root): docs/performance.md"
+	@echo "make bench-mips - tgtun vs hev-socks5-tunnel, sing-box, Xray on an emulated MIPS router (root; 15 min once, then ~1 h)"
 
 go-check:
 	@if ! command -v $(GO) >/dev/null 2>&1; then \
@@ -121,7 +122,7 @@ lint: go-check
 	@echo "lint: staticcheck (builds it first: a minute or two the first time)"
 	$(GO) run $(STATICCHECK) ./...
 	@echo "lint: tools/*.sh (shellcheck; deps.sh against stand-ins for apt and systemctl)"
-	shellcheck tools/*.sh
+	shellcheck tools/*.sh bench/mips/*.sh
 	bash tools/deps_test.sh
 
 # Every package but e2e, then e2e (root, network namespaces) with a line per test as it
@@ -243,6 +244,16 @@ demo: deps-demo build
 # BENCH_FLAGS=-offload=false measures with the TUN offloads off (TGTUN_TUN_OFFLOAD=0).
 bench: deps build
 	$(GO) run ./bench -tgtun $(BIN) -o bench/results.json $(BENCH_FLAGS)
+
+# tgtun on an emulated MIPS router (qemu-system-mipsel, Malta 24Kc, Debian bookworm
+# mipsel) against hev-socks5-tunnel, sing-box and Xray, medians of per-round ratios:
+# docs/performance.md, "Emulated MIPS router". Not part of `make test`. The root file
+# system and the peers' builds are cached in /var/cache/tgtun-mips (about 15 minutes
+# once). BENCH_MIPS_FLAGS, e.g. '-rounds 3 -enc-rounds 0 -variant tproxy=bin/tgtun-mipsel'.
+MIPS_PKGS   := qemu-system-mips debootstrap qemu-user-static binfmt-support gcc-mipsel-linux-gnu libc6-dev-mipsel-cross e2fsprogs make
+bench-mips: go-check
+	@bash tools/deps.sh $(MIPS_PKGS)
+	$(GO) run ./bench/mips $(BENCH_MIPS_FLAGS)
 
 fuzz:
 	@for p in $$($(GO) list ./...); do \
