@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -107,6 +108,10 @@ type Pool struct {
 	// OnProbed outside the dialling goroutine.
 	changed chan struct{}
 
+	// dials counts the dials flows made through the pool (Run spaces its probes out
+	// while it stands still).
+	dials atomic.Uint64
+
 	mu       sync.Mutex
 	members  []*poolMember // ordered by priority
 	notified bool          // anyUsable as OnChange last reported it
@@ -162,16 +167,42 @@ func (p *Pool) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
-	t := time.NewTicker(p.interval)
+	t := time.NewTimer(p.interval)
 	defer t.Stop()
+	wait := p.interval
 	for {
+		dials := p.dials.Load()
 		p.probeRound(ctx)
+		wait = p.nextWait(wait, p.dials.Load() != dials)
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// idleProbeMax bounds how far rounds space out while nothing uses the pool: at most
+// this many intervals apart (60 s at the default 10 s).
+const idleProbeMax = 6
+
+// nextWait is the time to the next round. While no flow was dialled through the pool
+// since the last round began and the member flows would use is healthy, the rounds
+// space out, doubling up to idleProbeMax intervals: an idle router is not woken for a
+// TLS handshake through every proxy every 10 s, and once traffic comes, the dials of
+// real flows are evidence at once (FlowFailLimit failures take a member out). With
+// traffic, or with the pool's choice not healthy or its last probe failed, it is the
+// interval.
+func (p *Pool) nextWait(last time.Duration, used bool) time.Duration {
+	p.mu.Lock()
+	a := p.activeLocked()
+	healthy := a != nil && a.state == StateHealthy && a.failures == 0
+	p.mu.Unlock()
+	if used || !healthy {
+		return p.interval
+	}
+	return min(2*last, idleProbeMax*p.interval)
 }
 
 // ProbeAll probes every member once (probeParallel at a time) and waits for them. A
@@ -564,6 +595,7 @@ func (p *Pool) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error
 // proxy they gave up on may well carry this flow. Every dial's outcome is
 // evidence about its member (recordFlow).
 func (p *Pool) dial(ctx context.Context, dst netip.AddrPort, dial func(Dialer, context.Context, netip.AddrPort) (net.Conn, error)) (net.Conn, error) {
+	p.dials.Add(1)
 	members := p.candidates()
 	if len(members) == 0 {
 		best := p.bestMember()

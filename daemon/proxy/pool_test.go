@@ -603,3 +603,34 @@ func TestPoolConnectFuse(t *testing.T) {
 		t.Errorf("%d failures counted for %d flows", fails, FlowFailLimit)
 	}
 }
+
+// While nothing dials through the pool and its choice is healthy, probe rounds space
+// out, doubling up to idleProbeMax intervals; a dial, or an unhealthy choice, brings
+// them back to the interval.
+func TestIdleProbesSpaceOut(t *testing.T) {
+	d := &fakeDialer{}
+	p := NewPool([]Member{{Name: "a", Type: TypeSOCKS5, Server: "198.51.100.6:1", Dialer: d}}, probeDst, 10*time.Second, nil)
+	p.ProbeSettle = -1
+	p.ProbeAll(testCtx(t))
+	tests := []struct {
+		last time.Duration
+		used bool
+		want time.Duration
+	}{
+		{10 * time.Second, false, 20 * time.Second},
+		{20 * time.Second, false, 40 * time.Second},
+		{40 * time.Second, false, 60 * time.Second},
+		{60 * time.Second, false, 60 * time.Second},
+		{60 * time.Second, true, 10 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := p.nextWait(tt.last, tt.used); got != tt.want {
+			t.Errorf("nextWait(%v, used %t) = %v, want %v", tt.last, tt.used, got, tt.want)
+		}
+	}
+	d.set(errors.New("down"))
+	probeTimes(testCtx(t), p, unhealthyAfter)
+	if got := p.nextWait(60*time.Second, false); got != 10*time.Second {
+		t.Errorf("nextWait with the member unhealthy = %v, want the interval", got)
+	}
+}
