@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/tgtun/tgtun/daemon/proxy/transport"
 )
 
 // Trojan commands.
@@ -28,6 +30,7 @@ type Trojan struct {
 	base base
 	key  [56]byte // hex(SHA-224(password))
 	tls  *tlsClient
+	tr   transport.Transport // nil: the stream is the TLS connection itself
 }
 
 func newTrojan(b base) (*Trojan, error) {
@@ -46,15 +49,28 @@ func newTrojan(b base) (*Trojan, error) {
 	tr := &Trojan{base: b, tls: t}
 	sum := sha256.Sum224([]byte(b.spec.Password))
 	hex.Encode(tr.key[:], sum[:])
+	if tr.tr, err = newTransport(&tr.base, t); err != nil {
+		return nil, err
+	}
 	return tr, nil
 }
 
 func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.base.timeout)
 	defer cancel()
-	_, tc, err := t.base.dialTLS(ctx, t.tls)
-	if err != nil {
-		return nil, err
+	var tc net.Conn
+	if t.tr != nil {
+		c, err := t.base.dialStream(ctx, t.tr)
+		if err != nil {
+			return nil, err
+		}
+		tc = c
+	} else {
+		_, c, err := t.base.dialTLS(ctx, t.tls)
+		if err != nil {
+			return nil, err
+		}
+		tc = c
 	}
 	hdr := make([]byte, 0, 56+2+1+19+2)
 	hdr = append(hdr, t.key[:]...)

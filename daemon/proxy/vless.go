@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+
+	"github.com/tgtun/tgtun/daemon/proxy/transport"
 )
 
 // FlowVision is the VLESS flow that pads the first packets and lets an inner TLS
@@ -39,6 +41,7 @@ type VLESS struct {
 	id   [16]byte
 	flow string
 	tls  *tlsClient
+	tr   transport.Transport // nil: the stream is the TLS connection itself
 }
 
 func newVLESS(b base) (*VLESS, error) {
@@ -58,7 +61,14 @@ func newVLESS(b base) (*VLESS, error) {
 	if b.spec.Security == SecurityReality {
 		b.prefix = TypeVLESS + "+reality " + b.spec.Address()
 	}
-	return &VLESS{base: b, id: id, flow: b.spec.Flow, tls: t}, nil
+	v := &VLESS{base: b, id: id, flow: b.spec.Flow, tls: t}
+	if v.tr, err = newTransport(&v.base, t); err != nil {
+		return nil, err
+	}
+	if v.tr != nil && v.flow == FlowVision {
+		return nil, fmt.Errorf("%s: flow %s needs transport tcp (Xray refuses Vision over %s)", v.base.prefix, FlowVision, b.spec.Transport)
+	}
+	return v, nil
 }
 
 // ParseVLESSUUID reads a VLESS user id: a UUID (with or without dashes), or, as
@@ -87,6 +97,16 @@ func ParseVLESSUUID(s string) ([16]byte, error) {
 func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.base.timeout)
 	defer cancel()
+	if v.tr != nil {
+		c, err := v.base.dialStream(ctx, v.tr)
+		if err != nil {
+			return nil, err
+		}
+		if err := v.base.sendRequest(ctx, c, c, appendVLESSRequest(nil, v.id, "", cmd, dst)); err != nil {
+			return nil, err
+		}
+		return &vlessConn{Conn: c, dst: dst}, nil
+	}
 	raw, tc, err := v.base.dialTLS(ctx, v.tls)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,361 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Interop of the transports (ws, httpupgrade, grpc, xhttp) under VLESS and Trojan
+// with a real Xray-core server on loopback, over TLS and REALITY. The e2e tests run
+// the same through the daemon in the test network; these are quick and show the
+// transport's own errors.
+
+// xrayPath finds Xray-core: $TGTUN_XRAY, $PATH, then where `go install` writes.
+func xrayPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("TGTUN_XRAY"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("xray"); err == nil {
+		return p
+	}
+	var dirs []string
+	if d := os.Getenv("GOBIN"); d != "" {
+		dirs = append(dirs, d)
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			dirs = append(dirs, filepath.Join(d, "bin"))
+		}
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, "xray")
+		if st, err := os.Stat(p); err == nil && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	t.Fatal("xray (Xray-core) not found in $TGTUN_XRAY, $PATH or go's bin directory: run `make deps`")
+	return ""
+}
+
+const (
+	ixUUID     = "b831381d-6324-4d53-ad4f-8cda48b30811"
+	ixTrojan   = "trojan-secret"
+	ixSNI      = "www.example.com"
+	ixShortID  = "0123abcd"
+	ixCertName = "proxy.test"
+)
+
+// xrayLab is one Xray process with an inbound per case.
+type xrayLab struct {
+	certFile, keyFile string
+	realityPriv       string
+	realityPub        string
+	site              netip.AddrPort // the TLS site REALITY imitates
+	inbounds          []any
+}
+
+func newXrayLab(t *testing.T) *xrayLab {
+	t.Helper()
+	dir := t.TempDir()
+	l := &xrayLab{}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: ixCertName},
+		DNSNames: []string{ixCertName, ixSNI}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	l.certFile, l.keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(l.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The site REALITY imitates.
+	cert, err := tls.LoadX509KeyPair(l.certFile, l.keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	l.site = netip.MustParseAddrPort(ln.Addr().String())
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.realityPriv = base64.RawURLEncoding.EncodeToString(k.Bytes())
+	l.realityPub = base64.RawURLEncoding.EncodeToString(k.PublicKey().Bytes())
+	return l
+}
+
+// inbound adds an inbound of protocol (vless, trojan) with stream settings
+// network+settings over security (tls, reality) on a free port.
+func (l *xrayLab) inbound(t *testing.T, protocol, security, network string, settings map[string]any) uint16 {
+	t.Helper()
+	port := freePort(t, "127.0.0.1")
+	stream := map[string]any{"network": network, "security": security}
+	if settings != nil {
+		stream[network+"Settings"] = settings
+	}
+	switch security {
+	case "tls":
+		stream["tlsSettings"] = map[string]any{
+			"certificates": []any{map[string]any{"certificateFile": l.certFile, "keyFile": l.keyFile}},
+		}
+	case "reality":
+		stream["realitySettings"] = map[string]any{
+			"target": l.site.String(), "serverNames": []string{ixSNI},
+			"privateKey": l.realityPriv, "shortIds": []string{ixShortID},
+		}
+	}
+	clients := []any{map[string]any{"id": ixUUID}}
+	s := map[string]any{"clients": clients, "decryption": "none"}
+	if protocol == "trojan" {
+		s = map[string]any{"clients": []any{map[string]any{"password": ixTrojan}}}
+	}
+	l.inbounds = append(l.inbounds, map[string]any{
+		"listen": "127.0.0.1", "port": port, "protocol": protocol, "settings": s, "streamSettings": stream,
+	})
+	return port
+}
+
+// start runs Xray with every inbound added and waits until all listen.
+func (l *xrayLab) start(t *testing.T) {
+	t.Helper()
+	conf, err := json.MarshalIndent(map[string]any{
+		"log":       map[string]any{"loglevel": "warning"},
+		"inbounds":  l.inbounds,
+		"outbounds": []any{map[string]any{"protocol": "freedom"}},
+	}, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "xray.json")
+	if err := os.WriteFile(path, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	last := l.inbounds[len(l.inbounds)-1].(map[string]any)["port"].(uint16)
+	s := startServer(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(last))), xrayPath(t), "run", "-c", path)
+	for _, in := range l.inbounds {
+		waitListen(t, s, in.(map[string]any)["port"].(uint16))
+	}
+}
+
+func waitListen(t *testing.T, s *server, port uint16) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("xray does not listen on %d: %s", port, s.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// spec is a VLESS or Trojan proxy on port with a transport.
+func (l *xrayLab) spec(protocol, security string, port uint16, tr Spec) Spec {
+	s := tr
+	s.Name, s.Type, s.Server, s.Port, s.UDP = "x", protocol, "127.0.0.1", port, true
+	switch security {
+	case "tls":
+		s.SNI, s.Insecure = ixCertName, true
+	case "reality":
+		s.Security, s.SNI, s.PublicKey, s.ShortID = SecurityReality, ixSNI, l.realityPub, ixShortID
+	}
+	if protocol == TypeVLESS {
+		s.UUID = ixUUID
+	} else {
+		s.Password = ixTrojan
+	}
+	return s
+}
+
+type transportCase struct {
+	name     string
+	protocol string
+	security string
+	network  string         // Xray's name
+	server   map[string]any // Xray's <network>Settings
+	client   Spec           // tgtun's transport settings
+	noUDP    bool
+}
+
+func transportCases() []transportCase {
+	var cases []transportCase
+	for range 2 {
+		cases = append(cases,
+			transportCase{name: "ws", network: "ws", server: map[string]any{"path": "/ws"},
+				client: Spec{Transport: "ws", Path: "/ws"}},
+			transportCase{name: "ws-ed", network: "ws", server: map[string]any{"path": "/wsed"},
+				client: Spec{Transport: "ws", Path: "/wsed", EarlyData: 2048}},
+			transportCase{name: "httpupgrade", network: "httpupgrade", server: map[string]any{"path": "/hu", "host": "cdn.example.org"},
+				client: Spec{Transport: "httpupgrade", Path: "/hu", Host: "cdn.example.org"}},
+			transportCase{name: "httpupgrade-ed", network: "httpupgrade", server: map[string]any{"path": "/hued"},
+				client: Spec{Transport: "httpupgrade", Path: "/hued", EarlyData: 1}},
+			transportCase{name: "grpc", network: "grpc", server: map[string]any{"serviceName": "svc.Tunnel"},
+				client: Spec{Transport: "grpc", ServiceName: "svc.Tunnel"}},
+			transportCase{name: "grpc-multi", network: "grpc", server: map[string]any{"serviceName": "multi"},
+				client: Spec{Transport: "grpc", ServiceName: "multi", Mode: "multi"}},
+			transportCase{name: "xhttp-auto", network: "xhttp", server: map[string]any{"path": "/xh"},
+				client: Spec{Transport: "xhttp", Path: "/xh"}},
+			transportCase{name: "xhttp-packet-up", network: "xhttp", server: map[string]any{"path": "/xp", "mode": "packet-up"},
+				client: Spec{Transport: "xhttp", Path: "/xp", Mode: "packet-up"}},
+			transportCase{name: "xhttp-stream-up", network: "xhttp", server: map[string]any{"path": "/xu", "mode": "stream-up"},
+				client: Spec{Transport: "xhttp", Path: "/xu", Mode: "stream-up"}},
+			transportCase{name: "xhttp-stream-one", network: "xhttp", server: map[string]any{"path": "/xo", "mode": "stream-one"},
+				client: Spec{Transport: "xhttp", Path: "/xo", Mode: "stream-one"}},
+		)
+	}
+	for i := range cases {
+		cases[i].protocol = TypeVLESS
+		cases[i].security = []string{"tls", "reality"}[i/(len(cases)/2)]
+	}
+	// Xray's REALITY serves RAW, XHTTP and gRPC only.
+	cases = slices.DeleteFunc(cases, func(c transportCase) bool {
+		return c.security == "reality" && (c.network == "ws" || c.network == "httpupgrade")
+	})
+	// Trojan (TLS) over each transport.
+	for _, c := range []transportCase{
+		{name: "trojan-ws", network: "ws", server: map[string]any{"path": "/tws"}, client: Spec{Transport: "ws", Path: "/tws"}},
+		{name: "trojan-grpc", network: "grpc", server: map[string]any{"serviceName": "tg"}, client: Spec{Transport: "grpc", ServiceName: "tg"}},
+		{name: "trojan-xhttp", network: "xhttp", server: map[string]any{"path": "/tx"}, client: Spec{Transport: "xhttp", Path: "/tx"}},
+		{name: "trojan-httpupgrade", network: "httpupgrade", server: map[string]any{"path": "/thu"}, client: Spec{Transport: "httpupgrade", Path: "/thu"}},
+	} {
+		c.protocol, c.security = TypeTrojan, "tls"
+		cases = append(cases, c)
+	}
+	return cases
+}
+
+func TestTransportsInteropXray(t *testing.T) {
+	lab := newXrayLab(t)
+	cases := transportCases()
+	ports := make([]uint16, len(cases))
+	for i, c := range cases {
+		ports[i] = lab.inbound(t, c.protocol, c.security, c.network, c.server)
+	}
+	lab.start(t)
+	echo := tcpEcho(t, "127.0.0.1")
+	uecho := udpEcho(t, "127.0.0.1")
+	for i, c := range cases {
+		t.Run(c.protocol+"-"+c.security+"-"+c.name, func(t *testing.T) {
+			d, err := New(lab.spec(c.protocol, c.security, ports[i], c.client), Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Several flows at once: they share HTTP/2 connections.
+			errc := make(chan error, 3)
+			for range 3 {
+				go func() {
+					conn, err := d.DialTCP(testCtx(t), echo)
+					if err != nil {
+						errc <- err
+						return
+					}
+					defer conn.Close()
+					errc <- echoBulk(conn, 1<<20)
+				}()
+			}
+			for range 3 {
+				if err := <-errc; err != nil {
+					t.Fatalf("TCP: %v", err)
+				}
+			}
+			u, err := d.DialUDP(testCtx(t), uecho)
+			if err != nil {
+				t.Fatalf("DialUDP: %v", err)
+			}
+			defer u.Close()
+			for k := range 3 {
+				msg := []byte(fmt.Sprintf("datagram %d over %s", k, c.name))
+				if _, err := u.Write(msg); err != nil {
+					t.Fatalf("UDP write: %v", err)
+				}
+				_ = u.SetReadDeadline(time.Now().Add(testTimeout))
+				buf := make([]byte, 2048)
+				n, err := u.Read(buf)
+				if err != nil || !bytes.Equal(buf[:n], msg) {
+					t.Fatalf("UDP echo %q, %v; want %q", buf[:n], err, msg)
+				}
+				_ = u.SetReadDeadline(time.Time{})
+			}
+		})
+	}
+}
+
+// echoBulk sends size random bytes through c to an echo server and checks what
+// comes back.
+func echoBulk(c net.Conn, size int) error {
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(data)
+		errc <- err
+	}()
+	got := make([]byte, size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("read back: %w", err)
+	}
+	if err := <-errc; err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if !bytes.Equal(got, data) {
+		return errors.New("the echo differs from what was sent")
+	}
+	return nil
+}
