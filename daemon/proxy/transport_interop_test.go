@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -139,6 +141,11 @@ func newXrayLab(t *testing.T) *xrayLab {
 // inbound adds an inbound of protocol (vless, trojan) with stream settings
 // network+settings over security (tls, reality) on a free port.
 func (l *xrayLab) inbound(t *testing.T, protocol, security, network string, settings map[string]any) uint16 {
+	return l.inboundALPN(t, protocol, security, network, settings, nil)
+}
+
+// inboundALPN is inbound with the server's TLS ALPN list (nil: Xray's default).
+func (l *xrayLab) inboundALPN(t *testing.T, protocol, security, network string, settings map[string]any, alpn []string) uint16 {
 	t.Helper()
 	port := freePort(t, "127.0.0.1")
 	stream := map[string]any{"network": network, "security": security}
@@ -147,9 +154,13 @@ func (l *xrayLab) inbound(t *testing.T, protocol, security, network string, sett
 	}
 	switch security {
 	case "tls":
-		stream["tlsSettings"] = map[string]any{
+		tls := map[string]any{
 			"certificates": []any{map[string]any{"certificateFile": l.certFile, "keyFile": l.keyFile}},
 		}
+		if alpn != nil {
+			tls["alpn"] = alpn
+		}
+		stream["tlsSettings"] = tls
 	case "reality":
 		stream["realitySettings"] = map[string]any{
 			"target": l.site.String(), "serverNames": []string{ixSNI},
@@ -224,13 +235,14 @@ func (l *xrayLab) spec(protocol, security string, port uint16, tr Spec) Spec {
 }
 
 type transportCase struct {
-	name     string
-	protocol string
-	security string
-	network  string         // Xray's name
-	server   map[string]any // Xray's <network>Settings
-	client   Spec           // tgtun's transport settings
-	noUDP    bool
+	name       string
+	protocol   string
+	security   string
+	network    string         // Xray's name
+	server     map[string]any // Xray's <network>Settings
+	serverALPN []string       // the server's TLS ALPN (nil: Xray's default)
+	client     Spec           // tgtun's transport settings
+	bulk       int            // bytes each way per flow (0: 1 MiB)
 }
 
 func transportCases() []transportCase {
@@ -267,6 +279,29 @@ func transportCases() []transportCase {
 	cases = slices.DeleteFunc(cases, func(c transportCase) bool {
 		return c.security == "reality" && (c.network == "ws" || c.network == "httpupgrade")
 	})
+	cases = append(cases,
+		// A server that speaks HTTP/1.1 only: packet-up goes over HTTP/1.1.
+		transportCase{name: "xhttp-packet-up-http1.1", protocol: TypeVLESS, security: "tls", network: "xhttp",
+			server: map[string]any{"path": "/x1", "mode": "packet-up"}, serverALPN: []string{"http/1.1"},
+			client: Spec{Transport: "xhttp", Path: "/x1"}},
+		// Everything extra moves: padding as tokenish in a header, the session id in a
+		// header, the sequence number in the query, the data in headers of GETs.
+		transportCase{name: "xhttp-extra-obfs", protocol: TypeVLESS, security: "reality", network: "xhttp",
+			server: map[string]any{"path": "/xe", "mode": "packet-up", "xPaddingBytes": "200-300", "xPaddingObfsMode": true,
+				"xPaddingMethod": "tokenish", "xPaddingPlacement": "header", "xPaddingHeader": "X-Pad",
+				"sessionPlacement": "header", "seqPlacement": "query", "uplinkDataPlacement": "header",
+				"uplinkHTTPMethod": "GET", "scMaxEachPostBytes": 3000, "scMinPostsIntervalMs": 1},
+			client: Spec{Transport: "xhttp", Path: "/xe", Mode: "packet-up", PaddingBytes: "200-300",
+				Extra: `{"xPaddingObfsMode":true,"xPaddingMethod":"tokenish","xPaddingPlacement":"header","xPaddingHeader":"X-Pad","sessionPlacement":"header","seqPlacement":"query","uplinkDataPlacement":"header","uplinkHTTPMethod":"GET","scMaxEachPostBytes":3000,"scMinPostsIntervalMs":1,"xmux":{"maxConnections":2}}`},
+			bulk: 64 << 10},
+		transportCase{name: "xhttp-extra-cookies", protocol: TypeVLESS, security: "tls", network: "xhttp",
+			server: map[string]any{"path": "/xc", "mode": "packet-up", "xPaddingObfsMode": true, "xPaddingPlacement": "cookie",
+				"xPaddingKey": "pad", "sessionPlacement": "cookie", "seqPlacement": "header", "uplinkDataPlacement": "cookie",
+				"scMaxEachPostBytes": 2000, "scMinPostsIntervalMs": 1, "headers": map[string]string{"X-Test": "1"}},
+			client: Spec{Transport: "xhttp", Path: "/xc", Mode: "packet-up",
+				Extra: `{"xPaddingObfsMode":true,"xPaddingPlacement":"cookie","xPaddingKey":"pad","sessionPlacement":"cookie","seqPlacement":"header","uplinkDataPlacement":"cookie","scMaxEachPostBytes":2000,"scMinPostsIntervalMs":1,"headers":{"X-Test":"1"},"noGRPCHeader":true}`},
+			bulk: 32 << 10},
+	)
 	// Trojan (TLS) over each transport.
 	for _, c := range []transportCase{
 		{name: "trojan-ws", network: "ws", server: map[string]any{"path": "/tws"}, client: Spec{Transport: "ws", Path: "/tws"}},
@@ -285,7 +320,7 @@ func TestTransportsInteropXray(t *testing.T) {
 	cases := transportCases()
 	ports := make([]uint16, len(cases))
 	for i, c := range cases {
-		ports[i] = lab.inbound(t, c.protocol, c.security, c.network, c.server)
+		ports[i] = lab.inboundALPN(t, c.protocol, c.security, c.network, c.server, c.serverALPN)
 	}
 	lab.start(t)
 	echo := tcpEcho(t, "127.0.0.1")
@@ -306,7 +341,7 @@ func TestTransportsInteropXray(t *testing.T) {
 						return
 					}
 					defer conn.Close()
-					errc <- echoBulk(conn, 1<<20)
+					errc <- echoBulk(conn, cmp.Or(c.bulk, 1<<20))
 				}()
 			}
 			for range 3 {
@@ -358,4 +393,79 @@ func echoBulk(c net.Conn, size int) error {
 		return errors.New("the echo differs from what was sent")
 	}
 	return nil
+}
+
+// TestTransportsInteropXrayRefusals: a wrong path, service name, mode or user is
+// reported with what is most likely wrong, at dial time or at the first read (an
+// HTTP/2 request is answered while the flow already runs), as the health probe
+// sees it.
+func TestTransportsInteropXrayRefusals(t *testing.T) {
+	lab := newXrayLab(t)
+	ws := lab.inbound(t, TypeVLESS, "tls", "ws", map[string]any{"path": "/ws"})
+	hu := lab.inbound(t, TypeVLESS, "tls", "httpupgrade", map[string]any{"path": "/hu"})
+	grpc := lab.inbound(t, TypeVLESS, "reality", "grpc", map[string]any{"serviceName": "svc"})
+	xh := lab.inbound(t, TypeVLESS, "tls", "xhttp", map[string]any{"path": "/xh", "mode": "packet-up"})
+	h1 := lab.inboundALPN(t, TypeVLESS, "tls", "xhttp", map[string]any{"path": "/h1"}, []string{"http/1.1"})
+	lab.start(t)
+	echo := tcpEcho(t, "127.0.0.1")
+	cases := []struct {
+		name     string
+		security string
+		port     uint16
+		client   Spec
+		uuid     string
+		want     []string
+	}{
+		{"ws wrong path", "tls", ws, Spec{Transport: "ws", Path: "/nope"}, "", []string{"vless+ws+tls 127.0.0.1:", "ws: HTTP 404 from the server: no such endpoint: wrong path or host?"}},
+		{"httpupgrade wrong path", "tls", hu, Spec{Transport: "httpupgrade", Path: "/nope"}, "", []string{"vless+httpupgrade+tls", "httpupgrade: the server closed the connection instead of answering the upgrade: wrong path or host?"}},
+		{"httpupgrade-ed wrong path", "tls", hu, Spec{Transport: "httpupgrade", Path: "/nope", EarlyData: 1}, "", []string{"httpupgrade: the server closed", "wrong path or host?"}},
+		{"grpc wrong service", "reality", grpc, Spec{Transport: "grpc", ServiceName: "other"}, "", []string{"grpc: status 12 (unimplemented: wrong service_name?)"}},
+		{"xhttp wrong path", "tls", xh, Spec{Transport: "xhttp", Path: "/nope"}, "", []string{"xhttp: HTTP 404", "wrong path, host or mode?"}},
+		{"xhttp wrong mode", "tls", xh, Spec{Transport: "xhttp", Path: "/xh", Mode: "stream-one"}, "", []string{"xhttp: HTTP 400", "mode"}},
+		{"xhttp stream-one over http/1.1", "tls", h1, Spec{Transport: "xhttp", Path: "/h1", Mode: "stream-one"}, "", []string{"the server chose http/1.1", "needs HTTP/2"}},
+		{"grpc wrong uuid", "reality", grpc, Spec{Transport: "grpc", ServiceName: "svc"}, "00000000-0000-4000-8000-000000000000", []string{"closed"}},
+		{"xhttp wrong uuid", "tls", xh, Spec{Transport: "xhttp", Path: "/xh"}, "00000000-0000-4000-8000-000000000000", []string{"closed"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := lab.spec(TypeVLESS, c.security, c.port, c.client)
+			if c.uuid != "" {
+				spec.UUID = c.uuid
+			}
+			d, err := New(spec, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			err = dialAndRead(testCtx(t), d, echo)
+			if err == nil {
+				t.Fatal("the flow worked")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if time.Since(start) > fastFail {
+				t.Errorf("the refusal took %v", time.Since(start))
+			}
+		})
+	}
+}
+
+// dialAndRead dials dst through d, sends a line and reads the answer, as a flow
+// and a health probe do.
+func dialAndRead(ctx context.Context, d Dialer, dst netip.AddrPort) error {
+	c, err := d.DialTCP(ctx, dst)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		return err
+	}
+	var b [6]byte
+	_, err = io.ReadFull(c, b[:])
+	return err
 }

@@ -3,10 +3,13 @@ package transport
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // HTTPUpgrade (Xray-core's "httpupgrade", sing-box's "httpupgrade"): an HTTP/1.1
@@ -73,6 +76,7 @@ func (t *httpUpgrade) Dial(ctx context.Context) (net.Conn, error) {
 // upgradeConn reads the server's 101 before the stream.
 type upgradeConn struct {
 	net.Conn
+	hmu  sync.Mutex
 	req  *http.Request
 	up   bool
 	err  error
@@ -81,12 +85,19 @@ type upgradeConn struct {
 
 // handshake reads the response to the upgrade request.
 func (c *upgradeConn) handshake() error {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
 	if c.up || c.err != nil {
 		return c.err
 	}
 	br := bufio.NewReaderSize(c.Conn, respReader)
 	resp, err := readHead(br, c.req)
 	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			// Xray's server closes on a wrong path or host without a word.
+			c.err = errors.New("httpupgrade: the server closed the connection instead of answering the upgrade: wrong path or host?")
+			return c.err
+		}
 		c.err = fmt.Errorf("httpupgrade: %w", err)
 		return c.err
 	}
@@ -105,10 +116,8 @@ func (c *upgradeConn) handshake() error {
 }
 
 func (c *upgradeConn) Read(p []byte) (int, error) {
-	if !c.up {
-		if err := c.handshake(); err != nil {
-			return 0, err
-		}
+	if err := c.handshake(); err != nil {
+		return 0, err
 	}
 	if len(c.rest) > 0 {
 		n := copy(p, c.rest)
@@ -119,6 +128,23 @@ func (c *upgradeConn) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(p)
+}
+
+// Write sends on the stream; a write that fails before the 101 was read (early
+// data) reports the server's answer rather than a broken pipe.
+func (c *upgradeConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.hmu.Lock()
+		up := c.up
+		c.hmu.Unlock()
+		if !up {
+			if herr := c.handshake(); herr != nil {
+				return n, herr
+			}
+		}
+	}
+	return n, err
 }
 
 // CloseWrite half-closes the stream when the TLS connection can.

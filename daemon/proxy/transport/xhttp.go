@@ -406,6 +406,19 @@ func (c *xhttpConn) Write(p []byte) (int, error) {
 			err = c.downErr
 		}
 		c.errMu.Unlock()
+		// A refusal of the request explains a failed write best.
+		for _, s := range []*respStream{c.down, c.upResp} {
+			if s == nil {
+				continue
+			}
+			select {
+			case <-s.ready:
+				if s.err != nil {
+					err = s.err
+				}
+			default:
+			}
+		}
 		if err == io.ErrClosedPipe {
 			err = net.ErrClosed
 		}
@@ -442,10 +455,9 @@ func (c *xhttpConn) Close() error {
 		if c.upResp != nil {
 			c.upResp.close()
 		}
-		if c.downR != nil {
-			c.downR.Close()
-		}
 		if c.h1 != nil {
+			// Closing the connection ends the download: its body's Close would
+			// read it to the end.
 			c.h1.Close()
 		}
 		if c.cn != nil {
