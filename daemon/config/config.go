@@ -124,6 +124,16 @@ type Proxy struct {
 	ALPN        []string // TLS ALPN; empty keeps the fingerprint's
 	Insecure    bool     // tls: do not verify the server's certificate
 
+	// vless and trojan: the transport under the protocol (see proxyTransport).
+	Transport    string // "" (tcp: none), ws, httpupgrade, grpc, xhttp
+	Path         string // ws, httpupgrade, xhttp
+	Host         string // HTTP Host (gRPC :authority)
+	ServiceName  string // grpc
+	Mode         string // grpc: GRPCModes; xhttp: XHTTPModes
+	EarlyData    int    // ws, httpupgrade
+	PaddingBytes string // xhttp: "N-M"
+	Extra        string // xhttp: JSON object, as share links' extra=
+
 	Interface string // interface: a device or netifd interface name (then no server/port)
 }
 
@@ -683,6 +693,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	udpVal, udpSet := r.boolean("udp", &p.UDP)
 	r.integer("priority", 0, maxPriority, &p.Priority)
 	c.proxyTLS(r, &p, hasServer)
+	c.proxyTransport(r, &p)
 	r.finish()
 
 	switch p.Type {
@@ -745,11 +756,18 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	}
 	if len(c.errs) == nerrs && c.rules != nil {
 		if err := c.rules.CheckProxy(p); err != nil {
-			line := s.Line
+			line, option := s.Line, ""
 			if cipherSet {
 				line = cipher.Line // what the proxy package refuses is most often the cipher
 			}
-			c.fail(s, line, "", "the daemon cannot use this proxy: "+err.Error())
+			// An error that names its option (the transports' do) goes to that option's line.
+			var named interface{ OptionName() string }
+			if errors.As(err, &named) {
+				if o := s.option(named.OptionName()); o != nil {
+					line, option = o.Line, o.Name
+				}
+			}
+			c.fail(s, line, option, "the daemon cannot use this proxy: "+err.Error())
 		}
 	}
 	return p, true, len(c.errs) == nerrs

@@ -31,6 +31,9 @@ func newHTTPUpgrade(o Options, dial DialFunc) (Transport, error) {
 	if o.EarlyData < 0 {
 		return nil, optErr("early_data", "must not be negative")
 	}
+	if err := o.checkALPN(alpnHTTP1); err != nil {
+		return nil, err
+	}
 	t := &httpUpgrade{o: o, dial: dial}
 	t.path, t.query = splitPath(o.Path)
 	return t, nil

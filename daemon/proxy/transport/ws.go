@@ -41,6 +41,9 @@ func newWebSocket(o Options, dial DialFunc) (Transport, error) {
 	if o.EarlyData < 0 || o.EarlyData > maxEarlyData {
 		return nil, optErr("early_data", "out of range 0-%d", maxEarlyData)
 	}
+	if err := o.checkALPN(alpnHTTP1); err != nil {
+		return nil, err
+	}
 	t := &webSocket{o: o, dial: dial}
 	t.path, t.query = splitPath(o.Path)
 	return t, nil
