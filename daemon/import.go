@@ -55,6 +55,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tgtun proxy import: %v\n", err)
 		return exitFail
 	}
+	for _, ig := range p.Ignored {
+		fmt.Fprintf(stderr, "tgtun proxy import: note: the link's %s is not used: %s\n", ig.Param, ig.Reason)
+	}
 
 	existing, err := os.ReadFile(*path)
 	if err != nil && (*write || !errors.Is(err, fs.ErrNotExist)) {

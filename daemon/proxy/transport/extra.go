@@ -102,7 +102,7 @@ func parseExtra(extra, paddingBytes string) (*xhttpConfig, []string, error) {
 	if paddingBytes != "" {
 		r, err := parseRange(paddingBytes, 1<<16)
 		if err != nil || r.From <= 0 {
-			return nil, nil, optErr("padding_bytes", "%v (xPaddingBytes cannot be 0: the server checks the padding)", errOr(err, "a range from 1"))
+			return nil, nil, optErr("padding_bytes", "%v", errOr(err, "must start at 1 or more (the server checks the padding)"))
 		}
 		c.padding = r
 	}
@@ -145,7 +145,7 @@ func parseExtra(extra, paddingBytes string) (*xhttpConfig, []string, error) {
 		case "xPaddingBytes":
 			r, err := jsonRange(raw, 1<<16)
 			if err != nil || r.From <= 0 {
-				return nil, nil, bad(name, "%v (it cannot be 0: the server checks the padding)", errOr(err, "a range from 1"))
+				return nil, nil, bad(name, "%v", errOr(err, "must start at 1 or more (the server checks the padding)"))
 			}
 			if paddingBytes != "" && r != c.padding {
 				return nil, nil, bad(name, "%s differs from padding_bytes %s", r, c.padding)
