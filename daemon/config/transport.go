@@ -92,10 +92,7 @@ func (c *checker) proxyTransport(r *section, p *Proxy) {
 	}
 	if v, ok := vals["host"]; ok {
 		h, port, hasPort := strings.Cut(v.Text, ":")
-		if strings.HasPrefix(v.Text, "[") {
-			h, hasPort = v.Text, false
-		}
-		if v.Text != "" && (!validSNI(h) && !strings.HasPrefix(h, "[") || hasPort && !validPort(port)) {
+		if v.Text != "" && (h == "" || !validSNI(h) || hasPort && !validPort(port)) {
 			r.bad("host", v, "not a host name with an optional :port (e.g. 'cdn.example.com')")
 		} else {
 			p.Host = v.Text
@@ -149,14 +146,18 @@ func (c *checker) proxyTransport(r *section, p *Proxy) {
 	}
 }
 
+// validPort accepts decimal digits of 1-65535.
 func validPort(s string) bool {
 	n, err := strconv.Atoi(s)
-	return err == nil && n >= 1 && n <= 65535
+	return digits(s) && err == nil && n >= 1 && n <= 65535
 }
 
-// validRange accepts "N" or "N-M" with min <= N <= M <= max.
+// validRange accepts "N" or "N-M" (decimal digits) with min <= N <= M <= max.
 func validRange(s string, min, max int) bool {
 	a, b, dash := strings.Cut(s, "-")
+	if !digits(a) || dash && !digits(b) {
+		return false
+	}
 	from, err := strconv.Atoi(a)
 	if err != nil {
 		return false
@@ -168,4 +169,8 @@ func validRange(s string, min, max int) bool {
 		}
 	}
 	return from >= min && to >= from && to <= max
+}
+
+func digits(s string) bool {
+	return s != "" && len(s) <= 9 && strings.Trim(s, "0123456789") == ""
 }

@@ -325,11 +325,10 @@ var (
 	}
 )
 
-// transportOptions reads type= and its parameters into the transport options,
-// refusing what tgtun cannot do and noting what it does not use.
-func transportOptions(kind string, p *Proxy, q url.Values) error {
-	get := func(k string) string { return q.Get(k) }
-	t := get("type")
+// transportType checks type= (the transport) and headerType=, before the rest of
+// the link: "tcp" for none.
+func transportType(kind string, q url.Values) (string, error) {
+	t := q.Get("type")
 	switch t {
 	case "", "tcp", "raw":
 		t = "tcp"
@@ -337,10 +336,21 @@ func transportOptions(kind string, p *Proxy, q url.Values) error {
 		t = "xhttp"
 	case "ws", "httpupgrade", "grpc", "xhttp":
 	default:
-		return fmt.Errorf("%s link: type=%s is not supported; tcp, ws, httpupgrade, grpc and xhttp are", kind, sanitize(t))
+		return "", fmt.Errorf("%s link: type=%s is not supported; tcp, ws, httpupgrade, grpc and xhttp are", kind, sanitize(t))
 	}
-	if h := get("headerType"); h != "" && h != "none" {
-		return fmt.Errorf("%s link: headerType=%s is not supported; none is", kind, sanitize(h))
+	if h := q.Get("headerType"); h != "" && h != "none" {
+		return "", fmt.Errorf("%s link: headerType=%s is not supported; none is", kind, sanitize(h))
+	}
+	return t, nil
+}
+
+// transportOptions reads type= and its parameters into the transport options,
+// refusing what tgtun cannot do and noting what it does not use.
+func transportOptions(kind string, p *Proxy, q url.Values) error {
+	get := func(k string) string { return q.Get(k) }
+	t, err := transportType(kind, q)
+	if err != nil {
+		return err
 	}
 	// Parameters that belong to another type are noted, not used.
 	for _, name := range sortedKeys(q) {
@@ -588,6 +598,9 @@ func parseVLESS(link string) (*Proxy, error) {
 	if !isUUID(id) {
 		return nil, fmt.Errorf("vless link: the id before '@' is not a UUID")
 	}
+	if _, err := transportType("vless", q); err != nil {
+		return nil, err
+	}
 	if e := q.Get("encryption"); e != "" && e != "none" {
 		return nil, fmt.Errorf("vless link: encryption=%s is not supported; none is", sanitize(e))
 	}
@@ -649,6 +662,9 @@ func parseTrojan(link string) (*Proxy, error) {
 	q := u.Query()
 	if u.User == nil || u.User.Username() == "" {
 		return nil, fmt.Errorf("trojan link: the password (before '@') is missing")
+	}
+	if _, err := transportType("trojan", q); err != nil {
+		return nil, err
 	}
 	if sec := q.Get("security"); sec != "" && sec != "tls" {
 		return nil, fmt.Errorf("trojan link: security=%s is not supported; tls is", sanitize(sec))

@@ -233,7 +233,7 @@ func parseExtra(extra, paddingBytes string) (*xhttpConfig, []string, error) {
 		case "sessionIDTable", "sessionIDLength":
 			return nil, nil, bad(name, "not supported (custom session ids are newer than the Xray-core tgtun is tested against)")
 		default:
-			return nil, nil, bad(name, "unknown field, not supported")
+			return nil, nil, bad(sanitize(name, 30), "unknown field, not supported")
 		}
 	}
 	if c.sessKey == "" {
