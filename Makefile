@@ -19,6 +19,11 @@ BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # sing-box release the e2e tests run as VLESS/Trojan/SS-2022 server (e2e/testnet/singbox.go).
 SINGBOX_VERSION := 1.14.1
+# Xray-core release the e2e tests run as server of the transports (ws, httpupgrade, grpc,
+# xhttp) and the bench's reference client (e2e/testnet/xray.go): `go install` builds it as
+# main, installed here as $GOPATH/bin/xray.
+XRAY_VERSION    := v1.260327.0
+XRAY_RELEASE    := 26.3.27
 # wireguard-go (userspace WireGuard; the kernel of CI may have no wireguard module): the
 # link of the interface-proxy e2e test. Installed as $GOPATH/bin/wireguard.
 WIREGUARD_GO    := golang.zx2c4.com/wireguard@v0.0.0-20260522210424-ecfc5a8d5446
@@ -71,6 +76,12 @@ deps: go-check
 		$(GO) install -tags with_utls \
 			-ldflags '-s -w -X github.com/sagernet/sing-box/constant.Version=$(SINGBOX_VERSION)' \
 			github.com/sagernet/sing-box/cmd/sing-box@v$(SINGBOX_VERSION); \
+	fi
+	@gobin=$$($(GO) env GOBIN); xr=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/xray; \
+	if ! "$$xr" version 2>/dev/null | grep -q '^Xray $(XRAY_RELEASE) '; then \
+		echo "installing Xray-core $(XRAY_VERSION) into $$xr"; \
+		tmp=$$(mktemp -d) && GOBIN=$$tmp $(GO) install github.com/xtls/xray-core/main@$(XRAY_VERSION) && \
+		mkdir -p "$$(dirname "$$xr")" && mv "$$tmp/main" "$$xr" && rmdir "$$tmp"; \
 	fi
 	@gobin=$$($(GO) env GOBIN); wg=$${gobin:-$$($(GO) env GOPATH | cut -d: -f1)/bin}/wireguard; \
 	if ! "$$wg" --version 2>/dev/null | grep -q 'wireguard-go'; then \

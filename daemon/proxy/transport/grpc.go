@@ -183,14 +183,11 @@ func (c *grpcConn) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// streamErr prefers the response's error (a refusal) to the pipe's.
+// streamErr prefers the response's error (a refusal) to the pipe's: the HTTP/2
+// client may end the request body a moment before the refusal is seen.
 func (c *grpcConn) streamErr(err error) error {
-	select {
-	case <-c.s.ready:
-		if c.s.err != nil {
-			return c.s.err
-		}
-	default:
+	if rerr := c.s.failure(time.Second); rerr != nil {
+		return rerr
 	}
 	if err == io.ErrClosedPipe {
 		return net.ErrClosed

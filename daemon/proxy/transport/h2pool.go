@@ -291,6 +291,20 @@ func (s *respStream) wait() error {
 	return s.err
 }
 
+// failure is the request's failure (a refusal the server answered, a broken
+// connection) once its head is there, waiting at most wait for it: a write that
+// failed because the stream ended learns why. nil when it went well or did not come.
+func (s *respStream) failure(wait time.Duration) error {
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-s.ready:
+		return s.err
+	case <-t.C:
+		return nil
+	}
+}
+
 // close releases the response; one still awaited is released when it comes (the
 // caller cancels the request, so that is soon).
 func (s *respStream) close() {

@@ -406,17 +406,15 @@ func (c *xhttpConn) Write(p []byte) (int, error) {
 			err = c.downErr
 		}
 		c.errMu.Unlock()
-		// A refusal of the request explains a failed write best.
+		// A refusal of the request explains a failed write best; the HTTP/2 client
+		// may end the request body a moment before the refusal is seen.
 		for _, s := range []*respStream{c.down, c.upResp} {
 			if s == nil {
 				continue
 			}
-			select {
-			case <-s.ready:
-				if s.err != nil {
-					err = s.err
-				}
-			default:
+			if rerr := s.failure(time.Second); rerr != nil {
+				err = rerr
+				break
 			}
 		}
 		if err == io.ErrClosedPipe {
