@@ -65,14 +65,15 @@ func main() {
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
+	transportsOnly := flag.Bool("transports-only", false, "run only the transport figures (ws, httpupgrade, grpc, xhttp against Xray's client)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *transportsOnly); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly, transportsOnly bool) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -115,10 +116,12 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.transportsVsXray, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
+	case transportsOnly:
+		steps = []func(context.Context) error{b.startTgtun, b.transportsVsXray, b.stopTgtun}
 	case !sizes:
 		steps = steps[1:]
 	}

@@ -157,10 +157,15 @@ func (t *xhttpTransport) Dial(ctx context.Context) (net.Conn, error) {
 	default: // packet-up
 		session := newSession()
 		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
-		c.up = t.newUploader(func(seq int, data []byte) error {
+		c.up = t.newUploader(func(seq int, data []byte, written func()) error {
 			pctx, cancel := context.WithTimeout(fctx, postTimeout)
 			defer cancel()
 			req := t.postRequest(pctx, session, seq, data)
+			if req.Body != nil {
+				req.Body = &signalEOF{r: req.Body, f: written}
+			} else {
+				written() // the data is in the headers
+			}
 			resp, err := cn.roundTrip(req)
 			if err != nil {
 				return err
@@ -485,8 +490,10 @@ func (c *xhttpConn) SetWriteDeadline(t time.Time) error {
 
 // uploader is packet-up's upload: writes gather in a buffer of up to maxPost
 // bytes, which a sender goroutine posts, at least an interval after the last
-// post. The goroutine runs only while there is something to send: an idle flow
-// has none, and no buffer.
+// post began. As Xray's client, the next post may start once the last one's data is
+// written, before its answer (up to maxInflight at once; the server puts them in
+// order by their numbers). The sender runs only while there is something to send:
+// an idle flow has no goroutine and no buffer.
 type uploader struct {
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -495,13 +502,18 @@ type uploader struct {
 	interval Range
 	seq      int
 	sending  bool
+	inflight int
 	err      error
 	last     time.Time
-	post     func(seq int, data []byte) error
+	post     func(seq int, data []byte, written func()) error
 	closed   bool // CloseWrite: no more writes
 }
 
-func (t *xhttpTransport) newUploader(post func(int, []byte) error) *uploader {
+// maxInflight bounds the posts of one flow in flight: with 1 MB posts, what a flow
+// uploading at full speed holds.
+const maxInflight = 3
+
+func (t *xhttpTransport) newUploader(post func(int, []byte, func()) error) *uploader {
 	u := &uploader{max: t.cfg.maxPost.pick(), interval: t.cfg.interval, post: post}
 	u.cond.L = &u.mu
 	return u
@@ -522,6 +534,9 @@ func (u *uploader) write(p []byte) (int, error) {
 			return n, u.err
 		}
 		k := min(len(p), u.max-len(u.buf))
+		if u.buf == nil {
+			u.buf = make([]byte, 0, min(u.max, max(k, 64<<10)))
+		}
 		u.buf = append(u.buf, p[:k]...)
 		p = p[k:]
 		n += k
@@ -550,17 +565,33 @@ func (u *uploader) run() {
 			u.mu.Lock()
 			continue
 		}
+		if u.inflight >= maxInflight {
+			u.cond.Wait()
+			continue
+		}
 		data, seq := u.buf, u.seq
 		u.buf = nil
 		u.seq++
+		u.inflight++
 		u.last = time.Now()
 		u.cond.Broadcast()
 		u.mu.Unlock()
-		err := u.post(seq, data)
+		written := make(chan struct{})
+		var once sync.Once
+		signal := func() { once.Do(func() { close(written) }) }
+		go func() {
+			err := u.post(seq, data, signal)
+			signal()
+			u.mu.Lock()
+			u.inflight--
+			if err != nil && u.err == nil {
+				u.err = err
+			}
+			u.cond.Broadcast()
+			u.mu.Unlock()
+		}()
+		<-written
 		u.mu.Lock()
-		if err != nil && u.err == nil {
-			u.err = err
-		}
 	}
 }
 
@@ -581,6 +612,22 @@ func (u *uploader) closeWrite() {
 	u.closed = true
 	u.mu.Unlock()
 }
+
+// signalEOF calls f when r is read to its end (the HTTP/2 client wrote the body).
+type signalEOF struct {
+	r io.ReadCloser
+	f func()
+}
+
+func (s *signalEOF) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF {
+		s.f()
+	}
+	return n, err
+}
+
+func (s *signalEOF) Close() error { return s.r.Close() }
 
 // dialH1 runs packet-up over HTTP/1.1: the download is a GET on raw (a TLS
 // connection whose server chose http/1.1), the upload POSTs on other connections
@@ -614,10 +661,10 @@ func (t *xhttpTransport) dialH1(ctx context.Context, raw net.Conn) (net.Conn, er
 	c.downR = resp.Body
 	fctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.up = t.newUploader(func(seq int, data []byte) error {
+	c.up = t.newUploader(func(seq int, data []byte, written func()) error {
 		pctx, cancel := context.WithTimeout(fctx, postTimeout)
 		defer cancel()
-		return t.h1.post(pctx, t.postRequest(pctx, session, seq, data), data, t.cfg.dataPlace, t.checkUp)
+		return t.h1.post(pctx, t.postRequest(pctx, session, seq, data), data, t.cfg.dataPlace, t.checkUp, written)
 	})
 	c.dl.kill = c.kill
 	return c, nil
@@ -688,7 +735,7 @@ func (p *h1Pool) put(hc *h1Conn) {
 
 // post sends one upload request and reads its answer. A kept-alive connection the
 // server closed meanwhile is replaced once.
-func (p *h1Pool) post(ctx context.Context, req *http.Request, data []byte, place string, check func(*http.Response) error) error {
+func (p *h1Pool) post(ctx context.Context, req *http.Request, data []byte, place string, check func(*http.Response) error, written func()) error {
 	body := data
 	if place == placeHeader || place == placeCookie {
 		body = nil
@@ -707,6 +754,7 @@ func (p *h1Pool) post(ctx context.Context, req *http.Request, data []byte, place
 		err := writeRequest(hc.c, req, body)
 		var resp *http.Response
 		if err == nil {
+			written()
 			resp, err = readHead(hc.br, req)
 		}
 		if err == nil {
