@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,7 +37,7 @@ import (
 // transport's own errors.
 
 // xrayPath finds Xray-core: $TGTUN_XRAY, $PATH, then where `go install` writes.
-func xrayPath(t *testing.T) string {
+func xrayPath(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("TGTUN_XRAY"); p != "" {
 		return p
@@ -80,7 +81,7 @@ type xrayLab struct {
 	inbounds          []any
 }
 
-func newXrayLab(t *testing.T) *xrayLab {
+func newXrayLab(t testing.TB) *xrayLab {
 	t.Helper()
 	dir := t.TempDir()
 	l := &xrayLab{}
@@ -140,14 +141,14 @@ func newXrayLab(t *testing.T) *xrayLab {
 
 // inbound adds an inbound of protocol (vless, trojan) with stream settings
 // network+settings over security (tls, reality) on a free port.
-func (l *xrayLab) inbound(t *testing.T, protocol, security, network string, settings map[string]any) uint16 {
+func (l *xrayLab) inbound(t testing.TB, protocol, security, network string, settings map[string]any) uint16 {
 	return l.inboundALPN(t, protocol, security, network, settings, nil)
 }
 
 // inboundALPN is inbound with the server's TLS ALPN list (nil: Xray's default).
-func (l *xrayLab) inboundALPN(t *testing.T, protocol, security, network string, settings map[string]any, alpn []string) uint16 {
+func (l *xrayLab) inboundALPN(t testing.TB, protocol, security, network string, settings map[string]any, alpn []string) uint16 {
 	t.Helper()
-	port := freePort(t, "127.0.0.1")
+	port := freePortTB(t)
 	stream := map[string]any{"network": network, "security": security}
 	if settings != nil {
 		stream[network+"Settings"] = settings
@@ -179,7 +180,7 @@ func (l *xrayLab) inboundALPN(t *testing.T, protocol, security, network string, 
 }
 
 // start runs Xray with every inbound added and waits until all listen.
-func (l *xrayLab) start(t *testing.T) {
+func (l *xrayLab) start(t testing.TB) {
 	t.Helper()
 	conf, err := json.MarshalIndent(map[string]any{
 		"log":       map[string]any{"loglevel": "warning"},
@@ -193,27 +194,52 @@ func (l *xrayLab) start(t *testing.T) {
 	if err := os.WriteFile(path, conf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	last := l.inbounds[len(l.inbounds)-1].(map[string]any)["port"].(uint16)
-	s := startServer(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(int(last))), xrayPath(t), "run", "-c", path)
+	out := &syncBuffer{}
+	cmd := exec.Command(xrayPath(t), "run", "-c", path)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start xray: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("xray output:\n%s", out.String())
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+	})
 	for _, in := range l.inbounds {
-		waitListen(t, s, in.(map[string]any)["port"].(uint16))
+		port := in.(map[string]any)["port"].(uint16)
+		deadline := time.Now().Add(testTimeout)
+		for {
+			c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-exited:
+				t.Fatalf("xray exited: %s", out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("xray does not listen on %d: %s", port, out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
 
-func waitListen(t *testing.T, s *server, port uint16) {
+// freePortTB is a TCP port free on loopback.
+func freePortTB(t testing.TB) uint16 {
 	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))), time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("xray does not listen on %d: %s", port, s.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer ln.Close()
+	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // spec is a VLESS or Trojan proxy on port with a transport.
@@ -468,4 +494,100 @@ func dialAndRead(ctx context.Context, d Dialer, dst netip.AddrPort) error {
 	var b [6]byte
 	_, err = io.ReadFull(c, b[:])
 	return err
+}
+
+// BenchmarkTransportIdleFlow: what a held, idle VLESS flow costs in the daemon with
+// each transport against Xray on loopback: heap and goroutine stacks after a full GC,
+// per flow, with one goroutine blocked in Read per flow as the engine keeps for a
+// conn it cannot poll. A flow made one round trip first (its connection and, for
+// HTTP/2, its stream are set up). go test -run '^$' -bench TransportIdleFlow ./daemon/proxy
+func BenchmarkTransportIdleFlow(b *testing.B) {
+	const flows = 200
+	lab := newXrayLab(b)
+	type bc struct {
+		name, security, network string
+		server                  map[string]any
+		client                  Spec
+	}
+	cases := []bc{
+		{"tcp-reality", "reality", "raw", nil, Spec{}},
+		{"tcp-tls", "tls", "raw", nil, Spec{}},
+		{"ws-tls", "tls", "ws", map[string]any{"path": "/ws"}, Spec{Transport: "ws", Path: "/ws"}},
+		{"httpupgrade-tls", "tls", "httpupgrade", map[string]any{"path": "/hu"}, Spec{Transport: "httpupgrade", Path: "/hu"}},
+		{"grpc-reality", "reality", "grpc", map[string]any{"serviceName": "s"}, Spec{Transport: "grpc", ServiceName: "s"}},
+		{"xhttp-packet-up-tls", "tls", "xhttp", map[string]any{"path": "/xp", "mode": "packet-up"}, Spec{Transport: "xhttp", Path: "/xp", Mode: "packet-up"}},
+		{"xhttp-stream-up-reality", "reality", "xhttp", map[string]any{"path": "/xu", "mode": "stream-up"}, Spec{Transport: "xhttp", Path: "/xu", Mode: "stream-up"}},
+		{"xhttp-stream-one-reality", "reality", "xhttp", map[string]any{"path": "/xo", "mode": "stream-one"}, Spec{Transport: "xhttp", Path: "/xo", Mode: "stream-one"}},
+	}
+	ports := make([]uint16, len(cases))
+	for i, c := range cases {
+		ports[i] = lab.inbound(b, TypeVLESS, c.security, c.network, c.server)
+	}
+	lab.start(b)
+	// The echo server is another process (socat), so that only the client side counts.
+	echoPort := freePortTB(b)
+	echo := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", echoPort), "PIPE")
+	if err := echo.Start(); err != nil {
+		b.Fatalf("socat: %v", err)
+	}
+	defer func() { _ = echo.Process.Kill(); _ = echo.Wait() }()
+	dst := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), echoPort)
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", dst.String()); err == nil {
+			c.Close()
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("socat does not listen: %v", err)
+		}
+	}
+	for i, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				d, err := New(lab.spec(TypeVLESS, c.security, ports[i], c.client), Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				heap0, stack0, g0 := memNow()
+				conns := make([]net.Conn, 0, flows)
+				done := make(chan struct{})
+				for range flows {
+					conn, err := d.DialTCP(context.Background(), dst)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := conn.Write([]byte("x")); err != nil {
+						b.Fatal(err)
+					}
+					one := make([]byte, 1)
+					if _, err := io.ReadFull(conn, one); err != nil {
+						b.Fatal(err)
+					}
+					conns = append(conns, conn)
+					// The engine's reader of a conn it cannot poll, here without its buffer.
+					go func() {
+						var p [1]byte
+						_, _ = conn.Read(p[:])
+						<-done
+					}()
+				}
+				time.Sleep(500 * time.Millisecond)
+				heap1, stack1, g1 := memNow()
+				b.ReportMetric(float64(int64(heap1)-int64(heap0))/flows/1024, "heap-KiB/flow")
+				b.ReportMetric(float64(int64(stack1)-int64(stack0))/flows/1024, "stack-KiB/flow")
+				b.ReportMetric(float64(g1-g0)/flows, "goroutines/flow")
+				for _, c := range conns {
+					c.Close()
+				}
+				close(done)
+			}
+		})
+	}
+}
+
+func memNow() (heap, stack uint64, goroutines int) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse, ms.StackInuse, runtime.NumGoroutine()
 }
