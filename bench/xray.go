@@ -240,7 +240,8 @@ func (b *bench) idleFlowCost(ctx context.Context, name string) error {
 		}
 		open = append(open, c)
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Write([]byte("x")); err == nil {
+		_, err = c.Write([]byte("x"))
+		if err == nil {
 			_, err = io.ReadFull(c, make([]byte, 1))
 		}
 		if err != nil {

@@ -390,11 +390,3 @@ func (c *frameSizeClamp) scan(b []byte) {
 		}
 	}
 }
-
-// rangeOr is r, or d when r is unset.
-func rangeOr(r, d Range) Range {
-	if r.To == 0 {
-		return d
-	}
-	return r
-}

@@ -66,21 +66,3 @@ func leftover(br *bufio.Reader) []byte {
 	_, _ = io.ReadFull(br, rest)
 	return rest
 }
-
-// prefixConn reads rest before the connection.
-type prefixConn struct {
-	net.Conn
-	rest []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.rest) > 0 {
-		n := copy(p, c.rest)
-		c.rest = c.rest[n:]
-		if len(c.rest) == 0 {
-			c.rest = nil
-		}
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
