@@ -270,3 +270,33 @@ func TestStreamedBodyFrames(t *testing.T) {
 		t.Fatalf("a DATA frame of %d bytes: the server's frame size was not clamped", largest)
 	}
 }
+
+// FuzzFrameSizeClamp: whatever the server sends and however it is split, the
+// rewrite keeps the length and changes bytes only into 16384's (0x00, 0x40), and
+// splitting differently gives the same result.
+func FuzzFrameSizeClamp(f *testing.F) {
+	var in []byte
+	in = h2frame(in, 4, 0, 0, append(setting(5, 1<<20), setting(3, 100)...))
+	f.Add(in, uint8(3))
+	f.Add([]byte{0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 5, 0, 1}, uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, step uint8) {
+		whole := bytes.Clone(data)
+		(&frameSizeClamp{}).scan(whole)
+		split := bytes.Clone(data)
+		c := &frameSizeClamp{}
+		n := int(step%16) + 1
+		for b := split; len(b) > 0; {
+			k := min(n, len(b))
+			c.scan(b[:k])
+			b = b[k:]
+		}
+		if !bytes.Equal(whole, split) {
+			t.Fatalf("split reads give another result")
+		}
+		for i := range data {
+			if whole[i] != data[i] && whole[i] != 0 && whole[i] != 0x40 {
+				t.Fatalf("byte %d became %#x", i, whole[i])
+			}
+		}
+	})
+}
