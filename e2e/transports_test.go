@@ -108,7 +108,13 @@ func startTransportServers(t *testing.T, n *testnet.Net) *transportServers {
 		t.Fatal(err)
 	}
 
-	// sing-box: ws, grpc and httpupgrade over TLS and REALITY.
+	// sing-box: ws and grpc over TLS and REALITY. Not httpupgrade: sing-box 1.14.1's
+	// server flushes its 101 and only then hijacks the connection, dropping what its HTTP
+	// server read meanwhile (transport/v2rayhttpupgrade/server.go ignores Hijack's
+	// reader), so a client whose first bytes arrive in that window (any client that
+	// writes once it read the 101: sing-box's own, Xray's, tgtun's) loses them; on veth
+	// and loopback that is 1 flow in 6 (docs/ARCHITECTURE.md). The httpupgrade client is
+	// tested against Xray's server above.
 	certTLS := map[string]any{"enabled": true, "server_name": "proxy.test", "certificate_path": certPath, "key_path": keyPath}
 	realityTLS := map[string]any{"enabled": true, "server_name": realitySNI, "reality": map[string]any{
 		"enabled": true, "private_key": priv, "short_id": []string{s.shortID},
@@ -122,7 +128,6 @@ func startTransportServers(t *testing.T, n *testnet.Net) *transportServers {
 		{"ws", map[string]any{"type": "ws", "path": "/sws", "max_early_data": 2048, "early_data_header_name": "Sec-WebSocket-Protocol"},
 			map[string]string{"transport": "ws", "path": "/sws?ed=2048"}},
 		{"grpc", map[string]any{"type": "grpc", "service_name": "sgrpc"}, map[string]string{"transport": "grpc", "service_name": "sgrpc"}},
-		{"httpupgrade", map[string]any{"type": "httpupgrade", "path": "/shu"}, map[string]string{"transport": "httpupgrade", "path": "/shu"}},
 	}
 	var sbIn []any
 	wait = nil
