@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 )
@@ -46,8 +47,9 @@ type h2Pool struct {
 	// (XHTTP packet-up); otherwise it is an error.
 	allowHTTP1 bool
 
-	mu    sync.Mutex
-	conns []*h2Conn
+	mu      sync.Mutex
+	conns   []*h2Conn
+	dialing []*pendingDial // connections being opened
 }
 
 // h2Conn is one shared connection.
@@ -94,23 +96,66 @@ func newH2Pool(name string, dial DialFunc, alpn []string, reality bool, lim muxL
 
 // acquire returns a connection with one more flow on it. When the server chose
 // http/1.1 and p.allowHTTP1, it returns that TLS connection as h1 instead.
+//
+// Flows that arrive together (a messenger opens several at once) wait for a
+// connection being opened, as many as it can carry, rather than each opening its
+// own.
 func (p *h2Pool) acquire(ctx context.Context) (c *h2Conn, h1 net.Conn, err error) {
 	p.mu.Lock()
-	if c := p.pickLocked(); c != nil {
-		c.takeFlowLocked()
+	for {
+		if c := p.pickLocked(); c != nil {
+			c.takeFlowLocked()
+			p.mu.Unlock()
+			return c, nil, nil
+		}
+		var d *pendingDial
+		if p.connections == 0 {
+			for _, x := range p.dialing {
+				if x.waiters+1 < max(p.concurrency, 1) {
+					d = x
+					break
+				}
+			}
+		}
+		if d == nil {
+			break
+		}
+		d.waiters++
 		p.mu.Unlock()
-		return c, nil, nil
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			p.mu.Lock()
+			d.waiters--
+			p.mu.Unlock()
+			return nil, nil, ctx.Err()
+		}
+		p.mu.Lock()
+		if d.failed {
+			break // each learns why with a dial of its own
+		}
 	}
+	d := &pendingDial{done: make(chan struct{})}
+	p.dialing = append(p.dialing, d)
 	p.mu.Unlock()
 	c, h1, err = p.open(ctx)
-	if err != nil || h1 != nil {
-		return nil, h1, err
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.conns = append(p.conns, c)
-	c.takeFlowLocked()
-	return c, nil, nil
+	p.dialing = slices.DeleteFunc(p.dialing, func(x *pendingDial) bool { return x == d })
+	d.failed = err != nil || h1 != nil
+	if err == nil && h1 == nil {
+		p.conns = append(p.conns, c)
+		c.takeFlowLocked()
+	}
+	close(d.done)
+	return c, h1, err
+}
+
+// pendingDial is a connection being opened, which flows may wait for.
+type pendingDial struct {
+	done    chan struct{}
+	waiters int
+	failed  bool
 }
 
 // pickLocked finds a connection that takes another flow, dropping the dead.

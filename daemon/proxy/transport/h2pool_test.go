@@ -300,3 +300,35 @@ func FuzzFrameSizeClamp(f *testing.F) {
 		}
 	})
 }
+
+// TestH2PoolBurst: flows that start together share the connection being opened
+// instead of opening one each.
+func TestH2PoolBurst(t *testing.T) {
+	dial, conns := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	slow := func(ctx context.Context, alpn []string) (net.Conn, string, error) {
+		time.Sleep(100 * time.Millisecond) // a TLS handshake
+		return dial(ctx, alpn)
+	}
+	p := newH2Pool("test", slow, nil, false, muxLimits{maxConcurrency: Range{8, 8}})
+	var wg sync.WaitGroup
+	got := make(chan *h2Conn, 16)
+	for range 16 {
+		wg.Go(func() {
+			c, _, err := p.acquire(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got <- c
+		})
+	}
+	wg.Wait()
+	close(got)
+	per := map[*h2Conn]int{}
+	for c := range got {
+		per[c]++
+	}
+	if n := conns.Load(); n != 2 || len(per) != 2 {
+		t.Fatalf("16 flows at once opened %d connections (%d used), want 2 of 8 flows", n, len(per))
+	}
+}
