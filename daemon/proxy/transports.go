@@ -2,9 +2,12 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
+
+	utls "github.com/metacubex/utls"
 
 	"github.com/tgtun/tgtun/daemon/proxy/transport"
 )
@@ -50,8 +53,20 @@ func (b *base) tlsDial(t *tlsClient) transport.DialFunc {
 		if err != nil {
 			return nil, "", err
 		}
-		return conn, conn.ConnectionState().NegotiatedProtocol, nil
+		return conn, negotiatedProtocol(conn), nil
 	}
+}
+
+// negotiatedProtocol is the ALPN protocol of a TLS conn, whichever TLS layer made it
+// (uTLS's, or one with crypto/tls's ConnectionState); "" when none was chosen.
+func negotiatedProtocol(c net.Conn) string {
+	switch s := c.(type) {
+	case interface{ ConnectionState() utls.ConnectionState }:
+		return s.ConnectionState().NegotiatedProtocol
+	case interface{ ConnectionState() tls.ConnectionState }:
+		return s.ConnectionState().NegotiatedProtocol
+	}
+	return ""
 }
 
 // dialStream opens the protocol's stream through tr, with the dialer's prefix on
