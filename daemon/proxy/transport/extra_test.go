@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net/http"
 	"reflect"
 	"strings"
@@ -99,7 +101,9 @@ func TestXHTTPRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := tr.(*xhttpTransport)
-	req := x.postRequest(t.Context(), "sess", 7, []byte("data"))
+	data := &chunks{}
+	data.append([]byte("data"))
+	req := x.postRequest(t.Context(), "sess", 7, data)
 	if req.URL.Path != "/base/sess/7" || req.URL.RawQuery != "q=1" || req.Host != "cdn.example.org" || req.Method != http.MethodPost || req.ContentLength != 4 {
 		t.Fatalf("request %s %s host %s length %d", req.Method, req.URL, req.Host, req.ContentLength)
 	}
@@ -110,6 +114,9 @@ func TestXHTTPRequests(t *testing.T) {
 	}
 	if req.Header.Get("Content-Type") != "" {
 		t.Errorf("a packet-up post has a content type")
+	}
+	if body, _ := io.ReadAll(req.Body); string(body) != "data" {
+		t.Errorf("post body %q", body)
 	}
 	down := x.request(t.Context(), http.MethodPost, "", "", strings.NewReader(""), true)
 	if down.Header.Get("Content-Type") != "application/grpc" || down.URL.Path != "/base/" {
@@ -166,4 +173,25 @@ func FuzzParseExtra(f *testing.F) {
 			t.Fatalf("accepted a configuration with padding %v, post size %v", c.padding, c.maxPost)
 		}
 	})
+}
+
+// TestChunks: data goes in and comes out whole across pieces.
+func TestChunks(t *testing.T) {
+	in := bytes.Repeat([]byte("0123456789abcdef"), 20000) // 320000 bytes: five pieces
+	var c chunks
+	for p := in; len(p) > 0; {
+		k := c.append(p[:min(len(p), 7777)])
+		p = p[k:]
+	}
+	if c.n != len(in) || len(c.bufs) != 5 {
+		t.Fatalf("%d bytes in %d pieces", c.n, len(c.bufs))
+	}
+	got, _ := io.ReadAll(c.reader())
+	if !bytes.Equal(got, in) || !bytes.Equal(c.bytes(), in) {
+		t.Fatal("the data differs")
+	}
+	c.release()
+	if c.n != 0 || c.bufs != nil {
+		t.Fatal("not empty after release")
+	}
 }

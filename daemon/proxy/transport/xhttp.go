@@ -157,7 +157,7 @@ func (t *xhttpTransport) Dial(ctx context.Context) (net.Conn, error) {
 	default: // packet-up
 		session := newSession()
 		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
-		c.up = t.newUploader(func(seq int, data []byte, written func()) error {
+		c.up = t.newUploader(func(seq int, data *chunks, written func()) error {
 			pctx, cancel := context.WithTimeout(fctx, postTimeout)
 			defer cancel()
 			req := t.postRequest(pctx, session, seq, data)
@@ -237,11 +237,11 @@ func (t *xhttpTransport) request(ctx context.Context, method, session, seq strin
 }
 
 // postRequest is packet-up's upload number seq carrying data.
-func (t *xhttpTransport) postRequest(ctx context.Context, session string, seq int, data []byte) *http.Request {
+func (t *xhttpTransport) postRequest(ctx context.Context, session string, seq int, data *chunks) *http.Request {
 	req := t.request(ctx, t.cfg.method, session, strconv.Itoa(seq), nil, false)
 	switch t.cfg.dataPlace {
 	case placeHeader, placeCookie:
-		enc := base64.RawURLEncoding.EncodeToString(data)
+		enc := base64.RawURLEncoding.EncodeToString(data.bytes())
 		for i := 0; len(enc) > 0; i++ {
 			k := min(t.cfg.chunk.pick(), len(enc))
 			if t.cfg.dataPlace == placeHeader {
@@ -252,9 +252,9 @@ func (t *xhttpTransport) postRequest(ctx context.Context, session string, seq in
 			enc = enc[k:]
 		}
 	default:
-		req.Body = io.NopCloser(bytes.NewReader(data))
-		req.ContentLength = int64(len(data))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+		req.Body = io.NopCloser(data.reader())
+		req.ContentLength = int64(data.n)
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(data.reader()), nil }
 	}
 	return req
 }
@@ -497,7 +497,7 @@ func (c *xhttpConn) SetWriteDeadline(t time.Time) error {
 type uploader struct {
 	mu       sync.Mutex
 	cond     sync.Cond
-	buf      []byte
+	buf      *chunks // nil while nothing waits
 	max      int
 	interval Range
 	seq      int
@@ -505,7 +505,7 @@ type uploader struct {
 	inflight int
 	err      error
 	last     time.Time
-	post     func(seq int, data []byte, written func()) error
+	post     func(seq int, data *chunks, written func()) error
 	closed   bool // CloseWrite: no more writes
 }
 
@@ -513,7 +513,7 @@ type uploader struct {
 // uploading at full speed holds.
 const maxInflight = 3
 
-func (t *xhttpTransport) newUploader(post func(int, []byte, func()) error) *uploader {
+func (t *xhttpTransport) newUploader(post func(int, *chunks, func()) error) *uploader {
 	u := &uploader{max: t.cfg.maxPost.pick(), interval: t.cfg.interval, post: post}
 	u.cond.L = &u.mu
 	return u
@@ -527,17 +527,16 @@ func (u *uploader) write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		for u.err == nil && len(u.buf) >= u.max {
+		for u.err == nil && u.buf != nil && u.buf.n >= u.max {
 			u.cond.Wait()
 		}
 		if u.err != nil {
 			return n, u.err
 		}
-		k := min(len(p), u.max-len(u.buf))
 		if u.buf == nil {
-			u.buf = make([]byte, 0, min(u.max, max(k, 64<<10)))
+			u.buf = &chunks{}
 		}
-		u.buf = append(u.buf, p[:k]...)
+		k := u.buf.append(p[:min(len(p), u.max-u.buf.n)])
 		p = p[k:]
 		n += k
 		if !u.sending {
@@ -552,7 +551,7 @@ func (u *uploader) write(p []byte) (int, error) {
 func (u *uploader) run() {
 	u.mu.Lock()
 	for {
-		if len(u.buf) == 0 || u.err != nil {
+		if u.buf == nil || u.err != nil {
 			u.sending = false
 			u.cond.Broadcast()
 			u.mu.Unlock()
@@ -582,6 +581,7 @@ func (u *uploader) run() {
 		go func() {
 			err := u.post(seq, data, signal)
 			signal()
+			data.release()
 			u.mu.Lock()
 			u.inflight--
 			if err != nil && u.err == nil {
@@ -601,7 +601,10 @@ func (u *uploader) fail(err error) {
 	if u.err == nil {
 		u.err = err
 	}
-	u.buf = nil
+	if u.buf != nil {
+		u.buf.release()
+		u.buf = nil
+	}
 	u.cond.Broadcast()
 	u.mu.Unlock()
 }
@@ -611,6 +614,63 @@ func (u *uploader) closeWrite() {
 	u.mu.Lock()
 	u.closed = true
 	u.mu.Unlock()
+}
+
+// chunks hold an upload's data in pooled 64 KiB pieces: a bulk upload reuses them
+// instead of growing (and copying, and collecting) a buffer of up to 1 MB a post.
+type chunks struct {
+	bufs []*[]byte
+	n    int
+}
+
+const chunkSize = 64 << 10
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+// append copies as much of p as fits the chunks' room (callers bound the total) and
+// says how much.
+func (c *chunks) append(p []byte) int {
+	n := 0
+	for len(p) > 0 {
+		if len(c.bufs) == 0 || len(*c.bufs[len(c.bufs)-1]) == chunkSize {
+			bp := chunkPool.Get().(*[]byte)
+			*bp = (*bp)[:0]
+			c.bufs = append(c.bufs, bp)
+		}
+		last := c.bufs[len(c.bufs)-1]
+		k := min(len(p), chunkSize-len(*last))
+		*last = append(*last, p[:k]...)
+		p = p[k:]
+		n += k
+	}
+	c.n += n
+	return n
+}
+
+// reader reads the data from the start.
+func (c *chunks) reader() io.Reader {
+	rs := make([]io.Reader, len(c.bufs))
+	for i, b := range c.bufs {
+		rs[i] = bytes.NewReader(*b)
+	}
+	return io.MultiReader(rs...)
+}
+
+// bytes is the data in one slice (a copy).
+func (c *chunks) bytes() []byte {
+	out := make([]byte, 0, c.n)
+	for _, b := range c.bufs {
+		out = append(out, *b...)
+	}
+	return out
+}
+
+// release gives the pieces back; the chunks are empty after.
+func (c *chunks) release() {
+	for _, b := range c.bufs {
+		chunkPool.Put(b)
+	}
+	c.bufs, c.n = nil, 0
 }
 
 // signalEOF calls f when r is read to its end (the HTTP/2 client wrote the body).
@@ -661,10 +721,14 @@ func (t *xhttpTransport) dialH1(ctx context.Context, raw net.Conn) (net.Conn, er
 	c.downR = resp.Body
 	fctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.up = t.newUploader(func(seq int, data []byte, written func()) error {
+	c.up = t.newUploader(func(seq int, data *chunks, written func()) error {
 		pctx, cancel := context.WithTimeout(fctx, postTimeout)
 		defer cancel()
-		return t.h1.post(pctx, t.postRequest(pctx, session, seq, data), data, t.cfg.dataPlace, t.checkUp, written)
+		var body []byte
+		if t.cfg.dataPlace != placeHeader && t.cfg.dataPlace != placeCookie {
+			body = data.bytes()
+		}
+		return t.h1.post(pctx, t.postRequest(pctx, session, seq, data), body, t.checkUp, written)
 	})
 	c.dl.kill = c.kill
 	return c, nil
@@ -735,11 +799,7 @@ func (p *h1Pool) put(hc *h1Conn) {
 
 // post sends one upload request and reads its answer. A kept-alive connection the
 // server closed meanwhile is replaced once.
-func (p *h1Pool) post(ctx context.Context, req *http.Request, data []byte, place string, check func(*http.Response) error, written func()) error {
-	body := data
-	if place == placeHeader || place == placeCookie {
-		body = nil
-	}
+func (p *h1Pool) post(ctx context.Context, req *http.Request, body []byte, check func(*http.Response) error, written func()) error {
 	for attempt := 0; ; attempt++ {
 		hc := p.get()
 		reused := hc != nil
