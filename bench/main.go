@@ -55,6 +55,8 @@ type bench struct {
 	offload   bool
 	// proxyConf replaces the dante proxy section of tgtun's configuration when set.
 	proxyConf string
+	// transport selects the transport rows (a part of their names); "" all.
+	transport string
 }
 
 func main() {
@@ -66,14 +68,15 @@ func main() {
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
 	transportsOnly := flag.Bool("transports-only", false, "run only the transport figures (ws, httpupgrade, grpc, xhttp against Xray's client)")
+	transport := flag.String("transport", "", "run only the transport rows whose name contains `text` (e.g. packet-up)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *transportsOnly); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *transportsOnly, *transport); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly, transportsOnly bool) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly, transportsOnly bool, transport string) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly,
 	if err != nil {
 		return err
 	}
-	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload}
+	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload, transport: transport}
 	if err := n.StartMessengerServers(); err != nil {
 		return err
 	}

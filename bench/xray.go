@@ -72,8 +72,8 @@ func (b *bench) transportsVsXray(ctx context.Context) error {
 		return err
 	}
 	cases := xrayCases()
-	if f := os.Getenv("TGTUN_BENCH_TRANSPORT"); f != "" {
-		cases = slices.DeleteFunc(cases, func(c xrayCase) bool { return !strings.Contains(c.name, f) })
+	if b.transport != "" {
+		cases = slices.DeleteFunc(cases, func(c xrayCase) bool { return !strings.Contains(c.name, b.transport) })
 	}
 	var inbounds []testnet.XrayInbound
 	var wait []netip.AddrPort
