@@ -143,11 +143,7 @@ type grpcConn struct {
 	dl     deadlines
 	remote addr
 
-	// Read state.
-	msgLeft  int // bytes of the current message not yet parsed
-	dataLeft int // bytes of the current data field not yet returned
-	one      [1]byte
-	prefix   [5]byte
+	dec grpcDecoder
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
@@ -195,115 +191,161 @@ func (c *grpcConn) streamErr(err error) error {
 	return err
 }
 
+// Read reads the response body into p and keeps only the data fields, in place:
+// the framing (message prefixes, tags, lengths, other fields) is parsed as it
+// passes, so a read takes what the HTTP/2 stream holds at once (fewer reads, and
+// fewer WINDOW_UPDATEs, which the client sends once per read) and no buffer is
+// held while the flow waits.
 func (c *grpcConn) Read(p []byte) (int, error) {
 	if err := c.s.wait(); err != nil {
 		return 0, c.dl.readErr(err)
 	}
-	for c.dataLeft == 0 {
-		if err := c.nextData(); err != nil {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := c.s.body.Read(p)
+		m, derr := c.dec.decode(p[:n])
+		if derr != nil {
+			return 0, derr
+		}
+		if m > 0 {
+			return m, nil
+		}
+		if err == io.EOF {
+			if !c.dec.between() {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, c.dl.readErr(c.trailerErr())
+		}
+		if err != nil {
 			return 0, c.dl.readErr(err)
 		}
 	}
-	n, err := c.s.body.Read(p[:min(len(p), c.dataLeft)])
-	c.dataLeft -= n
-	c.msgLeft -= n
-	if err == io.EOF {
-		if c.dataLeft > 0 {
-			err = io.ErrUnexpectedEOF
-		} else if n > 0 {
-			err = nil
-		}
-	}
-	if err != nil && n == 0 {
-		return 0, c.dl.readErr(err)
-	}
-	return n, nil
 }
 
-// nextData reads message prefixes and protobuf fields up to the next data field.
-func (c *grpcConn) nextData() error {
-	for {
-		if c.msgLeft == 0 {
-			if _, err := io.ReadFull(c.s.body, c.prefix[:]); err != nil {
-				if err == io.EOF {
-					return c.trailerErr()
-				}
-				return noEOF(err)
+// grpcDecoder parses gRPC messages of protobuf Hunks (or MultiHunks) as they
+// stream past, keeping the bytes of field 1.
+type grpcDecoder struct {
+	state   int // one of the dec* states
+	msgLeft int // bytes of the current message not yet parsed
+	need    int // bytes left of the prefix, data or skipped field
+	pre     [5]byte
+	v       uint64 // varint being read
+	shift   uint
+	tag     uint64
+}
+
+const (
+	decPrefix = iota // the 5-byte message prefix
+	decTag           // a field's tag (varint)
+	decLen           // a bytes field's length (varint)
+	decData          // field 1's bytes: kept
+	decSkip          // another field's bytes
+	decVarint        // a varint field's value, skipped
+)
+
+// between reports whether the stream may end here: at a message boundary.
+func (d *grpcDecoder) between() bool { return d.state == decPrefix && d.need == 0 }
+
+// decode moves the data bytes of b to its front and says how many there are.
+func (d *grpcDecoder) decode(b []byte) (int, error) {
+	out := 0
+	for i := 0; i < len(b); {
+		switch d.state {
+		case decPrefix:
+			d.pre[d.need] = b[i]
+			d.need++
+			i++
+			if d.need < len(d.pre) {
+				continue
 			}
-			if c.prefix[0] != 0 {
-				return errors.New("grpc: the server sent a compressed message (not asked for)")
+			d.need = 0
+			if d.pre[0] != 0 {
+				return 0, errors.New("grpc: the server sent a compressed message (not asked for)")
 			}
-			c.msgLeft = int(binary.BigEndian.Uint32(c.prefix[1:]))
-			if c.msgLeft > 16<<20 {
-				return fmt.Errorf("grpc: message of %d bytes", c.msgLeft)
+			d.msgLeft = int(binary.BigEndian.Uint32(d.pre[1:]))
+			if d.msgLeft > 16<<20 {
+				return 0, fmt.Errorf("grpc: message of %d bytes", d.msgLeft)
 			}
-			continue
-		}
-		tag, err := c.varint()
-		if err != nil {
-			return err
-		}
-		switch tag & 7 {
-		case 0:
-			if _, err := c.varint(); err != nil {
-				return err
+			if d.msgLeft > 0 {
+				d.state, d.v, d.shift = decTag, 0, 0
 			}
-		case 1, 5:
-			if err := c.skip(map[uint64]int{1: 8, 5: 4}[tag&7]); err != nil {
-				return err
+		case decTag, decLen, decVarint:
+			x := b[i]
+			i++
+			d.msgLeft--
+			if d.shift > 63 {
+				return 0, errors.New("grpc: malformed varint")
 			}
-		case 2:
-			l, err := c.varint()
-			if err != nil {
-				return err
-			}
-			if l > uint64(c.msgLeft) {
-				return errors.New("grpc: a field longer than its message")
-			}
-			if tag>>3 == 1 {
-				c.dataLeft = int(l)
-				if l > 0 {
-					return nil
+			d.v |= uint64(x&0x7f) << d.shift
+			d.shift += 7
+			if x >= 0x80 {
+				if d.msgLeft == 0 {
+					return 0, errors.New("grpc: a field runs past its message")
 				}
 				continue
 			}
-			if err := c.skip(int(l)); err != nil {
-				return err
+			v := d.v
+			d.v, d.shift = 0, 0
+			switch d.state {
+			case decTag:
+				d.tag = v
+				switch v & 7 {
+				case 0:
+					d.state = decVarint
+				case 1:
+					d.state, d.need = decSkip, 8
+				case 5:
+					d.state, d.need = decSkip, 4
+				case 2:
+					d.state = decLen
+				default:
+					return 0, fmt.Errorf("grpc: protobuf wire type %d in a Hunk", v&7)
+				}
+				if d.state != decSkip && d.msgLeft == 0 {
+					return 0, errors.New("grpc: a field runs past its message")
+				}
+			case decLen:
+				if v > uint64(d.msgLeft) {
+					return 0, errors.New("grpc: a field longer than its message")
+				}
+				d.need = int(v)
+				d.state = decSkip
+				if d.tag>>3 == 1 {
+					d.state = decData
+				}
+				if d.need == 0 {
+					d.state = decTag
+				}
+			case decVarint:
+				d.state = decTag
 			}
-		default:
-			return fmt.Errorf("grpc: protobuf wire type %d in a Hunk", tag&7)
+			if d.state == decSkip && d.need > d.msgLeft {
+				return 0, errors.New("grpc: a field runs past its message")
+			}
+		case decData, decSkip:
+			k := min(d.need, len(b)-i)
+			if d.state == decData {
+				copy(b[out:], b[i:i+k])
+				out += k
+			}
+			i += k
+			d.need -= k
+			d.msgLeft -= k
+			if d.need == 0 {
+				d.state = decTag
+			}
+		}
+		if d.state == decTag && d.msgLeft == 0 {
+			d.state, d.need = decPrefix, 0
 		}
 	}
-}
-
-// varint reads a protobuf varint within the current message.
-func (c *grpcConn) varint() (uint64, error) {
-	var v uint64
-	for i := 0; i < 10; i++ {
-		if c.msgLeft == 0 {
-			return 0, errors.New("grpc: a field runs past its message")
-		}
-		if _, err := io.ReadFull(c.s.body, c.one[:]); err != nil {
-			return 0, noEOF(err)
-		}
-		c.msgLeft--
-		v |= uint64(c.one[0]&0x7f) << (7 * i)
-		if c.one[0] < 0x80 {
-			return v, nil
-		}
+	// A message that ends on a tag boundary also ends after a prefix of length 0.
+	if d.state == decTag && d.msgLeft == 0 {
+		d.state, d.need = decPrefix, 0
 	}
-	return 0, errors.New("grpc: malformed varint")
-}
-
-func (c *grpcConn) skip(n int) error {
-	if n > c.msgLeft {
-		return errors.New("grpc: a field runs past its message")
-	}
-	if _, err := io.CopyN(io.Discard, c.s.body, int64(n)); err != nil {
-		return noEOF(err)
-	}
-	c.msgLeft -= n
-	return nil
+	return out, nil
 }
 
 // trailerErr is the end of the call: io.EOF when its status is OK.

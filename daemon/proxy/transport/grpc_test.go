@@ -199,3 +199,29 @@ func FuzzGRPCRead(f *testing.F) {
 		}
 	})
 }
+
+// TestGRPCDecodeSplit: the data comes out the same whatever the read boundaries.
+func TestGRPCDecodeSplit(t *testing.T) {
+	var in []byte
+	in = append(in, grpcMsg(append([]byte{0x10, 0x96, 0x01}, pbBytes(1, []byte("hello "))...))...)
+	in = append(in, grpcMsg(bytes.Join([][]byte{pbBytes(1, nil), pbBytes(1, []byte("wor")), pbBytes(3, []byte("xx")), pbBytes(1, []byte("ld"))}, nil))...)
+	in = append(in, grpcMsg(nil)...)
+	in = append(in, grpcMsg(append([]byte{0x1d, 1, 2, 3, 4, 0x09, 1, 2, 3, 4, 5, 6, 7, 8}, pbBytes(1, bytes.Repeat([]byte{'!'}, 300))...))...)
+	want := "hello world" + strings.Repeat("!", 300)
+	for step := 1; step <= len(in); step++ {
+		var d grpcDecoder
+		var got []byte
+		for b := bytes.Clone(in); len(b) > 0; {
+			k := min(step, len(b))
+			m, err := d.decode(b[:k])
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			got = append(got, b[:m]...)
+			b = b[k:]
+		}
+		if string(got) != want || !d.between() {
+			t.Fatalf("step %d: got %q (at a boundary: %v)", step, got, d.between())
+		}
+	}
+}
