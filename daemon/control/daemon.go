@@ -668,8 +668,10 @@ func proxySpec(p config.Proxy) proxy.Spec {
 		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
 		UUID: p.UUID, Flow: p.Flow, Security: p.Security, SNI: p.SNI, Fingerprint: p.Fingerprint,
 		PublicKey: p.PublicKey, ShortID: p.ShortID, ALPN: p.ALPN, Insecure: p.Insecure,
-		Interface:    p.Interface,
 		PinnedSHA256: p.PinnedSHA256, CAFile: p.CAFile,
+		Transport: p.Transport, Path: p.Path, Host: p.Host, ServiceName: p.ServiceName, Mode: p.Mode,
+		EarlyData: p.EarlyData, PaddingBytes: p.PaddingBytes, Extra: p.Extra,
+		Interface: p.Interface,
 	}
 }
 
