@@ -9,6 +9,8 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/netip"
@@ -24,6 +26,9 @@ import (
 type transportServers struct {
 	uuid, trojanPass   string
 	publicKey, shortID string
+	// The servers' self-signed certificate: VLESS over TLS pins it (pinned_sha256),
+	// Trojan trusts it as its CA (ca_file), under every transport.
+	certHash, certPath string
 	cases              []transportCase
 }
 
@@ -46,10 +51,13 @@ func startTransportServers(t *testing.T, n *testnet.Net) *transportServers {
 		t.Fatal(err)
 	}
 	s.publicKey = pub
-	certPath, keyPath, _, err := n.SelfSignedCert("proxy.test", testnet.ProxyV4.String(), testnet.ProxyV6.String())
+	certPath, keyPath, certPEM, err := n.SelfSignedCert("proxy.test", testnet.ProxyV4.String(), testnet.ProxyV6.String())
 	if err != nil {
 		t.Fatal(err)
 	}
+	block, _ := pem.Decode(certPEM)
+	sum := sha256.Sum256(block.Bytes)
+	s.certHash, s.certPath = hex.EncodeToString(sum[:]), certPath
 	port := func() uint16 {
 		p, err := n.FreePort(n.Proxy, testnet.ProxyV4)
 		if err != nil {
@@ -69,7 +77,7 @@ func startTransportServers(t *testing.T, n *testnet.Net) *transportServers {
 	}
 	xcases := []xc{
 		{"ws", "vless", "ws", "tls", map[string]any{"path": "/ws"}, nil, map[string]string{"transport": "ws", "path": "/ws", "host": "proxy.test"}},
-		{"ws-early-data", "vless", "ws", "tls", map[string]any{"path": "/wsed"}, nil, map[string]string{"transport": "ws", "path": "/wsed?ed=2048"}},
+		{"ws-early-data", "vless", "ws", "tls", map[string]any{"path": "/wsed"}, nil, map[string]string{"transport": "ws", "path": "/wsed?ed=2048", "insecure": "1"}},
 		{"httpupgrade", "vless", "httpupgrade", "tls", map[string]any{"path": "/hu"}, nil, map[string]string{"transport": "httpupgrade", "path": "/hu"}},
 		{"grpc", "vless", "grpc", "tls", map[string]any{"serviceName": "svc.Tunnel"}, nil, map[string]string{"transport": "grpc", "service_name": "svc.Tunnel"}},
 		{"grpc-multi", "vless", "grpc", "tls", map[string]any{"serviceName": "multi"}, nil, map[string]string{"transport": "grpc", "service_name": "multi", "mode": "multi"}},
@@ -169,7 +177,14 @@ func (s *transportServers) proxyConf(name, protocol, security, server string, po
 	}
 	switch security {
 	case "tls":
-		extra["sni"], extra["insecure"] = "proxy.test", "1"
+		extra["sni"] = "proxy.test"
+		switch {
+		case extra["insecure"] == "1":
+		case protocol == "trojan":
+			extra["ca_file"] = s.certPath
+		default:
+			extra["pinned_sha256"] = s.certHash
+		}
 	case "reality":
 		extra["security"], extra["sni"], extra["public_key"], extra["short_id"] = "reality", realitySNI, s.publicKey, s.shortID
 	}
@@ -178,7 +193,8 @@ func (s *transportServers) proxyConf(name, protocol, security, server string, po
 
 // TestTransports runs TCP (IPv4 and IPv6 targets), a bulk stream checked by its hash,
 // an inner TLS stream and UDP through every transport × security, against Xray-core
-// and sing-box, with one daemon reloaded for each case.
+// and sing-box, with one daemon reloaded for each case. The TLS under the transport
+// checks the self-signed certificate by its pin (vless) or CA file (trojan).
 func TestTransports(t *testing.T) {
 	n := testnet.New(t)
 	if err := n.StartMessengerServers(); err != nil {
