@@ -697,6 +697,39 @@ test('status of a daemon in states the test network lacks: REALITY and Trojan he
 });
 
 
+test('markup in the daemon\'s, servers\' and links\' text shows as text: status, diagnostics, Paste link notes', async () => {
+	// A proxy server's answer, a provider's subscription, a pasted link: all outside input.
+	const evil = (tag) => `<img src=x onerror="window.__tgtunInjected='${tag}'">`;
+	const st = fx.status();
+	st.proxies[2].last_error = `http 198.51.100.20:3128: CONNECT 149.154.167.51:443: 403 ${evil('proxy')}`;
+	st.net_error = `rule: ${evil('net')}`;
+	st.warnings = [`warning ${evil('warning')}`];
+	const ck = fx.check();
+	ck.steps[0].detail = `step ${evil('check')}`;
+	await reset({ daemon: fx.tgtunAnswers(st, ck) });
+	await openView('tgtun/status', STATUS_READY);
+	const body = await text('#view');
+	for (const tag of ['proxy', 'net', 'warning'])
+		assert.ok(body.includes(evil(tag)), `the ${tag} text is not shown as text`);
+	await click('button', 'Run diagnostics');
+	await page.waitFor('document.querySelector(".modal table")', 'the diagnostics');
+	assert.ok((await text('.modal')).includes(evil('check')), 'the diagnostics detail is not shown as text');
+	await click('.modal button', 'Close');
+	await reset();
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'marked');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	await setField('.modal [data-name=_link] input', `trojan://pw@198.51.100.9:443?security=tls&${encodeURIComponent(evil('link'))}=1`);
+	await page.waitFor('document.querySelector(".modal [data-name=type] select").value == "trojan"', 'the type to be filled');
+	const note = await page.eval('[...document.querySelectorAll(".alert-message")].map(e => e.innerText).join("\\n")');
+	assert.ok(note.includes(evil('link').slice(0, 40)), `the link's parameter is not shown as text: ${note}`);
+	assert.equal(await page.eval('window.__tgtunInjected || ""'), '', 'markup from outside input ran in the page');
+	assert.equal(await page.eval('document.querySelectorAll("img[src=x]").length'), 0);
+	noPageErrors();
+});
+
 test('screenshots: settings and status, English and Russian', async () => {
 	try {
 		for (const lang of ['en', 'ru']) {

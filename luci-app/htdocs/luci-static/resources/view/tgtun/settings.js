@@ -1469,7 +1469,7 @@ return view.extend({
 		};
 		s.handleAdd = function(ev, name) {
 			if (name != null && nameTaken(name)) {
-				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				ui.addNotification(null, E('p', {}, [ _("The name '%s' is taken by another section: pick another name.").format(name) ]), 'error');
 				return Promise.resolve();
 			}
 			return form.GridSection.prototype.handleAdd.apply(this, arguments);
@@ -1518,9 +1518,9 @@ return view.extend({
 			});
 			this.map.checkDepends();
 			if (link.ignored.length)
-				ui.addNotification(null, E('p', {}, _('Not used from the link: %s').format(link.ignored.map(function(i) {
+				ui.addNotification(null, E('p', {}, [ _('Not used from the link: %s').format(link.ignored.map(function(i) {
 					return i.param + ' (' + i.reason + ')';
-				}).join('; '))), 'info');
+				}).join('; ')) ]), 'info');
 		};
 
 		o = s.option(form.ListValue, 'type', _('Type'));
@@ -1786,7 +1786,7 @@ return view.extend({
 		};
 		s.handleAdd = function(ev, name) {
 			if (name != null && nameTaken(name)) {
-				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				ui.addNotification(null, E('p', {}, [ _("The name '%s' is taken by another section: pick another name.").format(name) ]), 'error');
 				return Promise.resolve();
 			}
 			return form.GridSection.prototype.handleAdd.apply(this, arguments);

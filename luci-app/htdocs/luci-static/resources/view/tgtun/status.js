@@ -93,7 +93,14 @@ function latency(ns) {
 }
 
 function badge(ok, yes, no) {
-	return E('span', { 'class': 'tgtun-badge ' + (ok ? 'tgtun-ok' : 'tgtun-fail') }, ok ? yes : no);
+	return E('span', { 'class': 'tgtun-badge ' + (ok ? 'tgtun-ok' : 'tgtun-fail') }, asText(ok ? yes : no));
+}
+
+/* Text from the daemon (and through it from proxy servers and subscription providers) goes
+ * into the page as text: LuCI's E() takes a string child as markup, the strings of an array
+ * as text nodes. */
+function asText(c) {
+	return (typeof c == 'string' || typeof c == 'number') ? [ String(c) ] : c;
 }
 
 function table(titles, rows, empty) {
@@ -108,7 +115,7 @@ function table(titles, rows, empty) {
 		]));
 	rows.forEach(function(cells) {
 		t.appendChild(E('tr', { 'class': 'tr' }, cells.map(function(c, i) {
-			return E('td', { 'class': 'td', 'data-title': titles[i] }, c);
+			return E('td', { 'class': 'td', 'data-title': titles[i] }, asText(c));
 		})));
 	});
 	return t;
@@ -119,7 +126,7 @@ function facts(rows) {
 	return E('table', { 'class': 'table' }, rows.filter(function(r) { return r != null }).map(function(r) {
 		return E('tr', { 'class': 'tr' }, [
 			E('td', { 'class': 'td left', 'width': '33%' }, r[0]),
-			E('td', { 'class': 'td left' }, r[1])
+			E('td', { 'class': 'td left' }, asText(r[1]))
 		]);
 	}));
 }
@@ -165,7 +172,7 @@ return view.extend({
 		return section(_('Service'), [
 			facts([
 				[ _('State'), badge(false, '', _('Not running')) ],
-				[ _('Error'), E('code', {}, errorText(err)) ],
+				[ _('Error'), E('code', {}, [ errorText(err) ]) ],
 				[ _('What to do'), why ]
 			])
 		]);
@@ -190,7 +197,7 @@ return view.extend({
 					st.config || '-', ' · ', _('reloaded %s').format(age(st.last_reload))
 				]) ],
 				st.last_reload_error ? [ _('Last reload failed'), E('span', { 'class': 'tgtun-error' },
-					_('%s (the previous configuration is still in use)').format(st.last_reload_error)) ] : null,
+					[ _('%s (the previous configuration is still in use)').format(st.last_reload_error) ]) ] : null,
 				[ _('When no proxy works'), st.fail_mode == 'direct' ? _('traffic goes direct') : _('traffic is blocked') ],
 				[ _('Network setup'), E('span', {}, setup.map(function(s) {
 					return badge(s[0], '✓ ' + s[1], '✗ ' + s[1]);
@@ -198,9 +205,9 @@ return view.extend({
 				[ _('Target prefixes'), _('%d IPv4, %d IPv6 (bypassed: %d IPv4, %d IPv6)').format(
 					net.Targets4 || 0, net.Targets6 || 0, net.Bypass4 || 0, net.Bypass6 || 0) ],
 				net.RouterTraffic ? [ _('Router\'s own traffic'), _('tunnelled too') ] : null,
-				st.net_error ? [ _('Network error'), E('span', { 'class': 'tgtun-error' }, st.net_error) ] : null,
+				st.net_error ? [ _('Network error'), E('span', { 'class': 'tgtun-error' }, [ st.net_error ]) ] : null,
 				(st.warnings && st.warnings.length) ? [ _('Warnings'), E('ul', { 'class': 'tgtun-warnings' },
-					st.warnings.map(function(w) { return E('li', {}, w) })) ] : null
+					st.warnings.map(function(w) { return E('li', {}, [ w ]) })) ] : null
 			])
 		]);
 	},
@@ -218,7 +225,7 @@ return view.extend({
 					age(p.last_check),
 					String(p.flows || 0),
 					(p.last_error || p.error || p.hint) ? E('div', {}, [
-						(p.last_error || p.error) ? E('div', { 'class': 'tgtun-error' }, p.last_error || p.error) : '',
+						(p.last_error || p.error) ? E('div', { 'class': 'tgtun-error' }, [ p.last_error || p.error ]) : '',
 						p.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', p.hint ]) : ''
 					]) : '-'
 				];
@@ -236,7 +243,7 @@ return view.extend({
 					_('%d IPv4, %d IPv6').format(l.entries4 || 0, l.entries6 || 0),
 					age(l.updated_at),
 					age(l.last_attempt),
-					l.last_error ? E('span', { 'class': 'tgtun-error' }, l.last_error) : '-'
+					l.last_error ? E('span', { 'class': 'tgtun-error' }, [ l.last_error ]) : '-'
 				];
 			}),
 			_('No lists: tick a service or add subnets in Settings.')));
@@ -253,7 +260,7 @@ return view.extend({
 			f.per_device_limit != null ? [ _('Limit per device'), _('%d connections; refused over it: %d').format(
 				f.per_device_limit, f.refused_per_device || 0) ] : null,
 			top.length ? [ _('Busiest devices'), E('ul', { 'class': 'tgtun-warnings' }, top.map(function(d) {
-				return E('li', {}, _('%s: %d connections').format(d.address, d.flows || 0));
+				return E('li', {}, [ _('%s: %d connections').format(d.address, d.flows || 0) ]);
 			})) ] : null,
 			[ _('Dropped UDP datagrams'), String(f.dropped_udp || 0) ]
 		]));
@@ -323,7 +330,7 @@ return view.extend({
 		return section(_('DNS'), facts([
 			[ _('Forwarder'), dns.listen || '-' ],
 			[ _('Upstream resolver'), dns.upstream || '-' ],
-			[ _('dnsmasq'), ok ? badge(true, _('ok'), '') : E('span', { 'class': 'tgtun-error' }, dns.dnsmasq || _('unknown')) ]
+			[ _('dnsmasq'), ok ? badge(true, _('ok'), '') : E('span', { 'class': 'tgtun-error' }, [ dns.dnsmasq || _('unknown') ]) ]
 		]));
 	},
 
@@ -353,15 +360,15 @@ return view.extend({
 			var lists = (res && res.lists) || [];
 			var failed = lists.filter(function(l) { return l.last_error });
 			if (res && res.error)
-				ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(res.error)), 'error');
+				ui.addNotification(null, E('p', {}, [ _('Updating the lists failed: %s').format(res.error) ]), 'error');
 			else if (failed.length)
-				ui.addNotification(null, E('p', {}, _('Some lists could not be updated: %s').format(
-					failed.map(function(l) { return l.name + ': ' + l.last_error }).join('; '))), 'warning');
+				ui.addNotification(null, E('p', {}, [ _('Some lists could not be updated: %s').format(
+					failed.map(function(l) { return l.name + ': ' + l.last_error }).join('; ')) ]), 'warning');
 			else
 				ui.addNotification(null, E('p', {}, _('Lists updated: %d.').format(lists.length)), 'info');
 			return this.refresh();
 		}, this), function(err) {
-			ui.addNotification(null, E('p', {}, _('Updating the lists failed: %s').format(errorText(err))), 'error');
+			ui.addNotification(null, E('p', {}, [ _('Updating the lists failed: %s').format(errorText(err)) ]), 'error');
 		});
 	},
 
@@ -384,7 +391,7 @@ return view.extend({
 			return this.refresh();
 		}, this), L.bind(function(err) {
 			ui.addNotification(null, E('p', {},
-				_('Reload failed: %s. The daemon keeps its previous configuration; see Last reload failed below.').format(errorText(err))), 'error');
+				[ _('Reload failed: %s. The daemon keeps its previous configuration; see Last reload failed below.').format(errorText(err)) ]), 'error');
 			return this.refresh();
 		}, this));
 	},
@@ -402,7 +409,7 @@ return view.extend({
 						s.name,
 						badge(s.ok, _('ok'), _('failed')),
 						E('div', {}, [
-							E('div', {}, s.detail || ''),
+							E('div', {}, [ s.detail || '' ]),
 							s.hint ? E('div', { 'class': 'tgtun-hint' }, [ E('strong', {}, _('Hint:')), ' ', s.hint ]) : ''
 						])
 					];
