@@ -140,10 +140,12 @@ func (t *xhttpTransport) Dial(ctx context.Context) (net.Conn, error) {
 		req := t.request(fctx, t.cfg.method, "", "", pr, true)
 		c.down = cn.startChecked(req, t.checkDown, func(err error) { pw.CloseWithError(err) })
 	case ModeStreamUp:
+		// c.fail, which the download's request may call at once, reads c.pw and c.up:
+		// both are set before it starts.
 		session := newSession()
-		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
 		pr, pw := io.Pipe()
 		c.pw = pw
+		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
 		up := cn.startChecked(t.request(fctx, t.cfg.method, session, "", pr, true), t.checkUp, func(err error) { pw.CloseWithError(err) })
 		// Xray's server writes padding into the upload's response now and then
 		// (keeping CDNs from timing it out): drain it, or it would pile up.
@@ -156,7 +158,6 @@ func (t *xhttpTransport) Dial(ctx context.Context) (net.Conn, error) {
 		c.upResp = up
 	default: // packet-up
 		session := newSession()
-		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
 		c.up = t.newUploader(func(seq int, data *chunks, written func()) error {
 			pctx, cancel := context.WithTimeout(fctx, postTimeout)
 			defer cancel()
@@ -174,6 +175,7 @@ func (t *xhttpTransport) Dial(ctx context.Context) (net.Conn, error) {
 			resp.Body.Close()
 			return t.checkUp(resp)
 		})
+		c.down = cn.startChecked(t.request(fctx, http.MethodGet, session, "", nil, false), t.checkDown, c.fail)
 	}
 	c.dl.kill = c.kill
 	return c, nil
