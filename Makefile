@@ -19,7 +19,9 @@ BIN         := bin/tgtun
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # sing-box release the e2e tests run as VLESS/Trojan/SS-2022 server (e2e/testnet/singbox.go).
 SINGBOX_VERSION := 1.14.1
-# Xray-core for the e2e tests' Xray servers: `xray version` says XRAY_VERSION.
+# Xray-core for the e2e tests' Xray servers (ChaCha20/REALITY interop, pinned certificates,
+# the transports ws, httpupgrade, grpc, xhttp) and the bench's reference client
+# (e2e/testnet/xray.go, which checks the same release): `xray version` says XRAY_VERSION.
 XRAY_MODULE     := github.com/xtls/xray-core/main@v1.260327.0
 XRAY_VERSION    := 26.3.27
 # wireguard-go (userspace WireGuard; the kernel of CI may have no wireguard module): the

@@ -55,6 +55,8 @@ type bench struct {
 	offload   bool
 	// proxyConf replaces the dante proxy section of tgtun's configuration when set.
 	proxyConf string
+	// transport selects the transport rows (a part of their names); "" all.
+	transport string
 }
 
 func main() {
@@ -65,15 +67,20 @@ func main() {
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
-	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows)")
+	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows), transports (ws, httpupgrade, grpc, xhttp against Xray's client)")
+	transportsOnly := flag.Bool("transports-only", false, "run only the transport figures: -only transports")
+	transport := flag.String("transport", "", "run only the transport rows whose name contains `text` (e.g. packet-up)")
 	flag.Parse()
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *only); err != nil {
+	if *transportsOnly {
+		*only = strings.Trim(*only+",transports", ",")
+	}
+	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *only, *transport); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool, only string) error {
+func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool, only, transport string) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
@@ -100,7 +107,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	if err != nil {
 		return err
 	}
-	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload}
+	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload, transport: transport}
 	if err := n.StartMessengerServers(); err != nil {
 		return err
 	}
@@ -116,7 +123,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
-	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
+	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.transportsVsXray, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
@@ -128,8 +135,10 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 				steps = append(steps, b.vlessThroughput)
 			case "ss2022":
 				steps = append(steps, b.ss2022Throughput)
+			case "transports":
+				steps = append(steps, b.transportsVsXray)
 			default:
-				return fmt.Errorf("-only: unknown row %q (vless, ss2022)", row)
+				return fmt.Errorf("-only: unknown row %q (vless, ss2022, transports)", row)
 			}
 		}
 		steps = append(steps, b.stopTgtun)

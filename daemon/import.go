@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/tgtun/tgtun/daemon/config"
+	"github.com/tgtun/tgtun/daemon/control"
 	"github.com/tgtun/tgtun/daemon/links"
 )
 
@@ -53,6 +54,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "tgtun proxy import: %v\n", err)
 		return exitFail
+	}
+	for _, ig := range p.Ignored {
+		fmt.Fprintf(stderr, "tgtun proxy import: note: the link's %s is not used: %s\n", ig.Param, ig.Reason)
 	}
 
 	existing, err := os.ReadFile(*path)
@@ -108,9 +112,10 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// checkConfig validates data as config check does and prints what is wrong.
+// checkConfig validates data as config check does (the daemon's rules included:
+// the proxy must be one the proxy package builds) and prints what is wrong.
 func checkConfig(name string, data []byte, stderr io.Writer) int {
-	_, _, err := config.Parse(name, bytes.NewReader(data))
+	_, _, err := config.ParseWith(name, bytes.NewReader(data), control.ConfigRules{})
 	if err == nil {
 		return exitOK
 	}

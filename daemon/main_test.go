@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -152,7 +153,8 @@ func TestProxyImport(t *testing.T) {
 		want string
 	}{
 		{[]string{"--name", "home", "socks5://198.51.100.9:1080"}, "already has a section 'home'"},
-		{[]string{"vless://" + uuid + "@203.0.113.9:443?type=grpc&security=tls"}, "vless link: type=grpc is not supported; tcp is"},
+		{[]string{"vless://" + uuid + "@203.0.113.9:443?type=kcp&security=tls"}, "vless link: type=kcp is not supported; tcp, ws, httpupgrade, grpc and xhttp are"},
+		{[]string{"vless://" + uuid + "@203.0.113.9:443?type=xhttp&security=tls&extra=%7B%22xPaddingBytes%22%3A0%7D"}, "link:8: proxy 'vless': the daemon cannot use this proxy: extra: xPaddingBytes: must start at 1 or more"},
 		{[]string{"ss://2022-blake3-aes-128-gcm:c2hvcnQ@198.51.100.6:8388"}, "password is not a base64 key of 16 bytes"},
 	} {
 		before, _ := os.ReadFile(path)
@@ -168,6 +170,49 @@ func TestProxyImport(t *testing.T) {
 }
 
 // TestExplainDown: a daemon that does not answer is explained in steps a user can take.
+// TestImportFixture: every link of the fixture the LuCI form shares (links.json)
+// that both parsers accept also passes the daemon's own rules (the proxy package
+// builds it, transports included), and what the link carries unused is noted.
+func TestImportFixture(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "luci-app", "tests", "fixtures", "links.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Links []struct {
+			Link    string         `json:"link"`
+			Options map[string]any `json:"options"`
+			Ignored []string       `json:"ignored"`
+		} `json:"links"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range f.Links {
+		if l.Options == nil {
+			continue
+		}
+		n++
+		var out, errb bytes.Buffer
+		if code := runCLI([]string{"proxy", "import", "-c", filepath.Join(t.TempDir(), "none"), l.Link}, &out, &errb); code != exitOK {
+			t.Errorf("import %s: exit %d: %s", l.Link, code, errb.String())
+			continue
+		}
+		for _, ig := range l.Ignored {
+			if !strings.Contains(errb.String(), "note: the link's "+ig+" is not used: ") {
+				t.Errorf("import %s: no note about %s in %q", l.Link, ig, errb.String())
+			}
+		}
+		if len(l.Ignored) == 0 && errb.Len() > 0 {
+			t.Errorf("import %s: unexpected output %q", l.Link, errb.String())
+		}
+	}
+	if n < 30 {
+		t.Fatalf("only %d links with options in the fixture", n)
+	}
+}
+
 func TestExplainDown(t *testing.T) {
 	dir := t.TempDir()
 	enabled := filepath.Join(dir, "enabled")

@@ -8,14 +8,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,36 +20,6 @@ import (
 
 	"github.com/tgtun/tgtun/e2e/testnet"
 )
-
-// xrayVersion is the Xray-core release `make deps` installs as xray.
-const xrayVersion = "26.3.27"
-
-// xrayPath finds the Xray-core binary: $TGTUN_XRAY, then xray in $PATH, then in the
-// directory `go install` writes to. Missing is a failure naming the make target.
-func xrayPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("TGTUN_XRAY"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("xray"); err == nil {
-		return p
-	}
-	for _, dir := range []string{os.Getenv("GOBIN"), filepath.Join(os.Getenv("HOME"), "go", "bin"), "/root/go/bin"} {
-		if dir == "" {
-			continue
-		}
-		if p := filepath.Join(dir, "xray"); fileIsExecutable(p) {
-			return p
-		}
-	}
-	t.Fatalf("Xray-core %s (xray) not found in $PATH, $GOBIN or ~/go/bin: run `make deps`", xrayVersion)
-	return ""
-}
-
-func fileIsExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
 
 // certServers is one Xray-core and one sing-box process on the proxy host, each with a
 // VLESS+TLS and a Trojan inbound, all with the same self-signed certificate.
@@ -92,20 +59,10 @@ func startCertServers(t *testing.T, n *testnet.Net) *certServers {
 		},
 		"outbounds": []any{map[string]any{"protocol": "freedom"}},
 	}
-	raw, err := json.MarshalIndent(xconf, "", "  ")
-	if err != nil {
+	if _, err := n.StartXray(testnet.XrayOptions{Config: xconf, WaitTCP: []netip.AddrPort{
+		netip.AddrPortFrom(testnet.ProxyV4, s.ports["xray/vless"]), netip.AddrPortFrom(testnet.ProxyV4, s.ports["xray/trojan"]),
+	}}); err != nil {
 		t.Fatal(err)
-	}
-	xpath := filepath.Join(n.Dir, "xray-certs.json")
-	if err := os.WriteFile(xpath, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	xp, err := n.Start(n.Proxy, xrayPath(t), "run", "-c", xpath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"xray/vless", "xray/trojan"} {
-		waitTCP(t, n, n.Proxy, netip.AddrPortFrom(testnet.ProxyV4, s.ports[k]), xp)
 	}
 
 	stls := map[string]any{"enabled": true, "server_name": "proxy.test", "certificate_path": certPath, "key_path": keyPath}
@@ -125,23 +82,6 @@ func startCertServers(t *testing.T, n *testnet.Net) *certServers {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// waitTCP waits until addr in ns accepts connections, failing if p exits first.
-func waitTCP(t *testing.T, n *testnet.Net, ns string, addr netip.AddrPort, p *testnet.Proc) {
-	t.Helper()
-	eventually(t, 20*time.Second, "listening on "+addr.String(), func() error {
-		if exited, err := p.Exited(); exited {
-			t.Fatalf("server exited (%v):\n%s", err, p.Output())
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		c, err := n.Dial(ctx, ns, "tcp", addr.String())
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
 }
 
 // conf is a proxy section for server ("xray" or "sing-box") and protocol, with extra

@@ -234,7 +234,8 @@ func startXrayServers(t *testing.T, n *testnet.Net) *xrayServers {
 		},
 		"outbounds": []any{map[string]any{"protocol": "freedom"}},
 	}
-	if _, err := n.StartXray(n.Proxy, conf, netip.AddrPortFrom(testnet.ProxyV4, x.realityPort), netip.AddrPortFrom(testnet.ProxyV4, x.tlsPort)); err != nil {
+	if _, err := n.StartXray(testnet.XrayOptions{Config: conf, WaitTCP: []netip.AddrPort{
+		netip.AddrPortFrom(testnet.ProxyV4, x.realityPort), netip.AddrPortFrom(testnet.ProxyV4, x.tlsPort)}}); err != nil {
 		t.Fatal(err)
 	}
 	return x

@@ -256,15 +256,18 @@ config subscription 'named'
 		t.Errorf("named's request came from %s, want through dante (%s)", r.from, testnet.ProxyV4)
 	}
 
-	// The subscription's first proxy carries the traffic.
-	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
-	eventually(t, 20*time.Second, "prov_nl_micro active and carrying flows", func() error {
-		m := memberStatus(t, d.status(), "prov_nl_micro")
-		if !m.Active || m.Flows == 0 || !m.Healthy {
+	// The subscription's first proxy carries the traffic once probed: until then a new
+	// member is used after the healthy ones (dante, probed before the subscription came).
+	eventually(t, 20*time.Second, "prov_nl_micro probed and active", func() error {
+		if m := memberStatus(t, d.status(), "prov_nl_micro"); !m.Active || !m.Healthy {
 			return fmt.Errorf("%+v", m)
 		}
 		return nil
 	})
+	seesAs(t, n, msgrURL(false), testnet.ProxyV4.String())
+	if m := memberStatus(t, d.status(), "prov_nl_micro"); m.Flows == 0 {
+		t.Fatalf("the request did not go through prov_nl_micro: %+v", m)
+	}
 	flow := dialEchoFlow(t, n, netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort))
 	pinger := flow.pingEvery(100 * time.Millisecond)
 	t.Cleanup(pinger.stop)

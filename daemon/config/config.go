@@ -149,6 +149,16 @@ type Proxy struct {
 	PinnedSHA256 []string
 	CAFile       string
 
+	// vless and trojan: the transport under the protocol (see proxyTransport).
+	Transport    string // "" (tcp: none), ws, httpupgrade, grpc, xhttp
+	Path         string // ws, httpupgrade, xhttp
+	Host         string // HTTP Host (gRPC :authority)
+	ServiceName  string // grpc
+	Mode         string // grpc: GRPCModes; xhttp: XHTTPModes
+	EarlyData    int    // ws, httpupgrade
+	PaddingBytes string // xhttp: "N-M"
+	Extra        string // xhttp: JSON object, as share links' extra=
+
 	Interface string // interface: a device or netifd interface name (then no server/port)
 }
 
@@ -749,6 +759,7 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	r.integer("priority", 0, maxPriority, &p.Priority)
 	c.proxyTLS(r, &p, hasServer)
 	c.proxyCerts(r, &p)
+	c.proxyTransport(r, &p)
 	r.finish()
 
 	switch p.Type {
@@ -811,11 +822,18 @@ func (c *checker) proxy(s *uciSection) (p Proxy, hasServer, ok bool) {
 	}
 	if len(c.errs) == nerrs && c.rules != nil {
 		if err := c.rules.CheckProxy(p); err != nil {
-			line := s.Line
+			line, option := s.Line, ""
 			if cipherSet {
 				line = cipher.Line // what the proxy package refuses is most often the cipher
 			}
-			c.fail(s, line, "", "the daemon cannot use this proxy: "+err.Error())
+			// An error that names its option (the transports' do) goes to that option's line.
+			var named interface{ OptionName() string }
+			if errors.As(err, &named) {
+				if o := s.option(named.OptionName()); o != nil {
+					line, option = o.Line, o.Name
+				}
+			}
+			c.fail(s, line, option, "the daemon cannot use this proxy: "+err.Error())
 		}
 	}
 	return p, true, len(c.errs) == nerrs

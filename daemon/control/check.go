@@ -156,6 +156,20 @@ func proxyHint(msg string) string {
 		return "the VPN interface is down or missing: check it (ifstatus NAME, wg show); while it is down the next proxy by priority, or fail_mode, takes over"
 	case strings.HasPrefix(m, "interface "):
 		return "the VPN interface is up but the health probe does not get through it: check the tunnel's peer (wg show: latest handshake) and that its firewall zone masquerades"
+	// The transports' answers (daemon/proxy/transport); before "reality", which the
+	// prefix of a transport over REALITY also names.
+	case strings.Contains(m, "http 404 from the server"), strings.Contains(m, "instead of answering the upgrade"):
+		return "the server is there but serves no transport at that address: check path (ws, httpupgrade, xhttp), service_name (grpc) and host against the server's settings"
+	case strings.Contains(m, "grpc: status 12"):
+		return "the gRPC server does not know this service: check service_name (serviceName in links)"
+	case strings.Contains(m, "xhttp: http 400"):
+		return "the XHTTP server refused the request: check mode, padding_bytes (x_padding_bytes) and extra against the server's settings"
+	case strings.Contains(m, "the server chose http/1.1"):
+		return "the server's TLS offers HTTP/1.1 only: grpc and XHTTP's stream modes need h2 (for XHTTP use mode packet-up, or add h2 to the server's alpn)"
+	case strings.Contains(m, "the server chose http/2"):
+		return "ws and httpupgrade need HTTP/1.1: remove h2 from option alpn"
+	case strings.Contains(m, "not a grpc call"), strings.Contains(m, "websocket key"), strings.Contains(m, "switched to"):
+		return "the server at that address speaks another transport: check option transport against the server's settings"
 	case strings.Contains(m, "server clock differs"):
 		return "Shadowsocks 2022 needs the router's clock within 30 s of the server's: check NTP on the router (System → System → Time synchronization)"
 	case strings.Contains(m, "did not come from the health target"):

@@ -662,16 +662,9 @@ func healthCheck(m config.Main) proxy.Check {
 	return proxy.Check{Kind: proxy.CheckConnect}
 }
 
-func proxySpec(p config.Proxy) proxy.Spec {
-	return proxy.Spec{
-		Name: p.Name, Type: p.Type, Server: p.Server, Port: p.Port,
-		Username: p.Username, Password: p.Password, Cipher: p.Cipher, UDP: p.UDP, Priority: p.Priority,
-		UUID: p.UUID, Flow: p.Flow, Security: p.Security, SNI: p.SNI, Fingerprint: p.Fingerprint,
-		PublicKey: p.PublicKey, ShortID: p.ShortID, ALPN: p.ALPN, Insecure: p.Insecure,
-		Interface:    p.Interface,
-		PinnedSHA256: p.PinnedSHA256, CAFile: p.CAFile,
-	}
-}
+// proxySpec is p as the proxy package takes it: proxy.Spec mirrors config.Proxy field
+// by field, so a field added to one and not the other does not compile.
+func proxySpec(p config.Proxy) proxy.Spec { return proxy.Spec(p) }
 
 // netSpec is the kernel state cfg asks for.
 func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {

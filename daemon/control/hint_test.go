@@ -27,6 +27,13 @@ func TestProxyHintNewTypes(t *testing.T) {
 		{"interface vpn: no such device, and no netifd interface of that name is up (x)", "VPN interface is down or missing"},
 		{"interface wg0: dial tcp 203.0.113.10:7: i/o timeout", "latest handshake"},
 		{"shadowsocks 198.51.100.6:8388: server clock differs by more than 30s (check the router's time)", "NTP"},
+		{"vless+ws+tls 198.51.100.6:443: ws: HTTP 404 from the server: no such endpoint: wrong path or host?", "check path (ws, httpupgrade, xhttp)"},
+		{"read response: xhttp: HTTP 404 from the server: no such endpoint: wrong path, host or mode?", "check path"},
+		{"vless+httpupgrade+tls 198.51.100.6:443: httpupgrade: the server closed the connection instead of answering the upgrade: wrong path or host?", "check path"},
+		{"read response: grpc: status 12 (unimplemented: wrong service_name?): unknown service x", "service_name (serviceName in links)"},
+		{"vless+xhttp+reality 198.51.100.6:443: send request: xhttp: HTTP 400 from the server: the server refused the request", "mode, padding_bytes"},
+		{"vless+grpc+tls 198.51.100.6:443: grpc: the server chose http/1.1 (ALPN); grpc needs HTTP/2: is h2 in the server's alpn?", "HTTP/1.1 only"},
+		{"vless+ws+tls 198.51.100.6:443: ws: the server chose HTTP/2 (ALPN h2); WebSocket needs http/1.1: remove h2 from alpn", "remove h2 from option alpn"},
 	}
 	for _, tt := range tests {
 		if got := proxyHint(tt.err); !strings.Contains(got, tt.want) {

@@ -80,3 +80,41 @@ func TestLoadConfigBuildsProxies(t *testing.T) {
 		t.Fatal("CheckProxy accepted a cipher the proxy package does not know")
 	}
 }
+
+// TestLoadConfigTransports: what the transports refuse (extra's fields, an ALPN
+// without what they need) is reported at its option's line by LoadConfig.
+func TestLoadConfigTransports(t *testing.T) {
+	const vless = "config proxy 'v'\n\toption type 'vless'\n\toption server '198.51.100.6'\n\toption port '443'\n\toption uuid 'b831381d-6324-4d53-ad4f-8cda48b30811'\n"
+	tests := []struct {
+		name, add, wantErr string
+	}{
+		{"xhttp with extra", "\toption transport 'xhttp'\n\toption extra '{\"xPaddingBytes\":\"10-20\",\"noSSEHeader\":true}'\n", ""},
+		{"extra field unknown", "\toption transport 'xhttp'\n\toption mode 'packet-up'\n\toption extra '{\"fancy\":1}'\n",
+			":8: proxy 'v': the daemon cannot use this proxy: extra: fancy: unknown field, not supported"},
+		{"extra needs another mode", "\toption transport 'xhttp'\n\toption mode 'stream-one'\n\toption extra '{\"uplinkDataPlacement\":\"header\"}'\n",
+			":8: proxy 'v': the daemon cannot use this proxy: extra: uplinkDataPlacement header needs mode packet-up"},
+		{"padding disagrees", "\toption transport 'xhttp'\n\toption padding_bytes '5-6'\n\toption extra '{\"xPaddingBytes\":\"7\"}'\n",
+			":8: proxy 'v': the daemon cannot use this proxy: extra: xPaddingBytes: 7 differs from padding_bytes 5-6"},
+		{"grpc without h2", "\toption transport 'grpc'\n\tlist alpn 'http/1.1'\n",
+			":7: proxy 'v': the daemon cannot use this proxy: alpn: transport grpc needs h2 in the list"},
+		{"ws without http/1.1", "\toption transport 'ws'\n\tlist alpn 'h2'\n",
+			":7: proxy 'v': the daemon cannot use this proxy: alpn: transport ws needs http/1.1 in the list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tgtun")
+			if err := os.WriteFile(path, []byte(vless+tt.add), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := LoadConfig(path)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.wantErr != "" && err == nil:
+				t.Fatalf("accepted, want %q", tt.wantErr)
+			case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+				t.Fatalf("error %q\nlacks %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -62,7 +62,8 @@ func specID(p config.Proxy) string {
 	h := sha256.New()
 	for _, f := range []string{s.Type, s.Server, strconv.Itoa(int(s.Port)), s.Username, s.Password, s.Cipher,
 		strconv.FormatBool(s.UDP), s.UUID, s.Flow, s.Security, s.SNI, s.Fingerprint, s.PublicKey, s.ShortID,
-		strings.Join(s.ALPN, ","), strconv.FormatBool(s.Insecure), s.Interface, strings.Join(s.PinnedSHA256, ","), s.CAFile} {
+		strings.Join(s.ALPN, ","), strconv.FormatBool(s.Insecure), s.Interface, strings.Join(s.PinnedSHA256, ","), s.CAFile,
+		s.Transport, s.Path, s.Host, s.ServiceName, s.Mode, strconv.Itoa(s.EarlyData), s.PaddingBytes, s.Extra} {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}

@@ -966,6 +966,12 @@ func TestTCPEvictsUDPAtDeviceCap(t *testing.T) {
 	if s := env.eng.Stats(); s.RefusedPerDevice != 2 {
 		t.Errorf("RefusedPerDevice = %d, want 2", s.RefusedPerDevice)
 	}
+	// The refused one took no TCP flow's place.
+	for i, c := range tcps {
+		if err := echo(c, fmt.Sprintf("tcp %d again", i)); err != nil {
+			t.Errorf("TCP flow %d after a refusal at the cap: %v", i, err)
+		}
+	}
 }
 
 // Over the memory budget new flows are refused, and far over it the least

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -9,8 +8,6 @@ import (
 	"syscall"
 	"time"
 )
-
-var errFlowClosed = errors.New("flow closed")
 
 // idleWatch closes a flow after a period without traffic. One timer per
 // flow, no goroutine: the timer re-arms itself for the time that is left,

@@ -6,7 +6,9 @@ package links
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -26,6 +28,20 @@ type Option struct {
 type Proxy struct {
 	Name    string
 	Options []Option
+	// Ignored are the link's parameters that tgtun does not use, each with the
+	// reason (for the user to read: none is dropped silently). A parameter that
+	// changes what goes on the wire is never ignored: Parse refuses it.
+	Ignored []Ignored
+}
+
+// Ignored is a parameter of a link that is not used.
+type Ignored struct {
+	Param  string // the parameter's name, "extra.field" for a field of extra
+	Reason string
+}
+
+func (p *Proxy) ignore(param, reason string) {
+	p.Ignored = append(p.Ignored, Ignored{Param: param, Reason: reason})
 }
 
 // Get returns the first value of option name, or "".
@@ -104,6 +120,10 @@ func parse(scheme, link string) (*Proxy, error) {
 		return parseVLESS(link)
 	case "trojan":
 		return parseTrojan(link)
+	case "hysteria2", "hy2", "hysteria":
+		return nil, fmt.Errorf("%s link: not supported: Hysteria runs over QUIC (UDP) and tgtun's proxies are TCP-based (supported: %s)", scheme, Schemes)
+	case "tuic":
+		return nil, fmt.Errorf("%s link: not supported: TUIC runs over QUIC (UDP) and tgtun's proxies are TCP-based (supported: %s)", scheme, Schemes)
 	default:
 		return nil, fmt.Errorf("%s link: not supported (supported: %s)", sanitize(scheme), Schemes)
 	}
@@ -262,15 +282,252 @@ func parseSS(link string) (*Proxy, error) {
 	return p, nil
 }
 
-// checkTransport accepts plain TCP only, naming what else the link asks for.
-func checkTransport(kind string, q url.Values) error {
-	switch t := q.Get("type"); t {
+// Parameters of vless:// and trojan:// links (the Xray share-link format, as
+// 3x-ui, Marzban and Remnawave write it) that are used, by the option they fill:
+// type, security, encryption, flow, sni/peer, fp, alpn, allowInsecure/insecure,
+// pcs, pbk, sid, headerType, path, host, authority, serviceName, mode, extra,
+// x_padding_bytes, ed. The others are either refused (they change what goes on
+// the wire) or ignored with a reason (they do not).
+var (
+	refusedParams = map[string]string{
+		"fm":  "finalmask (fm=) changes the packets on the wire; it is not supported",
+		"ech": "Encrypted Client Hello (ech=) is not supported (without it the server name would show)",
+		"vcn": "verifyPeerCertByName (vcn=) is not supported",
+	}
+	ignoredParams = map[string]string{
+		"spx":               "REALITY's spiderX: tgtun never browses the imitated site",
+		"pqv":               "REALITY's ML-DSA-65 check is not made; the server is still authenticated by its public key (pbk)",
+		"fragment":          "TLS ClientHello fragmentation is not done",
+		"heartbeatPeriod":   "WebSocket pings are not sent (an idle router stays idle)",
+		"cs":                "the fingerprint's TLS cipher suites are offered",
+		"seed":              "mKCP's seed: the transport is not mKCP",
+		"mtu":               "mKCP's MTU: the transport is not mKCP",
+		"tti":               "mKCP's TTI: the transport is not mKCP",
+		"quicSecurity":      "the transport is not QUIC",
+		"key":               "the transport is not QUIC",
+		"serverDescription": "a client's display text",
+	}
+	// transportParams are the parameters of each type (transport).
+	transportParams = map[string][]string{
+		"tcp":         {"headerType"},
+		"ws":          {"path", "host", "ed"},
+		"httpupgrade": {"path", "host", "ed"},
+		"grpc":        {"serviceName", "authority", "host", "mode"},
+		"xhttp":       {"path", "host", "mode", "extra", "x_padding_bytes"},
+	}
+	// knownParams are used by some type or by the TLS layer.
+	knownParams = map[string]bool{
+		"type": true, "security": true, "encryption": true, "flow": true, "sni": true, "peer": true,
+		"fp": true, "alpn": true, "allowInsecure": true, "insecure": true, "pbk": true, "sid": true,
+		"headerType": true, "path": true, "host": true, "authority": true, "serviceName": true, "mode": true,
+		"extra": true, "x_padding_bytes": true, "ed": true, "pcs": true,
+	}
+)
+
+// transportType checks type= (the transport) and headerType=, before the rest of
+// the link: "tcp" for none.
+func transportType(kind string, q url.Values) (string, error) {
+	t := q.Get("type")
+	switch t {
 	case "", "tcp", "raw":
+		t = "tcp"
+	case "splithttp":
+		t = "xhttp"
+	case "ws", "httpupgrade", "grpc", "xhttp":
 	default:
-		return fmt.Errorf("%s link: type=%s is not supported; tcp is", kind, sanitize(t))
+		return "", fmt.Errorf("%s link: type=%s is not supported; tcp, ws, httpupgrade, grpc and xhttp are", kind, sanitize(t))
 	}
 	if h := q.Get("headerType"); h != "" && h != "none" {
-		return fmt.Errorf("%s link: headerType=%s is not supported; none is", kind, sanitize(h))
+		return "", fmt.Errorf("%s link: headerType=%s is not supported; none is", kind, sanitize(h))
+	}
+	return t, nil
+}
+
+// transportOptions reads type= and its parameters into the transport options,
+// refusing what tgtun cannot do and noting what it does not use.
+func transportOptions(kind string, p *Proxy, q url.Values) error {
+	get := func(k string) string { return q.Get(k) }
+	t, err := transportType(kind, q)
+	if err != nil {
+		return err
+	}
+	// Parameters that belong to another type are noted, not used.
+	for _, name := range sortedKeys(q) {
+		if get(name) == "" || name == "headerType" {
+			continue
+		}
+		if knownParams[name] && !slices.Contains(transportParams[t], name) && isTransportParam(name) {
+			p.ignore(name, "not used by type="+t)
+		}
+	}
+	if t == "tcp" {
+		return nil
+	}
+	p.set("transport", t)
+	switch t {
+	case "ws", "httpupgrade":
+		path, ed, err := cutEarlyData(get("path"))
+		if err != nil {
+			return fmt.Errorf("%s link: %w", kind, err)
+		}
+		if ed == "" {
+			ed = get("ed")
+		}
+		p.set("path", path)
+		p.set("host", get("host"))
+		if ed != "" {
+			if n, err := strconv.Atoi(ed); err != nil || n < 0 || n > 8192 {
+				return fmt.Errorf("%s link: ed=%s is not an early data size 0-8192", kind, sanitize(ed))
+			} else if n > 0 {
+				p.set("early_data", strconv.Itoa(n))
+			}
+		}
+	case "grpc":
+		p.set("service_name", get("serviceName"))
+		host := get("authority")
+		if host == "" {
+			host = get("host")
+		} else if h := get("host"); h != "" && h != host {
+			p.ignore("host", "authority is the gRPC host")
+		}
+		p.set("host", host)
+		switch m := get("mode"); m {
+		case "", "gun", "multi":
+			p.set("mode", m)
+		default:
+			return fmt.Errorf("%s link: mode=%s is not a gRPC mode; gun or multi is", kind, sanitize(m))
+		}
+	case "xhttp":
+		p.set("path", get("path"))
+		p.set("host", get("host"))
+		switch m := get("mode"); m {
+		case "", "auto", "packet-up", "stream-up", "stream-one":
+			p.set("mode", m)
+		default:
+			return fmt.Errorf("%s link: mode=%s is not an XHTTP mode; auto, packet-up, stream-up or stream-one is", kind, sanitize(m))
+		}
+		p.set("padding_bytes", get("x_padding_bytes"))
+		if e := get("extra"); e != "" {
+			if err := checkExtra(p, e); err != nil {
+				return fmt.Errorf("%s link: extra: %w", kind, err)
+			}
+			p.set("extra", e)
+		}
+	}
+	return nil
+}
+
+// isTransportParam tells the transport parameters from the TLS ones.
+func isTransportParam(name string) bool {
+	for _, ps := range transportParams {
+		if slices.Contains(ps, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// otherParams refuses the parameters that change the wire and notes the unknown
+// and unused ones.
+func otherParams(kind string, p *Proxy, q url.Values) error {
+	for _, name := range sortedKeys(q) {
+		if q.Get(name) == "" || knownParams[name] {
+			continue
+		}
+		if why, ok := refusedParams[name]; ok {
+			return fmt.Errorf("%s link: %s", kind, why)
+		}
+		if why, ok := ignoredParams[name]; ok {
+			p.ignore(name, why)
+			continue
+		}
+		p.ignore(sanitize(name), "unknown to tgtun, not used")
+	}
+	return nil
+}
+
+func sortedKeys(q url.Values) []string {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// cutEarlyData takes Xray's early data size out of a WebSocket path
+// ("/ws?ed=2048"), as Xray does: the rest of the path's query stays.
+func cutEarlyData(path string) (rest, ed string, err error) {
+	base, query, ok := strings.Cut(path, "?")
+	if !ok {
+		return path, "", nil
+	}
+	var keep []string
+	for _, kv := range strings.Split(query, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "ed" {
+			ed = v
+			continue
+		}
+		keep = append(keep, kv)
+	}
+	if len(keep) > 0 {
+		base += "?" + strings.Join(keep, "&")
+	}
+	return base, ed, nil
+}
+
+// XHTTP extra's fields: those a client uses, those it ignores (with why), and the
+// ones refused by name; any other field is refused as unknown. daemon/proxy/transport
+// holds the same lists (config check builds the transport to judge the values).
+var (
+	extraUsed = []string{
+		"headers", "xPaddingBytes", "xPaddingObfsMode", "xPaddingKey", "xPaddingHeader",
+		"xPaddingPlacement", "xPaddingMethod", "uplinkHTTPMethod", "sessionPlacement", "sessionKey",
+		"sessionIDPlacement", "sessionIDKey", "seqPlacement", "seqKey", "uplinkDataPlacement", "uplinkDataKey",
+		"uplinkChunkSize", "noGRPCHeader", "scMaxEachPostBytes", "scMinPostsIntervalMs", "xmux",
+		"host", "path", "mode",
+	}
+	extraIgnored = map[string]string{
+		"noSSEHeader":          "a server setting",
+		"scMaxBufferedPosts":   "a server setting",
+		"scStreamUpServerSecs": "a server setting",
+		"serverMaxHeaderBytes": "a server setting",
+		"scMaxConcurrentPosts": "removed from Xray-core",
+		"keepAlivePeriod":      "not an Xray-core setting (xmux.hKeepAlivePeriod is)",
+	}
+	extraRefused = map[string]string{
+		"downloadSettings": "a separate download server is not supported",
+		"sessionIDTable":   "custom session ids are not supported",
+		"sessionIDLength":  "custom session ids are not supported",
+	}
+)
+
+// checkExtra checks that extra is a JSON object of fields tgtun knows, noting
+// the ignored ones.
+func checkExtra(p *Proxy, extra string) error {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(extra), &fields); err != nil || fields == nil {
+		return fmt.Errorf("not a JSON object")
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		switch {
+		case slices.Contains(extraUsed, name):
+			if name == "xmux" {
+				var x map[string]json.RawMessage
+				if json.Unmarshal(fields[name], &x) == nil {
+					if _, ok := x["hKeepAlivePeriod"]; ok {
+						p.ignore("extra.xmux.hKeepAlivePeriod", "HTTP/2 keep-alive pings are not sent (an idle router stays idle)")
+					}
+				}
+			}
+		case extraIgnored[name] != "":
+			p.ignore("extra."+name, extraIgnored[name])
+		case extraRefused[name] != "":
+			return fmt.Errorf("%s: %s", name, extraRefused[name])
+		default:
+			return fmt.Errorf("%s: unknown field, not supported", sanitize(name))
+		}
 	}
 	return nil
 }
@@ -356,7 +613,7 @@ func parseVLESS(link string) (*Proxy, error) {
 	if !isUUID(id) {
 		return nil, fmt.Errorf("vless link: the id before '@' is not a UUID")
 	}
-	if err := checkTransport("vless", q); err != nil {
+	if _, err := transportType("vless", q); err != nil {
 		return nil, err
 	}
 	if e := q.Get("encryption"); e != "" && e != "none" {
@@ -398,7 +655,19 @@ func parseVLESS(link string) (*Proxy, error) {
 		}
 		// REALITY's hello is the fingerprint's, ALPN included (Xray ignores
 		// alpn there too); the LuCI form offers alpn with tls only.
-		p.Options = slices.DeleteFunc(p.Options, func(o Option) bool { return o.Name == "alpn" })
+		if slices.ContainsFunc(p.Options, func(o Option) bool { return o.Name == "alpn" }) {
+			p.Options = slices.DeleteFunc(p.Options, func(o Option) bool { return o.Name == "alpn" })
+			p.ignore("alpn", "with security=reality the fingerprint's ALPN is sent")
+		}
+	}
+	if flow != "" && q.Get("type") != "" && q.Get("type") != "tcp" && q.Get("type") != "raw" {
+		return nil, fmt.Errorf("vless link: flow=%s needs type=tcp; Xray refuses Vision over type=%s", flow, sanitize(q.Get("type")))
+	}
+	if err := transportOptions("vless", p, q); err != nil {
+		return nil, err
+	}
+	if err := otherParams("vless", p, q); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -412,7 +681,7 @@ func parseTrojan(link string) (*Proxy, error) {
 	if u.User == nil || u.User.Username() == "" {
 		return nil, fmt.Errorf("trojan link: the password (before '@') is missing")
 	}
-	if err := checkTransport("trojan", q); err != nil {
+	if _, err := transportType("trojan", q); err != nil {
 		return nil, err
 	}
 	if sec := q.Get("security"); sec != "" && sec != "tls" {
@@ -427,6 +696,17 @@ func parseTrojan(link string) (*Proxy, error) {
 	}
 	p.set("password", pass)
 	tlsOptions(p, q)
+	if err := transportOptions("trojan", p, q); err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"encryption", "flow", "pbk", "sid"} {
+		if q.Get(name) != "" {
+			p.ignore(name, "not a trojan parameter")
+		}
+	}
+	if err := otherParams("trojan", p, q); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -470,7 +750,7 @@ func SectionName(s string) string {
 	}
 	name := strings.Trim(b.String(), "_")
 	if name != "" && name[0] >= '0' && name[0] <= '9' {
-		name = "p_" + name
+		name = strings.TrimRight(("p_" + name)[:min(len(name)+2, 32)], "_")
 	}
 	return name
 }

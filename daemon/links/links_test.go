@@ -2,6 +2,7 @@ package links
 
 import (
 	"encoding/base64"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -82,15 +83,27 @@ func TestParseErrors(t *testing.T) {
 		{"ss://" + b64url("rc4-md5:secret") + "@198.51.100.6:8388", "ss link: method rc4-md5 is not supported"},
 		{"ss://!!!", "ss link: neither SIP002"},
 		{"ss://" + b64url("aes-256-gcm:") + "@198.51.100.6:8388", "ss link: the password is empty"},
-		{"vless://" + uuid + "@203.0.113.9:443?type=grpc&security=reality&pbk=k", "vless link: type=grpc is not supported; tcp is"},
-		{"vless://" + uuid + "@203.0.113.9:443?type=ws&security=tls", "vless link: type=ws is not supported; tcp is"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=kcp&security=tls&seed=secret", "vless link: type=kcp is not supported; tcp, ws, httpupgrade, grpc and xhttp are"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=h2&security=tls", "vless link: type=h2 is not supported"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=ws&security=tls&flow=xtls-rprx-vision", "vless link: flow=xtls-rprx-vision needs type=tcp"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=grpc&security=tls&mode=turbo", "vless link: mode=turbo is not a gRPC mode"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=xhttp&security=tls&mode=gun", "vless link: mode=gun is not an XHTTP mode"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=xhttp&security=tls&extra=%7B%22downloadSettings%22%3A%7B%7D%7D", "vless link: extra: downloadSettings: a separate download server is not supported"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=xhttp&security=tls&extra=%7Bsecret", "vless link: extra: not a JSON object"},
+		{"vless://" + uuid + "@203.0.113.9:443?type=ws&security=tls&path=%2Fws%3Fed%3Dlots", "vless link: ed=lots is not an early data size"},
+		{"vless://" + uuid + "@203.0.113.9:443?security=tls&fm=%7B%7D", "vless link: finalmask (fm=)"},
+		{"vless://" + uuid + "@203.0.113.9:443?security=tls&ech=AEX", "vless link: Encrypted Client Hello (ech=)"},
+		{"vless://" + uuid + "@203.0.113.9:443?security=tls&vcn=cdn.example.org", "vless link: verifyPeerCertByName (vcn=) is not supported"},
+		{"hysteria2://secret@198.51.100.7:443", "hysteria2 link: not supported: Hysteria runs over QUIC"},
+		{"hy2://secret@198.51.100.7:443", "hy2 link: not supported: Hysteria runs over QUIC"},
+		{"tuic://secret@198.51.100.7:443", "tuic link: not supported: TUIC runs over QUIC"},
 		{"vless://" + uuid + "@203.0.113.9:443?type=tcp", "vless link: security=(none) is not supported; tls or reality is"},
 		{"vless://" + uuid + "@203.0.113.9:443?security=reality", "vless link: security=reality needs pbk"},
 		{"vless://" + uuid + "@203.0.113.9:443?security=tls&flow=xtls-rprx-direct", "vless link: flow=xtls-rprx-direct is not supported"},
 		{"vless://secret-id@203.0.113.9:443?security=tls", "vless link: the id before '@' is not a UUID"},
 		{"vless://" + uuid + "@203.0.113.9:443?security=tls&headerType=http", "vless link: headerType=http is not supported"},
 		{"trojan://@198.51.100.7:443", "trojan link: the password (before '@') is missing"},
-		{"trojan://secret@198.51.100.7:443?type=ws", "trojan link: type=ws is not supported; tcp is"},
+		{"trojan://secret@198.51.100.7:443?type=quic", "trojan link: type=quic is not supported"},
 		{"trojan://secret@198.51.100.7:443?security=reality", "trojan link: security=reality is not supported; tls is"},
 		{"trojan://sec%zzret@198.51.100.7:443", "trojan link: not a valid URL"},
 	} {
@@ -101,6 +114,43 @@ func TestParseErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "secret") {
 			t.Errorf("Parse(%q): error shows the secret: %v", tt.link, err)
+		}
+	}
+}
+
+// TestIgnored: what a link carries and tgtun does not use is reported, with why.
+func TestIgnored(t *testing.T) {
+	for _, tt := range []struct {
+		link string
+		want []string // param: the start of the reason
+	}{
+		{"vless://" + uuid + "@h:443?security=reality&pbk=k&sni=s&spx=%2F&pqv=abc&alpn=h2", []string{"alpn: with security=reality", "pqv: REALITY's ML-DSA-65", "spx: REALITY's spiderX"}},
+		{"vless://" + uuid + "@h:443?security=tls&type=ws&path=%2Fp&heartbeatPeriod=30&serviceName=x&fragment=1,40-60,30-50", []string{"fragment: TLS ClientHello", "heartbeatPeriod: WebSocket pings", "serviceName: not used by type=ws"}},
+		{"vless://" + uuid + "@h:443?security=tls&type=xhttp&extra=%7B%22noSSEHeader%22%3Atrue%2C%22xmux%22%3A%7B%22hKeepAlivePeriod%22%3A5%7D%7D", []string{"extra.noSSEHeader: a server setting", "extra.xmux.hKeepAlivePeriod: HTTP/2 keep-alive"}},
+		{"trojan://pw@h:443?security=tls&flow=xtls-rprx-vision&brandNew=1&allowInsecure=1", []string{"brandNew: unknown to tgtun", "flow: not a trojan parameter"}},
+		// pcs is used (pinned_sha256), over a transport too, and supersedes allowInsecure.
+		{"trojan://pw@h:443?security=tls&type=ws&path=%2Fws&allowInsecure=1&pcs=AB:CD&spx=%2F", []string{"spx: REALITY's spiderX"}},
+		{"vless://" + uuid + "@h:443?security=tls&type=tcp&headerType=&host=&path=%2F", []string{"path: not used by type=tcp"}},
+	} {
+		p, err := Parse(tt.link)
+		if err != nil {
+			t.Errorf("Parse(%q): %v", tt.link, err)
+			continue
+		}
+		var got []string
+		for _, ig := range p.Ignored {
+			got = append(got, ig.Param+": "+ig.Reason)
+		}
+		slices.Sort(got)
+		if len(got) != len(tt.want) {
+			t.Errorf("Parse(%q) ignored %q, want %q", tt.link, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if !strings.HasPrefix(got[i], tt.want[i]) {
+				t.Errorf("Parse(%q) ignored %q, want %q", tt.link, got, tt.want)
+				break
+			}
 		}
 	}
 }
@@ -123,6 +173,7 @@ func TestSectionName(t *testing.T) {
 		"My VPN - NL":           "my_vpn_nl",
 		"🇳🇱 Amsterdam":          "amsterdam",
 		"1st":                   "p_1st",
+		strings.Repeat("0", 40): "p_" + strings.Repeat("0", 30),
 		"Под Прокси":            "",
 		"a.b.c":                 "a_b_c",
 		strings.Repeat("x", 50): strings.Repeat("x", 32),
@@ -142,6 +193,9 @@ func FuzzParse(f *testing.F) {
 		"trojan://pw@h:443?sni=s&allowInsecure=1",
 		"vless://" + uuid + "@h:443?security=tls&pcs=AB:cd,ef01&allowInsecure=1",
 		"http://h:8080",
+		"vless://" + uuid + "@h:443?security=tls&type=xhttp&path=%2Fx&mode=packet-up&extra=%7B%22xmux%22%3A%7B%22hKeepAlivePeriod%22%3A1%7D%2C%22noSSEHeader%22%3Atrue%7D",
+		"vless://" + uuid + "@h:443?security=tls&type=ws&path=%2Fws%3Fa%3D1%26ed%3D2048&host=c&heartbeatPeriod=3",
+		"trojan://pw@h:443?type=grpc&serviceName=s&mode=multi&authority=a&spx=%2F&zz=1",
 	} {
 		f.Add(s)
 	}

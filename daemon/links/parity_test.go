@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,6 +23,9 @@ type parityCase struct {
 	Link    string         `json:"link"`
 	Options map[string]any `json:"options"`
 	Error   []string       `json:"error"`
+	// Ignored are the parameters the parser reports as not used (sorted; none
+	// when absent).
+	Ignored []string `json:"ignored"`
 }
 
 func loadParity(t *testing.T) []parityCase {
@@ -43,12 +47,18 @@ func loadParity(t *testing.T) []parityCase {
 }
 
 // importLink does what `tgtun proxy import` does before writing: parse the
-// link, then check the section as `config check` does.
-func importLink(link string) (map[string]any, error) {
+// link, then check the section as `config check` does (the form's checks, which
+// cannot build the proxy; daemon's TestImportFixture adds the daemon's rules).
+func importLink(link string) (map[string]any, []string, error) {
 	p, err := Parse(link)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var ignored []string
+	for _, ig := range p.Ignored {
+		ignored = append(ignored, ig.Param)
+	}
+	slices.Sort(ignored)
 	if _, _, err := config.Parse("link", bytes.NewReader([]byte(p.UCI("x")))); err != nil {
 		var errs config.Errors
 		if errors.As(err, &errs) {
@@ -56,9 +66,9 @@ func importLink(link string) (map[string]any, error) {
 			for i, e := range errs {
 				msgs[i] = e.Error()
 			}
-			return nil, errors.New(strings.Join(msgs, "; "))
+			return nil, nil, errors.New(strings.Join(msgs, "; "))
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	opts := map[string]any{}
 	for _, o := range p.Options {
@@ -72,7 +82,7 @@ func importLink(link string) (map[string]any, error) {
 			opts[o.Name] = o.Values[0]
 		}
 	}
-	return opts, nil
+	return opts, ignored, nil
 }
 
 func TestParityFixture(t *testing.T) {
@@ -81,14 +91,20 @@ func TestParityFixture(t *testing.T) {
 			t.Errorf("%s: the fixture must give either options or error", c.Link)
 			continue
 		}
-		got, err := importLink(c.Link)
+		got, ignored, err := importLink(c.Link)
 		if c.Options != nil {
 			if err != nil {
 				t.Errorf("%s: %v; want options %v", c.Link, err, c.Options)
 			} else if !reflect.DeepEqual(got, c.Options) {
 				t.Errorf("%s:\n got %v\nwant %v", c.Link, got, c.Options)
 			}
+			if !slices.Equal(ignored, c.Ignored) {
+				t.Errorf("%s: ignored %q, want %q", c.Link, ignored, c.Ignored)
+			}
 			continue
+		}
+		if c.Ignored != nil {
+			t.Errorf("%s: a refused link lists ignored parameters", c.Link)
 		}
 		if err == nil {
 			t.Errorf("%s: parsed to %v; want an error containing %q", c.Link, got, c.Error)

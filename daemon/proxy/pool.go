@@ -438,8 +438,9 @@ func (p *Pool) recordFlow(m *poolMember, err error, callerGone bool) {
 	}
 	// The next probe judges afresh: one success brings it back.
 	m.failures = unhealthyAfter
+	msg := m.lastErr // a probe may write it once the lock is released
 	p.mu.Unlock()
-	p.logChange(m, was, StateUnhealthy, 0, errors.New(m.lastErr))
+	p.logChange(m, was, StateUnhealthy, 0, errors.New(msg))
 	select {
 	case p.changed <- struct{}{}:
 	default:

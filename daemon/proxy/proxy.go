@@ -90,6 +90,17 @@ type Spec struct {
 	PinnedSHA256 []string
 	CAFile       string
 
+	// The transport under VLESS or Trojan (transports.go): "" or "tcp" for none,
+	// else ws, httpupgrade, grpc or xhttp, with its settings.
+	Transport    string
+	Path         string // ws, httpupgrade, xhttp
+	Host         string // HTTP Host (gRPC :authority)
+	ServiceName  string // grpc
+	Mode         string // grpc: gun, multi; xhttp: auto, packet-up, stream-up, stream-one
+	EarlyData    int    // ws: bytes of the first write sent with the upgrade; httpupgrade: > 0 does not wait for the 101
+	PaddingBytes string // xhttp: x_padding_bytes, "100-1000"
+	Extra        string // xhttp: the JSON of share links' extra=
+
 	Interface string // interface: a device or netifd interface name
 }
 

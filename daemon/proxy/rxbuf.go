@@ -72,10 +72,12 @@ type streamSource struct {
 // rawRead is the callback of a raw read and its results, made once per stream:
 // a closure made per read would be an allocation per system call.
 type rawRead struct {
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
+	b      []byte
+	n      int
+	err    error
+	fn     func(fd uintptr) bool
+	peekFn func(fd uintptr) bool // peek, made once too
+	peekB  [1]byte
 }
 
 func (r *rawRead) read(fd uintptr) bool {
@@ -87,6 +89,27 @@ func (r *rawRead) read(fd uintptr) bool {
 	}
 }
 
+// peek reports whether the socket has a byte (or its end, or an error) to read,
+// reading nothing; false makes RawConn.Read wait for it.
+func (r *rawRead) peek(fd uintptr) bool {
+	for {
+		_, _, err := unix.Recvfrom(int(fd), r.peekB[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != unix.EINTR {
+			return err != unix.EAGAIN
+		}
+	}
+}
+
+// waitReadable waits, holding no buffer, until the socket has something to read
+// (bytes, its end or an error), honouring the read deadline; at once when the
+// stream is not a socket.
+func (s *streamSource) waitReadable() error {
+	if s.raw == nil {
+		return nil
+	}
+	return s.raw.Read(s.rd.peekFn)
+}
+
 func newStreamSource(r io.Reader) streamSource {
 	s := streamSource{r: r}
 	if sc, ok := r.(syscall.Conn); ok {
@@ -94,6 +117,7 @@ func newStreamSource(r io.Reader) streamSource {
 			s.raw = raw
 			s.rd = &rawRead{}
 			s.rd.fn = s.rd.read
+			s.rd.peekFn = s.rd.peek
 		}
 	}
 	return s
@@ -168,7 +192,17 @@ func (b *rxBuf) load(p []byte) {
 // fill reads at least one more byte from src, making room for a unit of need
 // bytes starting at r first. It never reads into bytes still in use: the caller
 // has consumed (or copied out) everything before r.
+//
+// A waiting fill with nothing buffered first waits for the socket without a
+// buffer: a stream that a blocking reader waits on while idle (a transport's
+// WebSocket or HTTP/2 reader, a UDP flow's) then holds none, as one the engine
+// polls holds none.
 func (b *rxBuf) fill(src *streamSource, need int, wait bool) error {
+	if wait && b.buf == nil {
+		if err := src.waitReadable(); err != nil {
+			return err
+		}
+	}
 	switch {
 	case b.buf == nil:
 		b.buf = rxGet(rxLarge)

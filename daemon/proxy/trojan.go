@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tgtun/tgtun/daemon/proxy/transport"
 )
 
 // Trojan commands.
@@ -29,6 +31,7 @@ type Trojan struct {
 	base base
 	key  [56]byte // hex(SHA-224(password))
 	tls  *tlsClient
+	tr   transport.Transport // nil: the stream is the TLS connection itself
 }
 
 func newTrojan(b base) (*Trojan, error) {
@@ -47,6 +50,9 @@ func newTrojan(b base) (*Trojan, error) {
 	tr := &Trojan{base: b, tls: t}
 	sum := sha256.Sum224([]byte(b.spec.Password))
 	hex.Encode(tr.key[:], sum[:])
+	if tr.tr, err = newTransport(&tr.base, t); err != nil {
+		return nil, err
+	}
 	return tr, nil
 }
 
@@ -57,7 +63,13 @@ const trojanFirstWait = 100 * time.Millisecond
 func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.base.timeout)
 	defer cancel()
-	c, err := t.base.dialTLS(ctx, t.tls)
+	var c net.Conn
+	var err error
+	if t.tr != nil {
+		c, err = t.base.dialStream(ctx, t.tr)
+	} else {
+		c, err = t.base.dialTLS(ctx, t.tls)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +78,11 @@ func (t *Trojan) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Co
 	hdr = append(hdr, '\r', '\n', cmd)
 	hdr = appendSocksAddr(hdr, dst)
 	hdr = append(hdr, '\r', '\n')
+	if t.tr != nil {
+		// A transport's stream: the header goes in its first frame with the
+		// client's first bytes.
+		return newHeldConn(c, hdr, trojanFirstWait), nil
+	}
 	if rc, ok := c.(*recordConn); ok {
 		rc.holdPrefix(hdr, trojanFirstWait, rc.FlushRequest)
 		return rc, nil

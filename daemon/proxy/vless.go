@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tgtun/tgtun/daemon/proxy/transport"
 )
 
 // FlowVision is the VLESS flow that pads the first packets and lets an inner TLS
@@ -41,6 +43,7 @@ type VLESS struct {
 	id   [16]byte
 	flow string
 	tls  *tlsClient
+	tr   transport.Transport // nil: the stream is the TLS connection itself
 }
 
 func newVLESS(b base) (*VLESS, error) {
@@ -60,7 +63,14 @@ func newVLESS(b base) (*VLESS, error) {
 	if b.spec.Security == SecurityReality {
 		b.prefix = TypeVLESS + "+reality " + b.spec.Address()
 	}
-	return &VLESS{base: b, id: id, flow: b.spec.Flow, tls: t}, nil
+	v := &VLESS{base: b, id: id, flow: b.spec.Flow, tls: t}
+	if v.tr, err = newTransport(&v.base, t); err != nil {
+		return nil, err
+	}
+	if v.tr != nil && v.flow == FlowVision {
+		return nil, fmt.Errorf("%s: flow %s needs transport tcp (Xray refuses Vision over %s)", v.base.prefix, FlowVision, b.spec.Transport)
+	}
+	return v, nil
 }
 
 // ParseVLESSUUID reads a VLESS user id: a UUID (with or without dashes), or, as
@@ -96,6 +106,16 @@ const vlessFirstWait = 500 * time.Millisecond
 func (v *VLESS) dial(ctx context.Context, cmd byte, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.base.timeout)
 	defer cancel()
+	if v.tr != nil {
+		// A transport's stream (never Vision: newVLESS refuses it). The header goes
+		// in the stream's first frame with the client's first bytes.
+		c, err := v.base.dialStream(ctx, v.tr)
+		if err != nil {
+			return nil, err
+		}
+		hc := newHeldConn(c, appendVLESSRequest(nil, v.id, "", cmd, dst), vlessFirstWait)
+		return &vlessConn{Conn: hc, held: hc, dst: dst}, nil
+	}
 	c, err := v.base.dialTLS(ctx, v.tls)
 	if err != nil {
 		return nil, err
@@ -226,8 +246,9 @@ func (r *vlessResponse) eofError() error {
 // vlessConn reads the response header before the first payload byte. Over
 // tgtun's record layer (rc) it is pollable.
 type vlessConn struct {
-	net.Conn             // the TLS conn: rc, or uTLS's after TLS 1.2
-	rc       *recordConn // nil after TLS 1.2
+	net.Conn             // the TLS conn: rc, or uTLS's after TLS 1.2; or held
+	rc       *recordConn // nil after TLS 1.2 and over a transport
+	held     *heldConn   // over a transport: its stream, holding the header
 	dst      netip.AddrPort
 	rmu      sync.Mutex
 	resp     vlessResponse
@@ -239,26 +260,33 @@ func (c *vlessConn) Read(p []byte) (int, error) { return c.read(p, true) }
 // wrapping EAGAIN when nothing is there.
 func (c *vlessConn) ReadNonblock(p []byte) (int, error) {
 	if c.rc == nil {
-		return 0, errors.New("vless over TLS 1.2 cannot be read without waiting")
+		return 0, errVLESSNotPollable
 	}
 	return c.read(p, false)
 }
 
-// RawConns is the socket the poller watches (none after TLS 1.2: the engine
-// then reads with a blocking reader).
+// errVLESSNotPollable: the stream is uTLS's conn (TLS 1.2) or a transport's,
+// which only a blocking Read can drive.
+var errVLESSNotPollable = errors.New("vless over TLS 1.2 or a transport is read by a blocking reader")
+
+// RawConns is the socket the poller watches (none after TLS 1.2 or over a
+// transport: the engine then reads with a blocking reader).
 func (c *vlessConn) RawConns() ([]syscall.RawConn, error) {
 	if c.rc == nil {
-		return nil, errors.New("vless over TLS 1.2 is read by a blocking reader")
+		return nil, errVLESSNotPollable
 	}
 	return c.rc.RawConns()
 }
 
 // FlushRequest sends the held request header now (the health probe).
 func (c *vlessConn) FlushRequest() error {
-	if c.rc == nil {
-		return nil
+	switch {
+	case c.rc != nil:
+		return c.rc.FlushRequest()
+	case c.held != nil:
+		return c.held.FlushRequest()
 	}
-	return c.rc.FlushRequest()
+	return nil
 }
 
 func (c *vlessConn) read(p []byte, wait bool) (int, error) {

@@ -132,3 +132,37 @@ func FuzzBuild(f *testing.F) {
 		}
 	})
 }
+
+// TestBuildTransportsAndPins: a subscription's links over transports and with pinned
+// certificates (pcs) become members with those options, checked as a section is; a bad
+// pin or an XHTTP extra tgtun refuses skips the link with the reason.
+func TestBuildTransportsAndPins(t *testing.T) {
+	const pin = "5870bf1355c3b4ef09ad3daf8e1efe58cc01b4ec8141febe6f408e40339f17b8"
+	links := []string{
+		"vless://b831381d-6324-4d53-ad4f-8cda48b30811@198.51.100.7:443?type=ws&path=%2Fws%3Fed%3D2048&host=cdn.example.org&security=tls&allowInsecure=1&pcs=" + pin + "#ws",
+		"trojan://pw@198.51.100.8:443?type=grpc&serviceName=svc&mode=multi&security=tls#grpc",
+		"vless://b831381d-6324-4d53-ad4f-8cda48b30811@198.51.100.9:443?type=xhttp&path=%2Fx&mode=packet-up&security=reality&sni=www.example.com&pbk=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8#xhttp",
+		"trojan://pw@198.51.100.10:443?type=httpupgrade&path=%2Fhu&pcs=abcd#badpin",
+		"vless://b831381d-6324-4d53-ad4f-8cda48b30811@198.51.100.11:443?type=xhttp&security=tls&extra=%7B%22downloadSettings%22%3A%7B%7D%7D#split",
+	}
+	res := Build(config.Subscription{Name: "p", Priority: 5}, links, map[string]bool{}, nil)
+	if len(res.Members) != 3 || len(res.Skipped) != 2 {
+		t.Fatalf("members %d, skipped %v", len(res.Members), res.Skipped)
+	}
+	ws, grpc, xh := res.Members[0].Proxy, res.Members[1].Proxy, res.Members[2].Proxy
+	if ws.Transport != "ws" || ws.Path != "/ws" || ws.Host != "cdn.example.org" || ws.EarlyData != 2048 ||
+		len(ws.PinnedSHA256) != 1 || ws.PinnedSHA256[0] != pin || ws.Insecure {
+		t.Errorf("ws member: %+v transport %q path %q host %q ed %d pins %v insecure %v", ws, ws.Transport, ws.Path, ws.Host, ws.EarlyData, ws.PinnedSHA256, ws.Insecure)
+	}
+	if grpc.Transport != "grpc" || grpc.ServiceName != "svc" || grpc.Mode != "multi" {
+		t.Errorf("grpc member: transport %q service %q mode %q", grpc.Transport, grpc.ServiceName, grpc.Mode)
+	}
+	if xh.Transport != "xhttp" || xh.Path != "/x" || xh.Mode != "packet-up" || xh.Security != config.SecurityReality {
+		t.Errorf("xhttp member: transport %q path %q mode %q security %q", xh.Transport, xh.Path, xh.Mode, xh.Security)
+	}
+	for i, want := range []string{"link 4: pinned_sha256 'abcd' is not a SHA-256", "link 5: vless link: extra: downloadSettings"} {
+		if !strings.Contains(res.Skipped[i].String(), want) {
+			t.Errorf("skip %d: %q does not contain %q", i, res.Skipped[i], want)
+		}
+	}
+}

@@ -15,10 +15,12 @@ const { loadView } = require('./lib/load-view');
 const view = loadView('tgtun/settings');
 const fixture = JSON.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'links.json'), 'utf8'));
 const FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
-	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256' ];
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256',
+	'transport', 'path', 'host', 'service_name', 'mode', 'early_data', 'padding_bytes', 'extra' ];
 
 // The link as the form fills it: the options it sets (empty ones, insecure '0' and an
-// empty alpn are not set), or { error } with the parser's or a field check's message.
+// empty alpn are not set) and the parameters it reports as not used (sorted), or
+// { error } with the parser's or a field check's message.
 function paste(link) {
 	let out;
 	try {
@@ -30,7 +32,11 @@ function paste(link) {
 	}
 	const c = view.checks;
 	const cred = c.credentials(out.type, out.server, out.cipher, out.type === 'shadowsocks' ? '' : out.username, out.password);
-	const errs = [ cred.username, cred.password, out.sni && c.sni(out.sni), ...out.pinned_sha256.map(c.pinned_sha256) ].filter(Boolean);
+	const errs = [ cred.username, cred.password, out.sni && c.sni(out.sni), ...out.pinned_sha256.map(c.pinned_sha256),
+		out.transport && c.transport(out.transport, out.flow), out.path && c.path(out.path), out.host && c.host(out.host),
+		out.service_name && c.service_name(out.service_name), out.mode && c.mode(out.mode, out.transport),
+		out.early_data && c.early_data(out.early_data), out.padding_bytes && c.padding_bytes(out.padding_bytes),
+		out.extra && c.extra(out.extra) ].filter(Boolean);
 	if (errs.length)
 		return { error: errs.join('; ') };
 	const opts = {};
@@ -39,7 +45,9 @@ function paste(link) {
 		if (Array.isArray(v) ? v.length : (v !== '' && v != null && !(k === 'insecure' && v === '0')))
 			opts[k] = Array.isArray(v) ? [...v] : v;
 	}
-	return { options: opts };
+	for (const i of out.ignored)
+		assert.ok(i.param && i.reason, `${link}: a note without parameter or reason`);
+	return { options: opts, ignored: out.ignored.map((i) => i.param).sort() };
 }
 
 test('fixture holds good and bad links', () => {
@@ -52,7 +60,7 @@ for (const c of fixture.links) {
 	test(c.link, () => {
 		const got = paste(c.link);
 		if (c.options) {
-			assert.deepEqual(got, { options: c.options });
+			assert.deepEqual(got, { options: c.options, ignored: c.ignored || [] });
 			return;
 		}
 		assert.ok(got.error, `parsed to ${JSON.stringify(got.options)}; want an error naming ${JSON.stringify(c.error)}`);

@@ -456,14 +456,19 @@ test('share links: each kind parses into the proxy options; a link it cannot use
 		[`vless://${uuid}@vless.example.org:8443?security=tls&sni=vless.example.org&alpn=h2,http%2F1.1&allowInsecure=1`,
 			{ type: 'vless', security: 'tls', flow: '', sni: 'vless.example.org', alpn: ['h2', 'http/1.1'], insecure: '1', public_key: '' }],
 		['trojan://p%40ss@trojan.example.org:443?sni=example.org&alpn=h2&fp=safari#t', { type: 'trojan', password: 'p@ss', sni: 'example.org', alpn: ['h2'], fingerprint: 'safari' }],
+		[`vless://${uuid}@198.51.100.8:443?type=grpc&serviceName=svc&mode=multi&security=reality&sni=www.example.com&pbk=${pbk}&spx=%2F`,
+			{ type: 'vless', transport: 'grpc', service_name: 'svc', mode: 'multi', security: 'reality', ignored: [{ param: 'spx', reason: 'REALITY\'s spiderX: tgtun never browses the imitated site' }] }],
+		[`vless://${uuid}@198.51.100.8:443?type=ws&path=%2Fws%3Fed%3D2048&host=cdn.example.org&security=tls`,
+			{ type: 'vless', transport: 'ws', path: '/ws', early_data: '2048', host: 'cdn.example.org', ignored: [] }],
 	];
 	const bad = [
-		[`vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`, 'vless link: type=grpc is not supported; tcp is'],
+		[`vless://${uuid}@198.51.100.8:443?type=kcp&security=reality&pbk=${pbk}`, 'vless link: type=kcp is not supported; tcp, ws, httpupgrade, grpc and xhttp are'],
 		[`vless://${uuid}@198.51.100.8:443?security=none`, 'vless link: security=none is not supported; tls or reality is'],
 		[`vless://${uuid}@198.51.100.8:443?security=reality`, 'vless link: pbk (the REALITY public key) is missing'],
 		[`vless://${uuid}@198.51.100.8:443?security=tls&flow=xtls-rprx-direct`, 'vless link: flow=xtls-rprx-direct is not supported; xtls-rprx-vision or none is'],
 		['vless://not-a-uuid@198.51.100.8:443?security=tls', "vless link: uuid 'not-a-uuid' is not a UUID (32 hexadecimal digits, e.g. 9d5c6f1e-7a4b-4c3d-8e2f-1a2b3c4d5e6f)"],
-		['trojan://pw@198.51.100.9:443?type=ws', 'trojan link: type=ws is not supported; tcp is'],
+		['trojan://pw@198.51.100.9:443?type=quic', 'trojan link: type=quic is not supported; tcp, ws, httpupgrade, grpc and xhttp are'],
+		['hysteria2://pw@198.51.100.9:443', "hysteria2 link: not supported: Hysteria runs over QUIC (UDP) and tgtun's proxies are TCP-based (supported: socks5://, http://, ss://, vless://, trojan://)"],
 		[`ss://${Buffer.from('aes-256-gcm:pass').toString('base64url')}@198.51.100.7:8388/?plugin=obfs-local%3Bobfs%3Dhttp`, 'ss link: plugin=obfs-local is not supported; only links without a plugin are'],
 		[`ss://${Buffer.from('rc4-md5:pass').toString('base64url')}@198.51.100.7:8388`, 'ss link: cipher rc4-md5 is not supported; one of aes-128-gcm, aes-256-gcm, chacha20-ietf-poly1305, 2022-blake3-aes-128-gcm, 2022-blake3-aes-256-gcm, 2022-blake3-chacha20-poly1305 is'],
 		['https://u:p@198.51.100.6:443', 'https link: TLS to an HTTP proxy is not supported; use an http:// link'],
@@ -509,8 +514,8 @@ test('proxy editor: Paste link fills a new VLESS+REALITY proxy, fields follow th
 	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
 	const visible = (name) => page.eval(`(() => { const r = document.querySelector('.modal [data-name=${name}]'); return !!r && getComputedStyle(r).display != 'none' })()`);
 	// A link it cannot use: the field says why, nothing is filled.
-	await setField('.modal [data-name=_link] input', `vless://${uuid}@198.51.100.8:443?type=grpc&security=reality&pbk=${pbk}`);
-	assert.equal(await optError('_link', 'pasted', true), 'vless link: type=grpc is not supported; tcp is');
+	await setField('.modal [data-name=_link] input', `vless://${uuid}@198.51.100.8:443?type=kcp&security=reality&pbk=${pbk}`);
+	assert.equal(await optError('_link', 'pasted', true), 'vless link: type=kcp is not supported; tcp, ws, httpupgrade, grpc and xhttp are');
 	assert.equal(await page.eval('document.querySelector(".modal [data-name=type] select").value'), 'socks5');
 	await setField('.modal [data-name=_link] input',
 		`vless://${uuid}@198.51.100.8:443?type=tcp&security=reality&flow=xtls-rprx-vision&sni=www.example.com&fp=firefox&pbk=${pbk}&sid=0123abcd#r`);
@@ -733,6 +738,44 @@ test('subscriptions status: the daemon\'s members with the provider\'s names as 
 	noPageErrors();
 });
 
+test('proxy editor: Paste link fills an XHTTP proxy, shows the transport\'s fields and what the link carries unused, Save & Apply writes it', async () => {
+	await reset();
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'xh');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	const visible = (name) => page.eval(`(() => { const r = document.querySelector('.modal [data-name=${name}]'); return !!r && getComputedStyle(r).display != 'none' })()`);
+	const extra = '{"xPaddingBytes":"100-1000","noSSEHeader":true}';
+	await setField('.modal [data-name=_link] input', `vless://${uuid}@198.51.100.8:443?type=xhttp&path=%2Fxh&mode=packet-up&extra=${encodeURIComponent(extra)}&security=reality&sni=www.example.com&fp=chrome&pbk=${pbk}&sid=0123abcd&spx=%2F#x`);
+	await page.waitFor('document.querySelector(".modal [data-name=transport] select").value == "xhttp"', 'the transport to be filled');
+	for (const [name, shown] of [['path', true], ['host', true], ['mode', true], ['padding_bytes', true], ['extra', true], ['service_name', false], ['early_data', false]])
+		assert.equal(await visible(name), shown, `${name} ${shown ? 'hidden' : 'shown'} for xhttp`);
+	const note = await page.eval('[...document.querySelectorAll(".alert-message")].map(e => e.innerText).join("\\n")');
+	assert.match(note, /Not used from the link: .*spx \(REALITY's spiderX/);
+	assert.match(note, /extra\.noSSEHeader \(a server setting\)/);
+	// gRPC shows its service name instead of the path; Vision is refused over a transport.
+	await setField('.modal [data-name=transport] select', 'grpc');
+	assert.deepEqual([await visible('service_name'), await visible('path'), await visible('extra')], [true, false, false]);
+	await setField('.modal [data-name=flow] select', 'xtls-rprx-vision');
+	assert.equal(await optError('transport', 'xh', true), "transport 'grpc' is not allowed with flow xtls-rprx-vision (Vision needs transport 'tcp'; Xray refuses it over other transports)");
+	await setField('.modal [data-name=flow] select', '');
+	await setField('.modal [data-name=transport] select', 'xhttp');
+	await click('.modal button', 'Save');
+	await page.waitFor('!document.body.classList.contains("modal-overlay-active")', 'the editor to close');
+	const body = await saveApply();
+	assert.ok(body.includes('Configuration changes applied.'), body.slice(0, 1500));
+	const sec = committedSection('xh');
+	const opts = Object.fromEntries(Object.entries(sec).filter(([k]) => !k.startsWith('.')));
+	assert.deepEqual(opts, { type: 'vless', server: '198.51.100.8', port: '443', uuid, security: 'reality', sni: 'www.example.com',
+		fingerprint: 'chrome', public_key: pbk, short_id: '0123abcd', transport: 'xhttp', path: '/xh', mode: 'packet-up', extra, udp: '1' });
+	// The daemon reloaded the applied config and dials the new proxy through its transport
+	// (its errors name it: the server is not there in the test network).
+	await untilStatus((st) => st.proxies.some((p) => p.name === 'xh' && (p.last_error || '').includes('vless+xhttp+reality 198.51.100.8:443')),
+		'the pasted XHTTP proxy probed', 60000);
+	noPageErrors();
+});
+
 test('services tab: five services with the daemon\'s counts; ticking one creates its section and the daemon takes it', async () => {
 	await reset();
 	const st = await daemonCall('status');
@@ -870,6 +913,39 @@ test('status of a daemon in states the test network lacks: REALITY and Trojan he
 	noPageErrors();
 });
 
+
+test('markup in the daemon\'s, servers\' and links\' text shows as text: status, diagnostics, Paste link notes', async () => {
+	// A proxy server's answer, a provider's subscription, a pasted link: all outside input.
+	const evil = (tag) => `<img src=x onerror="window.__tgtunInjected='${tag}'">`;
+	const st = fx.status();
+	st.proxies[2].last_error = `http 198.51.100.20:3128: CONNECT 149.154.167.51:443: 403 ${evil('proxy')}`;
+	st.net_error = `rule: ${evil('net')}`;
+	st.warnings = [`warning ${evil('warning')}`];
+	const ck = fx.check();
+	ck.steps[0].detail = `step ${evil('check')}`;
+	await reset({ daemon: fx.tgtunAnswers(st, ck) });
+	await openView('tgtun/status', STATUS_READY);
+	const body = await text('#view');
+	for (const tag of ['proxy', 'net', 'warning'])
+		assert.ok(body.includes(evil(tag)), `the ${tag} text is not shown as text`);
+	await click('button', 'Run diagnostics');
+	await page.waitFor('document.querySelector(".modal table")', 'the diagnostics');
+	assert.ok((await text('.modal')).includes(evil('check')), 'the diagnostics detail is not shown as text');
+	await click('.modal button', 'Close');
+	await reset();
+	await openView('tgtun/settings', SETTINGS_READY);
+	const add = '#cbi-tgtun-proxy .cbi-section-create';
+	await setField(`${add} input.cbi-section-create-name`, 'marked');
+	await click(`${add} .cbi-button-add`);
+	await page.waitFor('document.body.classList.contains("modal-overlay-active")', 'the proxy editor');
+	await setField('.modal [data-name=_link] input', `trojan://pw@198.51.100.9:443?security=tls&${encodeURIComponent(evil('link'))}=1`);
+	await page.waitFor('document.querySelector(".modal [data-name=type] select").value == "trojan"', 'the type to be filled');
+	const note = await page.eval('[...document.querySelectorAll(".alert-message")].map(e => e.innerText).join("\\n")');
+	assert.ok(note.includes(evil('link').slice(0, 40)), `the link's parameter is not shown as text: ${note}`);
+	assert.equal(await page.eval('window.__tgtunInjected || ""'), '', 'markup from outside input ran in the page');
+	assert.equal(await page.eval('document.querySelectorAll("img[src=x]").length'), 0);
+	noPageErrors();
+});
 
 test('screenshots: settings and status, English and Russian', async () => {
 	try {

@@ -72,10 +72,15 @@ function formMain(o) {
 		opt(o, 'memory_limit') && checks.memory_limit(o.memory_limit),
 	].filter(Boolean).sort();
 }
+// The transport options a transport uses (the form shows only those).
+const TRANSPORT_USES = {
+	path: ['ws', 'httpupgrade', 'xhttp'], host: ['ws', 'httpupgrade', 'grpc', 'xhttp'], service_name: ['grpc'],
+	mode: ['grpc', 'xhttp'], early_data: ['ws', 'httpupgrade'], padding_bytes: ['xhttp'], extra: ['xhttp'],
+};
 function formProxy(o) {
 	const type = opt(o, 'type') || 'socks5';
 	const cred = checks.credentials(type, opt(o, 'server'), opt(o, 'cipher'), type === 'shadowsocks' ? '' : opt(o, 'username'), opt(o, 'password'));
-	return [
+	const errs = [
 		opt(o, 'server') && checks.server(o.server),
 		checks.port(opt(o, 'port'), opt(o, 'server')),
 		cred.username, cred.password,
@@ -84,7 +89,16 @@ function formProxy(o) {
 		opt(o, 'ca_file') && checks.ca_file(o.ca_file),
 		checks.cert_options(type, opt(o, 'security') || 'tls', opt(o, 'insecure') === '1',
 			(o.pinned_sha256 || []).length > 0 || opt(o, 'ca_file') !== ''),
-	].filter(Boolean).sort();
+	];
+	if (type === 'vless' || type === 'trojan') {
+		const tr = opt(o, 'transport') || 'tcp';
+		errs.push(checks.transport(tr, type === 'vless' ? opt(o, 'flow') : ''));
+		for (const [name, by] of Object.entries(TRANSPORT_USES)) {
+			if (opt(o, name) && by.includes(tr))
+				errs.push(name === 'mode' ? checks.mode(o.mode, tr) : checks[name](o[name]));
+		}
+	}
+	return errs.filter(Boolean).sort();
 }
 function formSubscription(o) {
 	return [
@@ -166,6 +180,29 @@ const proxyCases = [
 		public_key: 'AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8', pinned_sha256: ['ab'.repeat(32)] },
 ];
 
+// vless/trojan with transports: the form's checks and config check (with the daemon's
+// own rules: what the transport refuses about extra's fields) agree.
+const vlessBase = { type: 'vless', server: '198.51.100.6', port: '443', uuid: 'b831381d-6324-4d53-ad4f-8cda48b30811' };
+const transportCases = [
+	{ ...vlessBase, transport: 'ws', path: '/ws?x=1', host: 'cdn.example.org', early_data: '2048' },
+	{ ...vlessBase, transport: 'kcp' }, { ...vlessBase, transport: 'ws', path: '/a b' }, { ...vlessBase, transport: 'ws', path: '/a#b' },
+	{ ...vlessBase, transport: 'ws', host: 'a/b' }, { ...vlessBase, transport: 'ws', host: 'cdn.example.org:8443' },
+	{ ...vlessBase, transport: 'ws', host: 'cdn.example.org:0' }, { ...vlessBase, transport: 'ws', host: ':80' },
+	{ ...vlessBase, transport: 'ws', early_data: '9000' }, { ...vlessBase, transport: 'httpupgrade', early_data: 'x' },
+	{ ...vlessBase, transport: 'grpc', service_name: 'svc.Tun', mode: 'multi' }, { ...vlessBase, transport: 'grpc', service_name: 'a b' },
+	{ ...vlessBase, transport: 'grpc', mode: 'packet-up' }, { ...vlessBase, transport: 'xhttp', mode: 'gun' },
+	{ ...vlessBase, transport: 'xhttp', mode: 'stream-one', padding_bytes: '100-1000', extra: '{"xmux":{"maxConcurrency":4},"noSSEHeader":true}' },
+	{ ...vlessBase, transport: 'xhttp', padding_bytes: '0-10' }, { ...vlessBase, transport: 'xhttp', padding_bytes: '10-5' },
+	{ ...vlessBase, transport: 'xhttp', padding_bytes: '+5' }, { ...vlessBase, transport: 'xhttp', extra: '[1,2]' },
+	{ ...vlessBase, transport: 'xhttp', extra: 'not json' }, { ...vlessBase, transport: 'xhttp', extra: '{"fancy":1}' },
+	{ ...vlessBase, transport: 'xhttp', extra: '{"downloadSettings":{}}' }, { ...vlessBase, transport: 'xhttp', extra: '{"xmux":{"streams":1}}' },
+	{ ...vlessBase, flow: 'xtls-rprx-vision', transport: 'ws' }, { ...vlessBase, flow: 'xtls-rprx-vision', transport: 'tcp' },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'pw', transport: 'grpc', host: 'g.example.org' },
+	// A transport under a pinned certificate or a CA file (both sides' options together).
+	{ ...vlessBase, transport: 'ws', path: '/ws', pinned_sha256: ['ab'.repeat(32)] },
+	{ type: 'trojan', server: '198.51.100.6', port: '443', password: 'pw', transport: 'xhttp', ca_file: 'ca.pem', padding_bytes: '0-1' },
+];
+
 const customCases = [
 	{ subnet: ['203.0.113.0/24', '2001:db8:3::/64'] }, { subnet: ['203.0.113.5/24'] }, { subnet: ['203.0.113.0/33'] },
 	{ subnet: ['::ffff:1.2.3.4/120'] }, { subnet: ['foo'] }, { subnet: ['203.0.113.0/024'] }, { subnet: ['fe80::1%eth0/64'] },
@@ -202,6 +239,12 @@ test('proxy options: the form and tgtun config check agree', () => {
 	}
 });
 
+test('transports: the form and tgtun config check agree', () => {
+	for (const o of transportCases) {
+		assert.deepEqual(formProxy(o), daemonErrors(header + sectionText('proxy', 'p', o)), `proxy ${JSON.stringify(o)}`);
+	}
+});
+
 test('custom subnets and URLs: the form and tgtun config check agree', () => {
 	for (const o of customCases) {
 		assert.deepEqual(formCustom(o), daemonErrors(header + sectionText('custom', 'mine', o)), `custom ${JSON.stringify(o)}`);
@@ -216,7 +259,7 @@ test('subscription options: the form and tgtun config check agree', () => {
 
 test('the cases reach both verdicts and the brief\'s example wording', () => {
 	assert.deepEqual(formProxy({ server: '198.51.100.6', port: '70000' }), ["port '70000' is out of range 1-65535"]);
-	const all = [...mainCases.map(formMain), ...proxyCases.map(formProxy), ...customCases.map(formCustom)];
+	const all = [...mainCases.map(formMain), ...proxyCases.map(formProxy), ...transportCases.map(formProxy), ...customCases.map(formCustom)];
 	assert.ok(all.filter((e) => e.length === 0).length >= 20, 'enough accepted values');
 	assert.ok(all.filter((e) => e.length > 0).length >= 50, 'enough rejected values');
 });

@@ -34,6 +34,23 @@ var SS2022_KEYS = { '2022-blake3-aes-128-gcm': 16, '2022-blake3-aes-256-gcm': 32
 /* TLS ClientHello fingerprints (uTLS) of vless and trojan proxies. */
 var FINGERPRINTS = [ 'chrome', 'firefox', 'safari', 'ios', 'edge', 'android', '360', 'qq', 'random', 'randomized' ];
 
+/* Transports under vless and trojan, and their modes (daemon/config/transport.go). */
+var TRANSPORTS = [ 'tcp', 'ws', 'httpupgrade', 'grpc', 'xhttp' ];
+var TRANSPORT_MODES = { grpc: [ 'gun', 'multi' ], xhttp: [ 'auto', 'packet-up', 'stream-up', 'stream-one' ] };
+
+/* XHTTP extra's fields: used, ignored (with why) and refused by name; any other is refused
+ * (daemon/proxy/transport/extra.go, daemon/links). */
+var EXTRA_USED = [ 'headers', 'xPaddingBytes', 'xPaddingObfsMode', 'xPaddingKey', 'xPaddingHeader',
+	'xPaddingPlacement', 'xPaddingMethod', 'uplinkHTTPMethod', 'sessionPlacement', 'sessionKey',
+	'sessionIDPlacement', 'sessionIDKey', 'seqPlacement', 'seqKey', 'uplinkDataPlacement', 'uplinkDataKey',
+	'uplinkChunkSize', 'noGRPCHeader', 'scMaxEachPostBytes', 'scMinPostsIntervalMs', 'xmux', 'host', 'path', 'mode' ];
+var EXTRA_IGNORED = {
+	noSSEHeader: 'a server setting', scMaxBufferedPosts: 'a server setting', scStreamUpServerSecs: 'a server setting',
+	serverMaxHeaderBytes: 'a server setting', scMaxConcurrentPosts: 'removed from Xray-core',
+	keepAlivePeriod: 'not an Xray-core setting (xmux.hKeepAlivePeriod is)'
+};
+var XMUX_FIELDS = [ 'maxConcurrency', 'maxConnections', 'cMaxReuseTimes', 'hMaxRequestTimes', 'hMaxReusableSecs', 'hKeepAlivePeriod' ];
+
 /* Proxy types: [ value, label, carries UDP, has server/port ]. */
 var PROXY_TYPES = [
 	[ 'socks5', 'SOCKS5', true, true ],
@@ -711,16 +728,134 @@ var checks = {
 		if (insecure)
 			return _("pinned_sha256 and ca_file are not allowed with insecure '1' (insecure skips the certificate check they ask for; remove insecure)");
 		return null;
+	},
+
+	/* The transport of a vless or trojan proxy, and the flow it must agree with. */
+	transport: function(v, flow) {
+		if (TRANSPORTS.indexOf(v) < 0)
+			return bad('transport', v, _('not allowed (allowed: %s)').format(TRANSPORTS.join(', ')));
+		if (flow == 'xtls-rprx-vision' && v != 'tcp')
+			return bad('transport', v, _("not allowed with flow xtls-rprx-vision (Vision needs transport 'tcp'; Xray refuses it over other transports)"));
+		return null;
+	},
+
+	path: function(v) {
+		if (v.length > 1024 || !/^[\x21-\x7e]*$/.test(v) || v.indexOf('#') >= 0)
+			return bad('path', v, _("not a URL path (printable ASCII without spaces or '#', e.g. '/ws')"));
+		return null;
+	},
+
+	host: function(v) {
+		var i = v.indexOf(':'), h = i < 0 ? v : v.substring(0, i), port = i < 0 ? null : v.substring(i + 1);
+		if (h == '' || h.length > 253 || !/^[A-Za-z0-9.-]*$/.test(h) ||
+		    (port != null && !(/^[0-9]{1,9}$/.test(port) && +port >= 1 && +port <= 65535)))
+			return bad('host', v, _("not a host name with an optional :port (e.g. 'cdn.example.com')"));
+		return null;
+	},
+
+	service_name: function(v) {
+		if (v.length > 512 || !/^[\x21-\x7e]*$/.test(v))
+			return bad('service_name', v, _('not a gRPC service name (printable ASCII without spaces)'));
+		return null;
+	},
+
+	mode: function(v, transport) {
+		var modes = TRANSPORT_MODES[transport] || TRANSPORT_MODES.xhttp;
+		if (modes.indexOf(v) < 0)
+			return bad('mode', v, _("not a mode of transport '%s' (allowed: %s)").format(transport, modes.join(', ')));
+		return null;
+	},
+
+	early_data: function(v) { return attempt('early_data', v, function(s) { parseRange(s, 0, 8192) }) },
+
+	padding_bytes: function(v) {
+		var m = /^([0-9]{1,9})(?:-([0-9]{1,9}))?$/.exec(v), from = m ? +m[1] : 0, to = m ? +(m[2] || m[1]) : 0;
+		if (!m || from < 1 || to < from || to > 65536)
+			return bad('padding_bytes', v, _("not a range of padding lengths N or N-M from 1 (e.g. '100-1000')"));
+		return null;
+	},
+
+	/* XHTTP's extra: a JSON object whose fields the daemon knows (it judges their values
+	 * when it builds the proxy). */
+	extra: function(v) {
+		var obj = null;
+		try { obj = (byteLength(v) <= 8192) ? JSON.parse(v) : null; } catch (e) {}
+		if (obj == null || typeof obj != 'object' || Array.isArray(obj))
+			return bad('extra', v, _('not a JSON object of XHTTP settings (as share links carry it, e.g. \'{"xPaddingBytes":"100-1000"}\')'));
+		var err = extraFieldError(obj);
+		return err ? _('the daemon cannot use this proxy: %s').format('extra: ' + err) : null;
 	}
 };
+
+/* The first field of extra (in name order) the daemon refuses by its name, or null. */
+function extraFieldError(obj) {
+	var names = Object.keys(obj).sort();
+	for (var i = 0; i < names.length; i++) {
+		var n = names[i];
+		if (EXTRA_USED.indexOf(n) >= 0 || EXTRA_IGNORED[n] != null) {
+			if (n == 'xmux' && obj.xmux != null && typeof obj.xmux == 'object' && !Array.isArray(obj.xmux)) {
+				var xs = Object.keys(obj.xmux).sort();
+				for (var j = 0; j < xs.length; j++)
+					if (XMUX_FIELDS.indexOf(xs[j]) < 0)
+						return 'xmux: %s: unknown field, not supported'.format(sanitize(xs[j], 30));
+			}
+			continue;
+		}
+		if (n == 'downloadSettings')
+			return 'downloadSettings: not supported (a separate download server)';
+		if (n == 'sessionIDTable' || n == 'sessionIDLength')
+			return n + ': not supported (custom session ids are newer than the Xray-core tgtun is tested against)';
+		return '%s: unknown field, not supported'.format(sanitize(n, 30));
+	}
+	return null;
+}
+
+/* Go's sanitize: printable ASCII bytes (others become '?'), at most max of them, then '...'. */
+function sanitize(s, max) {
+	var b = new TextEncoder().encode(String(s)), out = '';
+	for (var i = 0; i < b.length && out.length < max; i++)
+		out += (b[i] < 0x20 || b[i] > 0x7e) ? '?' : String.fromCharCode(b[i]);
+	return b.length > max ? out + '...' : out;
+}
 
 /* --- share links: parse a link into the proxy's UCI options --- */
 
 function LinkError(msg) { this.message = msg; }
 
+/* Parameters of vless:// and trojan:// links: those a transport uses, those refused (they
+ * change the wire) and those noted as not used (daemon/links holds the same lists). */
+var LINK_TRANSPORT_PARAMS = {
+	tcp: [ 'headerType' ],
+	ws: [ 'path', 'host', 'ed' ],
+	httpupgrade: [ 'path', 'host', 'ed' ],
+	grpc: [ 'serviceName', 'authority', 'host', 'mode' ],
+	xhttp: [ 'path', 'host', 'mode', 'extra', 'x_padding_bytes' ]
+};
+var LINK_KNOWN_PARAMS = [ 'type', 'security', 'encryption', 'flow', 'sni', 'peer', 'fp', 'alpn', 'allowInsecure',
+	'insecure', 'pcs', 'pbk', 'sid', 'headerType', 'path', 'host', 'authority', 'serviceName', 'mode', 'extra', 'x_padding_bytes', 'ed' ];
+var LINK_REFUSED_PARAMS = {
+	fm: 'finalmask (fm=) changes the packets on the wire; it is not supported',
+	ech: 'Encrypted Client Hello (ech=) is not supported (without it the server name would show)',
+	vcn: 'verifyPeerCertByName (vcn=) is not supported'
+};
+var LINK_IGNORED_PARAMS = {
+	spx: 'REALITY\'s spiderX: tgtun never browses the imitated site',
+	pqv: 'REALITY\'s ML-DSA-65 check is not made; the server is still authenticated by its public key (pbk)',
+	fragment: 'TLS ClientHello fragmentation is not done',
+	heartbeatPeriod: 'WebSocket pings are not sent (an idle router stays idle)',
+	cs: 'the fingerprint\'s TLS cipher suites are offered',
+	seed: 'mKCP\'s seed: the transport is not mKCP',
+	mtu: 'mKCP\'s MTU: the transport is not mKCP',
+	tti: 'mKCP\'s TTI: the transport is not mKCP',
+	quicSecurity: 'the transport is not QUIC',
+	key: 'the transport is not QUIC',
+	serverDescription: 'a client\'s display text'
+};
+
 /* One link → { type, server, port, username, password, cipher, uuid, flow, security, sni,
- * fingerprint, public_key, short_id, alpn: [], insecure, pinned_sha256: [], name }; throws LinkError with a
- * message that names the part it cannot use. */
+ * fingerprint, public_key, short_id, alpn: [], insecure, pinned_sha256: [], transport, path, host,
+ * service_name, mode, early_data, padding_bytes, extra, name, ignored: [{ param, reason }] };
+ * throws LinkError with a message that names the part it cannot use. */
 function parseLink(link) {
 	link = String(link).trim();
 	var m = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/(.*)$/.exec(link);
@@ -729,6 +864,9 @@ function parseLink(link) {
 	var scheme = m[1].toLowerCase(), rest = m[2], name = '';
 	var kind = { 'socks': 'socks5', 'socks5': 'socks5', 'socks5h': 'socks5', 'http': 'http', 'https': 'https',
 		'ss': 'ss', 'vless': 'vless', 'trojan': 'trojan' }[scheme];
+	if (scheme == 'hysteria2' || scheme == 'hy2' || scheme == 'hysteria' || scheme == 'tuic')
+		throw new LinkError(_('%s link: not supported: %s runs over QUIC (UDP) and tgtun\'s proxies are TCP-based (supported: socks5://, http://, ss://, vless://, trojan://)')
+			.format(scheme, scheme == 'tuic' ? 'TUIC' : 'Hysteria'));
 	if (!kind)
 		throw new LinkError(_('%s:// links are not supported; socks5://, http://, ss://, vless:// and trojan:// are').format(scheme));
 	var fail = function(fmt) {
@@ -769,18 +907,124 @@ function parseLink(link) {
 		throw fail(_("the address '%s' is not host:port"), hostport);
 	var out = { type: kind, server: hp[1].replace(/^\[|\]$/g, ''), port: hp[2], username: '', password: '', cipher: '',
 		uuid: '', flow: '', security: '', sni: '', fingerprint: '', public_key: '', short_id: '', alpn: [], insecure: '0',
-		pinned_sha256: [], name: name };
+		pinned_sha256: [], transport: '', path: '', host: '', service_name: '', mode: '', early_data: '', padding_bytes: '',
+		extra: '', name: name, ignored: [] };
 	var srvErr = checks.server(out.server), portErr = checks.port(out.port, out.server);
 	if (srvErr || portErr)
 		throw fail('%s', srvErr || portErr);
 
-	var onlyTcp = function() {
-		var t = query.get('type');
-		if (t != null && t != '' && t != 'tcp' && t != 'raw')
-			throw fail(_('type=%s is not supported; tcp is'), t);
-		var h = query.get('headerType');
-		if (h != null && h != '' && h != 'none')
+	var get = function(k) { return query.get(k) || '' };
+	var ignore = function(param, reason) { out.ignored.push({ param: param, reason: reason }) };
+	var sortedParams = function() {
+		var seen = {}, keys = [];
+		query.forEach(function(v, k) { if (!seen[k]) { seen[k] = true; keys.push(k); } });
+		return keys.sort();
+	};
+	/* type= and headerType=, checked before the rest of the link: 'tcp' for none. */
+	var transportType = function() {
+		var t = get('type');
+		if (t == '' || t == 'tcp' || t == 'raw')
+			t = 'tcp';
+		else if (t == 'splithttp')
+			t = 'xhttp';
+		else if (!LINK_TRANSPORT_PARAMS[t])
+			throw fail(_('type=%s is not supported; tcp, ws, httpupgrade, grpc and xhttp are'), t);
+		var h = get('headerType');
+		if (h != '' && h != 'none')
 			throw fail(_('headerType=%s is not supported; none is'), h);
+		return t;
+	};
+	/* type= and its parameters: the transport options (daemon/links transportOptions). */
+	var transportParams = function() {
+		var t = transportType();
+		sortedParams().forEach(function(n) {
+			if (get(n) == '' || n == 'headerType' || LINK_KNOWN_PARAMS.indexOf(n) < 0 || LINK_TRANSPORT_PARAMS[t].indexOf(n) >= 0)
+				return;
+			for (var k in LINK_TRANSPORT_PARAMS)
+				if (LINK_TRANSPORT_PARAMS[k].indexOf(n) >= 0)
+					return ignore(n, 'not used by type=' + t);
+		});
+		if (t == 'tcp')
+			return;
+		out.transport = t;
+		if (t == 'ws' || t == 'httpupgrade') {
+			var path = get('path'), ed = '', qm = path.indexOf('?');
+			if (qm >= 0) {
+				var keep = path.substring(qm + 1).split('&').filter(function(kv) {
+					var eq = kv.indexOf('='), k = eq < 0 ? kv : kv.substring(0, eq);
+					if (k == 'ed')
+						ed = eq < 0 ? '' : kv.substring(eq + 1);
+					return k != 'ed';
+				});
+				path = path.substring(0, qm) + (keep.length ? '?' + keep.join('&') : '');
+			}
+			if (ed == '')
+				ed = get('ed');
+			out.path = path;
+			out.host = get('host');
+			if (ed != '') {
+				if (!/^[+-]?[0-9]+$/.test(ed) || +ed < 0 || +ed > 8192)
+					throw fail(_('ed=%s is not an early data size 0-8192'), ed);
+				if (+ed > 0)
+					out.early_data = String(+ed);
+			}
+		}
+		else if (t == 'grpc') {
+			out.service_name = get('serviceName');
+			var host = get('authority');
+			if (host == '')
+				host = get('host');
+			else if (get('host') != '' && get('host') != host)
+				ignore('host', 'authority is the gRPC host');
+			out.host = host;
+			var gm = get('mode');
+			if (gm != '' && gm != 'gun' && gm != 'multi')
+				throw fail(_('mode=%s is not a gRPC mode; gun or multi is'), gm);
+			out.mode = gm;
+		}
+		else {
+			out.path = get('path');
+			out.host = get('host');
+			var xm = get('mode');
+			if (xm != '' && TRANSPORT_MODES.xhttp.indexOf(xm) < 0)
+				throw fail(_('mode=%s is not an XHTTP mode; auto, packet-up, stream-up or stream-one is'), xm);
+			out.mode = xm;
+			out.padding_bytes = get('x_padding_bytes');
+			var e = get('extra');
+			if (e != '') {
+				var obj = null;
+				try { obj = JSON.parse(e); } catch (err) {}
+				if (obj == null || typeof obj != 'object' || Array.isArray(obj))
+					throw fail(_('extra: not a JSON object'));
+				Object.keys(obj).sort().forEach(function(n) {
+					if (EXTRA_USED.indexOf(n) >= 0) {
+						if (n == 'xmux' && obj.xmux != null && typeof obj.xmux == 'object' && !Array.isArray(obj.xmux) && 'hKeepAlivePeriod' in obj.xmux)
+							ignore('extra.xmux.hKeepAlivePeriod', 'HTTP/2 keep-alive pings are not sent (an idle router stays idle)');
+					}
+					else if (EXTRA_IGNORED[n] != null)
+						ignore('extra.' + n, EXTRA_IGNORED[n]);
+					else if (n == 'downloadSettings')
+						throw fail(_('extra: downloadSettings: a separate download server is not supported'));
+					else if (n == 'sessionIDTable' || n == 'sessionIDLength')
+						throw fail(_('extra: %s: custom session ids are not supported'), n);
+					else
+						throw fail(_('extra: %s: unknown field, not supported'), sanitize(n, 40));
+				});
+				out.extra = e;
+			}
+		}
+	};
+	/* The other parameters: refused by name when they change the wire, else noted. */
+	var otherParams = function() {
+		sortedParams().forEach(function(n) {
+			if (get(n) == '' || LINK_KNOWN_PARAMS.indexOf(n) >= 0)
+				return;
+			if (LINK_REFUSED_PARAMS[n] != null)
+				throw fail('%s', LINK_REFUSED_PARAMS[n]);
+			if (LINK_IGNORED_PARAMS[n] != null)
+				return ignore(n, LINK_IGNORED_PARAMS[n]);
+			ignore(sanitize(n, 40), 'unknown to tgtun, not used');
+		});
 	};
 	var tlsParams = function() {
 		out.sni = query.get('sni') || query.get('peer') || '';
@@ -839,7 +1083,7 @@ function parseLink(link) {
 		out.uuid = dec(userinfo || '', 'uuid').toLowerCase();
 		if (checks.uuid(out.uuid))
 			throw fail('%s', checks.uuid(out.uuid));
-		onlyTcp();
+		transportType();
 		var enc = query.get('encryption');
 		if (enc != null && enc != '' && enc != 'none')
 			throw fail(_('encryption=%s is not supported; none is'), enc);
@@ -865,23 +1109,36 @@ function parseLink(link) {
 				throw fail(_('allowInsecure applies to tls only, not reality'));
 			if (out.pinned_sha256.length)
 				throw fail(_('pcs (a pinned certificate) applies to tls only, not reality'));
+			if (out.alpn.length)
+				ignore('alpn', 'with security=reality the fingerprint\'s ALPN is sent');
 			out.alpn = [];
 			if (out.sni == '')
 				throw fail(_('sni is missing (REALITY needs a server name the server accepts)'));
 			if (out.fingerprint == 'randomized')
 				throw fail(_('fp=randomized is not allowed with security=reality (its hello may lack the X25519 share REALITY needs)'));
 		}
+		var lt = get('type');
+		if (out.flow != '' && lt != '' && lt != 'tcp' && lt != 'raw')
+			throw fail(_('flow=%s needs type=tcp; Xray refuses Vision over type=%s'), out.flow, lt);
+		transportParams();
+		otherParams();
 		break;
 
 	case 'trojan':
 		out.password = dec(userinfo || '', _('the password'));
 		if (out.password == '')
 			throw fail(_('the password before @ is missing'));
-		onlyTcp();
+		transportType();
 		var sec = query.get('security');
 		if (sec != null && sec != '' && sec != 'tls')
 			throw fail(_('security=%s is not supported; tls is'), sec);
 		tlsParams();
+		transportParams();
+		[ 'encryption', 'flow', 'pbk', 'sid' ].forEach(function(n) {
+			if (get(n) != '')
+				ignore(n, 'not a trojan parameter');
+		});
+		otherParams();
 		break;
 	}
 	return out;
@@ -977,7 +1234,8 @@ function serviceCounts(st, name) {
 
 /* The options a share link fills, in the order they are set (type first: the others depend on it). */
 var LINK_FIELDS = [ 'type', 'server', 'port', 'username', 'password', 'cipher', 'uuid', 'flow', 'security',
-	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256' ];
+	'sni', 'fingerprint', 'public_key', 'short_id', 'alpn', 'insecure', 'pinned_sha256',
+	'transport', 'path', 'host', 'service_name', 'mode', 'early_data', 'padding_bytes', 'extra' ];
 
 return view.extend({
 	/* For the tests: the daemon's checks as the form runs them, and the link parser. */
@@ -1211,7 +1469,7 @@ return view.extend({
 		};
 		s.handleAdd = function(ev, name) {
 			if (name != null && nameTaken(name)) {
-				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				ui.addNotification(null, E('p', {}, [ _("The name '%s' is taken by another section: pick another name.").format(name) ]), 'error');
 				return Promise.resolve();
 			}
 			return form.GridSection.prototype.handleAdd.apply(this, arguments);
@@ -1219,7 +1477,7 @@ return view.extend({
 
 		/* Paste link: fills the editor from a share link; never saved itself. */
 		o = s.option(form.Value, '_link', _('Paste link'),
-			_('A socks5://, http://, ss://, vless:// or trojan:// link fills in the fields below.'));
+			_('A socks5://, http://, ss://, vless:// or trojan:// link fills in the fields below; what the link carries that tgtun does not use is listed.'));
 		o.modalonly = true;
 		o.placeholder = 'vless://…@198.51.100.6:443?security=reality&…';
 		o.cfgvalue = function() { return '' };
@@ -1253,10 +1511,16 @@ return view.extend({
 					v = 'tls';
 				if (name == 'cipher' && v == '')
 					return;
+				if (name == 'transport' && v == '')
+					v = (link.type == 'vless' || link.type == 'trojan') ? 'tcp' : '';
 				el.setValue(v);
 				el.triggerValidation && el.triggerValidation();
 			});
 			this.map.checkDepends();
+			if (link.ignored.length)
+				ui.addNotification(null, E('p', {}, [ _('Not used from the link: %s').format(link.ignored.map(function(i) {
+					return i.param + ' (' + i.reason + ')';
+				}).join('; ')) ]), 'info');
 		};
 
 		o = s.option(form.ListValue, 'type', _('Type'));
@@ -1419,6 +1683,76 @@ return view.extend({
 			return (v != '' && checks.ca_file(v)) || certCheck.call(this, section_id);
 		});
 
+		/* The transport under VLESS/Trojan and its options (docs/config.md). */
+		var withTransport = function(opt, transports) {
+			[ 'vless', 'trojan' ].forEach(function(type) {
+				transports.forEach(function(t) { opt.depends({ type: type, transport: t }) });
+			});
+		};
+
+		o = s.option(form.ListValue, 'transport', _('Transport'),
+			_('How the stream reaches the server: as TLS itself (tcp), or inside WebSocket, HTTPUpgrade, gRPC or XHTTP requests, as the server is set up.'));
+		o.modalonly = true;
+		o.value('tcp', _('none (tcp)'));
+		o.value('ws', 'WebSocket');
+		o.value('httpupgrade', 'HTTPUpgrade');
+		o.value('grpc', 'gRPC');
+		o.value('xhttp', 'XHTTP');
+		o.default = 'tcp';
+		o.depends('type', 'vless');
+		o.depends('type', 'trojan');
+		o.validate = asValidator(function(section_id, v) {
+			return checks.transport(v || 'tcp', sibling(this, section_id, 'type') == 'vless' ? sibling(this, section_id, 'flow') : '');
+		});
+		/* tcp is no transport: the section then has no option transport. */
+		o.write = function(section_id, v) {
+			return (v == 'tcp') ? this.remove(section_id) : form.ListValue.prototype.write.apply(this, arguments);
+		};
+
+		o = s.option(form.Value, 'path', _('Path'), _('The HTTP path the server serves the transport on, e.g. /ws.'));
+		o.modalonly = true;
+		o.placeholder = '/';
+		withTransport(o, [ 'ws', 'httpupgrade', 'xhttp' ]);
+		o.validate = optional(checks.path);
+
+		o = s.option(form.Value, 'host', _('HTTP host'), _('The Host of the requests (for gRPC its authority). Empty: the server name.'));
+		o.modalonly = true;
+		withTransport(o, [ 'ws', 'httpupgrade', 'grpc', 'xhttp' ]);
+		o.validate = optional(checks.host);
+
+		o = s.option(form.Value, 'service_name', _('gRPC service name'), _('serviceName in links.'));
+		o.modalonly = true;
+		withTransport(o, [ 'grpc' ]);
+		o.validate = optional(checks.service_name);
+
+		o = s.option(form.Value, 'mode', _('Mode'),
+			_('gRPC: gun or multi. XHTTP: auto, packet-up (also through CDNs and over HTTP/1.1), stream-up or stream-one. As the server is set up.'));
+		o.modalonly = true;
+		[ 'auto', 'packet-up', 'stream-up', 'stream-one', 'gun', 'multi' ].forEach(function(m) { o.value(m) });
+		withTransport(o, [ 'grpc', 'xhttp' ]);
+		o.validate = asValidator(function(section_id, v) {
+			return v == '' ? null : checks.mode(v, sibling(this, section_id, 'transport'));
+		});
+
+		o = s.option(form.Value, 'early_data', _('Early data'),
+			_('WebSocket: the first bytes (up to this many) go with the upgrade request (ed in links). HTTPUpgrade: above 0, data follows the request at once.'));
+		o.modalonly = true;
+		o.placeholder = '0';
+		withTransport(o, [ 'ws', 'httpupgrade' ]);
+		o.validate = optional(checks.early_data);
+
+		o = s.option(form.Value, 'padding_bytes', _('XHTTP padding'), _('Padding lengths the server accepts, e.g. 100-1000 (x_padding_bytes in links).'));
+		o.modalonly = true;
+		o.placeholder = '100-1000';
+		withTransport(o, [ 'xhttp' ]);
+		o.validate = optional(checks.padding_bytes);
+
+		o = s.option(form.TextValue, 'extra', _('XHTTP extra'), _('The JSON of extra= in the link: further XHTTP settings of the server.'));
+		o.modalonly = true;
+		o.rows = 3;
+		withTransport(o, [ 'xhttp' ]);
+		o.validate = optional(checks.extra);
+
 		o = s.option(form.Flag, 'udp', _('UDP'), _('Relay UDP (voice calls) through the proxy.'));
 		o.default = '1';
 		o.rmempty = false;
@@ -1452,7 +1786,7 @@ return view.extend({
 		};
 		s.handleAdd = function(ev, name) {
 			if (name != null && nameTaken(name)) {
-				ui.addNotification(null, E('p', {}, _("The name '%s' is taken by another section: pick another name.").format(name)), 'error');
+				ui.addNotification(null, E('p', {}, [ _("The name '%s' is taken by another section: pick another name.").format(name) ]), 'error');
 				return Promise.resolve();
 			}
 			return form.GridSection.prototype.handleAdd.apply(this, arguments);
