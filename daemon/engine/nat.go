@@ -66,7 +66,8 @@ type natTable struct {
 	tun    *tunDevice
 	max    int
 	idle   time.Duration
-	rstBuf [rstLen]byte // the reader's
+	linger time.Duration // natLinger; tests shorten it
+	rstBuf [rstLen]byte  // the reader's
 
 	mu       sync.Mutex
 	byFlow   map[flowKey]*natEntry // guarded by mu: (client, target) → its latest mapping
@@ -93,7 +94,7 @@ func ListenNAT(l4, f4, l6, f6 netip.Addr) (*Listener, error) {
 	}
 	t := &natTable{l4: l4, f4: f4, l6: l6, f6: f6, lp4: uint16(v4.Addr().(*net.TCPAddr).Port),
 		byFlow: make(map[flowKey]*natEntry), byPort: make(map[uint16]*natEntry),
-		next: natPortMin + uint16(rand.IntN(65536-natPortMin))}
+		next: natPortMin + uint16(rand.IntN(65536-natPortMin)), linger: natLinger}
 	l := &Listener{v4: v4, port: t.lp4, nat: t}
 	if l6.IsValid() {
 		if l.v6, err = listenFreebind("tcp6", netip.AddrPortFrom(l6, 0)); err != nil {
@@ -183,7 +184,7 @@ func (t *natTable) fromClient(f *tcpFrame, frame []byte) {
 			return
 		}
 	}
-	if ent == nil || (ent.closed != 0 && now-ent.closed > int64(natLinger)) {
+	if ent == nil || (ent.closed != 0 && now-ent.closed > int64(t.linger)) {
 		t.dropped++
 		t.mu.Unlock()
 		if f.flags&tcpRST == 0 {
@@ -284,12 +285,12 @@ func (t *natTable) close(ent *natEntry, now int64) {
 	}
 }
 
-// expire forgets closed mappings past natLinger (all of them with force) and,
+// expire forgets closed mappings past their linger (all of them with force) and,
 // every natScanEvery or with force, open ones idle too long. Called with mu held.
 func (t *natTable) expire(now int64, force bool) {
 	n := 0
 	for _, ent := range t.closing {
-		if !force && now-ent.closed < int64(natLinger) {
+		if !force && now-ent.closed < int64(t.linger) {
 			break
 		}
 		t.forget(ent)
