@@ -48,11 +48,11 @@ type Main struct {
 	UpdateInterval time.Duration
 	HealthTarget   netip.AddrPort
 	HealthInterval time.Duration
-	MemoryLimit    int64 // bytes; 0 = no limit
-	MaxFlows       int   // concurrent TCP+UDP flows through the TUN
+	MemoryLimit    int64 // bytes; 0 = no limit; MemoryLimitAuto: from the router's RAM (control)
+	MaxFlows       int   // concurrent TCP+UDP flows; 0 = from the memory budget and proxy types (control)
 	LogLevel       slog.Level
 
-	// MaxFlowsPerDevice caps the flows of one LAN address; default MaxFlows/4.
+	// MaxFlowsPerDevice caps the flows of one LAN address; 0 = a quarter of max_flows.
 	MaxFlowsPerDevice int
 	// DNSPort is the port of tgtun's DNS forwarder on 127.0.0.1, to which dnsmasq sends
 	// the queries for listed domains.
@@ -170,7 +170,12 @@ const (
 	maxRulePriority          = 32765
 	// minRulePriority leaves P-1 (TCP to the listener) and P-2 (replies out of the TUN)
 	// above 0, the local table's rule.
-	minRulePriority    = 3
+	minRulePriority = 3
+	// AutoMaxFlows is the most max_flows comes to when it is left unset.
+	AutoMaxFlows = 4096
+	// MemoryLimitAuto is memory_limit left unset: the daemon takes a share of the
+	// router's RAM (control).
+	MemoryLimitAuto    = -1
 	maxPriority        = 1000
 	maxSOCKSCredential = 255  // RFC 1929
 	maxCredential      = 1024 // http and shadowsocks
@@ -193,11 +198,11 @@ func Default() *Config {
 		UpdateInterval: 24 * time.Hour,
 		HealthTarget:   netip.MustParseAddrPort("149.154.167.51:443"),
 		HealthInterval: 10 * time.Second,
-		MemoryLimit:    32 << 20,
-		MaxFlows:       4096,
+		MemoryLimit:    MemoryLimitAuto,
+		MaxFlows:       0,
 		LogLevel:       slog.LevelInfo,
 
-		MaxFlowsPerDevice: 4096 / 4,
+		MaxFlowsPerDevice: 0,
 		DNSPort:           DefaultDNSPort,
 		DNSUpstream:       DefaultDNSUpstream,
 		DomainTimeout:     DefaultDomainTimeout,
@@ -591,9 +596,15 @@ func (c *checker) main(s *uciSection, m *Main) (enabledLine int) {
 		}
 	}
 	r.integer("max_flows", 64, 65536, &m.MaxFlows)
+	// Unset, max_flows follows the memory budget, at most AutoMaxFlows; the
+	// per-device cap is then a quarter of what it comes to, unless set.
 	m.MaxFlowsPerDevice = m.MaxFlows / 4
 	if v, ok := r.single("max_flows_per_device"); ok {
-		if n, err := parseInt(v.Text, 1, int64(m.MaxFlows)); err != nil {
+		most := int64(AutoMaxFlows)
+		if m.MaxFlows > 0 {
+			most = int64(m.MaxFlows)
+		}
+		if n, err := parseInt(v.Text, 1, most); err != nil {
 			r.bad("max_flows_per_device", v, err.Error()+" (at most max_flows)")
 		} else {
 			m.MaxFlowsPerDevice = int(n)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -77,6 +76,8 @@ type Daemon struct {
 	bypass []netip.Prefix
 	// maxFlows is max_flows as the descriptor limit carries it (fitDescriptors).
 	maxFlows int
+	// memLimit is the memory limit in force (bytes, 0: none).
+	memLimit int64
 	// fdWarning says why maxFlows is below max_flows; "" when it is not.
 	fdWarning string
 	// The data path's repairs: how many, when and why the last one, and why the last
@@ -135,13 +136,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer lock.Close()
 	level.Set(cfg.Main.LogLevel)
-	applyMemoryLimit(cfg.Main.MemoryLimit)
+	memLimit := applyMemoryLimit(memoryBudget(cfg.Main.MemoryLimit, readMemTotal))
 
 	if opts.DnsmasqAddr == "" {
 		opts.DnsmasqAddr = "127.0.0.1:53"
 	}
-	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true, runCtx: ctx}
-	d.maxFlows, d.fdWarning = fitDescriptors(sysRlimit{}, cfg.Main.MaxFlows)
+	d := &Daemon{opts: opts, log: log, level: level, started: time.Now(), cfg: cfg, warnings: warnings, marking: true, runCtx: ctx, memLimit: memLimit}
+	d.maxFlows, d.fdWarning = fitDescriptors(sysRlimit{}, flowLimit(cfg, d.memLimit))
 	if d.fdWarning != "" {
 		log.Warn("descriptors", "warning", d.fdWarning)
 	}
@@ -251,9 +252,9 @@ loop:
 
 // engineConfig is the engine's part of cfg, with max_flows as the descriptor limit
 // carries it.
-func engineConfig(cfg *config.Config, maxFlows int) engine.Config {
+func engineConfig(cfg *config.Config, maxFlows int, memLimit int64) engine.Config {
 	return engine.Config{MTU: cfg.Main.TunMTU, MaxFlows: maxFlows,
-		MaxFlowsPerDevice: min(cfg.Main.MaxFlowsPerDevice, maxFlows), IPv4Only: !cfg.Main.IPv6}
+		MaxFlowsPerDevice: perDeviceLimit(cfg, maxFlows), IPv4Only: !cfg.Main.IPv6, MemoryLimit: memLimit}
 }
 
 // startNet installs the kernel state for cfg and attaches the engine to its TUN.
@@ -264,7 +265,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []neti
 	spec := netSpec(cfg, v4, v6, bypass)
 	d.lastNetAttempt = time.Now()
 	// An engine serves one TUN: a rebuilt TUN gets a new engine (its counters restart).
-	eng, err := newDataPath(engineConfig(cfg, d.maxFlows), d.pool, d.log)
+	eng, err := newDataPath(engineConfig(cfg, d.maxFlows, d.memLimit), d.pool, d.log)
 	if err != nil {
 		d.netErr = err.Error()
 		return fmt.Errorf("engine: %w", err)
@@ -616,11 +617,4 @@ func (d *Daemon) listClient() *http.Client {
 // sets it: real lists never carry them.
 func allowDocumentation() bool {
 	return os.Getenv("TGTUN_ALLOW_DOCUMENTATION_RANGES") == "1"
-}
-
-func applyMemoryLimit(limit int64) {
-	if os.Getenv("GOMEMLIMIT") != "" || limit <= 0 {
-		return // the environment (procd) wins
-	}
-	debug.SetMemoryLimit(limit)
 }

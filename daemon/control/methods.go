@@ -60,6 +60,8 @@ type Status struct {
 	// MaxFlows is max_flows as in force: lower than configured when the descriptor
 	// limit cannot carry it (a warning says so).
 	MaxFlows int `json:"max_flows"`
+	// MemoryLimit is the daemon's memory budget in force, in bytes (0: none).
+	MemoryLimit int64 `json:"memory_limit"`
 	// Rebuilds counts the repairs of the data path (TUN, routes, rules, nft table)
 	// after another program removed part of it or the engine's TUN reader died;
 	// LastRebuild says when and why the last one happened.
@@ -84,6 +86,7 @@ func (d *Daemon) Status() Status {
 		Proxies:         withHints(d.pool.Status()),
 		Lists:           d.lists.Status(),
 		MaxFlows:        d.maxFlows,
+		MemoryLimit:     d.memLimit,
 		Rebuilds:        d.rebuilds,
 		NetError:        d.netErr,
 	}
@@ -152,8 +155,12 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if err := newSpec.Validate(); err != nil {
 		return reject(fmt.Errorf("network: %w", err))
 	}
-	maxFlows, fdWarning := fitDescriptors(sysRlimit{}, cfg.Main.MaxFlows)
-	newEngine := engineConfig(cfg, maxFlows)
+	memLimit := memoryBudget(cfg.Main.MemoryLimit, readMemTotal)
+	if os.Getenv("GOMEMLIMIT") != "" {
+		memLimit = d.memLimit // procd's stays
+	}
+	maxFlows, fdWarning := fitDescriptors(sysRlimit{}, flowLimit(cfg, memLimit))
+	newEngine := engineConfig(cfg, maxFlows, memLimit)
 	if _, err := engine.New(newEngine, pool, nil); err != nil {
 		return reject(err)
 	}
@@ -169,7 +176,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	if oldStop != nil {
 		oldStop()
 	}
-	oldCfg, oldMaxFlows := d.cfg, d.maxFlows
+	oldCfg, oldMaxFlows, oldMemLimit := d.cfg, d.maxFlows, d.memLimit
 	d.maxFlows, d.fdWarning = maxFlows, fdWarning
 	var missing []string
 	if d.net == nil {
@@ -178,7 +185,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		missing = m
 	}
 	switch {
-	case kernelSpecChanged(oldSpec, newSpec) || newEngine != engineConfig(oldCfg, oldMaxFlows) || len(missing) > 0:
+	case kernelSpecChanged(oldSpec, newSpec) || newEngine != engineConfig(oldCfg, oldMaxFlows, oldMemLimit) || len(missing) > 0:
 		if len(missing) > 0 {
 			d.log.Warn("reload: part of the data path is missing, rebuilding it", "missing", strings.Join(missing, ", "))
 		} else {
@@ -210,7 +217,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	d.syncMarking()
 	d.syncRoute()
 	d.level.Set(cfg.Main.LogLevel)
-	applyMemoryLimit(cfg.Main.MemoryLimit)
+	d.memLimit = applyMemoryLimit(memLimit)
 	d.log.Info("configuration reloaded", "proxies", len(cfg.Proxies))
 	return nil
 }

@@ -56,7 +56,8 @@ type Config struct {
 	MaxFlowsPerDevice int
 	// MaxHandshakes caps proxy dials in progress, for TCP and for UDP each
 	// (default 256); a device may hold a quarter of them. Beyond either a TCP
-	// connection is reset and a datagram dropped.
+	// connection waits for a dial (at most DialTimeout) and a datagram is
+	// dropped (dial.go).
 	MaxHandshakes int
 	// DialTimeout bounds one proxy dial (default 10s).
 	DialTimeout time.Duration
@@ -80,6 +81,10 @@ type Config struct {
 	// nothing can tell it that data is waiting: a proxy conn that can only be
 	// read blocking (default 16 KiB).
 	HeldBufferSize int
+	// MemoryLimit is the daemon's memory budget in bytes (its GOMEMLIMIT), 0 for
+	// none: new flows are refused, and the least recently active ones closed,
+	// while the flows hold too much of it (memory.go).
+	MemoryLimit int64
 }
 
 // MinMTUv4 is the lowest MTU the engine takes with IPv4Only: what every IPv4 host must
@@ -120,6 +125,8 @@ type Stats struct {
 	PerDeviceLimit   int           `json:"per_device_limit"`   // Config.MaxFlowsPerDevice
 	RefusedPerDevice uint64        `json:"refused_per_device"` // flows refused because their device was at its limit (flows, or dials in flight)
 	Evicted          uint64        `json:"evicted"`            // UDP flows closed to make room for a new flow of the same device
+	RefusedMemory    uint64        `json:"refused_memory"`     // flows refused while the flows held too much of the memory budget
+	Shed             uint64        `json:"shed"`               // flows closed, least recently active first, to stay within the memory budget
 	TopDevices       []DeviceFlows `json:"top_devices"`        // the devices holding most flows, up to 5
 }
 
@@ -149,6 +156,8 @@ type Engine struct {
 	totalTCP, totalUDP, rejected, droppedUDP atomic.Uint64
 	bytesUp, bytesDown                       atomic.Uint64
 	refusedPerDevice, evicted                atomic.Uint64
+	refusedMemory, shed                      atomic.Uint64
+	mem                                      *memGuard
 
 	devMu   sync.Mutex
 	devices map[netip.Addr]*device // guarded by devMu: what each source address holds
@@ -157,6 +166,8 @@ type Engine struct {
 
 	tcpDialing atomic.Int64 // TCP proxy dials in progress, at most MaxHandshakes
 	udpDialing atomic.Int64 // UDP proxy dials in progress, at most MaxHandshakes
+	waiting    int          // guarded by devMu: TCP flows in the devices' pending queues
+	runCtx     context.Context
 	udpBackoff *dialBackoff
 	udp        *udpTable // set by Run
 	ipID       atomic.Uint32
@@ -185,8 +196,9 @@ type flow interface {
 // and its UDP flows (the candidates for eviction at its cap).
 type device struct {
 	flows   int
-	dialing int
-	udp     map[*udpFlow]struct{}
+	dialing int                   // proxy dials in flight, TCP and UDP
+	udp     map[*udpFlow]struct{} // the candidates for eviction
+	pending []pendingDial         // TCP flows waiting for a dial (dial.go)
 }
 
 // dialerRef boxes the interface so it can be swapped atomically.
@@ -209,6 +221,7 @@ func New(cfg Config, d Dialer, log *slog.Logger) (*Engine, error) {
 	e.bufs.New = newBuffer(cfg.BufferSize)
 	e.heldBufs.New = newBuffer(cfg.HeldBufferSize)
 	e.udpBackoff = newDialBackoff(cfg.UDPDialBackoff, 32*cfg.UDPDialBackoff, cfg.MaxFlows)
+	e.mem = newMemGuard(cfg.MemoryLimit)
 	e.dialer.Store(&dialerRef{d})
 	return e, nil
 }
@@ -233,7 +246,7 @@ func (c *Config) withDefaults() error {
 		return fmt.Errorf("engine: MTU %d out of range %d..65535", c.MTU, minMTU)
 	case c.MaxFlowsPerDevice < 0 || c.MaxFlowsPerDevice > c.MaxFlows:
 		return fmt.Errorf("engine: MaxFlowsPerDevice %d out of range 1..%d (MaxFlows)", c.MaxFlowsPerDevice, c.MaxFlows)
-	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
+	case c.MaxFlows < 0, c.MaxHandshakes < 0, c.MemoryLimit < 0, c.DialTimeout < 0, c.TCPIdleTimeout < 0, c.UDPIdleTimeout < 0, c.UDPDialBackoff < 0:
 		return errors.New("engine: negative limit in config")
 	case c.BufferSize < 2048, c.HeldBufferSize < 2048:
 		return fmt.Errorf("engine: buffer sizes %d and %d: below 2048", c.BufferSize, c.HeldBufferSize)
@@ -273,6 +286,8 @@ func (e *Engine) Stats() Stats {
 		PerDeviceLimit:   e.cfg.MaxFlowsPerDevice,
 		RefusedPerDevice: e.refusedPerDevice.Load(),
 		Evicted:          e.evicted.Load(),
+		RefusedMemory:    e.refusedMemory.Load(),
+		Shed:             e.shed.Load(),
 		TopDevices:       e.topDevices(topDevicesShown),
 	}
 }
@@ -368,6 +383,7 @@ func (e *Engine) Run(ctx context.Context, tunFD int, ln *Listener) error {
 		}
 		ln.nat.start(e, tun)
 	}
+	e.runCtx = ctx
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -414,6 +430,7 @@ func (e *Engine) shutdown() {
 	for _, f := range flows {
 		f.abort()
 	}
+	e.dropPending()
 	e.flowsWG.Wait()
 }
 
@@ -493,7 +510,7 @@ func (d *device) evictable(tcp bool, now time.Time) *udpFlow {
 
 // dropIfEmpty forgets a device that holds nothing. Called with devMu held.
 func (e *Engine) dropIfEmpty(src netip.Addr, d *device) {
-	if d.flows == 0 && d.dialing == 0 && len(d.udp) == 0 {
+	if d.flows == 0 && d.dialing == 0 && len(d.udp) == 0 && len(d.pending) == 0 {
 		delete(e.devices, src)
 	}
 }
@@ -528,40 +545,6 @@ func (e *Engine) untrackUDP(f *udpFlow) {
 	e.devMu.Lock()
 	if d := e.devices[src]; d != nil {
 		delete(d.udp, f)
-	}
-	e.devMu.Unlock()
-}
-
-// startDial counts a proxy dial of src in flight, unless the engine already has
-// MaxHandshakes of them for this protocol (inFlight) or src a quarter of those:
-// dials to unreachable targets take seconds, and one device's flood of them must
-// not take every dial of the others.
-func (e *Engine) startDial(src netip.Addr, inFlight *atomic.Int64) bool {
-	if inFlight.Add(1) > int64(e.cfg.MaxHandshakes) {
-		inFlight.Add(-1)
-		return false
-	}
-	src = src.Unmap()
-	e.devMu.Lock()
-	defer e.devMu.Unlock()
-	d := e.devices[src]
-	if d == nil || d.dialing >= max(e.cfg.MaxHandshakes/4, 1) {
-		inFlight.Add(-1)
-		e.refusedPerDevice.Add(1)
-		return false
-	}
-	d.dialing++
-	return true
-}
-
-// endDial ends a dial startDial counted.
-func (e *Engine) endDial(src netip.Addr, inFlight *atomic.Int64) {
-	inFlight.Add(-1)
-	src = src.Unmap()
-	e.devMu.Lock()
-	if d := e.devices[src]; d != nil {
-		d.dialing--
-		e.dropIfEmpty(src, d)
 	}
 	e.devMu.Unlock()
 }

@@ -425,8 +425,9 @@ func TestMaxFlowsPerDevice(t *testing.T) {
 }
 
 // One device's slow dials (a SYN flood at unreachable targets) may hold only a
-// quarter of the handshake slots: beyond them its SYNs are reset at once, and
-// another device's dial still goes out.
+// quarter of the dials in flight: its next connection waits for one of them to
+// end (it is not reset: the kernel accepted it, as a held SYN once waited), while
+// another device's dial goes out at once.
 func TestDialsPerDevice(t *testing.T) {
 	release := make(chan struct{})
 	echo := startTCPEcho(t)
@@ -441,28 +442,51 @@ func TestDialsPerDevice(t *testing.T) {
 		}
 		return nd.DialContext(ctx, "tcp", echo)
 	}}
-	env := startEngine(t, Config{MaxHandshakes: 8}, d)
-	defer close(release)
+	env := startEngine(t, Config{MaxHandshakes: 8, DialTimeout: time.Minute}, d)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
 	runCmd(t, "ip", "-n", env.ns, "addr", "add", secondClientV4+"/32", "dev", tunName)
-	for i := range 2 {
-		go func() {
-			if c, err := env.dial("tcp", fmt.Sprintf("203.0.113.42:%d", 1000+i)); err == nil {
-				c.Close()
-			}
-		}()
+	var conns []net.Conn
+	for i := range 3 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.42:%d", 1000+i))
+		conns = append(conns, c)
 	}
 	waitFor(t, 20*time.Second, "two slow dials in flight", func() bool {
 		tcp, _ := d.dialed()
 		return len(tcp) == 2
 	})
-	env.expectReset(t, "203.0.113.42:1002", "a third dial of one device beyond MaxHandshakes/4 = 2")
 	c, err := env.dialFrom(secondClientV4, "tcp", "203.0.113.42:1200")
 	if err != nil {
-		t.Fatalf("another device's dial while the first has its share in flight: %v", err)
+		t.Fatalf("another device's connection while the first has its share in flight: %v", err)
 	}
-	c.Close()
-	if s := env.eng.Stats(); s.RefusedPerDevice != 1 {
-		t.Errorf("RefusedPerDevice = %d, want 1", s.RefusedPerDevice)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("another device's flow while the first has its share in flight: %v", err)
+	}
+	if tcp, _ := d.dialed(); len(tcp) != 3 || tcp[2].Port() != 1200 {
+		t.Fatalf("dials %v: the first device's third connection must wait, the other device's go out", tcp)
+	}
+	close(release)
+	released = true
+	for i, c := range conns {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("y")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("flow %d of the first device after its dials ended: %v", i, err)
+		}
+	}
+	if s := env.eng.Stats(); s.RefusedPerDevice != 0 || s.Rejected != 0 || s.ActiveTCP != 4 {
+		t.Errorf("stats %+v, want every flow served, none refused", s)
 	}
 }
 
@@ -867,4 +891,139 @@ func BenchmarkConnectFirstByte(b *testing.B) {
 	}
 	b.ReportMetric(float64(connect.Microseconds())/float64(b.N), "connect-µs")
 	b.ReportMetric(float64(roundTrip.Microseconds())/float64(b.N), "roundtrip-µs")
+}
+
+// A device's own UDP flows do not lock its TCP out: at its cap, a new TCP flow
+// takes the place of its least recently active UDP flow; a new UDP flow only of
+// one silent for UDPEvictIdle; TCP is refused only when TCP alone fills the cap.
+func TestTCPEvictsUDPAtDeviceCap(t *testing.T) {
+	d := echoDialer(t)
+	env := startEngine(t, Config{MaxFlows: 16, MaxFlowsPerDevice: 3}, d)
+	echo := func(c net.Conn, msg string) error {
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		buf := make([]byte, len(msg)+len(halfCloseTrailer))
+		n, err := c.Read(buf)
+		if err == nil && string(buf[:n]) != msg {
+			err = fmt.Errorf("echo %q, want %q", buf[:n], msg)
+		}
+		return err
+	}
+	var udp []net.Conn
+	for i := range 3 {
+		u := env.mustDial(t, "udp", fmt.Sprintf("203.0.113.90:%d", 4000+i))
+		if err := echo(u, fmt.Sprintf("udp %d", i)); err != nil {
+			t.Fatalf("UDP flow %d within the cap: %v", i, err)
+		}
+		udp = append(udp, u)
+	}
+	// A fourth UDP flow while the three are fresh: refused, not evicting.
+	u4 := env.mustDial(t, "udp", "203.0.113.90:4003")
+	u4.Write([]byte("over the cap"))
+	waitFor(t, 10*time.Second, "the fourth UDP flow refused", func() bool {
+		return env.eng.Stats().RefusedPerDevice == 1
+	})
+	// The oldest UDP flow was active first; touch the others so it stays the oldest.
+	for i, u := range udp[1:] {
+		if err := echo(u, fmt.Sprintf("again %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// TCP flows take the UDP flows' places, the least recently active first.
+	var tcps []net.Conn
+	for i := range 3 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.91:%d", 5000+i))
+		if err := echo(c, fmt.Sprintf("tcp %d", i)); err != nil {
+			t.Fatalf("TCP flow %d at the device's cap, with UDP flows to evict: %v", i, err)
+		}
+		tcps = append(tcps, c)
+		if i == 0 {
+			waitFor(t, 10*time.Second, "the oldest UDP flow evicted", func() bool {
+				s := env.eng.Stats()
+				return s.Evicted == 1 && s.ActiveUDP == 2
+			})
+			if err := echo(udp[1], "still here"); err != nil {
+				t.Fatalf("a younger UDP flow was evicted instead of the oldest: %v", err)
+			}
+		}
+	}
+	if s := env.eng.Stats(); s.Evicted != 3 || s.ActiveTCP != 3 || s.ActiveUDP != 0 {
+		t.Errorf("stats %+v, want 3 UDP flows evicted for 3 TCP flows", s)
+	}
+	// TCP alone fills the cap: now a TCP flow is refused.
+	env.expectReset(t, "203.0.113.91:5003", "a fourth TCP flow with only TCP at the cap")
+	if s := env.eng.Stats(); s.RefusedPerDevice != 2 {
+		t.Errorf("RefusedPerDevice = %d, want 2", s.RefusedPerDevice)
+	}
+}
+
+// Over the memory budget new flows are refused, and far over it the least
+// recently active flows are closed, once per collection.
+func TestMemoryBudget(t *testing.T) {
+	const limit = 100 << 20
+	var used, cycle atomic.Uint64
+	used.Store(10 << 20)
+	env := startEngine(t, Config{MemoryLimit: limit}, echoDialer(t))
+	env.eng.mem.read = func() (uint64, uint64) { return used.Load(), cycle.Load() }
+	env.eng.mem.sampled = time.Time{}
+	var conns []net.Conn
+	for i := range 5 {
+		c := env.mustDial(t, "tcp", fmt.Sprintf("203.0.113.95:%d", 6000+i))
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatalf("flow %d within the budget: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	// The last three are active again, so the first two are the least recently active.
+	for _, c := range conns[2:] {
+		if _, err := c.Write([]byte("a")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 58%: over memRefuse, under memShed: refused, nothing closed.
+	used.Store(58 << 20)
+	time.Sleep(memSampleEvery)
+	env.expectReset(t, "203.0.113.95:6100", "a flow over the memory budget")
+	if s := env.eng.Stats(); s.RefusedMemory == 0 || s.Shed != 0 || s.ActiveTCP != 5 {
+		t.Fatalf("stats %+v, want the new flow refused and the five kept", s)
+	}
+	// 70% after a collection: the two least recently active flows (70 MiB over five
+	// flows is 14 MiB each, and 20 MiB must go) are closed.
+	used.Store(70 << 20)
+	cycle.Add(1)
+	time.Sleep(memSampleEvery)
+	env.expectReset(t, "203.0.113.95:6101", "a flow far over the memory budget")
+	waitFor(t, 10*time.Second, "two flows shed", func() bool {
+		s := env.eng.Stats()
+		return s.Shed == 2 && s.ActiveTCP == 3
+	})
+	for i, c := range conns {
+		_, err := c.Write([]byte("z"))
+		if err == nil {
+			_, err = c.Read(make([]byte, 1))
+		}
+		if shed := i < 2; shed != (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			t.Errorf("flow %d (opened %d of 5): read %v, want a reset only for the two oldest", i, i+1, err)
+		}
+	}
+	// Back under the budget: flows come in again.
+	used.Store(20 << 20)
+	time.Sleep(memSampleEvery)
+	c := env.mustDial(t, "tcp", "203.0.113.95:6102")
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("a flow back under the budget: %v", err)
+	}
 }

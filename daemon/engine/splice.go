@@ -111,7 +111,9 @@ func spliceIn(src syscall.RawConn, p *pipe) (int, error) {
 	var serr error
 	err := src.Read(func(fd uintptr) bool {
 		for {
-			n, serr = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			// int64 on 64-bit systems, int on 32-bit ones.
+			m, err := unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, serr = int64(m), err
 			if serr != unix.EINTR {
 				return true // never wait in the runtime's poller: ours does
 			}

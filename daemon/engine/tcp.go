@@ -40,7 +40,7 @@ func (e *Engine) acceptLoop(ctx context.Context, ln *Listener, l *net.TCPListene
 			resetConn(c)
 			continue
 		}
-		e.relayTCP(ctx, c, src, dst)
+		e.relayTCP(c, src, dst)
 	}
 }
 
@@ -60,28 +60,27 @@ func resetConn(c *net.TCPConn) {
 // Apps then fail over (Telegram tries its next data centre) instead of writing
 // into a connection that never answers. What the client sent meanwhile waits in
 // the kernel's receive buffer and goes nowhere else.
-func (e *Engine) relayTCP(ctx context.Context, c *net.TCPConn, src, dst netip.AddrPort) {
+func (e *Engine) relayTCP(c *net.TCPConn, src, dst netip.AddrPort) {
+	if !e.memoryAllows() {
+		e.rejected.Add(1)
+		e.log.Debug("tcp flow over the memory budget, reset", "src", src, "dst", dst)
+		resetConn(c)
+		return
+	}
 	if !e.reserveSlot(src.Addr(), true) {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over cap, reset", "src", src, "dst", dst, "max_flows", e.cfg.MaxFlows)
 		resetConn(c)
 		return
 	}
-	if !e.startDial(src.Addr(), &e.tcpDialing) {
-		e.rejected.Add(1)
-		e.freeSlot(src.Addr())
-		e.log.Debug("tcp flow over the dials in flight, reset", "src", src, "dst", dst)
-		resetConn(c)
-		return
-	}
 	f := &tcpFlow{e: e, src: src, dst: dst, client: c, done: make(chan struct{})}
+	f.idle.touch()
 	if !e.admit(f) {
-		e.endDial(src.Addr(), &e.tcpDialing)
 		e.freeSlot(src.Addr())
 		resetConn(c)
 		return
 	}
-	go f.dial(ctx)
+	e.dialTCP(f)
 }
 
 // tcpFlow relays one TCP connection: the client's kernel socket ⇄ proxy conn.
@@ -208,6 +207,8 @@ func (f *tcpFlow) finish() {
 }
 
 func (f *tcpFlow) acquire() bool { return f.refs.acquire() }
+
+func (f *tcpFlow) lastActive() int64 { return f.idle.last.Load() }
 
 func (f *tcpFlow) releaseRef() {
 	if f.refs.release() {

@@ -172,13 +172,17 @@ func (t *udpTable) newFlow(ctx context.Context, key flowKey) *udpFlow {
 		return nil
 	}
 	src := key.src.Addr()
+	if !e.memoryAllows() {
+		e.rejected.Add(1)
+		return nil
+	}
 	if !e.reserveSlot(src, false) {
 		e.rejected.Add(1)
 		return nil
 	}
 	// Bounded like TCP dials: a flood of new pairs must not become as many
 	// dials in flight. The datagram is dropped; the next one tries again.
-	if !e.startDial(src, &e.udpDialing) {
+	if !e.startDial(src, &e.udpDialing, true) {
 		e.freeSlot(src)
 		return nil
 	}
@@ -343,6 +347,8 @@ func (f *udpFlow) attach(conn net.Conn) bool {
 }
 
 func (f *udpFlow) acquire() bool { return f.refs.acquire() }
+
+func (f *udpFlow) lastActive() int64 { return f.idle.last.Load() }
 
 func (f *udpFlow) releaseRef() {
 	if f.refs.release() {

@@ -134,20 +134,20 @@ func TestInitStartService(t *testing.T) {
 			notWant: []string{"procd_open_instance"},
 		},
 		{
+			// memory_limit unset: the daemon takes a share of the RAM itself.
 			name: "enabled with the default limit",
 			cfg:  map[string]string{"main_enabled": "1"},
 			want: []string{
 				"procd_open_instance main",
 				"procd_set_param command /usr/sbin/tgtun run -c /etc/config/tgtun --socket /var/run/tgtun.sock",
 				"procd_set_param env GOGC=50",
-				"procd_append_param env GOMEMLIMIT=32MiB",
 				"procd_set_param respawn\n",
 				"procd_set_param term_timeout 10",
 				"procd_set_param stdout 1",
 				"procd_set_param stderr 1",
 				"procd_close_instance",
 			},
-			notWant: []string{"logger", "procd_set_param file"},
+			notWant: []string{"logger", "procd_set_param file", "GOMEMLIMIT"},
 		},
 		{
 			name:    "descriptors for the default max_flows",
