@@ -344,8 +344,23 @@ type iperfResult struct {
 }
 
 // iperfRun runs an iperf3 client in ns and returns what it received and the CPU
-// it used itself.
+// it used itself. A run that moved nothing (iperf3 says why in its JSON: the
+// server still busy with the last test, say) is tried again, twice at most.
 func (b *bench) iperfRun(ctx context.Context, ns, server string, port uint16, streams int, reverse bool) (iperfResult, error) {
+	for try := 1; ; try++ {
+		r, why, err := b.iperfOnce(ctx, ns, server, port, streams, reverse)
+		if err != nil || r.bytes > 0 {
+			return r, err
+		}
+		if try == 3 {
+			return r, fmt.Errorf("iperf3 to %s:%d from %s moved nothing three times: %s", server, port, ns, why)
+		}
+		fmt.Printf("  note: iperf3 to %s:%d from %s moved nothing (%s), again\n", server, port, ns, why)
+		time.Sleep(time.Second)
+	}
+}
+
+func (b *bench) iperfOnce(ctx context.Context, ns, server string, port uint16, streams int, reverse bool) (iperfResult, string, error) {
 	args := []string{"netns", "exec", ns, "iperf3", "-J", "-c", server, "-p", strconv.Itoa(int(port)), "-t", strconv.Itoa(b.seconds), "-P", strconv.Itoa(streams)}
 	if reverse {
 		args = append(args, "-R")
@@ -353,10 +368,11 @@ func (b *bench) iperfRun(ctx context.Context, ns, server string, port uint16, st
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	outb, err := cmd.CombinedOutput()
 	if err != nil {
-		return iperfResult{}, fmt.Errorf("iperf3 %s: %w\n%s", strings.Join(args, " "), err, outb)
+		return iperfResult{}, "", fmt.Errorf("iperf3 %s: %w\n%s", strings.Join(args, " "), err, outb)
 	}
 	var res struct {
-		End struct {
+		Error string `json:"error"`
+		End   struct {
 			SumReceived struct {
 				Bytes         float64 `json:"bytes"`
 				BitsPerSecond float64 `json:"bits_per_second"`
@@ -364,13 +380,13 @@ func (b *bench) iperfRun(ctx context.Context, ns, server string, port uint16, st
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(outb, &res); err != nil {
-		return iperfResult{}, fmt.Errorf("iperf3 output: %w", err)
+		return iperfResult{}, "", fmt.Errorf("iperf3 output: %w", err)
 	}
 	r := iperfResult{gbps: res.End.SumReceived.BitsPerSecond / 1e9, bytes: res.End.SumReceived.Bytes}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		r.clientCPU = tv(ru.Utime) + tv(ru.Stime)
 	}
-	return r, nil
+	return r, res.Error, nil
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
