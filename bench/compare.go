@@ -255,7 +255,7 @@ func (b *bench) compareOne(ctx context.Context, c *comparison, name string, iper
 			if err != nil {
 				return err
 			}
-			path := namespacesCPU(nsIno) - pathBefore + r.clientCPU
+			path := cpuSince(pathBefore, namespacesCPU(nsIno)) + r.clientCPU
 			proxied, err := b.iperfRun(ctx, b.n.Router, "127.0.0.1", relay.Port(), streams, reverse)
 			if err != nil {
 				return err
@@ -394,7 +394,9 @@ func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6
 // userHZ is the unit of /proc/PID/stat's times (USER_HZ, 100 on every Linux).
 const userHZ = 100
 
-// procCPU is the user+system CPU seconds of pid, its reaped children included.
+// procCPU is the user+system CPU seconds of pid. Its reaped children's are left
+// out: a dante child that ends during a run would otherwise count twice (in its own
+// entry before, in its parent's after), or go missing from one snapshot to the next.
 func procCPU(pid int) (float64, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -411,7 +413,7 @@ func procCPU(pid int) (float64, error) {
 		return 0, errors.New("stat: short")
 	}
 	var ticks float64
-	for _, k := range []int{11, 12, 13, 14} { // utime stime cutime cstime (fields 14-17)
+	for _, k := range []int{11, 12} { // utime stime (fields 14 and 15)
 		v, err := strconv.ParseFloat(f[k], 64)
 		if err != nil {
 			return 0, err
@@ -434,13 +436,13 @@ func namespaceInodes(n *testnet.Net) (map[uint64]bool, error) {
 	return out, nil
 }
 
-// namespacesCPU sums the CPU seconds of the processes living in the namespaces.
-func namespacesCPU(inos map[uint64]bool) float64 {
+// namespacesCPU is the CPU seconds of each process living in the namespaces.
+func namespacesCPU(inos map[uint64]bool) map[int]float64 {
+	out := map[int]float64{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return out
 	}
-	var sum float64
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -451,8 +453,20 @@ func namespacesCPU(inos map[uint64]bool) float64 {
 			continue
 		}
 		if cpu, err := procCPU(pid); err == nil {
-			sum += cpu
+			out[pid] = cpu
 		}
+	}
+	return out
+}
+
+// cpuSince is the CPU the processes of after used since before: what those that
+// ran through used meanwhile, all of what a new one used. One that ended meanwhile
+// is missing (a few dante children at most: the figure is a little low, never
+// negative).
+func cpuSince(before, after map[int]float64) float64 {
+	var sum float64
+	for pid, cpu := range after {
+		sum += max(cpu-before[pid], 0)
 	}
 	return sum
 }
