@@ -60,7 +60,7 @@ type bench struct {
 }
 
 func main() {
-	tgtun := flag.String("tgtun", "bin/tgtun", "the tgtun `binary` to measure")
+	tgtun := flag.String("tgtun", "bin/tgtun", "the tgtun `binary` to measure, or name=path,name=path to compare several side by side (compare.go)")
 	out := flag.String("o", "bench/results.json", "where to write the figures as JSON")
 	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
@@ -84,6 +84,9 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
+	}
+	if strings.Contains(tgtunPath, "=") { // several binaries side by side
+		return compare(tgtunPath, out, seconds, conns, *rounds, offload)
 	}
 	if _, err := os.Stat(abs); err != nil {
 		return fmt.Errorf("tgtun binary: %w (run make build)", err)

@@ -13,13 +13,13 @@ import (
 	"time"
 )
 
-// acceptLoop hands every connection ln accepts to handleTCP until ln is closed.
-// A failed accept (EMFILE, ENFILE, ENOBUFS) is retried with a growing pause: the
-// client's connection waits in the kernel's queue meanwhile.
-func (e *Engine) acceptLoop(ctx context.Context, ln *net.TCPListener) {
+// acceptLoop hands every connection l (one socket of ln) accepts to relayTCP
+// until l is closed. A failed accept (EMFILE, ENFILE, ENOBUFS) is retried with a
+// growing pause: the client's connection waits in the kernel's queue meanwhile.
+func (e *Engine) acceptLoop(ctx context.Context, ln *Listener, l *net.TCPListener) {
 	var delay time.Duration
 	for {
-		c, err := ln.AcceptTCP()
+		c, err := l.AcceptTCP()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -34,7 +34,13 @@ func (e *Engine) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 			continue
 		}
 		delay = 0
-		e.handleTCP(c)
+		src, dst, ok := ln.resolve(c)
+		if !ok {
+			e.log.Debug("tcp connection to the listener itself, not handed over: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
+			resetConn(c)
+			continue
+		}
+		e.relayTCP(c, src, dst)
 	}
 }
 
@@ -45,7 +51,8 @@ func resetConn(c *net.TCPConn) {
 	c.Close()
 }
 
-// handleTCP admits a connection tproxy handed over and dials the proxy for it.
+// relayTCP admits a connection from src to dst that tproxy (or the NAT) handed
+// over and dials the proxy for it.
 //
 // The kernel completed the client's handshake before the engine saw anything,
 // so a connection the proxy cannot take is reset as soon as that is known: a
@@ -53,13 +60,7 @@ func resetConn(c *net.TCPConn) {
 // Apps then fail over (Telegram tries its next data centre) instead of writing
 // into a connection that never answers. What the client sent meanwhile waits in
 // the kernel's receive buffer and goes nowhere else.
-func (e *Engine) handleTCP(c *net.TCPConn) {
-	src, dst, ok := captured(c)
-	if !ok {
-		e.log.Debug("tcp connection to the listener itself, not from tproxy: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
-		resetConn(c)
-		return
-	}
+func (e *Engine) relayTCP(c *net.TCPConn, src, dst netip.AddrPort) {
 	if !e.memoryAllows() {
 		e.rejected.Add(1)
 		e.log.Debug("tcp flow over the memory budget, reset", "src", src, "dst", dst)
@@ -145,7 +146,7 @@ func (f *tcpFlow) dial(ctx context.Context) {
 	f.start()
 }
 
-// giveUp releases what handleTCP took for a flow that never got its proxy conn.
+// giveUp releases what relayTCP took for a flow that never got its proxy conn.
 func (f *tcpFlow) giveUp() {
 	f.e.release(f)
 	f.e.freeSlot(f.src.Addr())

@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tgtun/tgtun/e2e/testnet"
+)
+
+// compare measures several tgtun binaries (the engines of issue 21 side by side:
+// -tgtun default=bin/a,gvisor=bin/b,nat=bin/c) in one test network and one run:
+// idle memory, memory with idle flows, throughput against dante used directly
+// (measured right after each run through tgtun), CPU per GiB and connection set-up.
+// Each round runs every binary in turn, the order rotating, each in a fresh daemon
+// per group of figures; with several rounds the table shows medians.
+//
+// CPU seconds per GiB come in two figures: tgtun's own (utime+stime of the daemon),
+// and the whole path's: every process in the test network's namespaces (tgtun,
+// dante, the iperf3 server) plus the iperf3 client. The second is the fair one
+// between engines that leave different work to the kernel: with tproxy the
+// client's packets are processed in the sender's context, with a TUN in tgtun's.
+// Softirq work the kernel defers to ksoftirqd counts in neither.
+type variant struct{ name, path string }
+
+// rounds is how many times compare measures every binary (-tgtun name=path,...).
+var rounds = flag.Int("rounds", 1, "with several binaries (-tgtun name=path,...): `rounds` of every figure, medians shown")
+
+// parseVariants reads name=path,name=path.
+func parseVariants(s string) ([]variant, error) {
+	var out []variant
+	for _, part := range strings.Split(s, ",") {
+		name, path, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || path == "" {
+			return nil, fmt.Errorf("-tgtun %q: want name=path,name=path", s)
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("tgtun binary %s: %w", name, err)
+		}
+		for _, v := range out {
+			if v.name == name {
+				return nil, fmt.Errorf("-tgtun: name %q twice", name)
+			}
+		}
+		out = append(out, variant{name, abs})
+	}
+	return out, nil
+}
+
+// metric is one row of the comparison: per variant, one value per round.
+type metric struct {
+	Name   string               `json:"name"`
+	Unit   string               `json:"unit"`
+	Values map[string][]float64 `json:"values"`
+}
+
+type comparison struct {
+	order   []string
+	metrics []*metric
+	byName  map[string]*metric
+}
+
+func (c *comparison) add(name, unit, variant string, v float64) {
+	m := c.byName[name]
+	if m == nil {
+		m = &metric{Name: name, Unit: unit, Values: map[string][]float64{}}
+		c.byName[name] = m
+		c.metrics = append(c.metrics, m)
+	}
+	m.Values[variant] = append(m.Values[variant], v)
+	fmt.Printf("  %-10s %-58s %9.3f %s\n", variant, name+":", v, unit)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (c *comparison) print() {
+	fmt.Printf("\n%-58s", "median of rounds")
+	for _, name := range c.order {
+		fmt.Printf(" %12s", name)
+	}
+	fmt.Println()
+	for _, m := range c.metrics {
+		fmt.Printf("%-58s", m.Name+" ("+m.Unit+")")
+		for _, name := range c.order {
+			if v, ok := m.Values[name]; ok {
+				fmt.Printf(" %12.3f", median(v))
+			} else {
+				fmt.Printf(" %12s", "-")
+			}
+		}
+		fmt.Println()
+	}
+}
+
+func compare(spec, out string, seconds, conns, rounds int, offload bool) error {
+	variants, err := parseVariants(spec)
+	if err != nil {
+		return err
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	ctx := context.Background()
+	n, cleanup, err := testnet.NewCtx(ctx, nil)
+	defer func() {
+		if cleanup != nil {
+			if err := cleanup(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: cleanup: %v\n", err)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	base := &bench{n: n, seconds: seconds, conns: conns, offload: offload}
+	if err := n.StartMessengerServers(); err != nil {
+		return err
+	}
+	if base.dante, err = n.StartDante(testnet.DanteOptions{}); err != nil {
+		return err
+	}
+	port, err := n.FreePort(n.Messenger, testnet.MsgrV4)
+	if err != nil {
+		return err
+	}
+	if _, err := n.Start(n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
+		return err
+	}
+	relay, err := base.socksRelay(netip.AddrPortFrom(testnet.MsgrV4, port))
+	if err != nil {
+		return err
+	}
+	nsIno, err := namespaceInodes(n)
+	if err != nil {
+		return err
+	}
+	c := &comparison{byName: map[string]*metric{}}
+	for _, v := range variants {
+		c.order = append(c.order, v.name)
+		if st, err := os.Stat(v.path); err == nil {
+			c.add("binary size (as given)", "MiB", v.name, float64(st.Size())/(1<<20))
+		}
+	}
+	fmt.Printf("tgtun engines side by side (TUN offloads %v, %d round(s), %d s per iperf3 run); the machine is shared: figures are noisy\n", offload, rounds, seconds)
+	for round := range rounds {
+		for i := range variants {
+			v := variants[(i+round)%len(variants)]
+			fmt.Printf("round %d: %s (%s)\n", round+1, v.name, v.path)
+			b := *base
+			b.tgtun, b.figures = v.path, nil
+			if err := b.compareOne(ctx, c, v.name, netip.AddrPortFrom(testnet.MsgrV4, port), relay, nsIno); err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+		}
+	}
+	c.print()
+	if out == "bench/results.json" {
+		out = "bench/results-engines.json" // the single-binary run's file stays
+	}
+	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "tun_offload": offload,
+		"rounds": rounds, "seconds": seconds, "variants": variants2json(variants), "metrics": c.metrics}, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("results: %s\n", out)
+	return os.WriteFile(out, append(raw, '\n'), 0o644)
+}
+
+func variants2json(vs []variant) map[string]string {
+	m := map[string]string{}
+	for _, v := range vs {
+		m[v.name] = v.path
+	}
+	return m
+}
+
+// compareOne takes one round's figures of one binary.
+func (b *bench) compareOne(ctx context.Context, c *comparison, name string, iperfDst, relay netip.AddrPort, nsIno map[uint64]bool) error {
+	if err := b.launchTgtun(ctx); err != nil {
+		return err
+	}
+	rss, _, err := memory(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	c.add("memory idle VmRSS", "MiB", name, rss)
+	const idleFlows = 1000
+	slabBefore, _ := slabKiB()
+	open, err := b.openIdleFlows(ctx, idleFlows)
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second)
+	rss, _, err = memory(b.tgtunPID)
+	if err == nil {
+		c.add(fmt.Sprintf("memory holding %d idle TCP flows VmRSS", idleFlows), "MiB", name, rss)
+	}
+	if slabAfter, serr := slabKiB(); serr == nil && slabBefore > 0 {
+		c.add(fmt.Sprintf("kernel slab growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", name, float64(slabAfter-slabBefore)/1024)
+	}
+	for _, conn := range open {
+		conn.Close()
+	}
+	if err != nil {
+		return err
+	}
+	if err := b.restartTgtun(ctx); err != nil {
+		return err
+	}
+	for _, streams := range []int{1, 4} {
+		for _, reverse := range []bool{false, true} {
+			dir := "up"
+			if reverse {
+				dir = "down"
+			}
+			before, err := procCPU(b.tgtunPID)
+			if err != nil {
+				return err
+			}
+			pathBefore := namespacesCPU(nsIno)
+			r, err := b.iperfRun(ctx, b.n.Client, iperfDst.Addr().String(), iperfDst.Port(), streams, reverse)
+			if err != nil {
+				return err
+			}
+			after, err := procCPU(b.tgtunPID)
+			if err != nil {
+				return err
+			}
+			path := cpuSince(pathBefore, namespacesCPU(nsIno)) + r.clientCPU
+			proxied, err := b.iperfRun(ctx, b.n.Router, "127.0.0.1", relay.Port(), streams, reverse)
+			if err != nil {
+				return err
+			}
+			gib := r.bytes / (1 << 30)
+			row := fmt.Sprintf("%d stream(s) %s", streams, dir)
+			c.add("throughput "+row, "Gbit/s", name, r.gbps)
+			c.add("throughput "+row+" / dante directly", "ratio", name, r.gbps/proxied.gbps)
+			if gib > 0 {
+				c.add("tgtun CPU per GiB "+row, "s/GiB", name, (after-before)/gib)
+				c.add("path CPU per GiB "+row+" (all test processes)", "s/GiB", name, path/gib)
+			}
+		}
+	}
+	via, direct, err := b.latencies(ctx)
+	if err != nil {
+		return err
+	}
+	c.add(fmt.Sprintf("connect+first byte median (%d conns)", b.conns), "ms", name, via)
+	c.add("connect+first byte median / dante directly", "ratio", name, via/direct)
+	return b.stopTgtun(ctx)
+}
+
+// openIdleFlows opens n TCP flows from the client to the messenger's echo server
+// through tgtun and checks the last one answers.
+func (b *bench) openIdleFlows(ctx context.Context, n int) ([]net.Conn, error) {
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.EchoPort).String()
+	var open []net.Conn
+	for len(open) < n {
+		c, err := b.n.Dial(ctx, b.n.Client, "tcp", dst)
+		if err != nil {
+			return open, fmt.Errorf("idle flow %d: %w", len(open)+1, err)
+		}
+		open = append(open, c)
+	}
+	last := open[len(open)-1]
+	_ = last.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := last.Write([]byte("x")); err != nil {
+		return open, err
+	}
+	if _, err := io.ReadFull(last, make([]byte, 1)); err != nil {
+		return open, fmt.Errorf("round trip on flow %d: %w", len(open), err)
+	}
+	return open, nil
+}
+
+// latencies is the median connect + first byte through tgtun and through dante
+// from the router, alternating.
+func (b *bench) latencies(ctx context.Context) (via, direct float64, err error) {
+	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.HTTPPort)
+	once := func(dial func() (net.Conn, error)) (time.Duration, error) {
+		start := time.Now()
+		c, err := dial()
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		var one [1]byte
+		if _, err := c.Read(one[:]); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	var vs, ds []float64
+	for range b.conns {
+		d, err := once(func() (net.Conn, error) { return b.n.Dial(ctx, b.n.Client, "tcp", dst.String()) })
+		if err != nil {
+			return 0, 0, fmt.Errorf("latency through tgtun: %w", err)
+		}
+		vs = append(vs, float64(d.Microseconds())/1000)
+		if d, err = once(func() (net.Conn, error) { return b.socksDial(ctx, b.n.Router, dst) }); err != nil {
+			return 0, 0, fmt.Errorf("latency through dante: %w", err)
+		}
+		ds = append(ds, float64(d.Microseconds())/1000)
+	}
+	return median(vs), median(ds), nil
+}
+
+type iperfResult struct {
+	gbps, bytes float64
+	clientCPU   float64 // seconds of the iperf3 client
+}
+
+// iperfRun runs an iperf3 client in ns and returns what it received and the CPU
+// it used itself. A run that moved nothing (iperf3 says why in its JSON: the
+// server still busy with the last test, say) is tried again, twice at most.
+func (b *bench) iperfRun(ctx context.Context, ns, server string, port uint16, streams int, reverse bool) (iperfResult, error) {
+	for try := 1; ; try++ {
+		r, why, err := b.iperfOnce(ctx, ns, server, port, streams, reverse)
+		if err != nil || r.bytes > 0 {
+			return r, err
+		}
+		if try == 3 {
+			return r, fmt.Errorf("iperf3 to %s:%d from %s moved nothing three times: %s", server, port, ns, why)
+		}
+		fmt.Printf("  note: iperf3 to %s:%d from %s moved nothing (%s), again\n", server, port, ns, why)
+		time.Sleep(time.Second)
+	}
+}
+
+func (b *bench) iperfOnce(ctx context.Context, ns, server string, port uint16, streams int, reverse bool) (iperfResult, string, error) {
+	args := []string{"netns", "exec", ns, "iperf3", "-J", "-c", server, "-p", strconv.Itoa(int(port)), "-t", strconv.Itoa(b.seconds), "-P", strconv.Itoa(streams)}
+	if reverse {
+		args = append(args, "-R")
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		return iperfResult{}, "", fmt.Errorf("iperf3 %s: %w\n%s", strings.Join(args, " "), err, outb)
+	}
+	var res struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				Bytes         float64 `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(outb, &res); err != nil {
+		return iperfResult{}, "", fmt.Errorf("iperf3 output: %w", err)
+	}
+	r := iperfResult{gbps: res.End.SumReceived.BitsPerSecond / 1e9, bytes: res.End.SumReceived.Bytes}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		r.clientCPU = tv(ru.Utime) + tv(ru.Stime)
+	}
+	return r, res.Error, nil
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// userHZ is the unit of /proc/PID/stat's times (USER_HZ, 100 on every Linux).
+const userHZ = 100
+
+// procCPU is the user+system CPU seconds of pid. Its reaped children's are left
+// out: a dante child that ends during a run would otherwise count twice (in its own
+// entry before, in its parent's after), or go missing from one snapshot to the next.
+func procCPU(pid int) (float64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces: the fields start after its closing ')'.
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("stat: no command name")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return 0, errors.New("stat: short")
+	}
+	var ticks float64
+	for _, k := range []int{11, 12} { // utime stime (fields 14 and 15)
+		v, err := strconv.ParseFloat(f[k], 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += v
+	}
+	return ticks / userHZ, nil
+}
+
+// namespaceInodes identifies the test network's namespaces.
+func namespaceInodes(n *testnet.Net) (map[uint64]bool, error) {
+	out := map[uint64]bool{}
+	for _, ns := range []string{n.Client, n.Router, n.Inet, n.Proxy, n.Messenger} {
+		st, err := os.Stat("/run/netns/" + ns)
+		if err != nil {
+			return nil, err
+		}
+		out[st.Sys().(*syscall.Stat_t).Ino] = true
+	}
+	return out, nil
+}
+
+// namespacesCPU is the CPU seconds of each process living in the namespaces.
+func namespacesCPU(inos map[uint64]bool) map[int]float64 {
+	out := map[int]float64{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid))
+		if err != nil || !inos[st.Sys().(*syscall.Stat_t).Ino] {
+			continue
+		}
+		if cpu, err := procCPU(pid); err == nil {
+			out[pid] = cpu
+		}
+	}
+	return out
+}
+
+// cpuSince is the CPU the processes of after used since before: what those that
+// ran through used meanwhile, all of what a new one used. One that ended meanwhile
+// is missing (a few dante children at most: the figure is a little low, never
+// negative).
+func cpuSince(before, after map[int]float64) float64 {
+	var sum float64
+	for pid, cpu := range after {
+		sum += max(cpu-before[pid], 0)
+	}
+	return sum
+}
+
+// slabKiB is the kernel's slab memory (/proc/meminfo Slab): the sockets, files and
+// epoll entries of idle flows live there, not in sockstat's buffer pages. It is the
+// whole machine's, so other programs' activity shows in it too.
+func slabKiB() (int64, error) {
+	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
+			return strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	return 0, errors.New("meminfo: no Slab")
+}
