@@ -36,14 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	tgtunBin = filepath.Join(dir, "tgtun")
-	// TGTUN_E2E_TAGS builds the daemon with other build tags (engine_gvisor,
-	// engine_nat), to run the same tests on another engine.
-	args := []string{"build", "-o", tgtunBin}
-	if tags := os.Getenv("TGTUN_E2E_TAGS"); tags != "" {
-		args = append(args, "-tags", tags)
-		fmt.Fprintf(os.Stderr, "e2e: tgtun built with -tags %s\n", tags)
-	}
-	build := exec.Command("go", append(args, "./daemon")...)
+	build := exec.Command("go", "build", "-o", tgtunBin, "./daemon")
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: build tgtun: %v\n%s", err, out)

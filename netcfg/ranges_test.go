@@ -160,12 +160,6 @@ func TestSpecValidation(t *testing.T) {
 		{"ipv6 target with ipv6 off", func(s *Spec) { s.IPv6 = false }, "IPv6 off"},
 		{"v4 list holds v6", func(s *Spec) { s.Targets4 = append(s.Targets4, s.Targets6...) }, "targets4"},
 		{"small mtu for ipv6", func(s *Spec) { s.MTU = 1000 }, "1280"},
-		{"tun ipv6 address", func(s *Spec) { s.TunAddr6 = netip.MustParsePrefix("fdfe:7467:746e::1/126") }, ""},
-		{"tun ipv6 address is v4", func(s *Spec) { s.TunAddr6 = netip.MustParsePrefix("192.0.2.1/31") }, "must be IPv6"},
-		{"tun ipv6 address with ipv6 off", func(s *Spec) {
-			s.IPv6, s.Targets6 = false, nil
-			s.TunAddr6 = netip.MustParsePrefix("fdfe:7467:746e::1/126")
-		}, "must be IPv6"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

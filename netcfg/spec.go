@@ -28,13 +28,10 @@ const TableName = "tgtun"
 
 // Spec is the wanted kernel state.
 type Spec struct {
-	TunName  string
-	MTU      int          // DefaultMTU when 0
-	TunAddr4 netip.Prefix // DefaultTunAddr4 when invalid (zero)
-	// TunAddr6, when valid (IPv6 on), is an IPv6 address of the TUN: the
-	// engine_nat build's listener and the prefix its NAT's source comes from.
-	TunAddr6   netip.Prefix
-	TxQueueLen int // DefaultTxQueueLen when 0
+	TunName    string
+	MTU        int          // DefaultMTU when 0
+	TunAddr4   netip.Prefix // DefaultTunAddr4 when invalid (zero)
+	TxQueueLen int          // DefaultTxQueueLen when 0
 	// NoOffload opens the TUN without a virtio_net_hdr and offloads: one
 	// MTU-sized packet per read or write, ~3.5x slower. For kernels or
 	// setups where the offload path misbehaves.
@@ -113,9 +110,6 @@ func (s Spec) validate() error {
 	}
 	if !s.TunAddr4.Addr().Is4() {
 		bad("tun address %s: must be IPv4", s.TunAddr4)
-	}
-	if s.TunAddr6.IsValid() && (!s.IPv6 || !s.TunAddr6.Addr().Is6() || s.TunAddr6.Addr().Is4In6()) {
-		bad("tun address %s: must be IPv6, with IPv6 on", s.TunAddr6)
 	}
 	if s.TxQueueLen < 1 {
 		bad("txqueuelen %d: must be positive", s.TxQueueLen)

@@ -61,7 +61,7 @@ func openTUN(name string, offload bool) (*os.File, error) {
 }
 
 // configureTUN sets the device's parameters and per-device sysctls, gives it
-// its IPv4 address (and TunAddr6) and brings it up.
+// its IPv4 address and brings it up.
 func configureTUN(s Spec) (netlink.Link, error) {
 	link, err := netlink.LinkByName(s.TunName)
 	if err != nil {
@@ -81,13 +81,6 @@ func configureTUN(s Spec) (netlink.Link, error) {
 	addr := &netlink.Addr{IPNet: prefixToIPNet(s.TunAddr4)}
 	if err := netlink.AddrAdd(link, addr); err != nil {
 		return nil, fmt.Errorf("tun %s: add address %s: %w", s.TunName, s.TunAddr4, err)
-	}
-	if s.TunAddr6.IsValid() {
-		// No duplicate address detection: the address is usable at once.
-		addr := &netlink.Addr{IPNet: prefixToIPNet(s.TunAddr6), Flags: unix.IFA_F_NODAD}
-		if err := netlink.AddrAdd(link, addr); err != nil {
-			return nil, fmt.Errorf("tun %s: add address %s: %w", s.TunName, s.TunAddr6, err)
-		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return nil, fmt.Errorf("tun %s: set up: %w", s.TunName, err)

@@ -311,7 +311,7 @@ func (d *Daemon) startNet(ctx context.Context, cfg *config.Config, bypass []neti
 		d.netErr = err.Error()
 		return fmt.Errorf("engine: %w", err)
 	}
-	if err = eng.listen(&spec); err != nil {
+	if spec.TProxyPort, err = eng.listen(cfg.Main.IPv6); err != nil {
 		d.netErr = err.Error()
 		return fmt.Errorf("engine: %w", err)
 	}

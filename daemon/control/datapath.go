@@ -1,4 +1,4 @@
-//go:build !engine_gvisor && !engine_nat
+//go:build !engine_gvisor
 
 package control
 
@@ -7,7 +7,6 @@ import (
 	"log/slog"
 
 	"github.com/tgtun/tgtun/daemon/engine"
-	"github.com/tgtun/tgtun/netcfg"
 )
 
 // dataPath is the engine control runs on a TUN: TCP on the kernel's stack through the
@@ -30,15 +29,14 @@ func newDataPath(cfg engine.Config, d engine.Dialer, log *slog.Logger) (*dataPat
 }
 
 // listen opens the listener tproxy hands TCP to, before the kernel side that points
-// at it is installed, and puts its port into spec.
-func (p *dataPath) listen(spec *netcfg.Spec) error {
-	ln, err := engine.Listen(spec.IPv6)
+// at it is installed; it returns the port for netcfg.
+func (p *dataPath) listen(ipv6 bool) (uint16, error) {
+	ln, err := engine.Listen(ipv6)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	p.ln = ln
-	spec.TProxyPort = ln.Port()
-	return nil
+	return ln.Port(), nil
 }
 
 // abandon releases what listen opened, for a data path that will never run.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/tgtun/tgtun/daemon/engine"
 	"github.com/tgtun/tgtun/daemon/enginegv"
-	"github.com/tgtun/tgtun/netcfg"
 )
 
 // dataPath, built with -tags engine_gvisor, is the earlier engine: every marked packet,
@@ -29,7 +28,7 @@ func newDataPath(cfg engine.Config, d engine.Dialer, log *slog.Logger) (*dataPat
 	return &dataPath{e: e}, nil
 }
 
-func (p *dataPath) listen(*netcfg.Spec) error                { return nil }
+func (p *dataPath) listen(bool) (uint16, error)              { return 0, nil }
 func (p *dataPath) abandon()                                 {}
 func (p *dataPath) run(ctx context.Context, tunFD int) error { return p.e.Run(ctx, tunFD) }
 func (p *dataPath) SetDialer(d engine.Dialer)                { p.e.SetDialer(d) }

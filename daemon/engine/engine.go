@@ -345,8 +345,7 @@ func (e *Engine) readerExited(err error) {
 }
 
 // Run serves the TCP connections of ln and the UDP packets of tunFD (an
-// IFF_TUN|IFF_NO_PI device; with a virtio_net_hdr only for a listener of
-// ListenNAT, in the engine_nat build) until ctx is done. Then
+// IFF_TUN|IFF_NO_PI device without a virtio_net_hdr) until ctx is done. Then
 // it resets every flow, waits for all of its goroutines and returns nil. Run
 // closes ln; it sets tunFD non-blocking but does not close it: the caller owns
 // it and may close it once Run has returned. An engine runs once.
@@ -373,29 +372,18 @@ func (e *Engine) Run(ctx context.Context, tunFD int, ln *Listener) error {
 		return err
 	}
 	e.udp = newUDPTable(e, tun)
-	if ln.nat != nil {
-		if !tun.vnet {
-			ln.Close()
-			tun.close()
-			poller.close()
-			err := errors.New("engine: the TCP NAT needs a TUN with a virtio_net_hdr")
-			e.finish(err)
-			return err
-		}
-		ln.nat.start(e, tun)
-	}
 	e.runCtx = ctx
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		e.readTUN(ctx, tun, ln.nat)
+		e.readTUN(ctx, tun)
 	}()
 	for _, l := range ln.listeners() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.acceptLoop(ctx, ln, l)
+			e.acceptLoop(ctx, l)
 		}()
 	}
 	e.log.Info("engine serving", "tcp_port", ln.Port(), "mtu", e.cfg.MTU, "max_flows", e.cfg.MaxFlows, "max_flows_per_device", e.cfg.MaxFlowsPerDevice)

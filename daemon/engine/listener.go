@@ -20,31 +20,6 @@ import (
 type Listener struct {
 	v4, v6 *net.TCPListener
 	port   uint16
-	// nat is set by ListenNAT in the engine_nat build (nat.go): TCP comes
-	// through the TUN, rewritten toward this listener by a userspace NAT.
-	// nil for tproxy's listener.
-	nat tunNAT
-}
-
-// tunNAT is what Run needs of the engine_nat build's userspace NAT (nat.go).
-type tunNAT interface {
-	// start hands the NAT the engine and the TUN it writes rewritten packets to.
-	start(e *Engine, t *tunDevice)
-	// packet takes a frame read from the TUN (virtio_net_hdr first) and
-	// reports whether it was the NAT's: TCP, rewritten and written back or dropped.
-	packet(frame []byte) bool
-	// resolve is the (client, destination) of an accepted connection the NAT
-	// sent; ok is false for one it did not.
-	resolve(c *net.TCPConn) (src, dst netip.AddrPort, ok bool)
-}
-
-// resolve is the (client, destination) of a connection the listener accepted;
-// ok is false for one that tproxy (or the NAT) did not hand over.
-func (l *Listener) resolve(c *net.TCPConn) (src, dst netip.AddrPort, ok bool) {
-	if l.nat != nil {
-		return l.nat.resolve(c)
-	}
-	return captured(c)
 }
 
 // listenAttempts bounds the search for a port free on both loopback addresses.

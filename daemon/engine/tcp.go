@@ -13,13 +13,13 @@ import (
 	"time"
 )
 
-// acceptLoop hands every connection l (one socket of ln) accepts to relayTCP
-// until l is closed. A failed accept (EMFILE, ENFILE, ENOBUFS) is retried with a
-// growing pause: the client's connection waits in the kernel's queue meanwhile.
-func (e *Engine) acceptLoop(ctx context.Context, ln *Listener, l *net.TCPListener) {
+// acceptLoop hands every connection ln accepts to relayTCP until ln is closed.
+// A failed accept (EMFILE, ENFILE, ENOBUFS) is retried with a growing pause: the
+// client's connection waits in the kernel's queue meanwhile.
+func (e *Engine) acceptLoop(ctx context.Context, ln *net.TCPListener) {
 	var delay time.Duration
 	for {
-		c, err := l.AcceptTCP()
+		c, err := ln.AcceptTCP()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
@@ -34,9 +34,9 @@ func (e *Engine) acceptLoop(ctx context.Context, ln *Listener, l *net.TCPListene
 			continue
 		}
 		delay = 0
-		src, dst, ok := ln.resolve(c)
+		src, dst, ok := captured(c)
 		if !ok {
-			e.log.Debug("tcp connection to the listener itself, not handed over: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
+			e.log.Debug("tcp connection to the listener itself, not from tproxy: reset", "local", c.LocalAddr(), "remote", c.RemoteAddr())
 			resetConn(c)
 			continue
 		}
@@ -51,8 +51,8 @@ func resetConn(c *net.TCPConn) {
 	c.Close()
 }
 
-// relayTCP admits a connection from src to dst that tproxy (or the NAT) handed
-// over and dials the proxy for it.
+// relayTCP admits a connection from src to dst that tproxy handed over and dials
+// the proxy for it.
 //
 // The kernel completed the client's handshake before the engine saw anything,
 // so a connection the proxy cannot take is reset as soon as that is known: a

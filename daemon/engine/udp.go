@@ -26,18 +26,8 @@ const udpQueueMax = 64
 
 // tunDevice is the engine's own descriptor of the TUN (a duplicate, so that
 // closing it stops the reader without touching the caller's), non-blocking:
-// reads wait in the runtime's poller, one packet per read and per write. With
-// vnet (a device opened with IFF_VNET_HDR, as the engine_nat build's is, for
-// TCP with offloads) every packet read or written starts with a struct
-// virtio_net_hdr.
-type tunDevice struct {
-	f    *os.File
-	raw  syscall.RawConn
-	vnet bool
-}
-
-// vnetHdrLen is the size of the legacy struct virtio_net_hdr (linux/virtio_net.h).
-const vnetHdrLen = 10
+// reads wait in the runtime's poller, one packet per read and per write.
+type tunDevice struct{ f *os.File }
 
 func newTUNDevice(fd int) (*tunDevice, error) {
 	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -48,58 +38,15 @@ func newTUNDevice(fd int) (*tunDevice, error) {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("TUN non-blocking: %w", err)
 	}
-	t := &tunDevice{f: os.NewFile(uintptr(nfd), "tun"), vnet: hasVnetHdr(nfd)}
-	if t.raw, err = t.f.SyscallConn(); err != nil {
-		t.f.Close()
-		return nil, fmt.Errorf("TUN descriptor: %w", err)
-	}
-	return t, nil
-}
-
-// hasVnetHdr reports whether the TUN device behind fd prefixes its packets
-// with a virtio_net_hdr. A descriptor that is not a TUN device has none.
-func hasVnetHdr(fd int) bool {
-	ifr, err := unix.NewIfreq("")
-	if err != nil {
-		return false
-	}
-	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
-		return false
-	}
-	return ifr.Uint16()&unix.IFF_VNET_HDR != 0
+	return &tunDevice{f: os.NewFile(uintptr(nfd), "tun")}, nil
 }
 
 func (t *tunDevice) close() { t.f.Close() }
 
-// write sends one IP packet; on a vnet device behind a virtio_net_hdr of
-// zeros (no offload asked for).
-func (t *tunDevice) write(pkt []byte) error {
-	if !t.vnet {
-		_, err := t.f.Write(pkt)
-		return err
-	}
-	var hdr [vnetHdrLen]byte
-	var werr error
-	err := t.raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), [][]byte{hdr[:], pkt})
-		return werr != unix.EAGAIN
-	})
-	if err != nil {
-		return err
-	}
-	return werr
-}
-
 // readTUN reads the TUN until it is closed; a read that fails otherwise (the
-// device was deleted) ends the engine's service. On a vnet device a frame is
-// first offered to nat, which takes the TCP ones (engine_nat); the rest is
-// UDP's.
-func (e *Engine) readTUN(ctx context.Context, t *tunDevice, nat tunNAT) {
-	size := e.cfg.MTU
-	if t.vnet {
-		size = vnetHdrLen + 0xffff // a TCP segment the kernel did not split
-	}
-	buf := make([]byte, size)
+// device was deleted) ends the engine's service.
+func (e *Engine) readTUN(ctx context.Context, t *tunDevice) {
+	buf := make([]byte, e.cfg.MTU)
 	for {
 		n, err := t.f.Read(buf)
 		if err != nil {
@@ -109,14 +56,7 @@ func (e *Engine) readTUN(ctx context.Context, t *tunDevice, nat tunNAT) {
 			e.readerExited(fmt.Errorf("read TUN: %w", err))
 			return
 		}
-		pkt := buf[:n]
-		if t.vnet {
-			if n <= vnetHdrLen || (nat != nil && nat.packet(pkt)) {
-				continue
-			}
-			pkt = pkt[vnetHdrLen:]
-		}
-		e.udp.packet(ctx, pkt)
+		e.udp.packet(ctx, buf[:n])
 	}
 }
 
@@ -212,7 +152,8 @@ func (t *udpTable) forget(f *udpFlow) {
 
 // write sends one packet into the TUN; one the kernel refuses is dropped.
 func (t *udpTable) write(pkt []byte) bool {
-	return t.tun.write(pkt) == nil
+	_, err := t.tun.f.Write(pkt)
+	return err == nil
 }
 
 // udpFlow relays the datagrams of one (client, destination) pair.
