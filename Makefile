@@ -243,7 +243,6 @@ demo: deps-demo build
 	$(GO) run ./e2e/demo -tgtun $(BIN)
 
 # Figures against baselines of the same run, in the e2e network (root): see docs/performance.md.
-# BENCH_FLAGS=-offload=false measures with the TUN offloads off (TGTUN_TUN_OFFLOAD=0).
 bench: deps build
 	$(GO) run ./bench -tgtun $(BIN) -o bench/results.json $(BENCH_FLAGS)
 

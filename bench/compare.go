@@ -119,7 +119,7 @@ func (c *comparison) print() {
 	}
 }
 
-func compare(spec, out string, seconds, conns, rounds int, offload bool) error {
+func compare(spec, out string, seconds, conns, rounds int) error {
 	variants, err := parseVariants(spec)
 	if err != nil {
 		return err
@@ -141,7 +141,7 @@ func compare(spec, out string, seconds, conns, rounds int, offload bool) error {
 	if err != nil {
 		return err
 	}
-	base := &bench{n: n, seconds: seconds, conns: conns, offload: offload}
+	base := &bench{n: n, seconds: seconds, conns: conns}
 	if err := n.StartMessengerServers(); err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func compare(spec, out string, seconds, conns, rounds int, offload bool) error {
 			c.add("binary size (as given)", "MiB", v.name, float64(st.Size())/(1<<20))
 		}
 	}
-	fmt.Printf("tgtun engines side by side (TUN offloads %v, %d round(s), %d s per iperf3 run); the machine is shared: figures are noisy\n", offload, rounds, seconds)
+	fmt.Printf("tgtun builds side by side (%d round(s), %d s per iperf3 run); the machine is shared: figures are noisy\n", rounds, seconds)
 	for round := range rounds {
 		for i := range variants {
 			v := variants[(i+round)%len(variants)]
@@ -186,7 +186,7 @@ func compare(spec, out string, seconds, conns, rounds int, offload bool) error {
 	if out == "bench/results.json" {
 		out = "bench/results-engines.json" // the single-binary run's file stays
 	}
-	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "tun_offload": offload,
+	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339),
 		"rounds": rounds, "seconds": seconds, "variants": variants2json(variants), "metrics": c.metrics}, "", "  ")
 	if err != nil {
 		return err

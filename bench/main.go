@@ -52,7 +52,6 @@ type bench struct {
 	conns     int
 	tgtunPID  int
 	tgtunProc *testnet.Proc
-	offload   bool
 	// proxyConf replaces the dante proxy section of tgtun's configuration when set.
 	proxyConf string
 	// transport selects the transport rows (a part of their names); "" all.
@@ -65,7 +64,6 @@ func main() {
 	seconds := flag.Int("t", 5, "`seconds` per throughput and packet-rate run")
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
-	offload := flag.Bool("offload", true, "TUN checksum and segmentation offloads, as tgtun runs by default; -offload=false sets TGTUN_TUN_OFFLOAD=0")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
 	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows), transports (ws, httpupgrade, grpc, xhttp against Xray's client)")
 	transportsOnly := flag.Bool("transports-only", false, "run only the transport figures: -only transports")
@@ -74,19 +72,19 @@ func main() {
 	if *transportsOnly {
 		*only = strings.Trim(*only+",transports", ",")
 	}
-	if err := run(*tgtun, *out, *seconds, *conns, *offload, *sizes, *domainsOnly, *only, *transport); err != nil {
+	if err := run(*tgtun, *out, *seconds, *conns, *sizes, *domainsOnly, *only, *transport); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly bool, only, transport string) error {
+func run(tgtunPath, out string, seconds, conns int, sizes, domainsOnly bool, only, transport string) error {
 	abs, err := filepath.Abs(tgtunPath)
 	if err != nil {
 		return err
 	}
 	if strings.Contains(tgtunPath, "=") { // several binaries side by side
-		return compare(tgtunPath, out, seconds, conns, *rounds, offload)
+		return compare(tgtunPath, out, seconds, conns, *rounds)
 	}
 	if _, err := os.Stat(abs); err != nil {
 		return fmt.Errorf("tgtun binary: %w (run make build)", err)
@@ -110,7 +108,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	if err != nil {
 		return err
 	}
-	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, offload: offload, transport: transport}
+	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, transport: transport}
 	if err := n.StartMessengerServers(); err != nil {
 		return err
 	}
@@ -123,7 +121,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 	if b.micro, err = n.StartMicrosocks("", ""); err != nil {
 		return err
 	}
-	fmt.Printf("tgtun bench (TUN offloads %v): figures with their baseline from this same run; ratio = value / baseline\n", offload)
+	fmt.Printf("tgtun bench: figures with their baseline from this same run; ratio = value / baseline\n")
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
 	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.transportsVsXray, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
@@ -153,7 +151,7 @@ func run(tgtunPath, out string, seconds, conns int, offload, sizes, domainsOnly 
 			return err
 		}
 	}
-	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "tun_offload": offload, "figures": b.figures}, "", "  ")
+	raw, err := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "figures": b.figures}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -268,11 +266,7 @@ config proxy 'dante'
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 		return err
 	}
-	env := "TGTUN_TUN_OFFLOAD=0"
-	if b.offload {
-		env = "TGTUN_TUN_OFFLOAD=1"
-	}
-	p, err := b.n.Start(b.n.Router, "env", env, b.tgtun, "run", "-c", conf, "--socket", sock, "--list-cache", filepath.Join(b.n.Dir, "lists"))
+	p, err := b.n.Start(b.n.Router, b.tgtun, "run", "-c", conf, "--socket", sock, "--list-cache", filepath.Join(b.n.Dir, "lists"))
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,6 @@ type tgtunConf struct {
 	noStaticTarget bool
 	healthInterval string   // "" = 1s
 	tunMTU         int      // 0 = the default
-	plainTUN       bool     // run with TGTUN_TUN_OFFLOAD=0
 	env            []string // more environment for the daemon ("GODEBUG=cpu.aes=off")
 	mainExtra      []string // more lines for config main ("option dns_port '5399'")
 	customExtra    []string // more lines for config custom 'messenger' ("list domain 'x.org'")
@@ -157,20 +156,19 @@ func indentLines(lines []string) string {
 
 // daemon is one `tgtun run` in the router namespace.
 type daemon struct {
-	t        *testing.T
-	n        *testnet.Net
-	proc     *testnet.Proc
-	conf     string
-	socket   string
-	plainTUN bool
-	env      []string
+	t      *testing.T
+	n      *testnet.Net
+	proc   *testnet.Proc
+	conf   string
+	socket string
+	env    []string
 }
 
 // startTgtun writes conf and runs the daemon in the router until its socket answers.
 // Lists may hold documentation ranges: the test network is built from them.
 func startTgtun(t *testing.T, n *testnet.Net, conf tgtunConf, extraArgs ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), plainTUN: conf.plainTUN, env: conf.env}
+	d := &daemon{t: t, n: n, conf: filepath.Join(n.Dir, "tgtun.conf"), socket: filepath.Join(n.Dir, "tgtun.sock"), env: conf.env}
 	d.writeConf(conf)
 	d.start(extraArgs...)
 	return d
@@ -185,11 +183,7 @@ func (d *daemon) writeConf(conf tgtunConf) {
 
 func (d *daemon) start(extraArgs ...string) {
 	d.t.Helper()
-	offload := "1"
-	if d.plainTUN {
-		offload = "0"
-	}
-	args := append(append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1", "TGTUN_TUN_OFFLOAD=" + offload}, d.env...),
+	args := append(append([]string{"env", "TGTUN_ALLOW_DOCUMENTATION_RANGES=1"}, d.env...),
 		tgtunBin, "run", "-c", d.conf, "--socket", d.socket, "--list-cache", filepath.Join(d.n.Dir, "lists"),
 		"--subscription-cache", filepath.Join(d.n.Dir, "subscriptions"))
 	args = append(args, extraArgs...)

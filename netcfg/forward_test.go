@@ -153,12 +153,7 @@ func TestForwarding(t *testing.T) {
 					}
 					return
 				}
-				if k < vnetHdrLen {
-					t.Errorf("read tun: %d bytes, shorter than the virtio_net_hdr", k)
-					return
-				}
-				// The packet follows the virtio_net_hdr (offload is on).
-				if p, ok := parseIPv4UDP(buf[vnetHdrLen:k]); ok {
+				if p, ok := parseIPv4UDP(buf[:k]); ok {
 					if p.payload == "direct" || p.payload == "bypass" {
 						mustNotTunnel.Store(p.payload) // checked at the end
 					}
@@ -219,7 +214,7 @@ func TestForwarding(t *testing.T) {
 
 		// Replies written into the TUN reach the client despite rp_filter=1.
 		reply := func(payload string) {
-			if _, err := n.TUN().Write(append(make([]byte, vnetHdrLen), buildIPv4UDP(target, clientAddr, payload)...)); err != nil {
+			if _, err := n.TUN().Write(buildIPv4UDP(target, clientAddr, payload)); err != nil {
 				t.Fatalf("write reply into tun: %v", err)
 			}
 		}
@@ -311,7 +306,3 @@ func TestForwarding(t *testing.T) {
 		}
 	})
 }
-
-// vnetHdrLen is the size of the virtio_net_hdr before every packet of a TUN
-// opened with offload; all zero it means "no offload for this packet".
-const vnetHdrLen = 10

@@ -113,7 +113,7 @@ func Apply(ctx context.Context, spec Spec) (n *Net, err error) {
 			n = nil
 		}
 	}()
-	if n.tun, err = openTUN(s.TunName, !s.NoOffload); err != nil {
+	if n.tun, err = openTUN(s.TunName); err != nil {
 		return n, err
 	}
 	link, err := configureTUN(s)

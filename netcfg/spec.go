@@ -32,10 +32,6 @@ type Spec struct {
 	MTU        int          // DefaultMTU when 0
 	TunAddr4   netip.Prefix // DefaultTunAddr4 when invalid (zero)
 	TxQueueLen int          // DefaultTxQueueLen when 0
-	// NoOffload opens the TUN without a virtio_net_hdr and offloads: one
-	// MTU-sized packet per read or write, ~3.5x slower. For kernels or
-	// setups where the offload path misbehaves.
-	NoOffload bool
 
 	LANIfaces     []string // packets entering here are candidates for marking
 	RouterTraffic bool     // also mark the router's own new connections (output chain)

@@ -12,23 +12,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tunOffloads are the offloads announced to the kernel on a device opened
-// with a virtio_net_hdr: it may then hand the engine TCP segments of up to
-// 64 KiB (TSO4/TSO6, which need CSUM) with a partial checksum, instead of
-// one MTU-sized packet per read. USO is not announced: the engine would
-// take a UDP GSO packet for one huge datagram. TSO_ECN is not announced
-// either: the kernel then segments the rare CWR segments itself. With this
-// the engine's upload went from 96 to 336 MB/s and its download (writes
-// need no flag: the kernel always accepts GSO packets from user space) from
-// 85 to 457 MB/s on a 2-core VM; see engine.newTUNLink.
-const tunOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
-
 // openTUN creates the non-persistent TUN device (it vanishes when the last
-// descriptor closes, so a killed daemon leaves no device behind). With
-// offload its packets carry a virtio_net_hdr (IFF_VNET_HDR); the engine
-// detects that on the descriptor. A kernel refusing the offloads still
-// works: the header stays, only the kernel sends plain packets.
-func openTUN(name string, offload bool) (*os.File, error) {
+// descriptor closes, so a killed daemon leaves no device behind). It carries
+// one IP packet per read and write, no virtio_net_hdr: TCP goes to the
+// kernel's stack through tproxy, only UDP datagrams cross the device, and
+// segmentation offloads would buy them nothing.
+func openTUN(name string) (*os.File, error) {
 	// O_CLOEXEC: a child process inheriting the descriptor would keep the
 	// device (and its routes) alive after the daemon dies. O_NONBLOCK puts
 	// the *os.File on the runtime poller, so Close wakes a blocked Read.
@@ -44,18 +33,9 @@ func openTUN(name string, offload bool) (*os.File, error) {
 	if err != nil {
 		return fail("name", err)
 	}
-	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if offload {
-		flags |= unix.IFF_VNET_HDR
-	}
-	ifr.SetUint16(flags)
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		return fail("TUNSETIFF", err)
-	}
-	if offload {
-		// Ignored on failure (not expected since Linux 2.6.27): the
-		// device works the same, only without the speed-up.
-		_ = unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunOffloads)
 	}
 	return os.NewFile(uintptr(fd), "tun"), nil
 }

@@ -117,7 +117,7 @@ func main() {
 	flag.IntVar(&o.flows, "flows", 200, "idle TCP flows held for the memory figure")
 	flag.IntVar(&o.idle, "idle", 10, "`seconds` of the idle CPU window")
 	protocols := flag.String("protocols", strings.Join(allProtocols, ","), "encrypted protocols to measure")
-	flag.BoolVar(&o.pprof, "pprof", false, "one more boot: tgtun of this checkout built with -tags tgtun_pprof, CPU profiles of idle, upload and download (also with TGTUN_TUN_OFFLOAD=0), brought back to the cache's run directory")
+	flag.BoolVar(&o.pprof, "pprof", false, "one more boot: tgtun of this checkout built with -tags tgtun_pprof, CPU profiles of idle, upload and download, brought back to the cache's run directory")
 	flag.DurationVar(&o.bootTimeout, "boot-timeout", 0, "limit of one boot (0: from the plan's size)")
 	flag.BoolVar(&o.siteAES, "site-aes", true, "the site REALITY imitates chooses cipher suites like a server with AES instructions (as real sites); false: like Go on a core without")
 	flag.StringVar(&o.kernelArgs, "kernel-args", "", "more kernel command line `arguments`")

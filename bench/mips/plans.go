@@ -386,8 +386,7 @@ func encPlan(o options, tools toolFiles, round int) (*bootPlan, error) {
 }
 
 // pprofPlan profiles tgtun of this checkout (built with -tags tgtun_pprof): idle, upload
-// and download through dante, with the TUN offloads on and off, and through
-// VLESS+REALITY when that protocol is measured.
+// and download through dante, and through VLESS+REALITY when that protocol is measured.
 func pprofPlan(o options, tools toolFiles) (*bootPlan, error) {
 	b := newBoot(o, "pprof", 1)
 	v := variant{Name: "tgtun-pprof", Path: tools.pprofTgtun}
@@ -397,8 +396,6 @@ func pprofPlan(o options, tools toolFiles) (*bootPlan, error) {
 		b.Runs = append(b.Runs, r)
 	}
 	add(b.tgtunRun(v, "socks", danteProxy, "TGTUN_PPROF=/tmp/logs/tgtun-pprof.pprof"))
-	off := variant{Name: "tgtun-pprof-nooffload", Path: tools.pprofTgtun}
-	add(b.tgtunRun(off, "socks", danteProxy, "TGTUN_TUN_OFFLOAD=0", "TGTUN_PPROF=/tmp/logs/tgtun-pprof-nooffload.pprof"))
 	if p := protocolByName("vless-reality"); containsString(o.protocols, "vless-reality") && tools.xray != "" {
 		k, err := newKeys()
 		if err != nil {

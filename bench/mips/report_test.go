@@ -14,7 +14,7 @@ func TestParseVariant(t *testing.T) {
 		wantErr bool
 	}{
 		{in: "tproxy=bin/tgtun-mipsel", want: variant{Name: "tproxy", Path: "bin/tgtun-mipsel"}},
-		{in: "nooff=/tmp/t,TGTUN_TUN_OFFLOAD=0", want: variant{Name: "nooff", Path: "/tmp/t", Env: []string{"TGTUN_TUN_OFFLOAD=0"}}},
+		{in: "dbg=/tmp/t,TGTUN_LOG=debug", want: variant{Name: "dbg", Path: "/tmp/t", Env: []string{"TGTUN_LOG=debug"}}},
 		{in: "bin/tgtun", wantErr: true},
 		{in: "=bin/tgtun", wantErr: true},
 		{in: "hev=bin/tgtun", wantErr: true}, // a peer's name

@@ -679,15 +679,10 @@ func netSpec(cfg *config.Config, v4, v6, bypass []netip.Prefix) netcfg.Spec {
 		Table: m.RouteTable, RulePriority: m.RulePriority,
 		Block:    m.FailMode == config.FailBlock,
 		Targets4: v4, Targets6: v6, Bypass: bypass,
-		NoOffload:     !tunOffloads || !tunOffload(),
 		DomainTimeout: m.DomainTimeout,
 		Include:       devices(m.IncludeDevices), Exclude: devices(m.ExcludeDevices),
 	}
 }
-
-// tunOffload lets an engine that uses the TUN's offloads (tunOffloads) have them unless
-// TGTUN_TUN_OFFLOAD=0, which tells a problem in the offload path from one elsewhere.
-func tunOffload() bool { return os.Getenv("TGTUN_TUN_OFFLOAD") != "0" }
 
 // kernelSpecChanged tells whether a reload must rebuild the TUN and rules (which resets
 // the flows through it) or can keep them and only swap sets and proxies.

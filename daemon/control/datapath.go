@@ -1,5 +1,3 @@
-//go:build !engine_gvisor
-
 package control
 
 import (
@@ -15,10 +13,6 @@ type dataPath struct {
 	*engine.Engine
 	ln *engine.Listener
 }
-
-// tunOffloads: the TUN carries only UDP datagrams, one per packet; a virtio_net_hdr
-// would buy nothing.
-const tunOffloads = false
 
 func newDataPath(cfg engine.Config, d engine.Dialer, log *slog.Logger) (*dataPath, error) {
 	e, err := engine.New(cfg, d, log)

@@ -139,7 +139,7 @@ func setupNet(t testing.TB, cfg Config) *testEnv {
 		}
 		env.ln = ln
 		spec := netcfg.Spec{TunName: tunName, MTU: cfg.MTU, RouterTraffic: true, IPv6: !cfg.IPv4Only,
-			Mark: 0x100000, BypassMark: 0x200000, Table: 7470, RulePriority: 7470, NoOffload: true,
+			Mark: 0x100000, BypassMark: 0x200000, Table: 7470, RulePriority: 7470,
 			TProxyPort: ln.Port(),
 			Targets4:   []netip.Prefix{netip.MustParsePrefix(targetNet4)},
 		}
