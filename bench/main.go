@@ -230,9 +230,9 @@ func (b *bench) startTgtun(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.add(figure{Name: "memory idle VmRSS", Value: rss, Unit: "MiB", Target: "<= 10 MiB", Met: met(rss <= 10)})
+	b.add(figure{Name: "memory idle VmRSS", Value: rss, Unit: "MiB", Target: "<= 8 MiB", Met: met(rss <= 8)})
 	b.add(figure{Name: "memory idle VmHWM", Value: hwm, Unit: "MiB"})
-	return nil
+	return b.addRSSParts("memory idle")
 }
 
 // launchTgtun runs the daemon in the router and waits until it answers.
@@ -305,26 +305,43 @@ func (b *bench) restartTgtun(ctx context.Context) error {
 
 // memory reads VmRSS and VmHWM of pid in MiB.
 func memory(pid int) (rss, hwm float64, err error) {
+	st, err := procStatus(pid)
+	return st["VmRSS"] / 1024, st["VmHWM"] / 1024, err
+}
+
+// procStatus reads the numeric fields of /proc/pid/status (kB for the memory ones).
+func procStatus(pid int) (map[string]float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
+	st := map[string]float64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) < 2 {
 			continue
 		}
-		kb, _ := strconv.ParseFloat(fields[1], 64)
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
+		if v, err := strconv.ParseFloat(fields[1], 64); err == nil {
+			st[strings.TrimSuffix(fields[0], ":")] = v
 		}
 	}
-	return rss, hwm, sc.Err()
+	return st, sc.Err()
+}
+
+// addRSSParts records what VmRSS is made of: RssAnon (heap and stacks, memory only
+// the process can give back) and RssFile (the executable's pages mapped in: clean
+// page cache the kernel may drop and read again; fault-around maps it 64 KiB at a
+// time, so it follows the binary's size more than the code that runs).
+func (b *bench) addRSSParts(what string) error {
+	st, err := procStatus(b.tgtunPID)
+	if err != nil {
+		return err
+	}
+	b.add(figure{Name: what + " RssAnon", Value: st["RssAnon"] / 1024, Unit: "MiB"})
+	b.add(figure{Name: what + " RssFile", Value: st["RssFile"] / 1024, Unit: "MiB"})
+	return nil
 }
 
 // iperf runs an iperf3 client in ns against server:port and returns Gbit/s received.
@@ -681,7 +698,7 @@ func (b *bench) flows(ctx context.Context) error {
 	for _, want := range []struct {
 		n      int
 		target float64
-	}{{1000, 20}, {5000, 40}} {
+	}{{1000, 14}, {5000, 40}} {
 		for len(open) < want.n {
 			c, err := b.n.Dial(ctx, b.n.Client, "tcp", dst)
 			if err != nil {
@@ -710,6 +727,9 @@ func (b *bench) flows(ctx context.Context) error {
 		b.add(figure{Name: fmt.Sprintf("memory holding %d idle TCP flows VmRSS", want.n), Value: rss, Unit: "MiB",
 			Target: fmt.Sprintf("<= %.0f MiB", want.target), Met: met(rss <= want.target)})
 		b.add(figure{Name: fmt.Sprintf("memory holding %d idle TCP flows VmHWM", want.n), Value: hwm, Unit: "MiB"})
+		if err := b.addRSSParts(fmt.Sprintf("memory holding %d idle TCP flows", want.n)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

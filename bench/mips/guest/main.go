@@ -383,6 +383,11 @@ func (g *guest) measureInto(r wire.Run, res *wire.Result) error {
 			return err
 		}
 		set("idle_rss_mib", st["VmRSS"]/1024)
+		// VmRSS = RssAnon (heap, stacks: memory only this process can free) + RssFile
+		// (the executable's pages mapped in: clean page cache the kernel can drop and
+		// read again, which fault-around maps 64 KiB at a time) + RssShmem.
+		set("idle_rss_anon_mib", st["RssAnon"]/1024)
+		set("idle_rss_file_mib", st["RssFile"]/1024)
 		set("threads_idle", st["Threads"])
 	}
 	if r.Flows {
@@ -702,6 +707,7 @@ func (g *guest) holdFlows(ctx context.Context, cl client, p *proc, set func(stri
 			return err
 		}
 		set("flows_rss_mib", st["VmRSS"]/1024)
+		set("flows_rss_anon_mib", st["RssAnon"]/1024)
 	}
 	return nil
 }
