@@ -35,9 +35,10 @@ DEMO_DEB_PKGS := nftables iproute2 socat iperf3 curl dante-server microsocks sha
 # What only the tests add: qemu for the big-endian test run, shellcheck and gettext for the
 # packaging checks, wireguard-tools for the interface proxy, busybox-static (the shell and
 # tools of the OpenWrt root the package tests run in) and signify-openbsd (verifies usign
-# signatures for that root's opkg, as usign does on a router).
+# signatures for that root's opkg, as usign does on a router); build-essential builds
+# hev-socks5-tunnel, the C relay make bench measures tgtun against.
 DEB_PKGS    := $(DEMO_DEB_PKGS) qemu-user-static shellcheck gettext wireguard-tools \
-               busybox-static signify-openbsd
+               busybox-static signify-openbsd build-essential
 # OpenWrt's own programs (ubusd, ubus, uci, rpcd, uhttpd, ucode + fw4, opkg, apk), built by
 # tools/openwrt-host.sh from ../shared/openwrt into this cache outside the checkout, once;
 # the tests find it through TGTUN_OPENWRT_HOST and fail when it is unset or incomplete.

@@ -28,7 +28,7 @@ import (
 // Each round runs every binary in turn, the order rotating, each in a fresh daemon
 // per group of figures; with several rounds the table shows medians.
 //
-// CPU seconds per GiB come in two figures: tgtun's own (utime+stime of the daemon),
+// CPU seconds per GiB come in two figures: the relay's own (utime+stime of the daemon),
 // and the whole path's: every process in the test network's namespaces (tgtun,
 // dante, the iperf3 server) plus the iperf3 client. The second is the fair one
 // between engines that leave different work to the kernel: with tproxy the
@@ -148,14 +148,11 @@ func compare(spec, out string, seconds, conns, rounds int) error {
 	if base.dante, err = n.StartDante(testnet.DanteOptions{}); err != nil {
 		return err
 	}
-	port, err := n.FreePort(n.Messenger, testnet.MsgrV4)
+	iperfDst, err := base.iperfServer(n.Messenger, testnet.MsgrV4)
 	if err != nil {
 		return err
 	}
-	if _, err := n.Start(n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
-		return err
-	}
-	relay, err := base.socksRelay(netip.AddrPortFrom(testnet.MsgrV4, port))
+	relay, err := base.socksRelay(iperfDst)
 	if err != nil {
 		return err
 	}
@@ -177,7 +174,7 @@ func compare(spec, out string, seconds, conns, rounds int) error {
 			fmt.Printf("round %d: %s (%s)\n", round+1, v.name, v.path)
 			b := *base
 			b.tgtun, b.figures = v.path, nil
-			if err := b.compareOne(ctx, c, v.name, netip.AddrPortFrom(testnet.MsgrV4, port), relay, nsIno); err != nil {
+			if err := b.compareOne(ctx, c, v.name, iperfDst, relay, nsIno); err != nil {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
 		}
@@ -205,27 +202,84 @@ func variants2json(vs []variant) map[string]string {
 
 // compareOne takes one round's figures of one binary.
 func (b *bench) compareOne(ctx context.Context, c *comparison, name string, iperfDst, relay netip.AddrPort, nsIno map[uint64]bool) error {
-	if err := b.launchTgtun(ctx); err != nil {
-		return err
-	}
-	rss, _, err := memory(b.tgtunPID)
+	return b.measureRelay(ctx, b.tgtunUnder(), []int{1, 4}, iperfDst, relay, nsIno,
+		func(metric, unit string, v float64) { c.add(metric, unit, name, v) })
+}
+
+// relayUnder is a relay measured by measureRelay: a program in the router namespace
+// that carries the client's traffic to the messenger through dante (a tgtun build, or
+// hev-socks5-tunnel in tgtun's place). start runs a fresh one, ready for traffic, and
+// returns its pid and how to stop it; stop undoes whatever start set up, and is called
+// on every path once start succeeded.
+type relayUnder struct {
+	start func(context.Context) (pid int, stop func() error, err error)
+}
+
+// tgtunUnder is b.tgtun with dante as its proxy.
+func (b *bench) tgtunUnder() relayUnder {
+	return relayUnder{start: func(ctx context.Context) (int, func() error, error) {
+		if err := b.launchTgtun(ctx); err != nil {
+			return 0, nil, err
+		}
+		p := b.tgtunProc
+		return b.tgtunPID, p.Stop, nil
+	}}
+}
+
+// idleFlows is how many idle TCP flows measureRelay holds.
+const idleFlows = 1000
+
+// The names of measureRelay's figures that others pick out.
+var (
+	nameFlowsSum  = fmt.Sprintf("memory holding %d idle TCP flows: VmRSS + kernel growth", idleFlows)
+	nameLatency   = "connect+first byte median"
+	nameRelayCPU1 = "relay CPU per GiB 1 stream(s) "
+)
+
+// measureRelay takes the figures of one relay, each group in a fresh process:
+// idle VmRSS; holding idleFlows idle TCP flows its VmRSS and the kernel's growth
+// (sockstat's TCP buffer pages, slab; the whole machine's, net of the reading just
+// before the flows) and their sum; then, in another process, iperf3 with streams
+// streams up and down, each run followed by one through dante used directly from the
+// router (relay, socksRelay's), with the relay's CPU and the whole path's per GiB;
+// and connect + first byte through it and through dante, alternating. rec takes each
+// figure as it comes.
+func (b *bench) measureRelay(ctx context.Context, r relayUnder, streams []int, iperfDst, relay netip.AddrPort, nsIno map[uint64]bool, rec func(name, unit string, v float64)) error {
+	pid, stop, err := r.start(ctx)
 	if err != nil {
 		return err
 	}
-	c.add("memory idle VmRSS", "MiB", name, rss)
-	const idleFlows = 1000
-	slabBefore, _ := slabKiB()
+	defer func() {
+		if stop != nil {
+			_ = stop()
+		}
+	}()
+	rss, _, err := memory(pid)
+	if err != nil {
+		return err
+	}
+	rec("memory idle VmRSS", "MiB", rss)
+	sockBefore, sockErr := sockstatTCPKiB()
+	slabBefore, slabErr := slabKiB()
 	open, err := b.openIdleFlows(ctx, idleFlows)
-	if err != nil {
-		return err
-	}
-	time.Sleep(time.Second)
-	rss, _, err = memory(b.tgtunPID)
 	if err == nil {
-		c.add(fmt.Sprintf("memory holding %d idle TCP flows VmRSS", idleFlows), "MiB", name, rss)
+		time.Sleep(time.Second)
+		rss, _, err = memory(pid)
 	}
-	if slabAfter, serr := slabKiB(); serr == nil && slabBefore > 0 {
-		c.add(fmt.Sprintf("kernel slab growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", name, float64(slabAfter-slabBefore)/1024)
+	if err == nil {
+		rec(fmt.Sprintf("memory holding %d idle TCP flows VmRSS", idleFlows), "MiB", rss)
+		sum := rss
+		if sockAfter, serr := sockstatTCPKiB(); serr == nil && sockErr == nil {
+			rec(fmt.Sprintf("kernel TCP pages growth (sockstat mem) holding %d idle TCP flows (whole machine)", idleFlows), "MiB", float64(sockAfter-sockBefore)/1024)
+			sum += float64(sockAfter-sockBefore) / 1024
+		}
+		if slabAfter, serr := slabKiB(); serr == nil && slabErr == nil {
+			rec(fmt.Sprintf("kernel slab growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", float64(slabAfter-slabBefore)/1024)
+			sum += float64(slabAfter-slabBefore) / 1024
+		}
+		if sockErr == nil && slabErr == nil {
+			rec(nameFlowsSum, "MiB", sum)
+		}
 	}
 	for _, conn := range open {
 		conn.Close()
@@ -233,40 +287,46 @@ func (b *bench) compareOne(ctx context.Context, c *comparison, name string, iper
 	if err != nil {
 		return err
 	}
-	if err := b.restartTgtun(ctx); err != nil {
+	// A fresh process for the rest: its figures see only their own load.
+	start := time.Now()
+	if err := stop(); err != nil {
+		fmt.Printf("  note: the relay did not stop cleanly (%v after %v)\n", err, time.Since(start).Round(time.Millisecond))
+	}
+	stop = nil
+	if pid, stop, err = r.start(ctx); err != nil {
 		return err
 	}
-	for _, streams := range []int{1, 4} {
+	for _, streams := range streams {
 		for _, reverse := range []bool{false, true} {
 			dir := "up"
 			if reverse {
 				dir = "down"
 			}
-			before, err := procCPU(b.tgtunPID)
+			before, err := procCPU(pid)
 			if err != nil {
 				return err
 			}
 			pathBefore := namespacesCPU(nsIno)
-			r, err := b.iperfRun(ctx, b.n.Client, iperfDst.Addr().String(), iperfDst.Port(), streams, reverse)
+			res, err := b.iperfRun(ctx, b.n.Client, iperfDst.Addr().String(), iperfDst.Port(), streams, reverse)
 			if err != nil {
 				return err
 			}
-			after, err := procCPU(b.tgtunPID)
+			after, err := procCPU(pid)
 			if err != nil {
 				return err
 			}
-			path := cpuSince(pathBefore, namespacesCPU(nsIno)) + r.clientCPU
+			path := cpuSince(pathBefore, namespacesCPU(nsIno)) + res.clientCPU
 			proxied, err := b.iperfRun(ctx, b.n.Router, "127.0.0.1", relay.Port(), streams, reverse)
 			if err != nil {
 				return err
 			}
-			gib := r.bytes / (1 << 30)
+			gib := res.bytes / (1 << 30)
 			row := fmt.Sprintf("%d stream(s) %s", streams, dir)
-			c.add("throughput "+row, "Gbit/s", name, r.gbps)
-			c.add("throughput "+row+" / dante directly", "ratio", name, r.gbps/proxied.gbps)
+			rec("throughput "+row, "Gbit/s", res.gbps)
+			rec("throughput "+row+" / dante directly", "ratio", res.gbps/proxied.gbps)
 			if gib > 0 {
-				c.add("tgtun CPU per GiB "+row, "s/GiB", name, (after-before)/gib)
-				c.add("path CPU per GiB "+row+" (all test processes)", "s/GiB", name, path/gib)
+				rec("relay CPU per GiB "+row, "s/GiB", (after-before)/gib)
+				rec("path CPU per GiB "+row+" (all test processes)", "s/GiB", path/gib)
 			}
 		}
 	}
@@ -274,9 +334,11 @@ func (b *bench) compareOne(ctx context.Context, c *comparison, name string, iper
 	if err != nil {
 		return err
 	}
-	c.add(fmt.Sprintf("connect+first byte median (%d conns)", b.conns), "ms", name, via)
-	c.add("connect+first byte median / dante directly", "ratio", name, via/direct)
-	return b.stopTgtun(ctx)
+	rec(fmt.Sprintf("%s (%d conns)", nameLatency, b.conns), "ms", median(via))
+	rec(nameLatency+" / dante directly", "ratio", median(via)/median(direct))
+	err = stop()
+	stop = nil
+	return err
 }
 
 // openIdleFlows opens n TCP flows from the client to the messenger's echo server
@@ -302,40 +364,44 @@ func (b *bench) openIdleFlows(ctx context.Context, n int) ([]net.Conn, error) {
 	return open, nil
 }
 
-// latencies is the median connect + first byte through tgtun and through dante
-// from the router, alternating.
-func (b *bench) latencies(ctx context.Context) (via, direct float64, err error) {
+// latencies is connect + first byte (ms) through the relay from the client and
+// through dante from the router, b.conns of each, alternating so that the machine's
+// load drifting during the run weighs on both alike; sorted.
+func (b *bench) latencies(ctx context.Context) (via, direct []float64, err error) {
 	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.HTTPPort)
-	once := func(dial func() (net.Conn, error)) (time.Duration, error) {
-		start := time.Now()
-		c, err := dial()
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
-			return 0, err
-		}
-		var one [1]byte
-		if _, err := c.Read(one[:]); err != nil {
-			return 0, err
-		}
-		return time.Since(start), nil
-	}
-	var vs, ds []float64
 	for range b.conns {
-		d, err := once(func() (net.Conn, error) { return b.n.Dial(ctx, b.n.Client, "tcp", dst.String()) })
+		d, err := timeFirstByte(func() (net.Conn, error) { return b.n.Dial(ctx, b.n.Client, "tcp", dst.String()) })
 		if err != nil {
-			return 0, 0, fmt.Errorf("latency through tgtun: %w", err)
+			return nil, nil, fmt.Errorf("latency through the relay: %w", err)
 		}
-		vs = append(vs, float64(d.Microseconds())/1000)
-		if d, err = once(func() (net.Conn, error) { return b.socksDial(ctx, b.n.Router, dst) }); err != nil {
-			return 0, 0, fmt.Errorf("latency through dante: %w", err)
+		via = append(via, float64(d.Microseconds())/1000)
+		if d, err = timeFirstByte(func() (net.Conn, error) { return b.socksDial(ctx, b.n.Router, dst) }); err != nil {
+			return nil, nil, fmt.Errorf("latency through dante: %w", err)
 		}
-		ds = append(ds, float64(d.Microseconds())/1000)
+		direct = append(direct, float64(d.Microseconds())/1000)
 	}
-	return median(vs), median(ds), nil
+	slices.Sort(via)
+	slices.Sort(direct)
+	return via, direct, nil
+}
+
+// timeFirstByte is the time from dialing to the first byte of the HTTP server's answer.
+func timeFirstByte(dial func() (net.Conn, error)) (time.Duration, error) {
+	start := time.Now()
+	c, err := dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
+		return 0, err
+	}
+	var one [1]byte
+	if _, err := c.Read(one[:]); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 type iperfResult struct {
@@ -485,4 +551,28 @@ func slabKiB() (int64, error) {
 		}
 	}
 	return 0, errors.New("meminfo: no Slab")
+}
+
+// sockstatTCPKiB is the kernel's TCP buffer memory (/proc/net/sockstat, "TCP: ... mem
+// PAGES"): the whole machine's, whichever namespace reads it. Since Linux 6.0 every CPU
+// keeps up to 1 MiB of it in reserve, uncounted there: a difference of two readings is
+// good to about 1 MiB per CPU.
+func sockstatTCPKiB() (int64, error) {
+	raw, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "mem" {
+				pages, err := strconv.ParseInt(f[i+1], 10, 64)
+				return pages * int64(os.Getpagesize()) / 1024, err
+			}
+		}
+	}
+	return 0, errors.New("sockstat: no TCP mem")
 }

@@ -65,7 +65,7 @@ func main() {
 	conns := flag.Int("conns", 1000, "connections for the set-up latency figure")
 	sizes := flag.Bool("sizes", true, "build the stripped binaries of every make cross target for their sizes (-sizes=false skips the slow part)")
 	domainsOnly := flag.Bool("domains-only", false, "run only the domain-target figures (memory with all services, domain set updates)")
-	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows), transports (ws, httpupgrade, grpc, xhttp against Xray's client)")
+	only := flag.String("only", "", "run only these encrypted-proxy rows, comma-separated: vless, ss2022 (throughput and idle flows), transports (ws, httpupgrade, grpc, xhttp against Xray's client), hev (tgtun against hev-socks5-tunnel)")
 	transportsOnly := flag.Bool("transports-only", false, "run only the transport figures: -only transports")
 	transport := flag.String("transport", "", "run only the transport rows whose name contains `text` (e.g. packet-up)")
 	flag.Parse()
@@ -125,11 +125,15 @@ func run(tgtunPath, out string, seconds, conns int, sizes, domainsOnly bool, onl
 	// Idle flows first, in a fresh daemon, and then a fresh daemon again for the rest: each
 	// memory figure sees only what its own load left behind.
 	steps := []func(context.Context) error{b.sizes, b.startTgtun, b.udpFlows, b.restartTgtun, b.flows, b.restartTgtun, b.throughput, b.latency, b.udpRate, b.vlessThroughput, b.transportsVsXray, b.ss2022Throughput, b.ifaceThroughput, b.stopTgtun, b.domains}
+	if *hevRows {
+		steps = slices.Insert(steps, len(steps)-1, b.versusHev) // tgtun stopped, before the domain figures
+	}
 	switch {
 	case domainsOnly:
 		steps = []func(context.Context) error{b.domains}
 	case only != "":
-		steps = []func(context.Context) error{b.startTgtun}
+		steps = nil
+		var after []func(context.Context) error // those that start their own relays
 		for _, row := range strings.Split(only, ",") {
 			switch strings.TrimSpace(row) {
 			case "vless":
@@ -138,11 +142,16 @@ func run(tgtunPath, out string, seconds, conns int, sizes, domainsOnly bool, onl
 				steps = append(steps, b.ss2022Throughput)
 			case "transports":
 				steps = append(steps, b.transportsVsXray)
+			case "hev":
+				after = append(after, b.versusHev)
 			default:
-				return fmt.Errorf("-only: unknown row %q (vless, ss2022, transports)", row)
+				return fmt.Errorf("-only: unknown row %q (vless, ss2022, transports, hev)", row)
 			}
 		}
-		steps = append(steps, b.stopTgtun)
+		if len(steps) > 0 {
+			steps = append(append([]func(context.Context) error{b.startTgtun}, steps...), b.stopTgtun)
+		}
+		steps = append(steps, after...)
 	case !sizes:
 		steps = steps[1:]
 	}
@@ -169,8 +178,11 @@ func (b *bench) add(f figure) {
 	}
 	b.figures = append(b.figures, f)
 	line := fmt.Sprintf("%-58s %9.2f %-6s", f.Name+":", f.Value, f.Unit)
-	if f.Baseline != 0 {
+	switch {
+	case f.Baseline != 0:
 		line += fmt.Sprintf(" baseline %9.2f %-6s ratio %5.2f (%s)", f.Baseline, f.Unit, f.Ratio, f.Against)
+	case f.Against != "": // a baseline of zero (results.json omits it)
+		line += fmt.Sprintf(" baseline %9.2f %-6s ratio     - (%s)", f.Baseline, f.Unit, f.Against)
 	}
 	if f.Target != "" {
 		verdict := "missed"
@@ -367,25 +379,32 @@ func (b *bench) iperf(ctx context.Context, ns, server string, port uint16, strea
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
+// iperfServer starts an iperf3 server on addr (in namespace ns) on a free port.
+func (b *bench) iperfServer(ns string, addr netip.Addr) (netip.AddrPort, error) {
+	port, err := b.n.FreePort(ns, addr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if _, err := b.n.Start(ns, "iperf3", "-s", "-B", addr.String(), "-p", strconv.Itoa(int(port))); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(addr, port), nil
+}
+
 // throughput compares iperf3 through tgtun with (a) kernel forwarding through the same
 // router to a host on the direct path, and (b) the same proxy used directly from the
 // router (a SOCKS5 relay in the router namespace feeding iperf3's connections to dante).
 func (b *bench) throughput(ctx context.Context) error {
-	port, err := b.n.FreePort(b.n.Messenger, testnet.MsgrV4)
+	msgr, err := b.iperfServer(b.n.Messenger, testnet.MsgrV4)
 	if err != nil {
 		return err
 	}
-	if _, err := b.n.Start(b.n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
-		return err
-	}
-	directPort, err := b.n.FreePort(b.n.Inet, testnet.DirectV4)
+	direct, err := b.iperfServer(b.n.Inet, testnet.DirectV4)
 	if err != nil {
 		return err
 	}
-	if _, err := b.n.Start(b.n.Inet, "iperf3", "-s", "-B", testnet.DirectV4.String(), "-p", strconv.Itoa(int(directPort))); err != nil {
-		return err
-	}
-	relay, err := b.socksRelay(netip.AddrPortFrom(testnet.MsgrV4, port))
+	port, directPort := msgr.Port(), direct.Port()
+	relay, err := b.socksRelay(msgr)
 	if err != nil {
 		return err
 	}
@@ -430,13 +449,11 @@ func (b *bench) ifaceThroughput(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	port, err := b.n.FreePort(b.n.Messenger, testnet.MsgrV4)
+	msgr, err := b.iperfServer(b.n.Messenger, testnet.MsgrV4)
 	if err != nil {
 		return err
 	}
-	if _, err := b.n.Start(b.n.Messenger, "iperf3", "-s", "-B", testnet.MsgrV4.String(), "-p", strconv.Itoa(int(port))); err != nil {
-		return err
-	}
+	port := msgr.Port()
 	// best of two runs: the bench machine's other load varies more than these paths do.
 	best := func(streams int) (float64, error) {
 		var top float64
@@ -584,49 +601,18 @@ func (b *bench) socksDialVia(ctx context.Context, ns string, server, dst netip.A
 // latency measures connect + first byte of an HTTP answer from the messenger, through
 // tgtun from the client and through dante from the router.
 func (b *bench) latency(ctx context.Context) error {
-	dst := netip.AddrPortFrom(testnet.MsgrV4, testnet.HTTPPort)
-	once := func(dial func() (net.Conn, error)) (time.Duration, error) {
-		start := time.Now()
-		c, err := dial()
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n\r\n"); err != nil {
-			return 0, err
-		}
-		var one [1]byte
-		if _, err := c.Read(one[:]); err != nil {
-			return 0, err
-		}
-		return time.Since(start), nil
+	via, direct, err := b.latencies(ctx)
+	if err != nil {
+		return err
 	}
-	// Alternating, so that the machine's load drifting during the run weighs on both
-	// sides alike.
-	var via, direct []time.Duration
-	for range b.conns {
-		d, err := once(func() (net.Conn, error) { return b.n.Dial(ctx, b.n.Client, "tcp", dst.String()) })
-		if err != nil {
-			return fmt.Errorf("latency through tgtun: %w", err)
-		}
-		via = append(via, d)
-		if d, err = once(func() (net.Conn, error) { return b.socksDial(ctx, b.n.Router, dst) }); err != nil {
-			return fmt.Errorf("latency through dante: %w", err)
-		}
-		direct = append(direct, d)
-	}
-	slices.Sort(via)
-	slices.Sort(direct)
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	for _, q := range []struct {
 		name string
-		at   func([]time.Duration) time.Duration
+		at   func([]float64) float64
 	}{
-		{"median", func(d []time.Duration) time.Duration { return d[len(d)/2] }},
-		{"p99", func(d []time.Duration) time.Duration { return d[len(d)*99/100] }},
+		{"median", func(d []float64) float64 { return d[len(d)/2] }},
+		{"p99", func(d []float64) float64 { return d[len(d)*99/100] }},
 	} {
-		v, base := ms(q.at(via)), ms(q.at(direct))
+		v, base := q.at(via), q.at(direct)
 		b.add(figure{Name: fmt.Sprintf("connect+first byte %s (%d conns)", q.name, b.conns), Value: v, Baseline: base, Unit: "ms",
 			Against: "dante used directly from the router", Target: "<= 1.2 x direct", Met: met(v <= 1.2*base)})
 	}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tgtun/tgtun/bench/internal/hev"
 	"github.com/tgtun/tgtun/bench/mips/wire"
 )
 
@@ -44,7 +45,6 @@ var rootfsPackages = []string{
 
 // Peers' versions (docs/performance.md says where each comes from).
 const (
-	hevTarball     = "hev-socks5-tunnel-2.15.0.tar.gz"
 	xrayModule     = "github.com/xtls/xray-core/main@v1.260327.0"
 	xrayVersion    = "v1.260327.0"
 	singBoxModule  = "github.com/sagernet/sing-box/cmd/sing-box@v1.14.1"
@@ -111,7 +111,7 @@ func main() {
 	flag.Var(variantFlag{&o.variants}, "variant", "a tgtun mipsel `NAME=PATH[,ENV=VALUE...]` to measure (repeatable); default: tgtun=<this checkout, built>")
 	flag.StringVar(&o.cache, "cache", "/var/cache/tgtun-mips", "`directory` for the root file system, the peers' builds and the runs' logs (outside the checkout)")
 	flag.StringVar(&o.out, "o", "bench/mips-results.json", "results `file`")
-	flag.StringVar(&o.shared, "shared", "../shared", "`directory` with peers/"+hevTarball)
+	flag.StringVar(&o.shared, "shared", "../shared", "`directory` with peers/"+hev.Tarball)
 	flag.IntVar(&o.seconds, "t", 5, "iperf3 `seconds` per direction")
 	flag.IntVar(&o.conns, "conns", 20, "connect+first byte samples per variant and round")
 	flag.IntVar(&o.flows, "flows", 200, "idle TCP flows held for the memory figure")
@@ -427,18 +427,11 @@ func ensurePeers(ctx context.Context, o options, vm vmFiles) (toolFiles, error) 
 	if err := os.MkdirAll(peers, 0o755); err != nil {
 		return t, err
 	}
-	tarball := filepath.Join(o.shared, "peers", hevTarball)
-	raw, err := os.ReadFile(tarball)
+	var err error
+	t.hev, err = hev.Ensure(ctx, filepath.Join(o.shared, "peers", hev.Tarball), peers, func(s string) { progress("%s", s) },
+		"CROSS_PREFIX=mipsel-linux-gnu-", "LFLAGS=-static")
 	if err != nil {
-		return t, fmt.Errorf("hev-socks5-tunnel source: %w", err)
-	}
-	sum := sha256.Sum256(raw)
-	t.hev = filepath.Join(peers, "hev-socks5-tunnel-"+hex.EncodeToString(sum[:])[:12])
-	if _, err := os.Stat(t.hev); err != nil {
-		progress("building hev-socks5-tunnel 2.15 for mipsel (static, gcc-mipsel-linux-gnu)")
-		if err := buildHev(ctx, tarball, t.hev); err != nil {
-			return t, err
-		}
+		return t, err
 	}
 	needGo := (o.encRounds > 0 || o.pprof) && len(o.protocols) > 0
 	t.xray = filepath.Join(peers, "xray-"+xrayVersion+"-mipsle")
@@ -477,23 +470,6 @@ func ensurePeers(ctx context.Context, o options, vm vmFiles) (toolFiles, error) 
 		}
 	}
 	return t, nil
-}
-
-func buildHev(ctx context.Context, tarball, dst string) error {
-	dir, err := os.MkdirTemp("", "bench-mips-hev-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	if out, err := exec.CommandContext(ctx, "tar", "-C", dir, "-xzf", tarball).CombinedOutput(); err != nil {
-		return fmt.Errorf("unpack %s: %w: %s", tarball, err, out)
-	}
-	src := filepath.Join(dir, strings.TrimSuffix(hevTarball, ".tar.gz"))
-	cmd := exec.CommandContext(ctx, "make", "-C", src, "-j2", "CROSS_PREFIX=mipsel-linux-gnu-", "LFLAGS=-static")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build hev-socks5-tunnel: %w\n%s", err, tail(string(out), 2000))
-	}
-	return copyFile(filepath.Join(src, "bin", "hev-socks5-tunnel"), dst, 0o755)
 }
 
 func buildGuest(ctx context.Context, dir string) (string, error) {
@@ -549,13 +525,6 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
 
 // boot runs one plan in a fresh emulated router and returns its results. A boot that

@@ -14,12 +14,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/tgtun/tgtun/bench/internal/hev"
 	"github.com/tgtun/tgtun/bench/mips/wire"
 )
 
@@ -113,17 +115,7 @@ var danteProxy = fmt.Sprintf("config proxy 'dante'\n\toption server '%s'\n\topti
 
 // hevConf: hev-socks5-tunnel's TUN (its own address in the LAN's documentation range)
 // and dante.
-const hevConf = `tunnel:
-  name: hevtun
-  mtu: 8500
-  ipv4: 192.0.2.250
-socks5:
-  port: 1080
-  address: 198.51.100.6
-  udp: 'udp'
-misc:
-  log-level: warn
-`
+var hevConf = hev.Conf("hevtun", 8500, netip.MustParseAddr("192.0.2.250"), netip.AddrPortFrom(netip.MustParseAddr(proxyV4), dantePort))
 
 func socksPlan(o options, tools toolFiles, round int) *bootPlan {
 	b := newBoot(o, "socks", round)
