@@ -237,13 +237,12 @@ var (
 )
 
 // measureRelay takes the figures of one relay, each group in a fresh process:
-// idle VmRSS; holding idleFlows idle TCP flows its VmRSS and the kernel's growth
-// (sockstat's TCP buffer pages, slab; the whole machine's, net of the reading just
-// before the flows) and their sum; then, in another process, iperf3 with streams
-// streams up and down, each run followed by one through dante used directly from the
-// router (relay, socksRelay's), with the relay's CPU and the whole path's per GiB;
-// and connect + first byte through it and through dante, alternating. rec takes each
-// figure as it comes.
+// idle VmRSS; holding idleFlows idle TCP flows its VmRSS, then, holding them a second
+// time, the kernel's growth (the whole machine's, net of the reading just before the
+// flows: see kernelNow), and the sum of both; then, in another process, iperf3 with streams streams up and down, each run
+// followed by one through dante used directly from the router (relay, socksRelay's),
+// with the relay's CPU and the whole path's per GiB; and connect + first byte through
+// it and through dante, alternating. rec takes each figure as it comes.
 func (b *bench) measureRelay(ctx context.Context, r relayUnder, streams []int, iperfDst, relay netip.AddrPort, nsIno map[uint64]bool, rec func(name, unit string, v float64)) error {
 	pid, stop, err := r.start(ctx)
 	if err != nil {
@@ -259,26 +258,41 @@ func (b *bench) measureRelay(ctx context.Context, r relayUnder, streams []int, i
 		return err
 	}
 	rec("memory idle VmRSS", "MiB", rss)
-	sockBefore, sockErr := sockstatTCPKiB()
-	slabBefore, slabErr := slabKiB()
+	// The flows twice: VmRSS with the first, as the fresh process holds them; the
+	// kernel's growth with the second. Dante serves its clients from a pool of child
+	// processes that it grows with the load and shrinks again once they sit idle:
+	// measured on the first flows, whichever relay comes first after a quiet spell
+	// would pay in the machine-wide figures for dante's new children (some 60 processes
+	// for 1000 flows, about 8 MiB of slab: task structs, vm_area_structs, socket pairs,
+	// /proc inodes) and the next would find them ready. On the second, every relay
+	// finds dante's pool as its own load grew it. The first flows' TIME_WAIT entries
+	// expire 60 s after their close, after the readings.
 	open, err := b.openIdleFlows(ctx, idleFlows)
 	if err == nil {
 		time.Sleep(time.Second)
 		rss, _, err = memory(pid)
 	}
+	for _, conn := range open {
+		conn.Close()
+	}
+	if err != nil {
+		return err
+	}
+	rec(fmt.Sprintf("memory holding %d idle TCP flows VmRSS", idleFlows), "MiB", rss)
+	time.Sleep(time.Second) // the closed flows' sockets freed
+	before, kernErr := kernelNow()
+	open, err = b.openIdleFlows(ctx, idleFlows)
 	if err == nil {
-		rec(fmt.Sprintf("memory holding %d idle TCP flows VmRSS", idleFlows), "MiB", rss)
-		sum := rss
-		if sockAfter, serr := sockstatTCPKiB(); serr == nil && sockErr == nil {
-			rec(fmt.Sprintf("kernel TCP pages growth (sockstat mem) holding %d idle TCP flows (whole machine)", idleFlows), "MiB", float64(sockAfter-sockBefore)/1024)
-			sum += float64(sockAfter-sockBefore) / 1024
-		}
-		if slabAfter, serr := slabKiB(); serr == nil && slabErr == nil {
-			rec(fmt.Sprintf("kernel slab growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", float64(slabAfter-slabBefore)/1024)
-			sum += float64(slabAfter-slabBefore) / 1024
-		}
-		if sockErr == nil && slabErr == nil {
-			rec(nameFlowsSum, "MiB", sum)
+		time.Sleep(time.Second)
+		if after, kerr := kernelNow(); kerr == nil && kernErr == nil {
+			sockstat := float64(after.sockstat-before.sockstat) / 1024
+			pinned := float64(after.unreclaimable+after.sockInodes-before.unreclaimable-before.sockInodes) / 1024
+			rec(fmt.Sprintf("kernel TCP pages growth (sockstat mem) holding %d idle TCP flows (whole machine)", idleFlows), "MiB", sockstat)
+			rec(fmt.Sprintf("kernel slab growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", float64(after.slab-before.slab)/1024)
+			rec(fmt.Sprintf("kernel unreclaimable slab + socket inodes growth holding %d idle TCP flows (whole machine)", idleFlows), "MiB", pinned)
+			rec(nameFlowsSum, "MiB", rss+sockstat+pinned)
+		} else {
+			fmt.Printf("  note: no kernel figures: %v\n", errors.Join(kernErr, kerr))
 		}
 	}
 	for _, conn := range open {
@@ -537,20 +551,76 @@ func cpuSince(before, after map[int]float64) float64 {
 	return sum
 }
 
-// slabKiB is the kernel's slab memory (/proc/meminfo Slab): the sockets, files and
-// epoll entries of idle flows live there, not in sockstat's buffer pages. It is the
-// whole machine's, so other programs' activity shows in it too.
-func slabKiB() (int64, error) {
+// kernelReading is the kernel's memory that idle flows grow, machine-wide, in KiB.
+type kernelReading struct {
+	sockstat      int64 // TCP buffer pages: sockstatTCPKiB
+	slab          int64 // /proc/meminfo Slab: all slab caches
+	unreclaimable int64 // /proc/meminfo SUnreclaim: TCP sockets, files, epoll items, ...
+	sockInodes    int64 // /proc/slabinfo sock_inode_cache's pages
+}
+
+// kernelNow reads the kernel's memory. Slab is the whole machine's slab, and with it
+// the dentry and inode caches (proc_inode_cache, dentry, ext4_inode_cache) that any
+// process on the machine grows by looking at files and that the kernel frees under
+// pressure: the idle flows are in it, but so is noise of several MiB. The flows' own
+// objects are in SUnreclaim (the TCP sockets, their files and epoll items), except
+// the socket inodes: sock_inode_cache is accounted reclaimable although an open
+// socket holds its inode, so it is read on its own from /proc/slabinfo (root only).
+func kernelNow() (kernelReading, error) {
+	var k kernelReading
+	var err error
+	if k.sockstat, err = sockstatTCPKiB(); err != nil {
+		return k, err
+	}
 	raw, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return k, err
+	}
+	found := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || (f[0] != "Slab:" && f[0] != "SUnreclaim:") {
+			continue
+		}
+		v, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return k, fmt.Errorf("meminfo %s: %w", f[0], err)
+		}
+		if f[0] == "Slab:" {
+			k.slab = v
+		} else {
+			k.unreclaimable = v
+		}
+		found++
+	}
+	if found != 2 {
+		return k, errors.New("meminfo: no Slab or SUnreclaim")
+	}
+	k.sockInodes, err = slabCacheKiB("sock_inode_cache")
+	return k, err
+}
+
+// slabCacheKiB is the memory of one slab cache: its slabs times their pages
+// (/proc/slabinfo version 2.1: name active_objs num_objs objsize objperslab
+// pagesperslab : tunables ... : slabdata active_slabs num_slabs sharedavail).
+func slabCacheKiB(name string) (int64, error) {
+	raw, err := os.ReadFile("/proc/slabinfo")
 	if err != nil {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Slab:" {
-			return strconv.ParseInt(f[1], 10, 64)
+		f := strings.Fields(line)
+		if len(f) < 16 || f[0] != name || f[12] != "slabdata" {
+			continue
 		}
+		perSlab, err1 := strconv.ParseInt(f[5], 10, 64)
+		slabs, err2 := strconv.ParseInt(f[14], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return 0, fmt.Errorf("slabinfo %s: %w", name, err)
+		}
+		return slabs * perSlab * int64(os.Getpagesize()) / 1024, nil
 	}
-	return 0, errors.New("meminfo: no Slab")
+	return 0, fmt.Errorf("slabinfo: no %s", name)
 }
 
 // sockstatTCPKiB is the kernel's TCP buffer memory (/proc/net/sockstat, "TCP: ... mem
