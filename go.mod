@@ -1,6 +1,6 @@
 module github.com/tgtun/tgtun
 
-go 1.26.3
+go 1.26.0
 
 require (
 	github.com/google/nftables v0.3.0
