@@ -14,7 +14,7 @@ func TestParseVariant(t *testing.T) {
 		wantErr bool
 	}{
 		{in: "tproxy=bin/tgtun-mipsel", want: variant{Name: "tproxy", Path: "bin/tgtun-mipsel"}},
-		{in: "dbg=/tmp/t,TGTUN_LOG=debug", want: variant{Name: "dbg", Path: "/tmp/t", Env: []string{"TGTUN_LOG=debug"}}},
+		{in: "gogc200=/tmp/t,GOGC=200", want: variant{Name: "gogc200", Path: "/tmp/t", Env: []string{"GOGC=200"}}},
 		{in: "bin/tgtun", wantErr: true},
 		{in: "=bin/tgtun", wantErr: true},
 		{in: "hev=bin/tgtun", wantErr: true}, // a peer's name
