@@ -466,7 +466,7 @@ func (e *Engine) reserveSlot(src netip.Addr, tcp bool) bool {
 		e.devices[src] = d
 	}
 	if d.flows >= e.cfg.MaxFlowsPerDevice {
-		victim := d.evictable(tcp, time.Now())
+		victim := d.evictable(tcp, monoNow())
 		if victim == nil {
 			e.dropIfEmpty(src, d)
 			e.devMu.Unlock()
@@ -493,7 +493,7 @@ func (e *Engine) reserveSlot(src netip.Addr, tcp bool) bool {
 }
 
 // evictable picks the UDP flow a new flow may replace, or nil.
-func (d *device) evictable(tcp bool, now time.Time) *udpFlow {
+func (d *device) evictable(tcp bool, now int64) *udpFlow {
 	var best *udpFlow
 	var bestLast int64
 	for f := range d.udp {
@@ -502,7 +502,7 @@ func (d *device) evictable(tcp bool, now time.Time) *udpFlow {
 			best, bestLast = f, last
 		}
 	}
-	if best == nil || (!tcp && now.Sub(time.Unix(0, bestLast)) < UDPEvictIdle) {
+	if best == nil || (!tcp && time.Duration(now-bestLast) < UDPEvictIdle) {
 		return nil
 	}
 	return best

@@ -110,7 +110,7 @@ func (g *memGuard) toShed(now time.Time) uint64 {
 // idleFlow is what shedding needs to know of a flow.
 type idleFlow interface {
 	flow
-	lastActive() int64 // unix nanoseconds
+	lastActive() int64 // monoNow of the last traffic
 }
 
 // shedFlows is called when a flow is refused for memory: it closes the least
