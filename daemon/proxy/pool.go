@@ -401,6 +401,13 @@ func flowFault(m *poolMember, err error, callerGone bool) flowVerdict {
 		return flowAlive
 	case callerGone, outOfDescriptors(err), errors.Is(err, errors.ErrUnsupported):
 		return flowNone
+	case errors.Is(err, ErrRealityAuth):
+		// A wrong key fails every flow, and FlowFailLimit of them come within
+		// moments; one alone can be Xray's REALITY server under load falling back
+		// to its target for an authentic hello (seen in CI: three flows opened at
+		// once through XHTTP, one got the target's certificate), which must not
+		// take the only proxy away. A probe's is still certain.
+		return flowFailed
 	case certain(err):
 		return flowCertain
 	case m.Type == TypeInterface:

@@ -313,6 +313,20 @@ func TestPoolFlowEvidence(t *testing.T) {
 			t.Errorf("one flow refused the password: %+v", st)
 		}
 	})
+	t.Run("a REALITY key not proven counts, not certain", func(t *testing.T) {
+		p, f := newTestPool(1, 2)
+		probeTimes(testCtx(t), p, 1)
+		f[0].set(fmt.Errorf("vless: %w", ErrRealityAuth))
+		for i := range FlowFailLimit {
+			if st := p.Status()[0]; st.State != StateHealthy {
+				t.Fatalf("p0 out after %d flows without the REALITY proof, want %d: %+v", i, FlowFailLimit, st)
+			}
+			_, _ = p.DialTCP(testCtx(t), testDst)
+		}
+		if st := p.Status()[0]; st.State != StateUnhealthy || !strings.Contains(st.LastError, "REALITY") {
+			t.Errorf("after %d flows without the REALITY proof: %+v", FlowFailLimit, st)
+		}
+	})
 	t.Run("an interface's destination failing is not the device's", func(t *testing.T) {
 		p, f := newTestPool(1, 2)
 		p.members[0].Type = TypeInterface

@@ -169,7 +169,20 @@ func newTLSClient(spec Spec) (*tlsClient, error) {
 // them). The conn it returns carries the application data: after a TLS 1.3
 // handshake tgtun's own record layer (*recordConn: pollable, no buffer held while
 // idle; its ConnectionState has the ALPN), after TLS 1.2 uTLS's conn itself.
+//
+// A REALITY server that does not prove the key is asked once more on a new
+// connection: Xray's REALITY server can fall back to its target for an authentic
+// hello when it is loaded (seen in CI with three handshakes at once), and the
+// flow waiting for this dial should not pay for it. A wrong key fails both.
 func (b *base) dialTLS(ctx context.Context, t *tlsClient) (net.Conn, error) {
+	c, err := b.dialTLSOnce(ctx, t)
+	if t.reality && errors.Is(err, ErrRealityAuth) && ctx.Err() == nil {
+		c, err = b.dialTLSOnce(ctx, t)
+	}
+	return c, err
+}
+
+func (b *base) dialTLSOnce(ctx context.Context, t *tlsClient) (net.Conn, error) {
 	raw, err := b.dialServer(ctx, "tcp")
 	if err != nil {
 		return nil, err

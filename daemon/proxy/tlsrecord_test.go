@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -869,5 +871,52 @@ func TestTLS12KeepsUTLS(t *testing.T) {
 	}
 	if _, err := v.DialTCP(testCtx(t), testDst); err == nil || !strings.Contains(err.Error(), "Vision flow needs TLS 1.3") {
 		t.Fatalf("Vision over TLS 1.2: %v, want a refusal that says why", err)
+	}
+}
+
+// TestRealityAskedOnceMore: a server that does not prove the REALITY key (here a
+// plain TLS site, as a REALITY server's fallback to its target looks) is asked once
+// more on a new connection before the dial fails: a loaded Xray server can fall
+// back for an authentic hello. A wrong key fails both, with the REALITY error.
+func TestRealityAskedOnceMore(t *testing.T) {
+	cert, err := selfSignedCert("www.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				_ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}}).Handshake()
+			}()
+		}
+	}()
+	key, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(Spec{Name: "v", Type: TypeVLESS, Server: "127.0.0.1", Port: uint16(ln.Addr().(*net.TCPAddr).Port),
+		UUID: "b831381d-6324-4d53-ad4f-8cda48b30811", Security: SecurityReality, SNI: "www.example.com",
+		PublicKey: base64.RawURLEncoding.EncodeToString(key.PublicKey().Bytes()), ShortID: "0123abcd"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.DialTCP(testCtx(t), testDst)
+	if !errors.Is(err, ErrRealityAuth) {
+		t.Fatalf("dial through a server that does not prove the key: %v, want ErrRealityAuth", err)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("the server saw %d connections, want 2 (the handshake asked once more)", n)
 	}
 }
