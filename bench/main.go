@@ -7,6 +7,7 @@ package main
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -226,7 +227,15 @@ func (b *bench) sizes(ctx context.Context) error {
 		mib := float64(st.Size()) / (1 << 20)
 		f := figure{Name: "binary size " + arch, Value: mib, Unit: "MiB"}
 		if arch == "mipsel_24kc" {
-			f.Target, f.Met = "<= 8 MiB", met(mib <= 8)
+			// Issue 21: 10 MiB with the transports, and gzip -9 of it (what a
+			// package carries) 3.4 MB.
+			f.Target, f.Met = "<= 10 MiB", met(mib <= 10)
+			b.add(f)
+			gz, err := gzipSize(binPath)
+			if err != nil {
+				return err
+			}
+			f = figure{Name: "binary size mipsel_24kc, gzip -9", Value: float64(gz) / 1e6, Unit: "MB", Target: "<= 3.4 MB", Met: met(float64(gz) <= 3.4e6)}
 		}
 		b.add(f)
 	}
@@ -795,4 +804,33 @@ func (b *bench) udpFlows(ctx context.Context) error {
 	b.add(figure{Name: fmt.Sprintf("memory holding %d idle UDP flows VmRSS", flows), Value: rss, Unit: "MiB"})
 	b.add(figure{Name: fmt.Sprintf("memory holding %d idle UDP flows VmHWM", flows), Value: hwm, Unit: "MiB"})
 	return nil
+}
+
+// gzipSize is the size of the file at path compressed with gzip -9.
+func gzipSize(path string) (int64, error) {
+	in, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	var n countWriter
+	zw, err := gzip.NewWriterLevel(&n, gzip.BestCompression)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := io.Copy(zw, in); err != nil {
+		return 0, fmt.Errorf("gzip %s: %w", path, err)
+	}
+	if err := zw.Close(); err != nil {
+		return 0, err
+	}
+	return int64(n), nil
+}
+
+// countWriter counts what is written to it.
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	*c += countWriter(len(p))
+	return len(p), nil
 }
