@@ -124,23 +124,12 @@ func compare(spec, out string, seconds, conns, rounds int) error {
 	if err != nil {
 		return err
 	}
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
 	ctx := context.Background()
-	n, cleanup, err := testnet.NewCtx(ctx, nil)
-	defer func() {
-		if cleanup != nil {
-			if err := cleanup(); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: cleanup: %v\n", err)
-			}
-		}
-	}()
+	n, done, err := newBenchNet(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	base := &bench{n: n, seconds: seconds, conns: conns}
 	if err := n.StartMessengerServers(); err != nil {
 		return err

@@ -90,25 +90,12 @@ func run(tgtunPath, out string, seconds, conns int, sizes, domainsOnly bool, onl
 	if _, err := os.Stat(abs); err != nil {
 		return fmt.Errorf("tgtun binary: %w (run make build)", err)
 	}
-	// Thousands of idle flows need thousands of descriptors in the bench, tgtun and the proxy,
-	// which inherit this limit.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		lim.Cur = lim.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
 	ctx := context.Background()
-	n, cleanup, err := testnet.NewCtx(ctx, nil)
-	defer func() {
-		if cleanup != nil {
-			if err := cleanup(); err != nil {
-				fmt.Fprintf(os.Stderr, "bench: cleanup: %v\n", err)
-			}
-		}
-	}()
+	n, done, err := newBenchNet(ctx)
 	if err != nil {
 		return err
 	}
+	defer done()
 	b := &bench{n: n, tgtun: abs, seconds: seconds, conns: conns, transport: transport}
 	if err := n.StartMessengerServers(); err != nil {
 		return err
@@ -833,4 +820,28 @@ type countWriter int64
 func (c *countWriter) Write(p []byte) (int, error) {
 	*c += countWriter(len(p))
 	return len(p), nil
+}
+
+// newBenchNet raises the descriptor limit to its maximum (thousands of idle flows need
+// thousands of descriptors in the bench, tgtun and the proxy, which inherit it) and
+// builds the test network; done removes it and says on stderr what it could not.
+func newBenchNet(ctx context.Context) (n *testnet.Net, done func(), err error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	n, cleanup, err := testnet.NewCtx(ctx, nil)
+	done = func() {
+		if cleanup != nil {
+			if err := cleanup(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: cleanup: %v\n", err)
+			}
+		}
+	}
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return n, done, nil
 }
