@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -27,24 +26,9 @@ func cmdProxy(args []string, stdout, stderr io.Writer) int {
 	name := flags.String("name", "", "section `name` (default: from the link's #name, else its type)")
 	write := flags.Bool("write", false, "add the section to the configuration file instead of printing it")
 	path := flags.String("c", config.DefaultPath, "configuration `file`")
-	// Flags may come before or after the link.
-	var link string
-	rest := args[1:]
-	for {
-		if err := flags.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
-		}
-		if flags.NArg() == 0 {
-			break
-		}
-		if link != "" {
-			fmt.Fprintf(stderr, "tgtun proxy import: one link at a time (unexpected %q)\n", truncate(flags.Arg(0)))
-			return exitUsage
-		}
-		link, rest = flags.Arg(0), flags.Args()[1:]
+	link, code, ok := oneArgument(flags, args[1:], stderr, "proxy import", "link")
+	if !ok {
+		return code
 	}
 	if link == "" {
 		fmt.Fprintf(stderr, "tgtun proxy import: the link is missing (%s)\n", links.Schemes)

@@ -161,6 +161,30 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// oneArgument parses args with flags, which may come before or after the command's one
+// positional argument (what, e.g. "link"), and returns that argument, "" if there is
+// none. ok is false when parsing ends the command, with code its exit code: help, a
+// bad flag, or a second argument.
+func oneArgument(flags *flag.FlagSet, args []string, stderr io.Writer, cmd, what string) (arg string, code int, ok bool) {
+	rest := args
+	for {
+		if err := flags.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return "", exitOK, false
+			}
+			return "", exitUsage, false
+		}
+		if flags.NArg() == 0 {
+			return arg, exitOK, true
+		}
+		if arg != "" {
+			fmt.Fprintf(stderr, "tgtun %s: one %s at a time (unexpected %q)\n", cmd, what, truncate(flags.Arg(0)))
+			return "", exitUsage, false
+		}
+		arg, rest = flags.Arg(0), flags.Args()[1:]
+	}
+}
+
 // printUsage prints the overview `tgtun help` shows.
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, "tgtun tunnels messenger traffic (Telegram and others) of a whole network through a proxy.\n\nUsage: tgtun COMMAND [flags]\n\nCommands:\n")

@@ -28,23 +28,9 @@ func cmdSubscriptionAdd(args []string, stdout, stderr io.Writer) int {
 	priority := flags.Int("priority", 10, "`priority` of its proxies (0-1000, lower wins)")
 	dryRun := flags.Bool("dry-run", false, "print the section instead of adding it")
 	path := flags.String("c", config.DefaultPath, "configuration `file`")
-	var raw string
-	rest := args
-	for {
-		if err := flags.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK
-			}
-			return exitUsage
-		}
-		if flags.NArg() == 0 {
-			break
-		}
-		if raw != "" {
-			fmt.Fprintf(stderr, "tgtun subscription add: one URL at a time (unexpected %q)\n", truncate(flags.Arg(0)))
-			return exitUsage
-		}
-		raw, rest = flags.Arg(0), flags.Args()[1:]
+	raw, code, ok := oneArgument(flags, args, stderr, "subscription add", "URL")
+	if !ok {
+		return code
 	}
 	if raw == "" {
 		fmt.Fprintln(stderr, "tgtun subscription add: the subscription URL is missing (https://…)")
