@@ -124,10 +124,13 @@ type ssWriter struct {
 	nonce  []byte
 	salt   []byte // still to be sent
 	lenBuf [2]byte
+	// max is the largest payload of one chunk: ssMaxPayload (SIP004) when 0,
+	// ss22MaxPayload for SIP022, whose fewer, larger chunks mean fewer seals.
+	max int
 }
 
-// ssWriteBufs hold the chunks of one write: five full chunks and a salt, so
-// that a 64 KiB write is one system call.
+// ssWriteBufs hold the chunks of one write: five full SIP004 chunks and a salt
+// (SIP022: one full chunk and some), so that a 64 KiB write is one system call.
 var ssWriteBufs = sync.Pool{New: func() any {
 	b := make([]byte, 0, 5*(2+ssMaxPayload+2*ssTagSize)+64)
 	return &b
@@ -145,15 +148,19 @@ func newSSWriter(w io.Writer, c *ssCipher) (*ssWriter, error) {
 	return &ssWriter{w: w, aead: aead, nonce: make([]byte, ssNonceSize), salt: salt}, nil
 }
 
-// Write seals p in chunks of at most ssMaxPayload and sends them, in as few
-// system calls as the buffer allows.
+// Write seals p in chunks of at most s.max and sends them, in as few system
+// calls as the buffer allows.
 func (s *ssWriter) Write(p []byte) (int, error) {
 	bp := ssWriteBufs.Get().(*[]byte)
 	defer ssWriteBufs.Put(bp)
 	buf := append((*bp)[:0], s.salt...)
 	sent := 0
+	maxChunk := s.max
+	if maxChunk == 0 {
+		maxChunk = ssMaxPayload
+	}
 	for rest := p; len(rest) > 0; {
-		n := min(len(rest), ssMaxPayload)
+		n := min(len(rest), maxChunk)
 		if len(buf)+2+n+2*ssTagSize > cap(buf) {
 			if _, err := s.w.Write(buf); err != nil {
 				return sent, err

@@ -220,7 +220,7 @@ func (m *ss22Method) request(c io.Writer, dst netip.AddrPort) (req []byte, w *ss
 	incNonce(nonce)
 	req = aead.Seal(req, nonce, varHdr, nil)
 	incNonce(nonce)
-	return req, &ssWriter{w: c, aead: aead, nonce: nonce}, salt, nil
+	return req, &ssWriter{w: c, aead: aead, nonce: nonce, max: ss22MaxPayload}, salt, nil
 }
 
 // openHeader checks SIP022's response header: its type, the server's time, our

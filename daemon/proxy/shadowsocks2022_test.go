@@ -156,6 +156,11 @@ func TestSS22StreamRoundTrip(t *testing.T) {
 			if _, err := w.Write([]byte("ping")); err != nil || sent.Len() != 2+16+4+16 {
 				t.Fatalf("%s: chunk after the header: %d bytes, %v", method, sent.Len(), err)
 			}
+			// SIP022 chunks carry up to 0xFFFF bytes: 64 KiB is two chunks, not five.
+			sent.Reset()
+			if _, err := w.Write(make([]byte, 64<<10)); err != nil || sent.Len() != (2+16+0xFFFF+16)+(2+16+1+16) {
+				t.Fatalf("%s: 64 KiB written as %d bytes (want two chunks: %d), %v", method, sent.Len(), (2+16+0xFFFF+16)+(2+16+1+16), err)
+			}
 			salt := make([]byte, m.keySize)
 			rand.Read(salt)
 			r := newSS22Reader(bytes.NewReader(srv.response(salt, reqSalt, time.Now(), []byte("hello"))), m, reqSalt)
