@@ -21,6 +21,7 @@ import (
 	"time"
 
 	utls "github.com/metacubex/utls"
+	"golang.org/x/sys/unix"
 )
 
 // goTLSServer runs a crypto/tls server (TLS 1.3 only) on loopback; handle gets
@@ -132,15 +133,20 @@ func readNonblockFull(t *testing.T, c *recordConn, p []byte) {
 	}
 }
 
-// waitReadable waits (in the runtime's poller) until raw's socket is readable.
+// waitReadable waits (in the runtime's poller) until raw's socket is readable. The
+// callback looks at the socket each time: RawConn.Read resets the poller's readiness
+// before it calls it, so bytes that came before the call made no new edge, and a
+// callback that only said "wait" then waited for bytes that were already there (a hang
+// seen in CI, with the echo complete and the peer waiting).
 func waitReadable(t testing.TB, raw syscall.RawConn) {
-	first := true
-	err := raw.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false // wait once
+	var peek [1]byte
+	err := raw.Read(func(fd uintptr) bool {
+		for {
+			_, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if err != unix.EINTR {
+				return err != unix.EAGAIN
+			}
 		}
-		return true
 	})
 	if err != nil && t != nil {
 		t.Fatal(err)
