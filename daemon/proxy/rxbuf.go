@@ -248,6 +248,27 @@ func (b *rxBuf) settle(keep, drained bool) {
 }
 
 // release drops the buffer (the stream is over).
+// afterRead is what a decrypting stream does once a read is over: pending holds
+// plaintext not yet handed out, failed says the stream has ended or broken. The
+// working buffer is settled (kept while plaintext waits) and, once a failed stream
+// has handed out everything, given back.
+func (b *rxBuf) afterRead(pending, drained, failed bool) {
+	b.settle(pending, drained || failed)
+	if failed && !pending {
+		b.release()
+	}
+}
+
+// takePending copies the front of *pending into p and drops it from *pending
+// (nil once empty, so that an idle stream holds no slice of a buffer).
+func takePending(pending *[]byte, p []byte) int {
+	k := copy(p, *pending)
+	if *pending = (*pending)[k:]; len(*pending) == 0 {
+		*pending = nil
+	}
+	return k
+}
+
 func (b *rxBuf) release() {
 	if b.buf != nil {
 		rxPut(b.buf)

@@ -250,21 +250,14 @@ func (s *ssReader) read(p []byte, wait bool) (int, error) {
 		return 0, nil
 	}
 	n, drained, err := s.readLocked(p, wait)
-	s.rx.settle(len(s.pending) > 0, drained || s.rerr != nil)
-	if s.rerr != nil && len(s.pending) == 0 {
-		s.rx.release()
-	}
+	s.rx.afterRead(len(s.pending) > 0, drained, s.rerr != nil)
 	return n, err
 }
 
 func (s *ssReader) readLocked(p []byte, wait bool) (n int, drained bool, err error) {
 	for n < len(p) {
 		if len(s.pending) > 0 {
-			k := copy(p[n:], s.pending)
-			n += k
-			if s.pending = s.pending[k:]; len(s.pending) == 0 {
-				s.pending = nil
-			}
+			n += takePending(&s.pending, p[n:])
 			continue
 		}
 		if s.rerr != nil {

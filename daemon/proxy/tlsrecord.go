@@ -268,21 +268,14 @@ func (c *recordConn) read(p []byte, wait bool) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	n, drained, err := c.readLocked(p, wait)
-	c.rx.settle(len(c.pending) > 0, drained || c.rerr != nil)
-	if c.rerr != nil && len(c.pending) == 0 {
-		c.rx.release()
-	}
+	c.rx.afterRead(len(c.pending) > 0, drained, c.rerr != nil)
 	return n, err
 }
 
 func (c *recordConn) readLocked(p []byte, wait bool) (n int, drained bool, err error) {
 	for n < len(p) {
 		if len(c.pending) > 0 {
-			k := copy(p[n:], c.pending)
-			n += k
-			if c.pending = c.pending[k:]; len(c.pending) == 0 {
-				c.pending = nil
-			}
+			n += takePending(&c.pending, p[n:])
 			continue
 		}
 		if c.rerr != nil || (c.oneRecord && n > 0) {
